@@ -1,0 +1,190 @@
+// All of pybind11 lives here: conversions between the pure C++ core and numpy, GIL handling, errors.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "darknet.h"
+#include "errors.h"
+#include "parallel.h"
+#include "transform.h"
+
+namespace py = pybind11;
+using namespace pyloader;
+
+namespace {
+
+// Keeps the memory behind returned arrays alive: the file map and the arena of transformed arrays.
+struct Owner {
+    std::shared_ptr<MappedFile> file;
+    std::unique_ptr<Arena> arena;
+};
+
+py::capsule make_owner(Owner* owner) {
+    return py::capsule(owner, [](void* p) { delete static_cast<Owner*>(p); });
+}
+
+// A float32 C-order array over `data`, not copied; `base` keeps the memory alive.
+py::array float_view(const float* data, const std::vector<std::size_t>& shape, const py::handle& base,
+                     bool writeable) {
+    std::vector<py::ssize_t> strides(shape.size());
+    py::ssize_t stride = sizeof(float);
+    for (std::size_t k = shape.size(); k-- > 0;) {
+        strides[k] = stride;
+        stride *= py::ssize_t(shape[k]);
+    }
+    std::vector<py::ssize_t> dims(shape.begin(), shape.end());
+    py::array a(py::dtype::of<float>(), dims, strides, data, base);
+    if (!writeable) py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    return a;
+}
+
+DarknetLayerPlan plan_from_tuple(const py::tuple& t) {
+    DarknetLayerPlan L;
+    const auto kind = t[0].cast<std::string>();
+    L.label = t[1].cast<std::string>();
+    if (kind == "convolutional") {
+        if (t.size() != 7) throw FormatError(L.label + ": convolutional plan needs 7 fields");
+        L.kind = DarknetLayerPlan::Kind::Convolutional;
+        L.filters = t[2].cast<std::uint64_t>();
+        L.channels_per_group = t[3].cast<std::uint64_t>();
+        L.kh = t[4].cast<std::uint64_t>();
+        L.kw = t[5].cast<std::uint64_t>();
+        L.batch_normalize = t[6].cast<bool>();
+    } else if (kind == "floats") {
+        if (t.size() != 3) throw FormatError(L.label + ": floats plan needs 3 fields");
+        L.kind = DarknetLayerPlan::Kind::Floats;
+        L.count = t[2].cast<std::uint64_t>();
+    } else {
+        throw FormatError(L.label + ": unknown plan kind '" + kind + "'");
+    }
+    return L;
+}
+
+py::dict header_dict(const DarknetHeader& h) {
+    py::dict d;
+    d["major"] = h.major;
+    d["minor"] = h.minor;
+    d["revision"] = h.revision;
+    d["seen"] = h.seen;
+    d["header_bytes"] = h.bytes;
+    return d;
+}
+
+DType dtype_of(const py::array& a) {
+    if (a.dtype().is(py::dtype::of<float>())) return DType::F32;
+    if (a.dtype().kind() == 'f' && a.dtype().itemsize() == 2) return DType::F16;
+    throw FormatError("expected a float32 or float16 array, got dtype " + py::str(a.dtype()).cast<std::string>());
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "pyloader's native core: memory-mapped readers and layout transforms.";
+
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const FormatError& e) {
+            py::object cls = py::module_::import("pyloader.errors").attr("FormatError");
+            PyErr_SetString(cls.ptr(), e.what());
+        }
+    });
+
+    m.def("default_threads", &default_threads);
+
+    m.def(
+        "darknet_header",
+        [](const std::string& path) {
+            MappedFile f(path);
+            try {
+                return header_dict(parse_darknet_header(f.data(), f.size()));
+            } catch (const FormatError& e) {
+                throw FormatError(path + ": " + e.what());
+            }
+        },
+        py::arg("path"), "Parse the header of a darknet .weights file.");
+
+    m.def(
+        "read_darknet",
+        [](const std::string& path, const py::list& plan_list, bool fold_bn, double eps, unsigned threads) {
+            std::vector<DarknetLayerPlan> plan;
+            plan.reserve(plan_list.size());
+            for (const auto& item : plan_list) plan.push_back(plan_from_tuple(item.cast<py::tuple>()));
+            DarknetFileResult r;
+            {
+                py::gil_scoped_release release;
+                r = read_darknet_file(path, plan, fold_bn, eps, threads);
+            }
+            auto* owner = new Owner{r.file, std::move(r.result.arena)};
+            py::capsule base = make_owner(owner);
+            py::list layers;
+            for (const auto& arrays : r.result.layers) {
+                py::list items;
+                for (const auto& a : arrays)
+                    items.append(py::make_tuple(a.role, float_view(a.data, a.shape, base, !a.from_input)));
+                layers.append(items);
+            }
+            return py::make_tuple(header_dict(r.result.header), layers);
+        },
+        py::arg("path"), py::arg("plan"), py::arg("fold_bn") = true, py::arg("eps") = 1e-5,
+        py::arg("threads") = 0,
+        "Read a darknet .weights file against a layer plan: [(kind, label, ...)] in file order.\n"
+        "Returns (header, [[(role, array), ...] per plan entry]).");
+
+    m.def(
+        "oihw_to_hwio",
+        [](const py::array& in, py::object scale_obj, unsigned threads) {
+            if (in.ndim() != 4) throw FormatError("oihw_to_hwio: expected a 4-d array");
+            const DType t = dtype_of(in);
+            py::array contiguous = py::array::ensure(in, py::array::c_style);
+            const auto O = std::size_t(in.shape(0)), I = std::size_t(in.shape(1)), H = std::size_t(in.shape(2)),
+                       W = std::size_t(in.shape(3));
+            py::array_t<float, py::array::c_style> scale;
+            if (!scale_obj.is_none()) {
+                scale = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(scale_obj);
+                if (!scale || scale.ndim() != 1 || std::size_t(scale.shape(0)) != O)
+                    throw FormatError("oihw_to_hwio: scale must have one float per output channel");
+            }
+            py::array_t<float> out({H, W, I, O});
+            const void* src = contiguous.data();
+            float* dst = out.mutable_data();
+            const float* s = scale_obj.is_none() ? nullptr : scale.data();
+            {
+                py::gil_scoped_release release;
+                const std::size_t step = 16;
+                const std::size_t chunks = (O + step - 1) / step;
+                parallel_for(chunks, threads, [&](std::size_t c) {
+                    oihw_to_hwio(src, t, dst, O, I, H, W, s, c * step, std::min(O, (c + 1) * step));
+                });
+            }
+            return out;
+        },
+        py::arg("kernel"), py::arg("scale") = py::none(), py::arg("threads") = 0,
+        "Transpose an OIHW float32/float16 kernel to HWIO float32, scaling output channel o by scale[o].");
+
+    m.def(
+        "fold_batchnorm",
+        [](const py::array& gamma, const py::array& beta, const py::array& mean, const py::array& var, double eps,
+           py::object conv_bias) {
+            const DType t = dtype_of(gamma);
+            const std::size_t n = std::size_t(gamma.size());
+            std::vector<py::array> parts = {gamma, beta, mean, var};
+            if (!conv_bias.is_none()) parts.push_back(conv_bias.cast<py::array>());
+            for (auto& p : parts) {
+                if (dtype_of(p) != t || std::size_t(p.size()) != n || p.ndim() != 1)
+                    throw FormatError("fold_batchnorm: all inputs must be 1-d arrays of one dtype and length");
+                p = py::array::ensure(p, py::array::c_style);
+            }
+            py::array_t<float> scale(n), bias(n);
+            fold_batchnorm(t, parts[0].data(), parts[1].data(), parts[2].data(), parts[3].data(),
+                           parts.size() > 4 ? parts[4].data() : nullptr, eps, scale.mutable_data(),
+                           bias.mutable_data(), 0, n);
+            return py::make_tuple(scale, bias);
+        },
+        py::arg("gamma"), py::arg("beta"), py::arg("mean"), py::arg("var"), py::arg("eps"),
+        py::arg("conv_bias") = py::none(), "Batch-norm folding: returns (scale, bias) as float32.");
+}

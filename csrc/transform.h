@@ -1,0 +1,31 @@
+// The two transforms every converter needs: OIHW -> HWIO kernel layout, and batch-norm folding.
+// Pure functions over raw buffers; the callers validate every size first.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace pyloader {
+
+enum class DType { F32, F16 };
+
+// Convert one IEEE half (bit pattern) to float.
+float half_to_float(std::uint16_t h);
+
+// out[h][w][i][o] = in[o][i][h][w] * (scale ? scale[o] : 1), writing only output channels
+// [o_begin, o_end). `in` holds O*I*H*W elements of `in_type` (fp16 is widened to fp32);
+// `out` holds H*W*I*O floats. `scale` has O floats or is null.
+void oihw_to_hwio(const void* in, DType in_type, float* out, std::size_t O, std::size_t I, std::size_t H,
+                  std::size_t W, const float* scale, std::size_t o_begin, std::size_t o_end);
+
+// Batch-norm folding for channels [o_begin, o_end):
+// scale[o] = gamma[o] / sqrt(var[o] + eps); bias[o] = beta[o] + (conv_bias ? conv_bias[o] : 0) * scale[o]
+//            - mean[o] * scale[o].
+// Parameters are `in_type` arrays of at least o_end elements; conv_bias may be null.
+void fold_batchnorm(DType in_type, const void* gamma, const void* beta, const void* mean, const void* var,
+                    const void* conv_bias, double eps, float* scale, float* bias, std::size_t o_begin,
+                    std::size_t o_end);
+
+// Widen (or copy) `n` elements to float32.
+void to_float(const void* in, DType in_type, float* out, std::size_t n);
+
+}  // namespace pyloader

@@ -1,0 +1,7 @@
+"""pyloader: YOLO checkpoints (Darknet .cfg + .weights, YOLOv5 .pt) to Keras models."""
+
+from .errors import FormatError, UnsafePickleError
+from .api import load, read
+
+__all__ = ["load", "read", "FormatError", "UnsafePickleError"]
+__version__ = "0.1.0"

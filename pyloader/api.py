@@ -1,0 +1,66 @@
+"""The public entry points: `read` (numpy arrays, no TensorFlow) and `load` (a ready keras.Model)."""
+
+from __future__ import annotations
+
+import os
+
+from .errors import FormatError
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # pickle of the int 0x1950A86A20F9469CFC6C
+
+
+def _family(weights: str | os.PathLike) -> str:
+    """'darknet' or 'torch', by the file's first bytes (the suffix only breaks ties)."""
+    path = os.fspath(weights)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise FormatError(f"{path}: cannot open: {e.strerror or e}") from None
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_LEGACY_TORCH_MAGIC):
+        return "torch"
+    if path.endswith((".pt", ".pth")):
+        raise FormatError(
+            f"{path}: a .pt file must be a PyTorch zip archive (starts with PK\\x03\\x04) or a legacy torch file; "
+            f"its first bytes are {head[:8]!r}"
+        )
+    return "darknet"
+
+
+def read(weights, cfg=None, *, fold_bn: bool = True) -> dict:
+    """Read a checkpoint into numpy arrays in Keras layout, keyed '<layer name>/<variable>'.
+
+    Darknet: `weights` is the .weights file and `cfg` its .cfg (default: the .cfg of the same stem beside it).
+    YOLOv5: `weights` is the .pt checkpoint; `cfg` must be None. TensorFlow is not imported.
+    With fold_bn, batch norm is folded into each convolution's kernel and bias.
+    """
+    if _family(weights) == "torch":
+        _no_cfg(weights, cfg)
+        from .yolov5_weights import read_yolov5
+
+        return read_yolov5(weights, fold_bn=fold_bn)
+    from .darknet_weights import read_darknet
+
+    return read_darknet(weights, cfg, fold_bn=fold_bn).arrays
+
+
+def load(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input_size=None):
+    """Build a keras.Model for the checkpoint and fill it with its weights.
+
+    Outputs: the raw tensors of each detection head (NHWC), or with decode=True one tensor
+    [batch, boxes, 5 + classes]. input_size=(height, width) overrides the size the checkpoint was made for.
+    """
+    if _family(weights) == "torch":
+        _no_cfg(weights, cfg)
+        from .yolov5_keras import load_yolov5
+
+        return load_yolov5(weights, fold_bn=fold_bn, decode=decode, input_size=input_size)
+    from .darknet_keras import load_darknet
+
+    return load_darknet(weights, cfg, fold_bn=fold_bn, decode=decode, input_size=input_size)
+
+
+def _no_cfg(weights, cfg) -> None:
+    if cfg is not None:
+        raise FormatError(f"{os.fspath(weights)}: a PyTorch checkpoint carries its architecture; cfg must be None")
