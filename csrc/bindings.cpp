@@ -11,6 +11,7 @@
 #include "errors.h"
 #include "parallel.h"
 #include "transform.h"
+#include "zip_archive.h"  // PyTorch zip section
 
 namespace py = pybind11;
 using namespace pyloader;
@@ -187,4 +188,74 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("gamma"), py::arg("beta"), py::arg("mean"), py::arg("var"), py::arg("eps"),
         py::arg("conv_bias") = py::none(), "Batch-norm folding: returns (scale, bias) as float32.");
+
+    // ---- PyTorch zip ----
+    // The map is handed to Python as a read-only uint8 array whose base owns the MappedFile, so numpy views
+    // of checkpoint records (np.frombuffer / slicing) are zero-copy and keep the file mapped.
+    m.def(
+        "map_file",
+        [](const std::string& path) {
+            auto file = std::make_shared<MappedFile>(path);
+            auto* owner = new Owner{file, nullptr};
+            py::capsule base = make_owner(owner);
+            static const std::byte empty{};
+            const std::byte* p = file->size() ? file->data() : &empty;
+            py::array a(py::dtype::of<std::uint8_t>(), {py::ssize_t(file->size())}, {py::ssize_t(1)}, p, base);
+            py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+            return a;
+        },
+        py::arg("path"), "Memory-map a file read-only; returns a read-only uint8 array over the map.");
+
+    m.def(
+        "torch_zip_index",
+        [](const py::buffer& buf) {
+            py::buffer_info info = buf.request();
+            if (info.ndim != 1 || info.itemsize != 1) throw FormatError("torch_zip_index: expected a 1-d byte buffer");
+            TorchZipIndex idx;
+            {
+                py::gil_scoped_release release;
+                idx = index_torch_zip(static_cast<const std::byte*>(info.ptr), std::size_t(info.size));
+            }
+            py::dict records;
+            for (const auto& [key, r] : idx.records) records[py::str(key)] = py::make_tuple(r.first, r.second);
+            py::list entries;
+            for (const auto& e : idx.entries)
+                entries.append(py::make_tuple(e.name, e.method, e.size, e.data_offset));
+            py::dict d;
+            d["prefix"] = idx.prefix;
+            d["pickle"] = py::make_tuple(idx.pickle_offset, idx.pickle_size);
+            d["records"] = records;
+            d["entries"] = entries;
+            return d;
+        },
+        py::arg("buffer"),
+        "Index a PyTorch zip checkpoint: {'prefix', 'pickle': (offset, size), 'records': {key: (offset, size)},\n"
+        "'entries': [(name, method, size, data_offset)]}. Every range is validated against the buffer.");
+
+    m.def(
+        "zip_directory",
+        [](const py::buffer& buf) {
+            py::buffer_info info = buf.request();
+            if (info.ndim != 1 || info.itemsize != 1) throw FormatError("zip_directory: expected a 1-d byte buffer");
+            auto entries = read_zip_directory(static_cast<const std::byte*>(info.ptr), std::size_t(info.size));
+            py::list out;
+            for (const auto& e : entries) out.append(py::make_tuple(e.name, e.method, e.size, e.data_offset));
+            return out;
+        },
+        py::arg("buffer"), "The central directory of a zip archive: [(name, method, size, data_offset)].");
+
+    m.def(
+        "legacy_storages",
+        [](const py::buffer& buf, std::uint64_t start, const std::vector<std::uint64_t>& element_sizes) {
+            py::buffer_info info = buf.request();
+            if (info.ndim != 1 || info.itemsize != 1) throw FormatError("legacy_storages: expected a 1-d byte buffer");
+            auto st = locate_legacy_storages(static_cast<const std::byte*>(info.ptr), std::size_t(info.size), start,
+                                             element_sizes);
+            py::list out;
+            for (const auto& s : st) out.append(py::make_tuple(s.offset, s.numel));
+            return out;
+        },
+        py::arg("buffer"), py::arg("start"), py::arg("element_sizes"),
+        "Legacy torch format: (offset, numel) of each raw storage after `start` (int64 numel + bytes each).");
+    // ---- end PyTorch zip ----
 }
