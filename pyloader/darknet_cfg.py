@@ -1,0 +1,554 @@
+"""Darknet .cfg parser and shape inference: sections, typed options, and per-layer output shapes.
+
+Pure Python (no TensorFlow, no numpy). Semantics follow AlexeyAB/darknet's parser.c; where darknet is
+lenient (unknown options or activations, mismatched layer sizes) pyloader raises FormatError instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .errors import FormatError
+
+# Activations pyloader computes exactly as darknet does. 'silu' is not a darknet activation (darknet falls
+# back to relu for unknown names); WongKinYiu's yolov7 darknet cfgs use it meaning SiLU (x * sigmoid(x),
+# what their PyTorch models were trained with), so pyloader computes it as swish. See README.
+ACTIVATIONS = {"linear", "leaky", "relu", "logistic", "tanh", "mish", "swish", "silu"}
+
+_REQUIRED = object()
+
+# Options darknet reads that only matter for training or data augmentation; they are accepted and ignored.
+_NET_IGNORED = {
+    "B1", "B2", "adam", "adversarial_lr", "angle", "aspect", "attention", "augment_speed",
+    "badlabels_rejection_percentage", "batch", "blur", "burn_in", "contrastive", "contrastive_color",
+    "contrastive_jit_flip", "cutmix", "decay", "dynamic_minibatch", "ema_alpha", "eps", "equidistant_point",
+    "exposure", "flip", "gamma", "gaussian_noise", "hue", "label_smooth_eps", "learning_rate",
+    "learning_rate_min", "letter_box", "loss_scale", "max_batches", "max_chart_loss", "max_crop", "min_crop",
+    "mixup", "momentum", "mosaic", "mosaic_bound", "num_sigmas_reject_badlabels", "optimized_memory", "policy",
+    "power", "resize_step", "saturation", "scale", "scales", "seq_scales", "sequential_subdivisions",
+    "sgdr_cycle", "sgdr_mult", "step", "steps", "subdivisions", "time_steps", "track", "try_fix_nan",
+    "unsupervised", "use_cuda_graph", "weights_reject_freq", "workspace_size_limit_MB", "inputs",
+}
+_YOLO_IGNORED = {
+    "beta_nms", "cls_normalizer", "counters_per_class", "delta_normalizer", "dets_for_show", "dets_for_track",
+    "embedding_layer", "focal_loss", "ignore_thresh", "iou_loss", "iou_normalizer", "iou_thresh",
+    "iou_thresh_kind", "jitter", "label_smooth_eps", "max", "max_delta", "nms_kind", "obj_normalizer",
+    "objectness_smooth", "random", "resize", "show_details", "sim_thresh", "track_ciou_norm",
+    "track_history_size", "truth_thresh", "uc_normalizer", "beta1",
+}
+_REGION_IGNORED = {
+    "absolute", "bias_match", "class_scale", "classfix", "coord_scale", "focal_loss", "jitter", "mask_scale",
+    "max", "noobject_scale", "object_scale", "random", "rescore", "resize", "thresh",
+}
+_COMMON_IGNORED = {"stopbackward", "stream", "wait_stream", "train_only_bn", "dontupdate"}
+
+SECTION_TYPES = {
+    "convolutional", "maxpool", "avgpool", "dropout", "route", "shortcut", "upsample", "reorg3d", "reorg",
+    "sam", "scale_channels", "yolo", "region",
+}
+_ALIASES = {"conv": "convolutional", "max": "maxpool", "avg": "avgpool", "network": "net"}
+
+
+@dataclass
+class Section:
+    """One [section] of a cfg file with its options and where they came from."""
+
+    type: str
+    line: int
+    path: str
+    index: int  # darknet layer index; -1 for [net]
+    options: dict = field(default_factory=dict)  # name -> (value string, line)
+    used: set = field(default_factory=set)
+
+    def where(self) -> str:
+        name = os.path.basename(self.path)
+        if self.index < 0:
+            return f"[{self.type}] ({name} line {self.line})"
+        return f"layer {self.index} [{self.type}] ({name} line {self.line})"
+
+    def error(self, message: str, option: str | None = None) -> FormatError:
+        at = self.where()
+        if option is not None and option in self.options:
+            at += f", option '{option}' on line {self.options[option][1]}"
+        return FormatError(f"{self.path}: {at}: {message}")
+
+    def has(self, name: str) -> bool:
+        return name in self.options
+
+    def _raw(self, name, default):
+        self.used.add(name)
+        if name in self.options:
+            return self.options[name][0]
+        if default is _REQUIRED:
+            raise self.error(f"option '{name}' is required")
+        return None
+
+    def str(self, name: str, default=_REQUIRED) -> str:
+        raw = self._raw(name, default)
+        return default if raw is None else raw
+
+    def int(self, name: str, default=_REQUIRED) -> int:
+        raw = self._raw(name, default)
+        if raw is None:
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise self.error(f"expected an integer, got '{raw}'", name) from None
+
+    def float(self, name: str, default=_REQUIRED) -> float:
+        raw = self._raw(name, default)
+        if raw is None:
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise self.error(f"expected a number, got '{raw}'", name) from None
+
+    def ints(self, name: str, default=_REQUIRED) -> list:
+        raw = self._raw(name, default)
+        if raw is None:
+            return default
+        try:
+            return [int(x) for x in raw.split(",") if x != ""]
+        except ValueError:
+            raise self.error(f"expected a comma-separated list of integers, got '{raw}'", name) from None
+
+    def floats(self, name: str, default=_REQUIRED) -> list:
+        raw = self._raw(name, default)
+        if raw is None:
+            return default
+        try:
+            return [float(x) for x in raw.split(",") if x != ""]
+        except ValueError:
+            raise self.error(f"expected a comma-separated list of numbers, got '{raw}'", name) from None
+
+    def check_all_used(self, ignored: set) -> None:
+        for name, (_, line) in self.options.items():
+            if name not in self.used and name not in ignored and name not in _COMMON_IGNORED:
+                raise self.error(f"unsupported option '{name}'", name)
+
+
+def parse_cfg_text(text: str, path: str) -> list:
+    """Split cfg text into Sections (the first is [net]). Lines: '[type]', 'key=value', '#' or ';' comments."""
+    sections: list = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = "".join(raw.split())  # darknet strips every whitespace character, inside the line too
+        if not line or line[0] in "#;":
+            continue
+        if line[0] == "[":
+            if line[-1] != "]" or len(line) < 3:
+                raise FormatError(f"{path}: line {lineno}: malformed section header '{raw.strip()}'")
+            kind = line[1:-1]
+            kind = _ALIASES.get(kind, kind)
+            index = len(sections) - 1
+            sections.append(Section(kind, lineno, path, index))
+            continue
+        if "=" not in line:
+            raise FormatError(f"{path}: line {lineno}: expected 'key=value' or '[section]', got '{raw.strip()}'")
+        if not sections:
+            raise FormatError(f"{path}: line {lineno}: option '{raw.strip()}' before the first [section]")
+        key, value = line.split("=", 1)
+        if "#" in value:  # an inline comment: darknet would keep it in the value; no official cfg relies on that
+            value = value.split("#", 1)[0]
+        if not key or not value:
+            raise FormatError(f"{path}: line {lineno}: malformed option '{raw.strip()}'")
+        sec = sections[-1]
+        if key in sec.options:
+            raise FormatError(f"{path}: line {lineno}: option '{key}' repeated in {sec.where()}")
+        sec.options[key] = (value, lineno)
+    if not sections or sections[0].type != "net":
+        raise FormatError(f"{path}: the first section must be [net] (or [network])")
+    for sec in sections[1:]:
+        if sec.type == "net":
+            raise sec.error("a second [net] section")
+        if sec.type not in SECTION_TYPES:
+            raise sec.error(f"unsupported section type [{sec.type}]")
+    if len(sections) == 1:
+        raise FormatError(f"{path}: the cfg has no layers after [net]")
+    return sections
+
+
+@dataclass
+class Layer:
+    """One darknet layer: its section, inputs (layer indices; -1 is the image), parameters, output shape."""
+
+    index: int
+    type: str
+    section: Section
+    inputs: list
+    params: dict
+    shape: tuple  # (h, w, c) of the output
+
+    @property
+    def name(self) -> str:
+        return f"{self.type}_{self.index}"
+
+    def where(self) -> str:
+        return self.section.where()
+
+
+@dataclass
+class Network:
+    path: str
+    height: int
+    width: int
+    channels: int
+    layers: list
+
+    @property
+    def heads(self) -> list:
+        return [l for l in self.layers if l.type in ("yolo", "region")]
+
+    @property
+    def outputs(self) -> list:
+        """The layers whose output the model returns: the heads, or the last layer if there is none."""
+        return self.heads or [self.layers[-1]]
+
+
+def read_cfg(path) -> list:
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise FormatError(f"{path}: cannot open cfg: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{path}: not a text cfg (invalid UTF-8 at byte {e.start})") from None
+    return parse_cfg_text(text.lstrip("\ufeff"), path)
+
+
+def build_network(sections: list, input_size=None) -> Network:
+    """Shape inference over the parsed sections. input_size=(h, w) overrides [net] height/width."""
+    net = sections[0]
+    height = net.int("height", 0)
+    width = net.int("width", 0)
+    channels = net.int("channels", 0)
+    net.check_all_used(_NET_IGNORED)
+    if input_size is not None:
+        try:
+            height, width = (int(v) for v in input_size)
+        except (TypeError, ValueError):
+            raise FormatError(f"input_size must be (height, width), got {input_size!r}") from None
+    if height <= 0 or width <= 0 or channels <= 0:
+        raise net.error(f"height, width and channels must be positive, got {height}x{width}x{channels}")
+    layers: list = []
+    shape = (height, width, channels)
+    for sec in sections[1:]:
+        layer = _LAYER_BUILDERS[sec.type](sec, layers, shape)
+        h, w, c = layer.shape
+        if h <= 0 or w <= 0 or c <= 0:
+            raise sec.error(f"output would be {h}x{w}x{c} for input {shape[0]}x{shape[1]}x{shape[2]}")
+        layers.append(layer)
+        shape = layer.shape
+    return Network(sections[0].path, height, width, channels, layers)
+
+
+def parse_network(cfg_path, input_size=None) -> Network:
+    return build_network(read_cfg(cfg_path), input_size)
+
+
+# ---- per-section builders: (section, earlier layers, input shape) -> Layer ----
+
+
+def _resolve(sec: Section, layers: list, refs: list, option: str) -> list:
+    out = []
+    for r in refs:
+        i = sec.index + r if r < 0 else r
+        if not 0 <= i < sec.index:
+            raise sec.error(f"refers to layer {r} (index {i}); expected an earlier layer 0..{sec.index - 1}", option)
+        out.append(i)
+    return out
+
+
+def _activation(sec: Section, default: str) -> str:
+    act = sec.str("activation", default)
+    if act not in ACTIVATIONS:
+        raise sec.error(f"unsupported activation '{act}' (supported: {', '.join(sorted(ACTIVATIONS))})",
+                        "activation")
+    return act
+
+
+def _positive(sec: Section, **values) -> None:
+    for name, v in values.items():
+        if v <= 0:
+            raise sec.error(f"{name} must be positive, got {v}", name)
+
+
+def _convolutional(sec, layers, shape):
+    h, w, c = shape
+    filters = sec.int("filters", 1)
+    size = sec.int("size", 1)
+    stride = sec.int("stride", 1)
+    sx = sec.int("stride_x", -1)
+    sy = sec.int("stride_y", -1)
+    sx = stride if sx < 1 else sx
+    sy = stride if sy < 1 else sy
+    dilation = sec.int("dilation", 1)
+    if size == 1:
+        dilation = 1
+    groups = sec.int("groups", 1)
+    pad = sec.int("pad", 0)
+    padding = sec.int("padding", 0)
+    if pad:
+        padding = size // 2
+    bn = sec.int("batch_normalize", 0)
+    act = _activation(sec, "logistic")  # darknet's default for a convolutional layer
+    _positive(sec, filters=filters, size=size, stride=stride, stride_x=sx, stride_y=sy, dilation=dilation,
+              groups=groups)
+    if padding < 0:
+        raise sec.error(f"padding must be >= 0, got {padding}", "padding")
+    if bn not in (0, 1):
+        raise sec.error(f"batch_normalize must be 0 or 1, got {bn}", "batch_normalize")
+    if c % groups or filters % groups:
+        raise sec.error(f"groups={groups} must divide the input channels ({c}) and filters ({filters})", "groups")
+    sec.check_all_used(set())
+    out_h = (h + 2 * padding - size) // sy + 1
+    out_w = (w + 2 * padding - size) // sx + 1
+    if dilation > 1:
+        # darknet pads by padding*dilation and sizes the output as if undilated; both agree only when
+        # 2*padding == size-1.
+        if 2 * padding != size - 1:
+            raise sec.error(f"dilation={dilation} needs padding=(size-1)/2, got padding={padding} size={size}",
+                            "dilation")
+        if sx > 1 or sy > 1:
+            raise sec.error("dilation together with stride > 1 is not supported", "dilation")
+    if h + 2 * padding < size or w + 2 * padding < size:
+        raise sec.error(f"kernel {size} larger than the padded input {h + 2 * padding}x{w + 2 * padding}", "size")
+    params = dict(filters=filters, size=size, stride=(sy, sx), dilation=dilation, groups=groups, padding=padding,
+                  batch_normalize=bool(bn), activation=act)
+    return Layer(sec.index, "conv", sec, [sec.index - 1], params, (out_h, out_w, filters))
+
+
+def _maxpool(sec, layers, shape):
+    h, w, c = shape
+    stride = sec.int("stride", 1)
+    sx = sec.int("stride_x", stride)
+    sy = sec.int("stride_y", stride)
+    size = sec.int("size", stride)
+    padding = sec.int("padding", size - 1)
+    depth = sec.int("maxpool_depth", 0)
+    out_channels = sec.int("out_channels", 1)
+    if sec.int("antialiasing", 0) or sec.int("maxpool_zero_nonmax", 0):
+        raise sec.error("antialiasing and maxpool_zero_nonmax are not supported")
+    _positive(sec, stride_x=sx, stride_y=sy, size=size)
+    if padding < 0:
+        raise sec.error(f"padding must be >= 0, got {padding}", "padding")
+    sec.check_all_used(set())
+    if depth:
+        _positive(sec, out_channels=out_channels)
+        params = dict(depth=True, out_channels=out_channels)
+        return Layer(sec.index, "maxpool", sec, [sec.index - 1], params, (h, w, out_channels))
+    out_h = (h + padding - size) // sy + 1
+    out_w = (w + padding - size) // sx + 1
+    # darknet: the window starts at -padding/2, cells outside the input are -inf.
+    before = padding // 2
+    params = dict(depth=False, size=size, stride=(sy, sx),
+                  pads=((before, _after(h, out_h, sy, size, before)), (before, _after(w, out_w, sx, size, before))))
+    return Layer(sec.index, "maxpool", sec, [sec.index - 1], params, (out_h, out_w, c))
+
+
+def _after(n: int, out: int, stride: int, size: int, before: int) -> int:
+    """Padding after the input so that a 'valid' pool yields exactly `out` windows starting at -before."""
+    return max(0, (out - 1) * stride + size - before - n)
+
+
+def _avgpool(sec, layers, shape):
+    sec.check_all_used(set())
+    return Layer(sec.index, "avgpool", sec, [sec.index - 1], {}, (1, 1, shape[2]))
+
+
+def _dropout(sec, layers, shape):
+    sec.float("probability", 0.2)
+    sec.check_all_used({"dropblock", "dropblock_size_abs", "dropblock_size_rel"})
+    return Layer(sec.index, "dropout", sec, [sec.index - 1], {}, shape)
+
+
+def _route(sec, layers, shape):
+    refs = _resolve(sec, layers, sec.ints("layers"), "layers")
+    if not refs:
+        raise sec.error("'layers' lists no layer", "layers")
+    groups = sec.int("groups", 1)
+    group_id = sec.int("group_id", 0)
+    _positive(sec, groups=groups)
+    if not 0 <= group_id < groups:
+        raise sec.error(f"group_id must be in 0..{groups - 1}, got {group_id}", "group_id")
+    sec.check_all_used(set())
+    h, w, _ = layers[refs[0]].shape
+    c = 0
+    for i in refs:
+        hi, wi, ci = layers[i].shape
+        if (hi, wi) != (h, w):
+            raise sec.error(f"layer {i} is {hi}x{wi} but layer {refs[0]} is {h}x{w}; route needs equal sizes",
+                            "layers")
+        if ci % groups:
+            raise sec.error(f"groups={groups} does not divide the {ci} channels of layer {i}", "groups")
+        c += ci // groups
+    return Layer(sec.index, "route", sec, refs, dict(groups=groups, group_id=group_id), (h, w, c))
+
+
+def _shortcut(sec, layers, shape):
+    refs = _resolve(sec, layers, sec.ints("from"), "from")
+    if not refs:
+        raise sec.error("'from' lists no layer", "from")
+    act = _activation(sec, "linear")
+    wtype = sec.str("weights_type", "none")
+    if wtype == "per_layer":
+        wtype = "per_feature"
+    if wtype not in ("none", "per_feature", "per_channel"):
+        raise sec.error(f"weights_type must be none, per_feature or per_channel, got '{wtype}'", "weights_type")
+    norm = sec.str("weights_normalization", "none")
+    if norm == "avg_relu":
+        norm = "relu"
+    if norm not in ("none", "relu", "softmax"):
+        raise sec.error(f"weights_normalization must be none, relu or softmax, got '{norm}'",
+                        "weights_normalization")
+    sec.check_all_used(set())
+    h, w, c = shape
+    for i in refs:
+        hi, wi, _ = layers[i].shape
+        if (hi, wi) != (h, w):
+            raise sec.error(f"layer {i} is {hi}x{wi} but the input is {h}x{w}; shortcut needs equal sizes", "from")
+    n = len(refs)
+    nweights = {"none": 0, "per_feature": n + 1, "per_channel": (n + 1) * c}[wtype]
+    params = dict(activation=act, weights_type=wtype, weights_normalization=norm, nweights=nweights)
+    return Layer(sec.index, "shortcut", sec, [sec.index - 1] + refs, params, shape)
+
+
+def _upsample(sec, layers, shape):
+    h, w, c = shape
+    stride = sec.int("stride", 2)
+    scale = sec.float("scale", 1.0)
+    sec.check_all_used(set())
+    if stride == 0:
+        raise sec.error("stride must not be 0", "stride")
+    if stride > 0:
+        out = (h * stride, w * stride, c)
+    else:
+        out = (h // -stride, w // -stride, c)
+    return Layer(sec.index, "upsample", sec, [sec.index - 1], dict(stride=stride, scale=scale), out)
+
+
+def _reorg(sec, layers, shape, old: bool):
+    h, w, c = shape
+    stride = sec.int("stride", 1)
+    if sec.int("reverse", 0):
+        raise sec.error("reverse=1 is not supported", "reverse")
+    _positive(sec, stride=stride)
+    sec.check_all_used(set())
+    if h % stride or w % stride:
+        raise sec.error(f"input {h}x{w} is not divisible by stride {stride}", "stride")
+    if old and c % (stride * stride):
+        raise sec.error(f"input channels {c} are not divisible by stride^2 = {stride * stride}", "stride")
+    kind = "reorg" if old else "reorg3d"
+    return Layer(sec.index, kind, sec, [sec.index - 1], dict(stride=stride),
+                 (h // stride, w // stride, c * stride * stride))
+
+
+def _sam(sec, layers, shape):
+    (ref,) = _single(sec, layers)
+    act = _activation(sec, "linear")
+    sec.check_all_used(set())
+    if layers[ref].shape != shape:
+        raise sec.error(f"layer {ref} has shape {layers[ref].shape}, the input {shape}; sam needs equal shapes",
+                        "from")
+    return Layer(sec.index, "sam", sec, [sec.index - 1, ref], dict(activation=act), shape)
+
+
+def _scale_channels(sec, layers, shape):
+    (ref,) = _single(sec, layers)
+    scale_wh = sec.int("scale_wh", 0)
+    act = _activation(sec, "linear")
+    sec.check_all_used(set())
+    fh, fw, fc = layers[ref].shape
+    h, w, c = shape
+    if scale_wh:
+        if (h, w, c) != (fh, fw, 1):
+            raise sec.error(f"scale_wh needs an input of {fh}x{fw}x1, got {h}x{w}x{c}", "scale_wh")
+    elif (h, w, c) != (1, 1, fc):
+        raise sec.error(f"needs an input of 1x1x{fc} (one scale per channel of layer {ref}), got {h}x{w}x{c}",
+                        "from")
+    params = dict(scale_wh=bool(scale_wh), activation=act)
+    return Layer(sec.index, "scale_channels", sec, [sec.index - 1, ref], params, layers[ref].shape)
+
+
+def _single(sec, layers):
+    refs = _resolve(sec, layers, sec.ints("from"), "from")
+    if len(refs) != 1:
+        raise sec.error(f"'from' must name exactly one layer, got {len(refs)}", "from")
+    return refs
+
+
+def _anchors(sec, total):
+    """All listed anchor pairs. darknet allocates num pairs; cspx-p7-mish.cfg lists 20 pairs with num=16 and
+    masks up to 19 (darknet reads past its array there); pyloader, like OpenCV, uses the listed pairs."""
+    anchors = sec.floats("anchors", [])
+    if len(anchors) % 2 or len(anchors) < 2 * total:
+        raise sec.error(f"expected at least {2 * total} anchor values (pairs) for num={total}, got {len(anchors)}",
+                        "anchors")
+    return [(anchors[2 * i], anchors[2 * i + 1]) for i in range(len(anchors) // 2)]
+
+
+def _yolo(sec, layers, shape):
+    classes = sec.int("classes", 20)
+    total = sec.int("num", 1)
+    _positive(sec, classes=classes, num=total)
+    mask = sec.ints("mask", None)
+    if mask is None:
+        mask = list(range(total))
+    anchors = _anchors(sec, total)
+    for m in mask:
+        if not 0 <= m < len(anchors):
+            raise sec.error(f"mask entry {m} has no anchor (0..{len(anchors) - 1} listed)", "mask")
+    scale_x_y = sec.float("scale_x_y", 1.0)
+    new_coords = sec.int("new_coords", 0)
+    if sec.has("map"):
+        raise sec.error("class maps (map=) are not supported", "map")
+    sec.check_all_used(_YOLO_IGNORED)
+    expected = len(mask) * (classes + 5)
+    if shape[2] != expected:
+        raise sec.error(f"input has {shape[2]} channels; {len(mask)} anchors x (5 + {classes} classes) "
+                        f"needs {expected}")
+    params = dict(classes=classes, anchors=[anchors[m] for m in mask], scale_x_y=scale_x_y,
+                  new_coords=bool(new_coords))
+    return Layer(sec.index, "yolo", sec, [sec.index - 1], params, shape)
+
+
+def _region(sec, layers, shape):
+    classes = sec.int("classes", 20)
+    coords = sec.int("coords", 4)
+    total = sec.int("num", 1)
+    softmax = sec.int("softmax", 0)
+    _positive(sec, classes=classes, num=total)
+    if coords != 4:
+        raise sec.error(f"only coords=4 is supported, got {coords}", "coords")
+    for unsupported in ("tree", "map", "sqrt", "log"):
+        if sec.has(unsupported) and sec.str(unsupported) != "0":
+            raise sec.error(f"option '{unsupported}' is not supported", unsupported)
+    anchors = _anchors(sec, total)[:total]
+    sec.check_all_used(_REGION_IGNORED)
+    expected = total * (classes + 5)
+    if shape[2] != expected:
+        raise sec.error(f"input has {shape[2]} channels; {total} anchors x (5 + {classes} classes) needs {expected}")
+    params = dict(classes=classes, anchors=anchors, softmax=bool(softmax))
+    return Layer(sec.index, "region", sec, [sec.index - 1], params, shape)
+
+
+_LAYER_BUILDERS = {
+    "convolutional": _convolutional,
+    "maxpool": _maxpool,
+    "avgpool": _avgpool,
+    "dropout": _dropout,
+    "route": _route,
+    "shortcut": _shortcut,
+    "upsample": _upsample,
+    "reorg3d": lambda s, l, sh: _reorg(s, l, sh, old=False),
+    "reorg": lambda s, l, sh: _reorg(s, l, sh, old=True),
+    "sam": _sam,
+    "scale_channels": _scale_channels,
+    "yolo": _yolo,
+    "region": _region,
+}

@@ -1,0 +1,166 @@
+"""Keras model builder for darknet networks: one functional keras.Model per parsed cfg.
+
+Layer names follow the darknet layer index (conv_12, bn_12, leaky_12, route_30, yolo_139, ...), so they are
+stable across runs and line up with OpenCV's names for the same layers.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from . import layers as L
+from .darknet_cfg import Network, parse_network
+from .darknet_weights import BN_EPSILON, default_cfg, is_depthwise, read_darknet
+from .errors import FormatError
+from .keras_assign import assign_weights
+
+
+def build_darknet_model(network: Network, *, fold_bn: bool = True, decode: bool = False,
+                        name: str | None = None) -> keras.Model:
+    """The keras.Model for `network` (weights zero until assigned)."""
+    image = keras.Input((network.height, network.width, network.channels), name="image")
+    out: dict = {-1: image}
+    for layer in network.layers:
+        out[layer.index] = _BUILDERS[layer.type](network, layer, [out[i] for i in layer.inputs], fold_bn)
+        if tuple(out[layer.index].shape[1:]) != layer.shape:  # the cfg's arithmetic and Keras' must agree
+            raise FormatError(f"{network.path}: {layer.where()}: Keras computed {tuple(out[layer.index].shape[1:])}"
+                              f", darknet {layer.shape}")
+    heads = network.outputs
+    if decode:
+        if not network.heads:
+            raise FormatError(f"{network.path}: decode=True needs [yolo] or [region] layers; the cfg has none")
+        classes = {h.params["classes"] for h in network.heads}
+        if len(classes) != 1:
+            raise FormatError(f"{network.path}: heads disagree on the class count ({sorted(classes)}); "
+                              "cannot concatenate decoded boxes")
+        decoded = [_decode(network, h, out[h.inputs[0]]) for h in network.heads]
+        outputs = decoded[0] if len(decoded) == 1 else keras.layers.Concatenate(axis=1, name="boxes")(decoded)
+    else:
+        outputs = [out[h.inputs[0]] if h.type in ("yolo", "region") else out[h.index] for h in heads]
+    return keras.Model(image, outputs, name=name or "darknet")
+
+
+def load_darknet(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input_size=None) -> keras.Model:
+    weights = os.fspath(weights)
+    cfg = default_cfg(weights) if cfg is None else os.fspath(cfg)
+    if not os.path.exists(cfg):
+        raise FormatError(f"{weights}: no cfg given and none beside it (looked for {cfg})")
+    network = parse_network(cfg, input_size)
+    data = read_darknet(weights, network=network, fold_bn=fold_bn)
+    stem = os.path.splitext(os.path.basename(cfg))[0]
+    model = build_darknet_model(network, fold_bn=fold_bn, decode=decode, name=_model_name(stem))
+    assign_weights(model, data.arrays, weights)
+    return model
+
+
+def _model_name(stem: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in stem)
+    return cleaned or "darknet"
+
+
+def _act(name: str, index: int, x):
+    if name == "linear":
+        return x
+    return L.DarknetActivation(name, name=f"{name}_{index}")(x)
+
+
+def _conv(network, layer, inputs, fold_bn):
+    (x,) = inputs
+    p, i = layer.params, layer.index
+    size, (sy, sx), pad, d = p["size"], p["stride"], p["padding"], p["dilation"]
+    use_bias = fold_bn or not p["batch_normalize"]
+    eff_pad = pad * d
+    if sy == sx == 1 and 2 * eff_pad == d * (size - 1):
+        padding = "same"  # identical to darknet's symmetric padding here, and cheaper
+    else:
+        padding = "valid"
+        if eff_pad:
+            x = keras.layers.ZeroPadding2D(eff_pad, name=f"pad_{i}")(x)
+    common = dict(strides=(sy, sx), padding=padding, dilation_rate=d, use_bias=use_bias, name=f"conv_{i}",
+                  bias_initializer="zeros")
+    if is_depthwise(network, layer):
+        x = keras.layers.DepthwiseConv2D(size, depthwise_initializer="zeros", **common)(x)
+    else:
+        x = keras.layers.Conv2D(p["filters"], size, groups=p["groups"], kernel_initializer="zeros", **common)(x)
+    if p["batch_normalize"] and not fold_bn:
+        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.99, name=f"bn_{i}")(x)
+    return _act(p["activation"], i, x)
+
+
+def _maxpool(network, layer, inputs, fold_bn):
+    (x,) = inputs
+    p = layer.params
+    if p["depth"]:
+        return L.ChannelMaxPool(p["out_channels"], name=f"maxpool_{layer.index}")(x)
+    return L.PaddedMaxPool(p["size"], p["stride"], p["pads"], name=f"maxpool_{layer.index}")(x)
+
+
+def _avgpool(network, layer, inputs, fold_bn):
+    return keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"avgpool_{layer.index}")(inputs[0])
+
+
+def _identity(network, layer, inputs, fold_bn):
+    return inputs[0]  # [dropout] at inference, [yolo] and [region] (their decode is applied at the end)
+
+
+def _route(network, layer, inputs, fold_bn):
+    g, gid, i = layer.params["groups"], layer.params["group_id"], layer.index
+    parts = []
+    for k, (src, x) in enumerate(zip(layer.inputs, inputs)):
+        if g > 1:
+            c = network.layers[src].shape[2] // g
+            x = L.ChannelSlice(gid * c, (gid + 1) * c, name=f"route_{i}_slice{k}")(x)
+        parts.append(x)
+    if len(parts) == 1:
+        return parts[0]
+    return keras.layers.Concatenate(axis=-1, name=f"route_{i}")(parts)
+
+
+def _shortcut(network, layer, inputs, fold_bn):
+    p = layer.params
+    return L.Shortcut(p["activation"], p["weights_type"], p["weights_normalization"],
+                      name=f"shortcut_{layer.index}")(inputs)
+
+
+def _upsample(network, layer, inputs, fold_bn):
+    p = layer.params
+    return L.Upsample(p["stride"], p["scale"], name=f"upsample_{layer.index}")(inputs[0])
+
+
+def _reorg3d(network, layer, inputs, fold_bn):
+    return L.SpaceToDepth(layer.params["stride"], name=f"reorg3d_{layer.index}")(inputs[0])
+
+
+def _reorg(network, layer, inputs, fold_bn):
+    return L.DarknetReorg(layer.params["stride"], name=f"reorg_{layer.index}")(inputs[0])
+
+
+def _multiply(network, layer, inputs, fold_bn):
+    return L.Multiply(layer.params["activation"], name=f"{layer.type}_{layer.index}")(inputs)
+
+
+def _decode(network, head, x):
+    p = head.params
+    if head.type == "yolo":
+        return L.YoloDecode(p["anchors"], p["classes"], p["scale_x_y"], p["new_coords"],
+                            (network.height, network.width), name=f"yolo_{head.index}")(x)
+    return L.RegionDecode(p["anchors"], p["classes"], p["softmax"], name=f"region_{head.index}")(x)
+
+
+_BUILDERS = {
+    "conv": _conv,
+    "maxpool": _maxpool,
+    "avgpool": _avgpool,
+    "dropout": _identity,
+    "yolo": _identity,
+    "region": _identity,
+    "route": _route,
+    "shortcut": _shortcut,
+    "upsample": _upsample,
+    "reorg3d": _reorg3d,
+    "reorg": _reorg,
+    "sam": _multiply,
+    "scale_channels": _multiply,
+}

@@ -1,0 +1,626 @@
+"""A restricted pickle reader: it interprets the opcodes PyTorch checkpoints use and runs nothing.
+
+Python's `pickle` module calls whatever a pickle names (`os.system`, `builtins.eval`, any class's
+`__reduce__` target). This reader never imports a module and never calls an object named by the pickle:
+
+* a class reference (GLOBAL / STACK_GLOBAL) to an allowed model class (torch.nn modules, YOLOv5's
+  `models.common` / `models.yolo` / `models.experimental` / `utils.activations`, argparse.Namespace) becomes
+  an inert `ClassRef`; NEWOBJ/OBJ/INST on it makes an inert `Record` (class, args, state) that BUILD fills;
+* a reference to one of a few allow-listed functions (`torch._utils._rebuild_tensor_v2`,
+  `_rebuild_parameter`, `collections.OrderedDict`, `set`, numpy's array reconstruction, ...) resolves to a
+  pure function of this module (tensors become numpy arrays over the file's memory map, zero-copy);
+* anything else raises `UnsafePickleError` at the GLOBAL opcode, before anything could have run, as do
+  REDUCE on a class, the protocol-5 out-of-band buffer opcodes and the extension registry opcodes.
+
+Module paths are matched by suffix, so `models.common.Conv` and `yolov5.models.common.Conv` read alike.
+"""
+
+from __future__ import annotations
+
+import codecs
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import FormatError, UnsafePickleError
+
+__all__ = ["ClassRef", "Record", "StorageType", "Storage", "load_pickle", "rebuild_tensor"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inert values
+
+
+@dataclass(frozen=True)
+class ClassRef:
+    """A class the pickle names; never imported."""
+
+    module: str
+    name: str
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+    def is_(self, module_suffix: str, name: str) -> bool:
+        """True for `name` in a module whose dotted path ends with `module_suffix` (e.g. 'models.common')."""
+        return self.name == name and (self.module == module_suffix or self.module.endswith("." + module_suffix))
+
+
+@dataclass(eq=False)
+class Record:
+    """An object of an allowed class, as data: its class, constructor args and the state BUILD gave it."""
+
+    cls: ClassRef
+    args: tuple = ()
+    state: Any = None
+
+    @property
+    def type_name(self) -> str:
+        return self.cls.name
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.state.get(name, default) if isinstance(self.state, dict) else default
+
+    def __repr__(self) -> str:  # short: records can be huge trees
+        return f"<{self.cls.qualname} record>"
+
+
+@dataclass(frozen=True)
+class StorageType:
+    name: str  # e.g. 'HalfStorage'
+    dtype: np.dtype
+
+
+@dataclass(eq=False)
+class Storage:
+    """A typed storage: `array` is a 1-d numpy view over the checkpoint's bytes (read-only, not copied)."""
+
+    dtype: np.dtype
+    key: str
+    numel: int
+    array: np.ndarray
+    where: str = ""  # e.g. "zip entry 'archive/data/3'", for messages
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The allow-list
+
+
+_STORAGE_DTYPES = {
+    "HalfStorage": np.dtype("<f2"),
+    "FloatStorage": np.dtype("<f4"),
+    "DoubleStorage": np.dtype("<f8"),
+    "LongStorage": np.dtype("<i8"),
+    "IntStorage": np.dtype("<i4"),
+    "ShortStorage": np.dtype("<i2"),
+    "CharStorage": np.dtype("i1"),
+    "ByteStorage": np.dtype("u1"),
+    "BoolStorage": np.dtype("?"),
+}
+
+# Classes whose instances become inert records: (module suffix, any name) or exact (module, name).
+_CLASS_MODULE_SUFFIXES = ("models.common", "models.yolo", "models.experimental", "utils.activations")
+_CLASS_MODULE_PREFIXES = ("torch.nn.modules.",)
+_CLASS_EXACT = {("argparse", "Namespace"), ("numpy", "ndarray")}
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarray:
+    """torch._utils._rebuild_tensor_v2 as a numpy view: offset, size and stride honoured, bounds-checked."""
+    if not isinstance(storage, Storage):
+        raise FormatError(f"_rebuild_tensor_v2: expected a storage, got {type(storage).__name__}")
+    where = storage.where or f"storage '{storage.key}'"
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and all(map(_is_int, size + stride))):
+        raise FormatError(f"{where}: tensor size {size!r} / stride {stride!r} must be tuples of ints")
+    if len(size) != len(stride):
+        raise FormatError(f"{where}: tensor size {size} and stride {stride} differ in length")
+    if not _is_int(storage_offset) or storage_offset < 0 or any(s < 0 for s in size + stride):
+        raise FormatError(f"{where}: negative offset/size/stride (offset {storage_offset}, size {size}, stride {stride})")
+    n = storage.numel
+    if all(size):
+        last = storage_offset + sum((s - 1) * st for s, st in zip(size, stride))
+        if last >= n:
+            raise FormatError(
+                f"{where}: tensor of size {size}, stride {stride}, offset {storage_offset} reaches element {last}, "
+                f"but the storage holds {n} elements"
+            )
+    elif storage_offset > n:
+        raise FormatError(f"{where}: storage offset {storage_offset} past a storage of {n} elements")
+    base = storage.array
+    item = base.dtype.itemsize
+    if not all(size):
+        out = np.zeros(size, base.dtype)
+    else:
+        out = np.lib.stride_tricks.as_strided(
+            base[storage_offset:], shape=size, strides=tuple(st * item for st in stride), writeable=False
+        )
+    return out
+
+
+def _rebuild_tensor_v1(storage, storage_offset, size, stride):
+    return rebuild_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_state):
+    if not isinstance(data, np.ndarray):
+        raise FormatError(f"_rebuild_parameter: expected a tensor, got {type(data).__name__}")
+    return data
+
+
+def _ordered_dict(*args):
+    if len(args) > 1:
+        raise FormatError(f"OrderedDict: expected at most one argument, got {len(args)}")
+    return dict(*args) if args else {}
+
+
+def _set(*args):
+    if len(args) > 1:
+        raise FormatError(f"set: expected at most one argument, got {len(args)}")
+    return set(*args) if args else set()
+
+
+def _frozenset(*args):
+    return frozenset(_set(*args))
+
+
+_SAFE_NUMPY_KINDS = "biufc?"
+
+
+class _NumpyDtype:
+    """numpy.dtype(name, align, copy) then BUILD (version, byteorder, ...): kept inert until used."""
+
+    def __init__(self, name, align=False, copy=False):
+        if not isinstance(name, str):
+            raise FormatError(f"numpy.dtype: expected a type string, got {type(name).__name__}")
+        try:
+            dt = np.dtype(name)
+        except TypeError as e:
+            raise FormatError(f"numpy.dtype: unknown type {name!r}") from e
+        if dt.kind not in _SAFE_NUMPY_KINDS or dt.fields is not None or dt.subdtype is not None:
+            raise UnsafePickleError(f"numpy.dtype {name!r} (kind {dt.kind!r}): only plain numeric dtypes are read")
+        self.dtype = dt
+
+    def build(self, state):
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+            self.dtype = self.dtype.newbyteorder(state[1]) if state[1] in "<>" else self.dtype
+
+
+class _NumpyArray:
+    """numpy.core.multiarray._reconstruct(ndarray, shape, typecode) then BUILD (version, shape, dtype, f, raw)."""
+
+    def __init__(self, cls, shape, typecode):
+        if not (isinstance(cls, ClassRef) and cls.module == "numpy" and cls.name == "ndarray"):
+            raise UnsafePickleError(f"numpy _reconstruct of {cls!r}: only numpy.ndarray is read")
+        self.array = None
+
+    def build(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise FormatError("numpy array state: expected (version, shape, dtype, fortran, data)")
+        _, shape, dt, fortran, raw = state
+        if not isinstance(dt, _NumpyDtype):
+            raise FormatError("numpy array state: expected a dtype")
+        if not isinstance(raw, (bytes, bytearray)):
+            raise UnsafePickleError("numpy array state: only raw numeric data is read (no object arrays)")
+        if not (isinstance(shape, tuple) and all(_is_int(s) and s >= 0 for s in shape)):
+            raise FormatError(f"numpy array state: bad shape {shape!r}")
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if count * dt.dtype.itemsize != len(raw):
+            raise FormatError(f"numpy array of shape {shape} {dt.dtype}: expected {count * dt.dtype.itemsize} bytes, got {len(raw)}")
+        self.array = np.frombuffer(bytes(raw), dt.dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _numpy_scalar(dt, raw=None):
+    if not isinstance(dt, _NumpyDtype) or not isinstance(raw, (bytes, bytearray)):
+        raise UnsafePickleError("numpy scalar: only numeric scalars from raw bytes are read")
+    if len(raw) != dt.dtype.itemsize:
+        raise FormatError(f"numpy scalar {dt.dtype}: expected {dt.dtype.itemsize} bytes, got {len(raw)}")
+    return np.frombuffer(bytes(raw), dt.dtype)[0]
+
+
+def _device(*args):
+    return ":".join(str(a) for a in args)
+
+
+def _path(*parts):
+    if not all(isinstance(p, str) for p in parts):
+        raise FormatError("pathlib path: expected string parts")
+    return "/".join(parts)
+
+
+_FUNCTIONS: dict[tuple[str, str], Callable] = {
+    ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor_v1,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("collections", "OrderedDict"): _ordered_dict,
+    ("__builtin__", "set"): _set,
+    ("builtins", "set"): _set,
+    ("__builtin__", "frozenset"): _frozenset,
+    ("builtins", "frozenset"): _frozenset,
+    ("numpy", "dtype"): _NumpyDtype,
+    ("numpy.core.multiarray", "_reconstruct"): _NumpyArray,
+    ("numpy._core.multiarray", "_reconstruct"): _NumpyArray,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("torch", "device"): _device,
+    ("torch", "Size"): lambda sizes=(): tuple(sizes),
+    ("pathlib", "PosixPath"): _path,
+    ("pathlib", "WindowsPath"): _path,
+    ("pathlib", "Path"): _path,
+}
+
+
+_ALLOWED_CALLS = tuple(_FUNCTIONS.values())
+
+
+def resolve_global(module: str, name: str):
+    """What a GLOBAL names: an allowed function, a storage type, an inert class; else UnsafePickleError."""
+    fn = _FUNCTIONS.get((module, name))
+    if fn is not None:
+        return fn
+    if module == "torch" and name in _STORAGE_DTYPES:
+        return StorageType(name, _STORAGE_DTYPES[name])
+    if (module, name) in _CLASS_EXACT or module.startswith(_CLASS_MODULE_PREFIXES):
+        return ClassRef(module, name)
+    if any(module == s or module.endswith("." + s) for s in _CLASS_MODULE_SUFFIXES):
+        return ClassRef(module, name)
+    raise UnsafePickleError(f"global '{module}.{name}' is not something a checkpoint needs (refused, nothing ran)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The interpreter
+
+
+class _Mark:
+    pass
+
+
+_MARK = _Mark()
+
+_OPNAMES = {
+    b"(": "MARK", b".": "STOP", b"0": "POP", b"1": "POP_MARK", b"2": "DUP", b"F": "FLOAT", b"I": "INT",
+    b"J": "BININT", b"K": "BININT1", b"L": "LONG", b"M": "BININT2", b"N": "NONE", b"P": "PERSID",
+    b"Q": "BINPERSID", b"R": "REDUCE", b"S": "STRING", b"T": "BINSTRING", b"U": "SHORT_BINSTRING",
+    b"V": "UNICODE", b"X": "BINUNICODE", b"a": "APPEND", b"b": "BUILD", b"c": "GLOBAL", b"d": "DICT",
+    b"}": "EMPTY_DICT", b"e": "APPENDS", b"g": "GET", b"h": "BINGET", b"i": "INST", b"j": "LONG_BINGET",
+    b"l": "LIST", b"]": "EMPTY_LIST", b"o": "OBJ", b"p": "PUT", b"q": "BINPUT", b"r": "LONG_BINPUT",
+    b"s": "SETITEM", b"t": "TUPLE", b")": "EMPTY_TUPLE", b"u": "SETITEMS", b"G": "BINFLOAT",
+    b"\x80": "PROTO", b"\x81": "NEWOBJ", b"\x82": "EXT1", b"\x83": "EXT2", b"\x84": "EXT4", b"\x85": "TUPLE1",
+    b"\x86": "TUPLE2", b"\x87": "TUPLE3", b"\x88": "NEWTRUE", b"\x89": "NEWFALSE", b"\x8a": "LONG1",
+    b"\x8b": "LONG4", b"B": "BINBYTES", b"C": "SHORT_BINBYTES", b"\x8c": "SHORT_BINUNICODE",
+    b"\x8d": "BINUNICODE8", b"\x8e": "BINBYTES8", b"\x8f": "EMPTY_SET", b"\x90": "ADDITEMS",
+    b"\x91": "FROZENSET", b"\x92": "NEWOBJ_EX", b"\x93": "STACK_GLOBAL", b"\x94": "MEMOIZE", b"\x95": "FRAME",
+    b"\x96": "BYTEARRAY8", b"\x97": "NEXT_BUFFER", b"\x98": "READONLY_BUFFER",
+}
+
+_MAX_CONTAINER_BYTES = 1 << 31  # a single string/bytes value larger than 2 GiB is not a checkpoint's
+
+
+class _Reader:
+    """The pickle's bytes (copied out of the map: pickles are small; tensors stay in the map)."""
+
+    def __init__(self, data, start, end):
+        self.data = bytes(memoryview(data).cast("B")[start:end])
+        self.base = start
+        self.pos = 0
+        self.end = len(self.data)
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or n > self.end - self.pos:
+            raise FormatError(f"truncated: needs {n} bytes, {self.end - self.pos} left before the end of the pickle")
+        p = self.pos
+        self.pos = p + n
+        return self.data[p : p + n]
+
+    def line(self) -> bytes:
+        i = self.data.find(b"\n", self.pos, self.end)
+        if i < 0:
+            raise FormatError("truncated: a text opcode's line has no end")
+        out = self.data[self.pos : i]
+        self.pos = i + 1
+        return out
+
+
+def _record_new(cls, args, op):
+    if not isinstance(cls, ClassRef):
+        raise UnsafePickleError(f"{op} on {_describe(cls)}: only allowed model classes can be instantiated")
+    if not isinstance(args, tuple):
+        raise FormatError(f"{op}: arguments must be a tuple, got {type(args).__name__}")
+    return Record(cls, args)
+
+
+def _describe(x) -> str:
+    if isinstance(x, ClassRef):
+        return f"class '{x.qualname}'"
+    if callable(x):
+        return f"function '{getattr(x, '__name__', x)}'"
+    return f"a {type(x).__name__}"
+
+
+def _build(obj, state):
+    if isinstance(obj, Record):
+        if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or isinstance(state[0], dict)):
+            merged = dict(state[0] or {})
+            if isinstance(state[1], dict):
+                merged.update(state[1])
+            state = merged
+        if obj.state is None:
+            obj.state = state
+        elif isinstance(obj.state, dict) and isinstance(state, dict):
+            obj.state.update(state)
+        else:
+            raise FormatError(f"BUILD on {obj!r}: incompatible state {type(state).__name__}")
+        return
+    if isinstance(obj, (_NumpyDtype, _NumpyArray)):
+        obj.build(state)
+        return
+    if isinstance(obj, np.ndarray) and (state is None or state == {} or state == (None, {})):
+        return  # a tensor with no Python attributes
+    if isinstance(obj, dict) and not state:
+        return
+    raise UnsafePickleError(f"BUILD on {_describe(obj)} is not something a checkpoint does")
+
+
+def load_pickle(data, *, start: int = 0, end: int | None = None, persistent_load: Callable | None = None,
+                where: str = "pickle"):
+    """Interpret the pickle in data[start:end]; returns (object, position after STOP).
+
+    `persistent_load(pid)` resolves BINPERSID/PERSID ids (torch storages). `where` names the file and entry
+    in error messages, which also give the opcode and its byte position.
+    """
+    if end is None:
+        end = len(data)
+    r = _Reader(data, start, end)
+    stack: list = []
+    marks: list[int] = []
+    memo: dict = {}
+    op_pos = start
+    op = b""
+
+    def pop_mark():
+        if not marks:
+            raise FormatError("pops a MARK, but none is set")
+        k = marks.pop()
+        items = stack[k:]
+        del stack[k:]
+        return items
+
+    def pop():
+        if len(stack) <= (marks[-1] if marks else 0):
+            raise FormatError("stack underflow")
+        return stack.pop()
+
+    def top():
+        if len(stack) <= (marks[-1] if marks else 0):
+            raise FormatError("stack underflow")
+        return stack[-1]
+
+    def finish_value(v):
+        if isinstance(v, _NumpyArray):
+            if v.array is None:
+                raise FormatError("numpy array without state")
+            return v.array
+        return v
+
+    try:
+        while True:
+            op_pos = r.base + r.pos
+            op = r.take(1)
+            if op == b"\x80":  # PROTO
+                proto = r.take(1)[0]
+                if proto > 5:
+                    raise FormatError(f"unsupported pickle protocol {proto}")
+            elif op == b"\x95":  # FRAME
+                r.take(8)
+            elif op == b".":  # STOP
+                if len(stack) != 1 or marks:
+                    raise FormatError(f"STOP with {len(stack)} values on the stack")
+                return finish_value(stack[0]), r.base + r.pos
+            elif op == b"(":
+                marks.append(len(stack))
+            elif op == b"0":
+                pop()
+            elif op == b"1":
+                pop_mark()
+            elif op == b"2":
+                stack.append(top())
+            elif op == b"N":
+                stack.append(None)
+            elif op == b"\x88":
+                stack.append(True)
+            elif op == b"\x89":
+                stack.append(False)
+            elif op == b"J":
+                stack.append(struct.unpack("<i", r.take(4))[0])
+            elif op == b"K":
+                stack.append(r.take(1)[0])
+            elif op == b"M":
+                stack.append(struct.unpack("<H", r.take(2))[0])
+            elif op == b"\x8a":
+                n = r.take(1)[0]
+                stack.append(int.from_bytes(r.take(n), "little", signed=True))
+            elif op == b"\x8b":
+                n = struct.unpack("<i", r.take(4))[0]
+                if n < 0 or n > 1 << 16:
+                    raise FormatError(f"LONG4 of {n} bytes")
+                stack.append(int.from_bytes(r.take(n), "little", signed=True))
+            elif op == b"G":
+                stack.append(struct.unpack(">d", r.take(8))[0])
+            elif op == b"I":
+                s = r.line()
+                stack.append(True if s == b"01" else False if s == b"00" else int(s))
+            elif op == b"L":
+                stack.append(int(r.line().rstrip(b"L")))
+            elif op == b"F":
+                stack.append(float(r.line()))
+            elif op in (b"X", b"\x8c", b"\x8d"):
+                n = {b"X": lambda: struct.unpack("<I", r.take(4))[0], b"\x8c": lambda: r.take(1)[0],
+                     b"\x8d": lambda: struct.unpack("<Q", r.take(8))[0]}[op]()
+                if n > _MAX_CONTAINER_BYTES:
+                    raise FormatError(f"string of {n} bytes")
+                stack.append(r.take(n).decode("utf-8", "surrogatepass"))
+            elif op in (b"B", b"C", b"\x8e", b"\x96"):
+                n = {b"B": lambda: struct.unpack("<I", r.take(4))[0], b"C": lambda: r.take(1)[0],
+                     b"\x8e": lambda: struct.unpack("<Q", r.take(8))[0],
+                     b"\x96": lambda: struct.unpack("<Q", r.take(8))[0]}[op]()
+                if n > _MAX_CONTAINER_BYTES:
+                    raise FormatError(f"bytes of {n} bytes")
+                b = bytes(r.take(n))
+                stack.append(bytearray(b) if op == b"\x96" else b)
+            elif op in (b"T", b"U"):
+                n = struct.unpack("<i", r.take(4))[0] if op == b"T" else r.take(1)[0]
+                if n < 0:
+                    raise FormatError(f"BINSTRING of negative length {n}")
+                stack.append(bytes(r.take(n)).decode("latin-1"))
+            elif op == b"S":
+                s = r.line()
+                if len(s) < 2 or s[0] != s[-1] or s[:1] not in (b"'", b'"'):
+                    raise FormatError("STRING: not a quoted string")
+                stack.append(codecs.escape_decode(s[1:-1])[0].decode("latin-1"))
+            elif op == b"V":
+                stack.append(codecs.decode(r.line(), "raw-unicode-escape"))
+            elif op == b"}":
+                stack.append({})
+            elif op == b"]":
+                stack.append([])
+            elif op == b")":
+                stack.append(())
+            elif op == b"\x8f":
+                stack.append(set())
+            elif op == b"t":
+                stack.append(tuple(pop_mark()))
+            elif op == b"\x85":
+                stack.append((pop(),))
+            elif op == b"\x86":
+                b = pop()
+                stack.append((pop(), b))
+            elif op == b"\x87":
+                c = pop()
+                b = pop()
+                stack.append((pop(), b, c))
+            elif op == b"l":
+                stack.append(pop_mark())
+            elif op == b"d":
+                items = pop_mark()
+                if len(items) % 2:
+                    raise FormatError("DICT with an odd number of items")
+                stack.append(dict(zip(items[::2], items[1::2])))
+            elif op == b"a":
+                v = pop()
+                lst = top()
+                if not isinstance(lst, list):
+                    raise FormatError(f"APPEND to a {type(lst).__name__}")
+                lst.append(finish_value(v))
+            elif op == b"e":
+                items = pop_mark()
+                lst = top()
+                if not isinstance(lst, list):
+                    raise FormatError(f"APPENDS to a {type(lst).__name__}")
+                lst.extend(finish_value(v) for v in items)
+            elif op == b"s":
+                v = pop()
+                k = pop()
+                d = top()
+                if not isinstance(d, dict):
+                    raise FormatError(f"SETITEM on a {type(d).__name__}")
+                d[k] = finish_value(v)
+            elif op == b"u":
+                items = pop_mark()
+                d = top()
+                if not isinstance(d, dict) or len(items) % 2:
+                    raise FormatError(f"SETITEMS on a {type(d).__name__} with {len(items)} items")
+                for i in range(0, len(items), 2):
+                    d[items[i]] = finish_value(items[i + 1])
+            elif op == b"\x90":
+                items = pop_mark()
+                s = top()
+                if not isinstance(s, set):
+                    raise FormatError(f"ADDITEMS on a {type(s).__name__}")
+                s.update(items)
+            elif op == b"\x91":
+                stack.append(frozenset(pop_mark()))
+            elif op in (b"q", b"r", b"p"):
+                if op == b"q":
+                    idx = r.take(1)[0]
+                elif op == b"r":
+                    idx = struct.unpack("<I", r.take(4))[0]
+                else:
+                    idx = int(r.line())
+                memo[idx] = top()
+            elif op == b"\x94":
+                memo[len(memo)] = top()
+            elif op in (b"h", b"j", b"g"):
+                if op == b"h":
+                    idx = r.take(1)[0]
+                elif op == b"j":
+                    idx = struct.unpack("<I", r.take(4))[0]
+                else:
+                    idx = int(r.line())
+                if idx not in memo:
+                    raise FormatError(f"memo key {idx} was never stored")
+                stack.append(memo[idx])
+            elif op == b"c":
+                module = r.line().decode("utf-8", "replace")
+                name = r.line().decode("utf-8", "replace")
+                stack.append(resolve_global(module, name))
+            elif op == b"\x93":
+                name = pop()
+                module = pop()
+                if not (isinstance(module, str) and isinstance(name, str)):
+                    raise FormatError("STACK_GLOBAL needs two strings")
+                stack.append(resolve_global(module, name))
+            elif op == b"R":
+                args = pop()
+                fn = pop()
+                if not any(fn is f for f in _ALLOWED_CALLS):
+                    raise UnsafePickleError(f"REDUCE on {_describe(fn)}: only allow-listed rebuild functions are called")
+                if not isinstance(args, tuple):
+                    raise FormatError(f"REDUCE arguments must be a tuple, got {type(args).__name__}")
+                stack.append(fn(*[finish_value(a) for a in args]))
+            elif op == b"\x81":
+                args = pop()
+                cls = pop()
+                stack.append(_record_new(cls, args, "NEWOBJ"))
+            elif op == b"\x92":
+                kwargs = pop()
+                args = pop()
+                cls = pop()
+                if kwargs:
+                    raise UnsafePickleError("NEWOBJ_EX with keyword arguments")
+                stack.append(_record_new(cls, args, "NEWOBJ_EX"))
+            elif op == b"o":
+                items = pop_mark()
+                if not items:
+                    raise FormatError("OBJ without a class")
+                stack.append(_record_new(items[0], tuple(items[1:]), "OBJ"))
+            elif op == b"i":
+                module = r.line().decode("utf-8", "replace")
+                name = r.line().decode("utf-8", "replace")
+                cls = resolve_global(module, name)
+                stack.append(_record_new(cls, tuple(pop_mark()), "INST"))
+            elif op == b"b":
+                state = pop()
+                _build(top(), finish_value(state))
+            elif op in (b"Q", b"P"):
+                pid = pop() if op == b"Q" else r.line().decode("ascii", "replace")
+                if persistent_load is None:
+                    raise FormatError("a persistent id, but this pickle has no storages")
+                stack.append(persistent_load(pid))
+            elif op in (b"\x82", b"\x83", b"\x84"):
+                raise UnsafePickleError(f"{_OPNAMES[op]}: the extension registry is not used by checkpoints")
+            elif op in (b"\x97", b"\x98"):
+                raise UnsafePickleError(f"{_OPNAMES[op]}: out-of-band buffers are not used by checkpoints")
+            else:
+                raise FormatError(f"unknown opcode {op!r}")
+    except UnsafePickleError as e:
+        raise UnsafePickleError(f"{where}, byte {op_pos} ({_OPNAMES.get(op, repr(op))}): {e}") from None
+    except FormatError as e:
+        raise FormatError(f"{where}, byte {op_pos} ({_OPNAMES.get(op, repr(op))}): {e}") from None
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error, RecursionError) as e:
+        raise FormatError(f"{where}, byte {op_pos} ({_OPNAMES.get(op, repr(op))}): malformed pickle: {e}") from None
