@@ -223,6 +223,13 @@ def _numpy_scalar(dt, raw=None):
     return np.frombuffer(bytes(raw), dt.dtype)[0]
 
 
+def _codecs_encode(text, encoding="utf-8", *rest):
+    """Protocol 2 pickles bytes as _codecs.encode(str, 'latin1'): only that, as pure data conversion."""
+    if rest or not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"_codecs.encode with encoding {encoding!r}: only latin1 byte strings are read")
+    return text.encode("latin1")
+
+
 def _device(*args):
     return ":".join(str(a) for a in args)
 
@@ -248,6 +255,7 @@ _FUNCTIONS: dict[tuple[str, str], Callable] = {
     ("numpy._core.multiarray", "_reconstruct"): _NumpyArray,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("_codecs", "encode"): _codecs_encode,
     ("torch", "device"): _device,
     ("torch", "Size"): lambda sizes=(): tuple(sizes),
     ("pathlib", "PosixPath"): _path,

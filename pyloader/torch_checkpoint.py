@@ -1,0 +1,143 @@
+"""Read a PyTorch checkpoint (.pt) without torch: the zip format (torch >= 1.6) and the legacy format.
+
+The file is memory-mapped by the native core (`_core.map_file`); the zip directory is read and validated in
+C++ (`_core.torch_zip_index`); the pickle is interpreted by `pickle_reader` (runs nothing). Tensors are
+numpy arrays viewing the map (read-only, zero-copy); they keep the map alive.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import _core
+from .errors import FormatError
+from .pickle_reader import StorageType, Storage, load_pickle
+
+__all__ = ["load_torch_checkpoint"]
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+
+def load_torch_checkpoint(path) -> object:
+    """The unpickled checkpoint: dicts, lists, numpy arrays (tensors) and inert `Record`s (modules)."""
+    path = os.fspath(path)
+    try:
+        buf = _core.map_file(path)
+    except FormatError:
+        raise
+    if buf[:4].tobytes() == b"PK\x03\x04":
+        return _load_zip(path, buf)
+    if buf[:2].tobytes() == b"\x80\x02":
+        return _load_legacy(path, buf)
+    raise FormatError(f"{path}: neither a PyTorch zip archive nor a legacy torch file (first bytes {buf[:8].tobytes()!r})")
+
+
+def _storage_pid(pid, where):
+    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+        raise FormatError(f"{where}: persistent id {pid!r:.80}: expected ('storage', type, key, location, numel)")
+    _, stype, key, _location, numel = pid[:5]
+    if not isinstance(stype, StorageType):
+        raise FormatError(f"{where}: persistent id names storage type {stype!r:.60}, not a torch storage class")
+    if not isinstance(key, str) or not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
+        raise FormatError(f"{where}: persistent id with key {key!r:.40} and numel {numel!r:.40}")
+    return stype, key, numel
+
+
+def _load_zip(path: str, buf: np.ndarray):
+    try:
+        index = _core.torch_zip_index(buf)
+    except FormatError as e:
+        raise FormatError(f"{path}: {e}") from None
+    prefix = index["prefix"]
+    records = index["records"]
+    pkl_offset, pkl_size = index["pickle"]
+    cache: dict[str, Storage] = {}
+    pkl_where = f"{path}: zip entry '{prefix}/data.pkl'"
+
+    def persistent_load(pid):
+        stype, key, numel = _storage_pid(pid, pkl_where)
+        entry = f"{prefix}/data/{key}"
+        where = f"{path}: zip entry '{entry}'"
+        if key in cache:
+            s = cache[key]
+            if s.dtype != stype.dtype:
+                raise FormatError(f"{where}: viewed as {s.dtype} and as {stype.dtype}")
+            return s
+        if key not in records:
+            raise FormatError(f"{where}: the pickle refers to storage '{key}', but the archive has no such record")
+        offset, size = records[key]
+        need = numel * stype.dtype.itemsize
+        if size < need:
+            raise FormatError(
+                f"{where}: {stype.name} of {numel} elements needs {need} bytes, the record holds {size}"
+            )
+        arr = buf[offset : offset + need].view(stype.dtype)
+        s = cache[key] = Storage(stype.dtype, key, numel, arr, where)
+        return s
+
+    obj, _ = load_pickle(buf, start=pkl_offset, end=pkl_offset + pkl_size, persistent_load=persistent_load,
+                         where=pkl_where)
+    return obj
+
+
+def _load_legacy(path: str, buf: np.ndarray):
+    """Legacy (pre-1.6) format: magic, protocol, sys_info, main pickle, storage keys, raw storages."""
+    pos = 0
+    header = []
+    for what in ("magic number", "protocol version", "sys_info"):
+        value, pos = load_pickle(buf, start=pos, where=f"{path}: legacy {what} pickle")
+        header.append(value)
+    magic, protocol, sys_info = header
+    if magic != _LEGACY_MAGIC:
+        raise FormatError(f"{path}: legacy torch file: magic number {magic!r}, expected {_LEGACY_MAGIC:#x}")
+    if protocol != _LEGACY_PROTOCOL:
+        raise FormatError(f"{path}: legacy torch file: protocol version {protocol!r}, expected {_LEGACY_PROTOCOL}")
+    if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
+        raise FormatError(f"{path}: legacy torch file written on a big-endian machine")
+    main_start = pos
+    where = f"{path}: legacy main pickle"
+
+    # Pass 1: the pickle's storages (type, numel) and its end; tensors are not built yet.
+    seen: dict[str, tuple[StorageType, int]] = {}
+
+    def scan_pid(pid):
+        if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
+            return pid[1]  # ('module', class, source file, source): the class (an inert ClassRef)
+        stype, key, numel = _storage_pid(pid, where)
+        if key in seen and seen[key] != (stype, numel):
+            raise FormatError(f"{where}: storage '{key}' declared twice differently")
+        seen[key] = (stype, numel)
+        return Storage(stype.dtype, key, numel, np.zeros(numel, stype.dtype), f"{where}: storage '{key}'")
+
+    _, pos = load_pickle(buf, start=main_start, persistent_load=scan_pid, where=where)
+    keys, pos = load_pickle(buf, start=pos, where=f"{path}: legacy storage key list")
+    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)) or sorted(keys) != sorted(seen):
+        raise FormatError(f"{where}: the storage key list does not match the storages the pickle uses")
+    try:
+        located = _core.legacy_storages(buf, pos, [seen[k][0].dtype.itemsize for k in keys])
+    except FormatError as e:
+        raise FormatError(f"{path}: {e}") from None
+    storages = {}
+    for k, (offset, numel) in zip(keys, located):
+        stype, want = seen[k]
+        if numel != want:
+            raise FormatError(f"{path}: legacy storage '{k}': {numel} elements on disk, the pickle says {want}")
+        arr = buf[offset : offset + numel * stype.dtype.itemsize].view(stype.dtype)
+        storages[k] = Storage(stype.dtype, k, numel, arr, f"{path}: legacy storage '{k}'")
+
+    # Pass 2: the same pickle with the real storages.
+    def persistent_load(pid):
+        if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
+            return pid[1]
+        stype, key, numel = _storage_pid(pid, where)
+        s = storages[key]
+        view = pid[5] if len(pid) > 5 else None
+        if view is not None:
+            raise FormatError(f"{where}: storage '{key}': storage views (pre-0.4 files) are not supported")
+        return s
+
+    obj, _ = load_pickle(buf, start=main_start, persistent_load=persistent_load, where=where)
+    return obj
