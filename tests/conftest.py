@@ -1,0 +1,26 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_CFG = ROOT.parent / "shared" / "cfg"
+FULL = os.environ.get("PYLOADER_FULL") == "1"
+
+
+def shared_cfgs():
+    """The official darknet cfgs in ../shared/cfg. Missing under CI=true is a failure, not a skip."""
+    if not SHARED_CFG.is_dir():
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"{SHARED_CFG} is missing: CI must run with ../shared beside the checkout")
+        return []
+    return sorted(SHARED_CFG.glob("*.cfg"))
+
+
+@pytest.fixture(scope="session")
+def cfg_dir():
+    if not SHARED_CFG.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{SHARED_CFG} is missing under CI=true")
+        pytest.skip(f"{SHARED_CFG} not found")
+    return SHARED_CFG
