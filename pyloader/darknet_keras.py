@@ -51,7 +51,10 @@ def load_darknet(weights, cfg=None, *, fold_bn: bool = True, decode: bool = Fals
     data = read_darknet(weights, network=network, fold_bn=fold_bn)
     stem = os.path.splitext(os.path.basename(cfg))[0]
     model = build_darknet_model(network, fold_bn=fold_bn, decode=decode, name=_model_name(stem))
-    assign_weights(model, data.arrays, weights)
+    # Layers that feed no output are not part of the Keras graph; their arrays have nowhere to go.
+    built = {layer.name for layer in model.layers}
+    arrays = {k: v for k, v in data.arrays.items() if k.split("/", 1)[0] in built}
+    assign_weights(model, arrays, weights)
     return model
 
 
