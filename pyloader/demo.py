@@ -1,0 +1,225 @@
+"""A demo checkpoint that needs no download: a small YOLO cfg written for pyloader, with generated weights.
+
+    python -m pyloader.demo [DIR]    # writes DIR/demo-yolo.cfg and .weights, loads them, runs one image
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from .darknet_cfg import parse_cfg_text, build_network
+from .darknet_weights import weight_plan
+
+# A tiny-YOLOv4-style network (CSP blocks with grouped routes, maxpools, an upsample, two yolo heads, 3 classes).
+DEMO_CFG = """[net]
+width=320
+height=256
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers=-1
+groups=2
+group_id=1
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers=-1,-2
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=1
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers=-6,-1
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=64
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=128
+size=3
+stride=1
+pad=1
+activation=mish
+
+[maxpool]
+size=2
+stride=1
+
+[convolutional]
+batch_normalize=1
+filters=64
+size=1
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=128
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=linear
+
+[yolo]
+mask=3,4,5
+anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
+classes=3
+num=6
+scale_x_y=1.05
+
+[route]
+layers=-4
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=1
+stride=1
+pad=1
+activation=leaky
+
+[upsample]
+stride=2
+
+[route]
+layers=-1,-11
+
+[convolutional]
+batch_normalize=1
+filters=64
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
+classes=3
+num=6
+scale_x_y=1.05
+"""
+
+
+def write_demo(directory, seed: int = 0):
+    """Write demo-yolo.cfg and demo-yolo.weights (well-scaled random values) into `directory`."""
+    os.makedirs(directory, exist_ok=True)
+    cfg = os.path.join(directory, "demo-yolo.cfg")
+    weights = os.path.join(directory, "demo-yolo.weights")
+    with open(cfg, "w") as f:
+        f.write(DEMO_CFG)
+    network = build_network(parse_cfg_text(DEMO_CFG, cfg))
+    rng = np.random.default_rng(seed)
+    parts = [np.array([0, 2, 5], "<i4").tobytes(), np.zeros(1, "<u8").tobytes()]
+    for kind, _, n, cpg, kh, kw, bn in weight_plan(network):
+        assert kind == "convolutional"
+        parts.append(rng.normal(0, 0.1, n).astype("<f4").tobytes())  # biases (BN beta)
+        if bn:
+            parts += [rng.uniform(0.5, 1.5, n).astype("<f4").tobytes(),  # gamma
+                      rng.normal(0, 0.2, n).astype("<f4").tobytes(),  # mean
+                      rng.uniform(0.5, 1.5, n).astype("<f4").tobytes()]  # variance
+        parts.append(rng.normal(0, 1 / np.sqrt(cpg * kh * kw), n * cpg * kh * kw).astype("<f4").tobytes())
+    with open(weights, "wb") as f:
+        f.write(b"".join(parts))
+    return weights, cfg
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    directory = argv[0] if argv else "pyloader-demo"
+    weights, cfg = write_demo(directory)
+    import pyloader
+
+    t = time.perf_counter()
+    model = pyloader.load(weights, cfg)
+    took = time.perf_counter() - t
+    image = np.random.default_rng(1).uniform(0, 1, (1, 256, 320, 3)).astype(np.float32)
+    outputs = model(image)
+    print(f"wrote {weights} and {cfg}")
+    print(f"pyloader.load: {took:.2f} s -> keras.Model '{model.name}' with {model.count_params():,} parameters")
+    for out in outputs:
+        print(f"  head output {tuple(out.shape)}")
+    boxes = pyloader.load(weights, cfg, decode=True)(image)
+    print(f"  decoded boxes {tuple(boxes.shape)} (x, y, w, h, objectness, 3 class probabilities)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
