@@ -56,27 +56,30 @@ def conv(x, t, p):
     return act(p["activation"], out)
 
 
-def maxpool(x, p):
+def maxpool(x, layer):
+    """darknet's forward_maxpool_layer; size/stride/padding read from the section with darknet's defaults."""
+    opt = {k: v for k, (v, _) in layer.section.options.items()}
     c, h, w = x.shape
-    if p["depth"]:
-        oc = p["out_channels"]
+    if int(opt.get("maxpool_depth", 0)):
+        oc = int(opt.get("out_channels", 1))
         out = np.full((oc, h, w), -np.inf, np.float32)
         for g in range(oc):
             for k in range(g, c, oc):
                 out[g] = np.maximum(out[g], x[k])
         return out
-    size, (sy, sx) = p["size"], p["stride"]
-    pad = p["pads"][0][0] + p["pads"][0][1]  # darknet's `padding`
-    pad_w = p["pads"][1][0] + p["pads"][1][1]
+    stride = int(opt.get("stride", 1))
+    sx, sy = int(opt.get("stride_x", stride)), int(opt.get("stride_y", stride))
+    size = int(opt.get("size", stride))
+    pad = int(opt.get("padding", size - 1))
     oh = (h + pad - size) // sy + 1
-    ow = (w + pad_w - size) // sx + 1
+    ow = (w + pad - size) // sx + 1
     out = np.empty((c, oh, ow), np.float32)
     for i in range(oh):
         for j in range(ow):
             best = np.full(c, -np.finfo(np.float32).max, np.float32)
             for n in range(size):
                 for m in range(size):
-                    y, xx = -(pad // 2) + i * sy + n, -(pad_w // 2) + j * sx + m
+                    y, xx = -(pad // 2) + i * sy + n, -(pad // 2) + j * sx + m
                     if 0 <= y < h and 0 <= xx < w:
                         best = np.maximum(best, x[:, y, xx])
             out[:, i, j] = best
@@ -163,7 +166,7 @@ def forward(network, tensors, image_chw):
         if layer.type == "conv":
             y = conv(inp, tensors[i], p)
         elif layer.type == "maxpool":
-            y = maxpool(inp, p)
+            y = maxpool(inp, layer)
         elif layer.type == "avgpool":
             y = inp.mean(axis=(1, 2), keepdims=True)
         elif layer.type in ("dropout", "yolo", "region"):

@@ -36,10 +36,12 @@ CFGS = {
         + conv(32, act="leaky", extra="groups=32\n") + conv(24, size=1, act="logistic", bn=0)
         + conv(12, size=4, stride=2, pad=0, act="leaky", extra="padding=1\n")
     ),
-    # maxpool variants: 2x2/2 on odd sizes, 2x2/1, 3x3/2 with explicit padding, 5/1 (SPP), maxpool_depth
+    # maxpool variants: 2x2/2 on odd sizes, 2x2/1, 3x3/2 with explicit and default padding, 5/1 (SPP),
+    # stride_x != stride_y, maxpool_depth
     "maxpools": (
         conv(8, act="leaky") + "[maxpool]\nsize=2\nstride=2\n\n" + "[maxpool]\nsize=2\nstride=1\n\n"
         + "[maxpool]\nsize=3\nstride=2\npadding=1\n\n" + "[maxpool]\nsize=5\nstride=1\n\n"
+        + "[maxpool]\nsize=3\nstride=2\n\n" + "[maxpool]\nstride_x=2\nstride_y=1\nsize=2\n\n"
         + "[maxpool]\nmaxpool_depth=1\nout_channels=3\n\n" + conv(4, act="leaky")
     ),
     # shortcut: plain, unequal channels both ways, weights per_feature/softmax and per_channel/relu
