@@ -45,7 +45,13 @@ OPENCV_CLASS_THRESH = 0.2  # OpenCV zeroes class scores (objectness * probabilit
 
 
 def small_size(cfg):
-    """The smallest non-square size (h < w) with an odd coarsest grid that the cfg's routes accept."""
+    """A small non-square size the cfg's routes accept: odd pixel counts (97x161) where the network allows
+    (no feature pyramid), else multiples of the total stride with an odd-sized coarsest grid."""
+    try:
+        parse_network(cfg, (97, 161))
+        return 97, 161
+    except FormatError:
+        pass
     for m in (32, 64, 128):
         for hm, wm in ((3, 5), (5, 7)):
             try:
