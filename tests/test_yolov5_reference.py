@@ -141,13 +141,14 @@ def official_module_names(v6_model_class: bool):
 
     aliases = {"models": pkg, "models.yolo": Y5Y, "models.common": Y5C}
     saved_modules = {k: sys.modules.get(k) for k in aliases}
-    classes = [c for mod in (Y5Y, Y5C) for c in vars(mod).values()
-               if isinstance(c, type) and c.__module__ == mod.__name__]
-    saved = [(c, c.__module__, c.__name__, c.__qualname__) for c in classes]
+    # Deduplicated: yolo.py binds DetectionModel twice (Model = DetectionModel).
+    classes = {id(c): (c, short) for mod, short in ((Y5Y, "models.yolo"), (Y5C, "models.common"))
+               for c in vars(mod).values() if isinstance(c, type) and c.__module__ == mod.__name__}
+    saved = [(c, c.__module__, c.__name__, c.__qualname__) for c, _ in classes.values()]
     try:
         sys.modules.update(aliases)
-        for c in classes:
-            c.__module__ = "models.yolo" if c.__module__ == Y5Y.__name__ else "models.common"
+        for c, short in classes.values():
+            c.__module__ = short
         if v6_model_class:  # models.yolo.Model is yolov5's alias of DetectionModel
             Y5Y.DetectionModel.__name__ = Y5Y.DetectionModel.__qualname__ = "Model"
         yield
