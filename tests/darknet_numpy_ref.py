@@ -111,6 +111,12 @@ def shortcut(x, others, weights, p):
     src = x.reshape(-1)
     src_outputs = src.size
     n = len(others)
+    if weights is None:  # darknet's own fast path, vectorized: add the overlapping flat prefix
+        out = src.copy()
+        for o in others:
+            k = min(o.size, src_outputs)
+            out[:k] += o.reshape(-1)[:k]
+        return act(p["activation"], out.reshape(x.shape))
     out = np.empty_like(src)
     nweights = 0 if weights is None else weights.size
     layer_step = nweights // (n + 1) if nweights else 0
