@@ -136,6 +136,7 @@ def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarr
     item = base.dtype.itemsize
     if not all(size):
         out = np.zeros(size, base.dtype)
+        out.flags.writeable = False  # like every other tensor: read-only
     else:
         out = np.lib.stride_tricks.as_strided(
             base[storage_offset:], shape=size, strides=tuple(st * item for st in stride), writeable=False

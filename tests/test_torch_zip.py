@@ -1,0 +1,187 @@
+"""The native zip reader (pyloader._core) and the torch checkpoint reader against torch and Python's zipfile."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+
+from pyloader import _core
+from pyloader.errors import FormatError
+from pyloader.torch_checkpoint import load_torch_checkpoint
+
+try:
+    import torch
+except ImportError as e:  # pragma: no cover
+    if os.environ.get("CI", "").lower() == "true":
+        raise RuntimeError(f"CI needs torch for the torch zip tests: {e}") from e
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
+
+
+def _same_as_zipfile(path):
+    """Our directory == zipfile's (names, sizes), and the bytes at our data offsets == zipfile.read."""
+    buf = _core.map_file(str(path))
+    ours = _core.zip_directory(buf)
+    with zipfile.ZipFile(path) as z:
+        infos = z.infolist()
+        assert [e[0] for e in ours] == [i.filename for i in infos]
+        for (name, method, size, offset), info in zip(ours, infos):
+            assert method == info.compress_type == 0
+            assert size == info.file_size
+            assert buf[offset : offset + size].tobytes() == z.read(name)
+    return ours, infos
+
+
+@needs_torch
+def test_torch_save_archive(tmp_path):
+    """torch.save writes ZIP64 end records and data descriptors (local headers say size 0)."""
+    path = tmp_path / "t.pt"
+    torch.save({"a": torch.arange(1000, dtype=torch.float16), "b": torch.randn(7, 5)}, path)
+    data = path.read_bytes()
+    assert b"PK\x06\x06" in data and b"PK\x06\x07" in data  # ZIP64 end record and locator
+    ours, infos = _same_as_zipfile(path)
+    assert all(i.flag_bits & 0x08 for i in infos)  # data descriptors
+    first = infos[0]
+    assert struct.unpack_from("<II", data, 18) == (0, 0)  # the local header of the first entry: sizes 0
+    assert first.file_size > 0
+    # Records are 64-byte aligned by torch's writer (the local extra field pads them).
+    assert all(off % 64 == 0 for name, _, _, off in ours if "/data/" in name)
+
+
+def test_zip64_central_directory(tmp_path):
+    """More than 65535 entries: zipfile writes a ZIP64 end record (the 16-bit counts say 0xFFFF)."""
+    path = tmp_path / "many.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for k in range(65540):
+            z.writestr(f"d/{k}", b"")
+        z.writestr("d/last", b"the end", compress_type=zipfile.ZIP_STORED)
+    data = path.read_bytes()
+    eocd = data.rfind(b"PK\x05\x06")
+    assert struct.unpack_from("<H", data, eocd + 10)[0] == 0xFFFF
+    ours = _core.zip_directory(_core.map_file(str(path)))
+    assert len(ours) == 65541
+    name, method, size, offset = ours[-1]
+    assert name == "d/last" and data[offset : offset + size] == b"the end"
+
+
+def test_force_zip64_local_headers(tmp_path):
+    """force_zip64: local headers carry ZIP64 extras (sizes 0xFFFFFFFF); data start from the local header."""
+    path = tmp_path / "z64.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for k in range(3):
+            with z.open(f"archive/data/{k}", "w", force_zip64=True) as f:
+                f.write(bytes([k]) * (100 + k))
+    data = path.read_bytes()
+    assert struct.unpack_from("<II", data, 18) == (0xFFFFFFFF, 0xFFFFFFFF)
+    _same_as_zipfile(path)
+
+
+class _Unseekable(io.RawIOBase):
+    def __init__(self):
+        self.chunks = []
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.chunks.append(bytes(b))
+        return len(b)
+
+
+def test_data_descriptor_archive(tmp_path):
+    """Written to an unseekable stream, zipfile uses data descriptors: local sizes 0, flag bit 3."""
+    out = _Unseekable()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("archive/data/0", np.arange(4, dtype="<f4").tobytes())
+    data = b"".join(out.chunks)
+    assert struct.unpack_from("<H", data, 6)[0] & 0x08 and struct.unpack_from("<II", data, 18) == (0, 0)
+    path = tmp_path / "dd.pt"
+    path.write_bytes(data)
+    _same_as_zipfile(path)
+    idx = _core.torch_zip_index(_core.map_file(str(path)))
+    assert idx["prefix"] == "archive" and set(idx["records"]) == {"0"}
+    off, size = idx["records"]["0"]
+    assert data[off : off + size] == np.arange(4, dtype="<f4").tobytes()
+    assert load_torch_checkpoint(path) == {}
+
+
+def test_not_a_zip(tmp_path):
+    path = tmp_path / "x.pt"
+    path.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(FormatError, match="end-of-central-directory"):
+        _core.zip_directory(_core.map_file(str(path)))
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.pt"
+    path.write_bytes(b"")
+    assert len(_core.map_file(str(path))) == 0
+    with pytest.raises(FormatError, match="too short"):
+        _core.zip_directory(_core.map_file(str(path)))
+
+
+def test_map_is_read_only(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    m = _core.map_file(str(path))
+    assert m.tobytes() == b"abc" and not m.flags.writeable
+    with pytest.raises(ValueError):
+        m[0] = 1
+
+
+@needs_torch
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_tensors_match_torch(tmp_path, legacy):
+    """fp16/fp32/int64 tensors, views with offsets and strides, shared storages, parameters: same as torch."""
+    base = torch.randn(6, 10)
+    obj = {
+        "half": torch.randn(3, 4, 5).half(),
+        "float": base,
+        "view": base[1:5, 2:9:3],  # storage offset and strides
+        "transposed": base.t(),  # shares base's storage
+        "long": torch.arange(-5, 5),
+        "int": torch.arange(7, dtype=torch.int32),
+        "bool": torch.tensor([True, False]),
+        "param": torch.nn.Parameter(torch.randn(2, 3)),
+        "empty": torch.zeros(0, 3),
+        "scalar": torch.tensor(3.5),
+        "nested": [{"x": (torch.ones(2),)}],
+        "meta": {"epoch": 3, "lr": 0.01, "name": "ü", "none": None, "flag": True, "big": 2**70},
+    }
+    path = tmp_path / "t.pt"
+    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
+    got = load_torch_checkpoint(path)
+    for k in ("half", "float", "view", "transposed", "long", "int", "bool", "param", "empty", "scalar"):
+        want = obj[k].detach().numpy()
+        assert got[k].dtype == want.dtype, k
+        assert got[k].shape == want.shape, k
+        np.testing.assert_array_equal(got[k], want, err_msg=k)
+        assert not got[k].flags.writeable, k
+    np.testing.assert_array_equal(got["nested"][0]["x"][0], np.ones(2, np.float32))
+    assert got["meta"] == obj["meta"]
+    # Zero copy: views of one storage share memory (with each other and with the map).
+    assert np.shares_memory(got["float"], got["transposed"])
+    assert np.shares_memory(got["float"], got["view"])
+
+
+@needs_torch
+def test_legacy_storage_table_validated(tmp_path):
+    """Legacy format: a storage's element count that runs past the file is a FormatError naming it."""
+    path = tmp_path / "old.pt"
+    torch.save({"a": torch.arange(10.0)}, path, _use_new_zipfile_serialization=False)
+    data = bytearray(path.read_bytes())
+    # The last storage: int64 numel (10) then 40 bytes, at the very end of the file.
+    pos = len(data) - 40 - 8
+    assert struct.unpack_from("<q", data, pos)[0] == 10
+    struct.pack_into("<q", data, pos, 10**6)
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="legacy storage 0") as e:
+        load_torch_checkpoint(path)
+    assert str(path) in str(e.value)
