@@ -231,6 +231,13 @@ def _codecs_encode(text, encoding="utf-8", *rest):
     return text.encode("latin1")
 
 
+def _bytes(*args):
+    """Protocols 0-2 pickle b'' as bytes() (and bytes by _codecs.encode): only those forms."""
+    if not args:
+        return b""
+    return _codecs_encode(*args)
+
+
 def _device(*args):
     return ":".join(str(a) for a in args)
 
@@ -257,6 +264,8 @@ _FUNCTIONS: dict[tuple[str, str], Callable] = {
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("_codecs", "encode"): _codecs_encode,
+    ("__builtin__", "bytes"): _bytes,
+    ("builtins", "bytes"): _bytes,
     ("torch", "device"): _device,
     ("torch", "Size"): lambda sizes=(): tuple(sizes),
     ("pathlib", "PosixPath"): _path,

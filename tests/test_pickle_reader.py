@@ -1,0 +1,112 @@
+"""The restricted pickle reader on plain data (against pickle.loads) and on what it must refuse."""
+
+from __future__ import annotations
+
+import collections
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+from pyloader.errors import FormatError, UnsafePickleError
+from pyloader.pickle_reader import ClassRef, Record, load_pickle
+
+from test_pickle_asm import BUILD, EMPTY_DICT, EMPTY_TUPLE, MARK, NEWOBJ, PROTO2, REDUCE, STOP, TUPLE1, glob, s
+
+DATA = {
+    "int": [0, 1, -1, 255, 256, 65535, 65536, -(2**31), 2**31 - 1, 2**31, 2**64 + 3, -(2**100)],
+    "float": [0.0, -1.5, 1e300, float("inf")],
+    "str": ["", "abc", "ü€𝄞", "x" * 300],
+    "bytes": [b"", b"\x00\xff" * 200],
+    "tuple": [(), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4)],
+    "set": {1, 2, 3},
+    "frozenset": frozenset({"a"}),
+    "none": None,
+    "bool": [True, False],
+    "nested": {"a": [{"b": ({"c": 1},)}]},
+}
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
+def test_plain_data_like_pickle(protocol):
+    pkl = pickle.dumps(DATA, protocol=protocol)
+    got, end = load_pickle(pkl)
+    assert got == pickle.loads(pkl)
+    assert end == len(pkl)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_shared_references_and_ordered_dict(protocol):
+    shared = [1, 2]
+    obj = {"a": shared, "b": shared, "od": collections.OrderedDict([("x", 1), ("y", 2)])}
+    got, _ = load_pickle(pickle.dumps(obj, protocol=protocol))
+    assert got["a"] is got["b"]
+    assert got["od"] == {"x": 1, "y": 2} and list(got["od"]) == ["x", "y"]
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_numpy_values(protocol):
+    obj = {"arr": np.arange(6, dtype=np.float64).reshape(2, 3), "f": np.float32(1.5), "i": np.int64(-3),
+           "fortran": np.asfortranarray(np.arange(6, dtype=np.int16).reshape(2, 3))}
+    got, _ = load_pickle(pickle.dumps(obj, protocol=protocol))
+    for k, v in obj.items():
+        np.testing.assert_array_equal(got[k], v)
+        assert np.asarray(got[k]).dtype == np.asarray(v).dtype
+
+
+def test_numpy_object_array_refused():
+    pkl = pickle.dumps(np.array([{"a": 1}], dtype=object), protocol=2)
+    with pytest.raises(UnsafePickleError, match="numpy.dtype"):
+        load_pickle(pkl)
+
+
+def test_sequential_pickles():
+    """Legacy torch files hold several pickles back to back: the end position chains them."""
+    blob = pickle.dumps(1, protocol=2) + pickle.dumps("two", protocol=2) + pickle.dumps([3], protocol=2)
+    a, p = load_pickle(blob)
+    b, p = load_pickle(blob, start=p)
+    c, p = load_pickle(blob, start=p)
+    assert (a, b, c, p) == (1, "two", [3], len(blob))
+
+
+def test_module_record():
+    pkl = (PROTO2 + glob("yolov5.models.common", "Conv") + EMPTY_TUPLE + NEWOBJ + EMPTY_DICT
+           + s("eps") + b"G" + struct.pack(">d", 1e-3) + b"s" + BUILD + STOP)
+    got, _ = load_pickle(pkl)
+    assert isinstance(got, Record) and got.cls == ClassRef("yolov5.models.common", "Conv")
+    assert got.cls.is_("models.common", "Conv") and not got.cls.is_("common.other", "Conv")
+    assert got.attr("eps") == 1e-3
+
+
+@pytest.mark.parametrize(
+    "pkl, why",
+    [
+        (PROTO2 + b"\x82\x01" + STOP, "EXT1"),  # the copyreg extension registry
+        (b"\x80\x05" + b"\x97" + STOP, "NEXT_BUFFER"),  # out-of-band buffers
+        (PROTO2 + glob("builtins", "getattr") + STOP, "builtins.getattr"),
+        (PROTO2 + glob("torch", "load") + STOP, "torch.load"),
+        (PROTO2 + glob("numpy", "load") + STOP, "numpy.load"),
+        (PROTO2 + glob("torch.nn.modules.conv", "Conv2d") + s("x") + TUPLE1 + REDUCE + STOP, "REDUCE on class"),
+        (PROTO2 + MARK + b"(" + b"]" + STOP, "MARK"),  # not refused for safety: malformed (see below)
+    ],
+)
+def test_refused(pkl, why):
+    err = FormatError if why == "MARK" else UnsafePickleError
+    with pytest.raises(err) as e:
+        load_pickle(pkl, where="f.pt: zip entry 'archive/data.pkl'")
+    assert "f.pt: zip entry 'archive/data.pkl', byte" in str(e.value)
+    if why != "MARK":
+        assert why in str(e.value)
+
+
+def test_build_on_non_record_refused():
+    # BUILD on a list would call its __setstate__/__dict__ update in pickle: refused here.
+    with pytest.raises(UnsafePickleError, match="BUILD"):
+        load_pickle(PROTO2 + b"]" + EMPTY_DICT + s("a") + b"K\x01s" + BUILD + STOP)
+
+
+def test_malformed():
+    for pkl in (b"", PROTO2, PROTO2 + b"X\xff\xff\xff\x7f", PROTO2 + b"h\x05" + STOP, PROTO2 + b"\xfe" + STOP):
+        with pytest.raises(FormatError):
+            load_pickle(pkl)
