@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <sys/mman.h>
 
 #include "checked.h"
 
@@ -20,18 +21,25 @@ public:
         size_ = checked_add(size_, rounded, "arena size");
         return at;
     }
-    // Allocate once all reservations are made. Pages are not touched here: the worker that writes a
-    // region takes its page faults, so faulting is spread over the threads.
+    // Allocate once all reservations are made: anonymous pages, transparent huge pages where the kernel
+    // offers them (512x fewer page faults than 4 KiB pages; faults cost more than the transform). Pages
+    // are not touched here: the worker that writes a region takes its faults, spread over the threads.
     void allocate() {
         if (size_ == 0) return;
-        base_ = static_cast<std::byte*>(std::aligned_alloc(kAlign, size_));
-        if (base_ == nullptr) throw std::bad_alloc();
+        void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+        ::madvise(p, size_, MADV_HUGEPAGE);
+#endif
+        base_ = static_cast<std::byte*>(p);
     }
     std::byte* at(std::size_t offset) const { return base_ + offset; }
     std::size_t size() const { return size_; }
 
     Arena() = default;
-    ~Arena() { std::free(base_); }
+    ~Arena() {
+        if (base_ != nullptr) ::munmap(base_, size_);
+    }
     Arena(const Arena&) = delete;
     Arena& operator=(const Arena&) = delete;
 
