@@ -38,7 +38,7 @@ def build_darknet_model(network: Network, *, fold_bn: bool = True, decode: bool 
         decoded = [_decode(network, h, out[h.inputs[0]]) for h in network.heads]
         outputs = decoded[0] if len(decoded) == 1 else keras.layers.Concatenate(axis=1, name="boxes")(decoded)
     else:
-        outputs = [out[h.inputs[0]] if h.type in ("yolo", "region") else out[h.index] for h in heads]
+        outputs = [out[h.index] for h in heads]  # a head's output is its raw input (see _identity)
     return keras.Model(image, outputs, name=name or "darknet")
 
 

@@ -45,7 +45,7 @@ def _input_channels(network: Network, layer) -> int:
     return network.channels if i < 0 else network.layers[i].shape[2]
 
 
-def keras_arrays(network: Network, per_layer: list, fold_bn: bool) -> dict:
+def keras_arrays(network: Network, per_layer: list) -> dict:
     """Name the native reader's arrays by Keras layer and variable; reshape depthwise kernels."""
     arrays = {}
     weighted = [l for l in network.layers
@@ -78,4 +78,4 @@ def read_darknet(weights, cfg=None, *, fold_bn: bool = True, network: Network | 
             raise FormatError(f"{weights}: no cfg given and none beside it (looked for {cfg})")
         network = parse_network(cfg)
     header, per_layer = _core.read_darknet(weights, weight_plan(network), fold_bn, BN_EPSILON, threads)
-    return DarknetWeights(network, header, keras_arrays(network, per_layer, fold_bn))
+    return DarknetWeights(network, header, keras_arrays(network, per_layer))
