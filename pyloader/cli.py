@@ -1,0 +1,269 @@
+"""The `pyloader` command: convert, inspect, bench.
+
+Results and reports go to stdout; progress, warnings and errors to stderr. Exit status: 0 when everything
+worked, 1 when a checkpoint failed, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+__all__ = ["main", "build_parser", "ProgressBar"]
+
+_FORMATS = ("keras", "weights.h5", "savedmodel", "tflite")
+
+
+def _input_size(text: str) -> tuple:
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        if len(parts) == 1:
+            parts = parts * 2
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 416x416) or one number, got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return (h, w)
+
+
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("--jobs must be at least 1")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyloader",
+        description="Convert YOLO checkpoints (Darknet .cfg + .weights, YOLOv5 .pt) into Keras models.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"pyloader {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser(
+        "convert", help="convert many checkpoints into .keras / .weights.h5 / SavedModel / TFLite files",
+        description="Convert checkpoints into deployable files in OUTDIR, named after their source. A bad "
+                    "checkpoint does not stop the run; the summary lists it and the exit status is 1. Outputs "
+                    "appear only when complete (written under a hidden .pyloader-tmp-* name, then renamed).",
+        epilog="examples:\n  pyloader convert runs/*.weights --cfg yolov4-tiny.cfg -o out/\n"
+               "  pyloader convert checkpoints/ -o out/ --format tflite --tflite-fp16 --jobs 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("sources", nargs="+", metavar="SRC",
+                   help="checkpoint files, folders (their .weights/.pt/.pth files) or glob patterns")
+    c.add_argument("-o", "--out-dir", "--output", dest="out_dir", required=True, metavar="OUTDIR",
+                   help="where the outputs go (created if missing)")
+    c.add_argument("--cfg", metavar="CFG",
+                   help="darknet .cfg for every .weights source (default: the .cfg of the same stem beside it)")
+    c.add_argument("--format", choices=_FORMATS, default="keras",
+                   help="keras: <stem>.keras (default); weights.h5: <stem>.weights.h5; savedmodel: "
+                        "<stem>_saved_model/ (TF SavedModel); tflite: <stem>.tflite")
+    c.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
+                   help="fold batch norm into the convolutions (default: yes)")
+    c.add_argument("--decode", action="store_true",
+                   help="one output [batch, boxes, 5 + classes] with decoded boxes instead of the raw heads")
+    c.add_argument("--input-size", type=_input_size, metavar="HxW",
+                   help="input height x width (default: the cfg's, or 640x640 / 1280x1280 for YOLOv5)")
+    c.add_argument("-j", "--jobs", type=_jobs, default=1, metavar="N",
+                   help="worker processes (default 1: convert in this process)")
+    c.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+    c.add_argument("--tflite-fp16", action="store_true", help="with --format tflite: float16 weights")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    c.set_defaults(func=_convert_cmd)
+
+    i = sub.add_parser(
+        "inspect", help="show a checkpoint's format, header, architecture and tensors (no TensorFlow)",
+        description="Print a checkpoint's format, header, architecture summary and tensor table. Reads the "
+                    "file with pyloader's own readers: TensorFlow and torch are not imported.",
+    )
+    i.add_argument("file", metavar="FILE", help=".weights or .pt checkpoint")
+    i.add_argument("--cfg", metavar="CFG", help="darknet .cfg (default: the .cfg of the same stem beside FILE)")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=_inspect_cmd)
+
+    sub.add_parser("bench", help="benchmark loading and inference (pyloader bench --help for its options)",
+                   add_help=False)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        return _bench_cmd(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("pyloader: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# convert
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def _fmt_time(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class ProgressBar:
+    """Checkpoints done, MB/s and time left: a redrawn bar on a terminal, one plain line per checkpoint
+    otherwise."""
+
+    def __init__(self, stream=None, tty=None, width=30):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.width = width
+        self.t0 = time.monotonic()
+        self.drawn = False
+
+    def __call__(self, result, done, total, bytes_done, bytes_total):
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        rate = bytes_done / elapsed
+        left = (bytes_total - bytes_done) / rate if rate > 0 else 0.0
+        name = os.path.basename(result.source)
+        if self.tty:
+            frac = done / total if total else 1.0
+            fill = int(round(frac * self.width))
+            bar = "#" * fill + "-" * (self.width - fill)
+            line = (f"[{bar}] {done}/{total}  {rate / 1e6:6.1f} MB/s  {_fmt_time(elapsed)} elapsed, "
+                    f"{_fmt_time(left)} left  {result.status} {name}")
+            cols = 120
+            try:
+                cols = os.get_terminal_size(self.stream.fileno()).columns
+            except (OSError, ValueError, AttributeError):
+                pass
+            self.stream.write("\r\x1b[K" + line[: max(cols - 1, 20)])
+            if done == total:
+                self.stream.write("\n")
+        else:
+            extra = f" -> {result.output}" if result.status == "converted" else f": {result.reason}"
+            self.stream.write(f"pyloader: [{done}/{total}] {result.status} {result.source}{extra} "
+                              f"({result.seconds:.1f} s; {rate / 1e6:.1f} MB/s, {_fmt_time(left)} left)\n")
+        self.stream.flush()
+
+
+def summary_table(results) -> str:
+    rows = [("STATUS", "SOURCE", "OUTPUT / REASON", "TIME")]
+    for r in results:
+        what = r.output if r.status == "converted" else (r.reason if r.status == "failed"
+                                                          else f"{r.output}: {r.reason}")
+        rows.append((r.status, r.source, " ".join(str(what).split()), f"{r.seconds:.1f} s"))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    w3 = max(len(r[3]) for r in rows)
+    lines = [f"{a:<{w0}}  {b:<{w1}}  {d:>{w3}}  {c}" for a, b, c, d in rows]
+    counts = {s: sum(r.status == s for r in results) for s in ("converted", "skipped", "failed")}
+    lines.append(f"{counts['converted']} converted, {counts['skipped']} skipped, {counts['failed']} failed")
+    return "\n".join(lines)
+
+
+def _convert_cmd(args) -> int:
+    from .convert import convert
+
+    if args.tflite_fp16 and args.format != "tflite":
+        print("pyloader convert: --tflite-fp16 needs --format tflite", file=sys.stderr)
+        return 2
+    if args.cfg is not None and not os.path.isfile(args.cfg):
+        print(f"pyloader convert: --cfg {args.cfg}: no such file", file=sys.stderr)
+        return 2
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        print(f"pyloader convert: -o {args.out_dir}: not a folder", file=sys.stderr)
+        return 2
+    # SIGTERM as Ctrl-C: unwinds through the writers, which remove their temporary outputs.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    progress = None if args.quiet else ProgressBar()
+    results = convert(args.sources, args.out_dir, cfg=args.cfg, format=args.format, fold_bn=args.fold_bn,
+                      decode=args.decode, input_size=args.input_size, overwrite=args.overwrite,
+                      tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress)
+    print(summary_table(results))
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        print(f"pyloader convert: failed: {r.source}: {r.reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inspect
+
+
+def _inspect_cmd(args) -> int:
+    from .errors import FormatError
+    from .inspect_checkpoint import format_report, inspect
+
+    try:
+        info = inspect(args.file, args.cfg)
+    except (FormatError, OSError) as e:
+        print(f"pyloader inspect: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        import json
+
+        print(json.dumps(info, indent=1, default=str))
+    else:
+        print(format_report(info))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bench (pyloader/bench.py, imported only when asked for)
+
+
+def _bench_cmd(argv) -> int:
+    try:
+        import importlib
+
+        bench = importlib.import_module("pyloader.bench")
+    except ModuleNotFoundError as e:
+        if e.name != "pyloader.bench":
+            raise
+        print("pyloader bench: not available in this installation (the module pyloader.bench is missing)",
+              file=sys.stderr)
+        return 2
+    if hasattr(bench, "main"):
+        rc = bench.main(argv)
+        return 0 if rc is None else int(rc)
+    if hasattr(bench, "add_parser"):
+        parser = argparse.ArgumentParser(prog="pyloader")
+        sub = parser.add_subparsers(dest="command")
+        bench.add_parser(sub)
+        args = parser.parse_args(["bench", *argv])
+        func = getattr(args, "func", None) or getattr(bench, "run", None)
+        if func is None:
+            print("pyloader bench: pyloader.bench defines no command function", file=sys.stderr)
+            return 2
+        rc = func(args)
+        return 0 if rc is None else int(rc)
+    print("pyloader bench: pyloader.bench has neither main(argv) nor add_parser(subparsers)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

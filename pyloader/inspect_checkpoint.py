@@ -1,0 +1,134 @@
+"""What a checkpoint holds, without TensorFlow, Keras or torch: format, header, architecture, tensor table.
+
+`inspect(path, cfg=None) -> dict` gives the facts; `format_report(info) -> str` renders them for a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+from .errors import FormatError
+
+__all__ = ["inspect", "format_report"]
+
+
+def inspect(path, cfg=None) -> dict:
+    from .api import _family
+
+    path = os.fspath(path)
+    if _family(path) == "torch":
+        if cfg is not None:
+            raise FormatError(f"{path}: a PyTorch checkpoint carries its architecture; --cfg is for .weights files")
+        return _inspect_yolov5(path)
+    return _inspect_darknet(path, cfg)
+
+
+def _tensors(arrays: dict) -> list:
+    return [(name, tuple(a.shape), str(a.dtype), int(a.nbytes)) for name, a in arrays.items()]
+
+
+def _inspect_darknet(path: str, cfg) -> dict:
+    from . import _core
+    from .darknet_cfg import parse_network
+    from .darknet_weights import default_cfg, read_darknet
+
+    cfg = default_cfg(path) if cfg is None else os.fspath(cfg)
+    if not os.path.exists(cfg):
+        raise FormatError(f"{path}: no cfg given and none beside it (looked for {cfg})")
+    header = _core.darknet_header(path)
+    network = parse_network(cfg)
+    data = read_darknet(path, network=network, fold_bn=False)
+    heads = []
+    for h in network.heads:
+        p = h.params
+        anchors = p.get("anchors")
+        heads.append({"layer": h.name, "type": h.type, "grid": "x".join(map(str, h.shape)),
+                      "classes": p.get("classes"),
+                      "anchors": " ".join(f"{a[0]:g},{a[1]:g}" for a in anchors) if anchors else None})
+    return {
+        "file": path,
+        "format": "darknet .weights",
+        "size": os.path.getsize(path),
+        "header": {"version": f"{header['major']}.{header['minor']}.{header['revision']}",
+                   "seen": header["seen"], "header_bytes": header["header_bytes"]},
+        "architecture": {
+            "cfg": cfg,
+            "input": (network.height, network.width, network.channels),
+            "layers": len(network.layers),
+            "by_type": dict(Counter(l.type for l in network.layers).most_common()),
+            "heads": heads,
+        },
+        "tensors": _tensors(data.arrays),
+    }
+
+
+def _inspect_yolov5(path: str) -> dict:
+    from .torch_checkpoint import load_torch_checkpoint
+    from .yolov5_weights import plan_arrays, read_plan
+
+    ckpt = load_torch_checkpoint(path)
+    header = {}
+    if isinstance(ckpt, dict):
+        header["keys"] = ", ".join(str(k) for k in ckpt)
+        for k in ("epoch", "date", "best_fitness", "updates"):
+            v = ckpt.get(k)
+            if v is not None and not isinstance(v, (dict, list)):
+                header[k] = v if isinstance(v, (int, float, str)) else str(getattr(v, "tolist", lambda: v)())
+    plan = read_plan(path)
+    kinds = Counter(n.kind for n in plan.nodes)
+    s = 1280 if plan.max_stride >= 64 else 640  # YOLOv5's default size (yolov5_keras.default_input_size)
+    det = plan.nodes[-1].parts
+    heads = [{"layer": f"level {i}", "type": "Detect", "stride": int(st), "classes": plan.nc,
+              "anchors": int(det.get("na", len(plan.anchors[i])))} for i, st in enumerate(plan.strides)]
+    return {
+        "file": path,
+        "format": "YOLOv5 PyTorch checkpoint",
+        "size": os.path.getsize(path),
+        "header": header,
+        "architecture": {
+            "model": plan.model_class,
+            "input": (s, s, 3),
+            "layers": len(plan.nodes),
+            "by_type": dict(kinds.most_common()),
+            "heads": heads,
+            "classes": plan.nc,
+            "names": ", ".join(plan.names[:8]) + (" ..." if len(plan.names) > 8 else ""),
+        },
+        "tensors": _tensors(plan_arrays(plan, fold_bn=False)),
+    }
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_report(info: dict) -> str:
+    a = info["architecture"]
+    lines = [f"file:    {info['file']} ({_human(info['size'])})", f"format:  {info['format']}"]
+    for k, v in info["header"].items():
+        lines.append(f"  {k}: {v}")
+    lines.append("architecture:")
+    for k in ("cfg", "model", "classes", "names"):
+        if k in a:
+            lines.append(f"  {k}: {a[k]}")
+    h, w, c = a["input"]
+    lines.append(f"  input: {h}x{w}x{c}")
+    lines.append(f"  layers: {a['layers']} (" + ", ".join(f"{t} {n}" for t, n in a["by_type"].items()) + ")")
+    lines.append(f"  heads: {len(a['heads'])}")
+    for hd in a["heads"]:
+        extra = ", ".join(f"{k} {v}" for k, v in hd.items() if k not in ("layer", "type") and v is not None)
+        lines.append(f"    {hd['layer']} ({hd['type']}): {extra}")
+    t = info["tensors"]
+    total = sum(x[3] for x in t)
+    lines.append(f"tensors: {len(t)}, {_human(total)}")
+    rows = [("name", "shape", "dtype", "bytes")] + [(n, "x".join(map(str, s)) or "scalar", d, str(b))
+                                                    for n, s, d, b in t]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        lines.append(f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}")
+    return "\n".join(lines)
