@@ -238,6 +238,21 @@ def _bytes(*args):
     return _codecs_encode(*args)
 
 
+@dataclass(frozen=True)
+class MethodRef:
+    """getattr(record, name) as pickled for a bound method (YOLOv5's fuse() sets `m.forward = m.forward_fuse`).
+    Inert: nothing is looked up or called."""
+
+    record: Any
+    name: str
+
+
+def _getattr_inert(obj, name, *default):
+    if default or not isinstance(obj, Record) or not isinstance(name, str):
+        raise UnsafePickleError(f"getattr on {_describe(obj)}: only bound methods of model records are read")
+    return MethodRef(obj, name)
+
+
 def _device(*args):
     return ":".join(str(a) for a in args)
 
@@ -266,6 +281,8 @@ _FUNCTIONS: dict[tuple[str, str], Callable] = {
     ("_codecs", "encode"): _codecs_encode,
     ("__builtin__", "bytes"): _bytes,
     ("builtins", "bytes"): _bytes,
+    ("__builtin__", "getattr"): _getattr_inert,
+    ("builtins", "getattr"): _getattr_inert,
     ("torch", "device"): _device,
     ("torch", "Size"): lambda sizes=(): tuple(sizes),
     ("pathlib", "PosixPath"): _path,

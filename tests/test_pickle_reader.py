@@ -84,7 +84,9 @@ def test_module_record():
     [
         (PROTO2 + b"\x82\x01" + STOP, "EXT1"),  # the copyreg extension registry
         (b"\x80\x05" + b"\x97" + STOP, "NEXT_BUFFER"),  # out-of-band buffers
-        (PROTO2 + glob("builtins", "getattr") + STOP, "builtins.getattr"),
+        (PROTO2 + glob("builtins", "setattr") + STOP, "builtins.setattr"),
+        (PROTO2 + glob("builtins", "getattr") + glob("os", "path") + s("x") + b"\x86" + REDUCE + STOP, "os.path"),
+        (PROTO2 + glob("builtins", "getattr") + b"]" + s("append") + b"\x86" + REDUCE + STOP, "getattr on a list"),
         (PROTO2 + glob("torch", "load") + STOP, "torch.load"),
         (PROTO2 + glob("numpy", "load") + STOP, "numpy.load"),
         (PROTO2 + glob("torch.nn.modules.conv", "Conv2d") + s("x") + TUPLE1 + REDUCE + STOP, "REDUCE on class"),

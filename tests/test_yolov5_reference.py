@@ -108,6 +108,8 @@ CASES = [
     pytest.param("s-leaky", "hub/yolov5s-LeakyReLU.yaml", P5_SIZE, "package", id="yolov5s-LeakyReLU"),
     # Focus + SPP + BottleneckCSP, Hardswish and LeakyReLU, older style; saved with official names.
     pytest.param("old", OLD_STYLE_YAML, P5_SIZE, "official", id="old-style-Focus-SPP-BottleneckCSP-Hardswish"),
+    # Saved after fuse() (batch norm already folded, `ema` None): plain convs with bias.
+    pytest.param("n-fused", "yolov5n.yaml", P5_SIZE, "fused", id="yolov5n-fused-ema-None"),
     # The legacy (pre-1.6, non-zip) torch format.
     pytest.param("n-legacy", "yolov5n.yaml", P5_SIZE, "legacy", id="yolov5n-legacy-format"),
 ]
@@ -192,6 +194,9 @@ def save_checkpoint(model, path, how: str):
         "git": {"remote": "https://github.com/ultralytics/yolov5", "branch": "master", "commit": "abc"},
         "date": datetime.datetime(2024, 1, 2, 3, 4, 5).isoformat(),
     }
+    if how == "fused":  # a model saved after YOLOv5's fuse(): Conv modules without bn, conv with bias
+        fused = copy.deepcopy(model).fuse().half()
+        ckpt["model"], ckpt["ema"] = fused, None
     if how in ("official", "v6"):
         with official_module_names(v6_model_class=how == "v6"):
             torch.save(ckpt, path)
@@ -199,6 +204,7 @@ def save_checkpoint(model, path, how: str):
         torch.save(ckpt, path, _use_new_zipfile_serialization=False)
     else:
         torch.save(ckpt, path)
+    return ckpt["ema"] if ckpt["ema"] is not None else ckpt["model"]
 
 
 class _Checkpoints:
@@ -210,9 +216,9 @@ class _Checkpoints:
         if key not in self.cache:
             model = build_torch_model(cfg, seed=len(self.cache) + 1)
             path = str(self.tmpdir / f"{key}.pt")
-            save_checkpoint(model, path, how)
-            # The reference: the checkpoint's ema, back to fp32 (fp16-rounded weights), eval mode.
-            ref = copy.deepcopy(model).half().float().eval()
+            saved = save_checkpoint(model, path, how)
+            # The reference: the checkpoint's model (ema), back to fp32 (fp16-rounded weights), eval mode.
+            ref = copy.deepcopy(saved).float().eval()
             self.cache[key] = (path, ref)
         return self.cache[key]
 
