@@ -358,3 +358,39 @@ def test_not_a_yolov5_model(tmp_path):
     torch.save({"weights": torch.zeros(3)}, path)
     with pytest.raises(FormatError, match="plain.pt: checkpoint has no model"):
         pyloader.read(path)
+
+
+BACKEND_SCRIPT = """
+import sys, numpy as np, keras, pyloader
+path, image, out = sys.argv[1:4]
+x = np.load(image)
+res = {}
+for fold in (True, False):
+    res[f"decoded_{fold}"] = keras.ops.convert_to_numpy(pyloader.load(path, fold_bn=fold, decode=True, input_size=x.shape[1:3])(x))
+    raw = pyloader.load(path, fold_bn=fold, input_size=x.shape[1:3])(x)
+    for k, r in enumerate(raw):
+        res[f"raw{k}_{fold}"] = keras.ops.convert_to_numpy(r)
+np.savez(out, **res)
+print(keras.backend.backend())
+"""
+
+
+def test_keras_torch_backend(checkpoints, tmp_path):
+    """Keras layers and keras.ops only: the same model on Keras' PyTorch backend (a subprocess) matches too.
+    The old-style checkpoint covers Focus, SPP (-inf padded max pools), BottleneckCSP, Hardswish, LeakyReLU."""
+    path, ref = checkpoints.get("old", OLD_STYLE_YAML, "official")
+    x = np.random.default_rng(3).random((1, *P5_SIZE, 3), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    r = subprocess.run([sys.executable, "-c", BACKEND_SCRIPT, path, str(tmp_path / "x.npy"), str(tmp_path / "out.npz")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "torch"
+    want_decoded, want_raw = _torch_outputs(ref, x)
+    got = np.load(tmp_path / "out.npz")
+    for fold in (True, False):
+        assert _rel(got[f"decoded_{fold}"], want_decoded) <= RTOL
+        for k, w in enumerate(want_raw):
+            g = got[f"raw{k}_{fold}"]
+            g = g.reshape(*g.shape[:3], w.shape[1], -1).transpose(0, 3, 1, 2, 4)
+            assert _rel(g, w) <= RTOL
