@@ -149,8 +149,8 @@ class ProgressBar:
             frac = done / total if total else 1.0
             fill = int(round(frac * self.width))
             bar = "#" * fill + "-" * (self.width - fill)
-            line = (f"[{bar}] {done}/{total}  {rate / 1e6:6.1f} MB/s  {_fmt_time(elapsed)} elapsed, "
-                    f"{_fmt_time(left)} left  {result.status} {name}")
+            line = (f"{done}/{total} {rate / 1e6:.1f} MB/s {_fmt_time(left)} left [{bar}] "
+                    f"{_fmt_time(elapsed)} elapsed, {result.status} {name}")
             cols = 120
             try:
                 cols = os.get_terminal_size(self.stream.fileno()).columns

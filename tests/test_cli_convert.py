@@ -323,3 +323,22 @@ def test_bench_is_registered_lazily():
         assert p.returncode == 2 and "pyloader.bench" in p.stderr
     else:
         assert p.returncode == 0, p.stderr
+
+
+def test_progress_bar_terminal_and_plain():
+    import io
+
+    from pyloader.cli import ProgressBar
+
+    r = Result("src/a.weights", "out/a.keras", "converted", "", 0.5, 2_000_000)
+    tty = io.StringIO()
+    bar = ProgressBar(tty, tty=True, width=10)
+    bar(r, 1, 2, 2_000_000, 4_000_000)
+    bar(Result("src/b.weights", None, "failed", "bad", 0.1, 2_000_000), 2, 2, 4_000_000, 4_000_000)
+    text = tty.getvalue()
+    assert text.startswith("\r\x1b[K1/2 ") and "MB/s" in text and "left [#####-----]" in text
+    assert "\r\x1b[K2/2 " in text and "[##########]" in text and text.endswith("\n")
+    plain = io.StringIO()
+    ProgressBar(plain, tty=False)(r, 1, 2, 2_000_000, 4_000_000)
+    line = plain.getvalue()
+    assert "\x1b" not in line and line.startswith("pyloader: [1/2] converted src/a.weights -> out/a.keras")
