@@ -195,6 +195,9 @@ def _node(x, node, fold_bn):
         return layers.UpSampling2D(size=P["size"], interpolation="nearest", name=name)(x)
     if k == "MaxPool":
         return _pool(x, P["pool"])
+    if k == "ZeroPad":
+        left, right, top, bottom = P["padding"]
+        return layers.ZeroPadding2D(((top, bottom), (left, right)), name=name)(x)
     if k == "Detect":
         return [_conv(xi, c, fold_bn) for xi, c in zip(x, P["convs"])]
     raise FormatError(f"module kind {k!r} is not supported")

@@ -63,7 +63,8 @@ class Node:
     """One model layer (yaml row): kind, its 'from', and the parts to build."""
 
     index: int
-    kind: str  # Conv, C3, BottleneckCSP, Bottleneck, SPP, SPPF, Focus, Concat, Upsample, MaxPool, Detect, Sequential
+    kind: str  # Conv, C3, BottleneckCSP, Bottleneck, SPP, SPPF, Focus, Concat, Upsample, MaxPool, ZeroPad,
+    # Detect, Sequential
     source: Any  # -1, an int, or a list of ints
     name: str  # keras name prefix, e.g. 'model_4'
     parts: dict = field(default_factory=dict)
@@ -317,6 +318,13 @@ def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
         P["size"] = tuple(int(f) for f in sf)
     elif kind == "MaxPool":
         P["pool"] = _maxpool(ctx, rec, mpath)
+    elif kind == "ZeroPad":
+        if not _is(rec, "ZeroPad2d", *_NN):
+            raise ctx.err(mpath, f"expected ZeroPad2d, found {rec!r}")
+        pad = rec.attr("padding")
+        if not (isinstance(pad, (tuple, list)) and len(pad) == 4 and all(isinstance(v, int) and v >= 0 for v in pad)):
+            raise ctx.err(mpath, f"ZeroPad2d padding {pad!r}: expected (left, right, top, bottom) >= 0")
+        P["padding"] = tuple(pad)
     elif kind == "Detect":
         if not _is(rec, "Detect", *_YOLO):
             raise ctx.err(mpath, f"expected Detect, found {rec!r}")
@@ -347,7 +355,8 @@ def _check_depth(ctx, mpath, n, yaml_n):
 _YAML_KIND = {
     "Conv": "Conv", "C3": "C3", "Bottleneck": "Bottleneck", "BottleneckCSP": "BottleneckCSP", "SPP": "SPP",
     "SPPF": "SPPF", "Focus": "Focus", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample",
-    "nn.MaxPool2d": "MaxPool", "MaxPool2d": "MaxPool", "Detect": "Detect",
+    "nn.MaxPool2d": "MaxPool", "MaxPool2d": "MaxPool", "nn.ZeroPad2d": "ZeroPad", "ZeroPad2d": "ZeroPad",
+    "Detect": "Detect",
 }
 _REPEATED = {"C3", "BottleneckCSP"}  # n is their bottleneck count; other modules repeat as a Sequential
 

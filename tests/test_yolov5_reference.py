@@ -88,6 +88,16 @@ OLD_STYLE_YAML = {
     ],
 }
 
+def small(hub_yaml: str) -> dict:
+    """A hub yaml at a small scale (depth 0.33, width 0.125): the architecture, cheaply."""
+    import yaml
+
+    with open(os.path.join(Y5_DIR, hub_yaml), encoding="ascii", errors="ignore") as f:
+        cfg = yaml.safe_load(f)
+    cfg.update(depth_multiple=0.33, width_multiple=0.125)
+    return cfg
+
+
 # (id, yaml, input size, how it is saved)
 CASES = [
     pytest.param("n", "yolov5n.yaml", P5_SIZE, "package", id="yolov5n"),
@@ -110,6 +120,15 @@ CASES = [
     pytest.param("old", OLD_STYLE_YAML, P5_SIZE, "official", id="old-style-Focus-SPP-BottleneckCSP-Hardswish"),
     # Saved after fuse() (batch norm already folded, `ema` None): plain convs with bias.
     pytest.param("n-fused", "yolov5n.yaml", P5_SIZE, "fused", id="yolov5n-fused-ema-None"),
+    # Hub architectures at a small scale: 4 levels from stride 4 (P2), 5 levels to stride 128 (P7), PANet and
+    # BiFPN heads with BottleneckCSP / 3-way Concat, YOLOv3-SPP (repeated Bottleneck rows: a Sequential; SPP),
+    # YOLOv3-tiny (nn.ZeroPad2d, nn.MaxPool2d rows, 2 levels).
+    pytest.param("p2", small("hub/yolov5-p2.yaml"), P5_SIZE, "package", id="hub-yolov5-p2"),
+    pytest.param("p7", small("hub/yolov5-p7.yaml"), (128, 256), "package", id="hub-yolov5-p7"),
+    pytest.param("panet", small("hub/yolov5-panet.yaml"), P5_SIZE, "package", id="hub-yolov5-panet"),
+    pytest.param("bifpn", small("hub/yolov5-bifpn.yaml"), P5_SIZE, "package", id="hub-yolov5-bifpn"),
+    pytest.param("v3spp", small("hub/yolov3-spp.yaml"), P5_SIZE, "package", id="hub-yolov3-spp"),
+    pytest.param("v3tiny", small("hub/yolov3-tiny.yaml"), P5_SIZE, "package", id="hub-yolov3-tiny"),
     # The legacy (pre-1.6, non-zip) torch format.
     pytest.param("n-legacy", "yolov5n.yaml", P5_SIZE, "legacy", id="yolov5n-legacy-format"),
 ]
@@ -171,7 +190,7 @@ def build_torch_model(cfg, seed: int):
         model = Y5Y.DetectionModel(cfg_in)
     finally:
         Y5C.Conv.default_act = default_act  # parse_model sets it from the yaml's 'activation'
-    if isinstance(cfg, dict):  # older style: BottleneckCSP's own activation was LeakyReLU(0.1)
+    if cfg is OLD_STYLE_YAML:  # older style: BottleneckCSP's own activation was LeakyReLU(0.1)
         for m in model.modules():
             if isinstance(m, Y5C.BottleneckCSP):
                 m.act = nn.LeakyReLU(0.1)
