@@ -53,6 +53,11 @@ def _load_zip(path: str, buf: np.ndarray):
         raise FormatError(f"{path}: {e}") from None
     prefix = index["prefix"]
     records = index["records"]
+    for name, method, size, offset in index["entries"]:
+        if name == f"{prefix}/byteorder" and method == 0:
+            order = buf[offset : offset + size].tobytes()
+            if order.strip() != b"little":
+                raise FormatError(f"{path}: zip entry '{name}': byte order {order[:16]!r}, expected b'little'")
     pkl_offset, pkl_size = index["pickle"]
     cache: dict[str, Storage] = {}
     pkl_where = f"{path}: zip entry '{prefix}/data.pkl'"

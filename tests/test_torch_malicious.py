@@ -306,3 +306,14 @@ def test_read_is_zero_copy_and_read_only(tmp_path):
     t = load_torch_checkpoint(path)["t"]
     np.testing.assert_array_equal(t, np.arange(6, dtype=np.float32).reshape(2, 3).T)
     assert not t.flags.writeable and not t.flags.owndata
+
+
+def test_big_endian_archive(tmp_path):
+    # Tensors written by a big-endian machine would be read as garbage: refused, naming the entry.
+    path = tmp_path / "big.pt"
+    write_torch_zip(path, dict_of(t=tensor("0", 6, 0, (6,), (1,))), {"0": bytes(24)})
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("archive/byteorder", b"big")
+    with pytest.raises(FormatError, match="byte order") as e:
+        pyloader.read(path)
+    _check(e, path, "archive/byteorder")

@@ -371,6 +371,21 @@ def test_load_imports_neither_torch_nor_yolov5(checkpoints):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 
+def test_read_imports_no_framework(checkpoints):
+    """`read` is numpy only: neither TensorFlow/Keras nor torch/yolov5 get imported."""
+    path, _ = checkpoints.get("n", "yolov5n.yaml", "package")
+    code = textwrap.dedent(f"""
+        import sys, pyloader
+        arrays = pyloader.read({path!r})
+        assert arrays["model_24_m_0/kernel"].shape == (1, 1, 64, 255), arrays["model_24_m_0/kernel"].shape
+        bad = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'yolov5', 'tensorflow', 'keras', 'jax'))
+        print('IMPORTED', bad)
+        sys.exit(1 if bad else 0)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+
+
 def test_not_a_yolov5_model(tmp_path):
     """A valid torch file that is not a YOLOv5 checkpoint: a FormatError naming the file."""
     path = str(tmp_path / "plain.pt")
