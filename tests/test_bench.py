@@ -39,7 +39,7 @@ def test_bench_small(tmp_path):
 
     w = res["weights"]["small"]
     assert _positive(w["file_bytes"])
-    for meth in ("memcpy", "pyloader_read", "numpy"):
+    for meth in ("memcpy", "memcpy_fresh", "pyloader_read", "numpy"):
         r = w["methods"][meth]
         assert "error" not in r, r
         assert len(r["warm_s"]) == 1 and _positive(r["warm_median_s"]) and _positive(r["warm_gb_per_s"])
