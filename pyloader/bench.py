@@ -617,8 +617,13 @@ def _targets(res: dict) -> list:
             None if pr is None else pr <= 1.3)
     pt = res.get("pt") or {}
     s = pt.get("speedup_pyloader_vs_yolov5_tf")
-    add(".pt (YOLOv5x) >= 10x faster than torch.load + yolov5's TF builder", s, 10.0, None if s is None else s >= 10,
+    label = os.path.basename(pt.get("path", "")) or "YOLOv5x"
+    add(f".pt ({label}) >= 10x faster than torch.load + yolov5's TF builder", s, 10.0, None if s is None else s >= 10,
         pt.get("error", ""))
+    peak = ((pt.get("methods") or {}).get("pt_pyloader") or {}).get("peak_above_baseline_bytes")
+    pr = peak / pt["param_bytes"] if peak and pt.get("param_bytes") else None
+    add(f"peak memory of pyloader.load ({label}) <= 1.3x parameter bytes above baseline", pr, 1.3,
+        None if pr is None else pr <= 1.3, pt.get("error", ""))
     bulk = res.get("bulk") or {}
     bc = (bulk.get("methods") or {}).get("bulk_convert") or {}
     bs = (bulk.get("methods") or {}).get("bulk_separate") or {}
@@ -665,8 +670,11 @@ def markdown(res: dict) -> str:
                          f"{_fmt(r.get('cold_median_s'))} | {_fmt(r.get('cold_gb_per_s'))} | "
                          f"{_fmt(_ratio(r.get('warm_median_s'), ref))} | {_fmt(r.get('first_call_s'))} | "
                          f"{r['peak_above_baseline_bytes'] / 1e6:.0f} |")
-    lines += ["", "### Ready keras.Model", "", "| model | method | median s | first call s | peak MB above baseline |",
-              "|---|---|---|---|---|"]
+    lines += ["", "### Ready keras.Model", ""]
+    if not res["model"]:
+        lines.append("not run (not in --sections)")
+    else:
+        lines += ["| model | method | median s | first call s | peak MB above baseline |", "|---|---|---|---|---|"]
     for name, mdl in res["model"].items():
         if "error" in mdl:
             lines.append(f"| {name} | {mdl['error']} | | | |")
@@ -689,7 +697,8 @@ def markdown(res: dict) -> str:
     if not pt or "error" in pt:
         lines.append(f"not available: {pt.get('error', 'not run')}")
     else:
-        lines += [f"{pt.get('description', '')}, {pt['file_bytes'] / 1e6:.1f} MB", "",
+        lines += [f"{pt.get('description', '')}, {pt['file_bytes'] / 1e6:.1f} MB file, "
+                  f"{pt['param_bytes'] / 1e6:.1f} MB of float32 arrays after folding", "",
                   "| method | median s | first call s | peak MB above baseline |", "|---|---|---|---|"]
         for meth, r in pt["methods"].items():
             if "error" in r:
@@ -791,7 +800,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pyloader bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # files before and after --cfg
     default = "weights,model,bulk" if args.small else "weights,model,pt,bulk"
     sections = {s.strip() for s in (args.sections or default).split(",") if s.strip()}
     repeat = max(1, args.repeat)
@@ -835,7 +844,8 @@ def main(argv=None) -> int:
             elif "error" in pt:
                 res["pt"] = pt
             else:
-                res["pt"] = {"description": pt["description"], **bench_pt(pt, repeat)}
+                res["pt"] = {"description": pt["description"], "path": pt["path"],
+                             "param_bytes": _param_bytes(pt["path"], None), **bench_pt(pt, repeat)}
         if "bulk" in sections and darknet:
             bname = args.bulk_model or ("small" if args.small or "yolov4-size" not in darknet else "yolov4-size")
             if bname not in darknet:
@@ -844,7 +854,7 @@ def main(argv=None) -> int:
             res["bulk"] = bench_bulk(bname, darknet[bname], count, tmp)
         if "pt" not in sections:
             res["pt"] = {"error": "skipped (not in --sections" + (", --small)" if args.small else ")")}
-        res["targets"] = _targets(res) if res["weights"] else []
+        res["targets"] = _targets(res)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     with open(os.path.join(out, "results.json"), "w") as f:
