@@ -82,7 +82,7 @@ DarknetHeader parse_darknet_header(const std::byte* data, std::size_t size) {
 }
 
 DarknetResult read_darknet(const std::byte* data, std::size_t size, const std::vector<DarknetLayerPlan>& plan,
-                           bool fold_bn, double eps, unsigned threads) {
+                           bool fold_bn, double eps, unsigned threads, const InputReleaser& done_with) {
     if (!little_endian()) throw FormatError("darknet weights are little-endian; big-endian hosts are not supported");
     DarknetResult result;
     result.header = parse_darknet_header(data, size);
@@ -173,6 +173,11 @@ DarknetResult read_darknet(const std::byte* data, std::size_t size, const std::v
         }
         oihw_to_hwio(weights, DType::F32, reinterpret_cast<float*>(arena->at(o.kernel)), n, L.channels_per_group,
                      L.kh, L.kw, scale, ch.o_begin, ch.o_end);
+        if (done_with) {  // the OIHW rows of these output channels are not read again
+            const std::size_t row = std::size_t(L.channels_per_group * L.kh * L.kw) * 4;
+            const auto* first = reinterpret_cast<const std::byte*>(weights) + ch.o_begin * row;
+            done_with(std::size_t(first - data), (ch.o_end - ch.o_begin) * row);
+        }
     });
 
     // 4. Describe the arrays.
@@ -214,7 +219,9 @@ DarknetFileResult read_darknet_file(const std::string& path, const std::vector<D
     DarknetFileResult out;
     out.file = std::make_shared<MappedFile>(path);
     try {
-        out.result = read_darknet(out.file->data(), out.file->size(), plan, fold_bn, eps, threads);
+        const MappedFile& file = *out.file;
+        out.result = read_darknet(file.data(), file.size(), plan, fold_bn, eps, threads,
+                                  [&file](std::size_t offset, std::size_t length) { file.release(offset, length); });
     } catch (const FormatError& e) {
         throw FormatError(path + ": " + e.what());
     }

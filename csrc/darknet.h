@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,8 +50,12 @@ DarknetHeader parse_darknet_header(const std::byte* data, std::size_t size);
 // Convolutional kernels come out HWIO (kh, kw, channels_per_group, filters). With fold_bn, batch-normalized
 // layers give the folded kernel and bias; otherwise kernel, bias (conv bias or BN beta) and, with BN,
 // gamma, beta, moving_mean, moving_variance as views of the input.
+// `done_with(offset, length)`, when given, is told about each input range that has been transformed and
+// is not needed again (the caller may drop it from memory).
+using InputReleaser = std::function<void(std::size_t offset, std::size_t length)>;
+
 DarknetResult read_darknet(const std::byte* data, std::size_t size, const std::vector<DarknetLayerPlan>& plan,
-                           bool fold_bn, double eps, unsigned threads);
+                           bool fold_bn, double eps, unsigned threads, const InputReleaser& done_with = {});
 
 }  // namespace pyloader
 

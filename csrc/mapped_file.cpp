@@ -39,6 +39,15 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     ::close(fd);
 }
 
+void MappedFile::release(std::size_t offset, std::size_t length) const {
+    if (data_ == nullptr || offset >= size_) return;
+    if (length > size_ - offset) length = size_ - offset;
+    const std::size_t page = std::size_t(::sysconf(_SC_PAGESIZE));
+    const std::size_t begin = (offset + page - 1) / page * page;
+    const std::size_t end = (offset + length) / page * page;
+    if (end > begin) ::madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
     if (data_ != nullptr)
         ::munmap(const_cast<std::byte*>(data_), size_);

@@ -16,6 +16,10 @@ public:
     std::size_t size() const { return size_; }
     const std::string& path() const { return path_; }
 
+    // Drop the resident pages that lie wholly inside [offset, offset + length): they leave the process's
+    // memory but stay valid (a later read faults them in from the file again).
+    void release(std::size_t offset, std::size_t length) const;
+
 private:
     std::string path_;
     const std::byte* data_ = nullptr;
