@@ -5,10 +5,20 @@
 #include <cstdlib>
 #include <new>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "checked.h"
 
 namespace pyloader {
+
+// Return the pages wholly inside [p, p + n) to the system. Anonymous memory reads back as zeros afterwards,
+// a private file map re-reads the file: only for memory whose contents are no longer needed.
+inline void discard_pages(const void* p, std::size_t n) {
+    const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
+    const std::uintptr_t begin = (std::uintptr_t(p) + page - 1) / page * page;
+    const std::uintptr_t end = (std::uintptr_t(p) + n) / page * page;
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
 
 class Arena {
 public:

@@ -98,6 +98,13 @@ PYBIND11_MODULE(_core, m) {
     m.def("default_threads", &default_threads);
 
     m.def(
+        "discard_memory",
+        [](const py::array& a) { discard_pages(a.data(), std::size_t(a.nbytes())); },
+        py::arg("array"),
+        "Give the memory pages wholly inside `array` back to the system. Its values become undefined (zeros):\n"
+        "only for arrays whose contents have been copied elsewhere and that nothing reads again.");
+
+    m.def(
         "darknet_header",
         [](const std::string& path) {
             MappedFile f(path);

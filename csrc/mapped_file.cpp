@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "errors.h"
 
 namespace pyloader {
@@ -42,10 +43,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
 void MappedFile::release(std::size_t offset, std::size_t length) const {
     if (data_ == nullptr || offset >= size_) return;
     if (length > size_ - offset) length = size_ - offset;
-    const std::size_t page = std::size_t(::sysconf(_SC_PAGESIZE));
-    const std::size_t begin = (offset + page - 1) / page * page;
-    const std::size_t end = (offset + length) / page * page;
-    if (end > begin) ::madvise(const_cast<std::byte*>(data_) + begin, end - begin, MADV_DONTNEED);
+    discard_pages(data_ + offset, length);
 }
 
 MappedFile::~MappedFile() {

@@ -362,10 +362,10 @@ def _darknet_model(job: Job):
         return build_darknet_model(network, fold_bn=job.fold_bn, decode=job.decode, name=_model_name(stem))
 
     def fill(model):
+        from .darknet_keras import reachable_arrays
         from .keras_assign import assign_weights
 
-        built = {layer.name for layer in model.layers}  # layers that feed no output are not in the graph
-        assign_weights(model, {k: v for k, v in data.arrays.items() if k.split("/", 1)[0] in built}, job.source)
+        assign_weights(model, reachable_arrays(network, data.arrays), job.source)
 
     return _Loaded(_Held(key, build), fill)
 

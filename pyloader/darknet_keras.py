@@ -14,7 +14,7 @@ from . import layers as L
 from .darknet_cfg import Network, parse_network
 from .darknet_weights import BN_EPSILON, default_cfg, is_depthwise, read_darknet
 from .errors import FormatError
-from .keras_assign import assign_weights
+from .keras_assign import build_filled
 
 
 def build_darknet_model(network: Network, *, fold_bn: bool = True, decode: bool = False,
@@ -50,12 +50,20 @@ def load_darknet(weights, cfg=None, *, fold_bn: bool = True, decode: bool = Fals
     network = parse_network(cfg, input_size)
     data = read_darknet(weights, network=network, fold_bn=fold_bn)
     stem = os.path.splitext(os.path.basename(cfg))[0]
-    model = build_darknet_model(network, fold_bn=fold_bn, decode=decode, name=_model_name(stem))
-    # Layers that feed no output are not part of the Keras graph; their arrays have nowhere to go.
-    built = {layer.name for layer in model.layers}
-    arrays = {k: v for k, v in data.arrays.items() if k.split("/", 1)[0] in built}
-    assign_weights(model, arrays, weights)
-    return model
+    return build_filled(
+        lambda: build_darknet_model(network, fold_bn=fold_bn, decode=decode, name=_model_name(stem)),
+        reachable_arrays(network, data.arrays), weights, discard_arrays=True)
+
+
+def reachable_arrays(network: Network, arrays: dict) -> dict:
+    """The arrays of layers that feed an output: the others are not part of the Keras graph."""
+    needed, stack = set(), [h.index for h in network.outputs]
+    while stack:
+        i = stack.pop()
+        if i >= 0 and i not in needed:
+            needed.add(i)
+            stack.extend(network.layers[i].inputs)
+    return {k: v for k, v in arrays.items() if int(k.split("/", 1)[0].rsplit("_", 1)[1]) in needed}
 
 
 def _model_name(stem: str) -> str:

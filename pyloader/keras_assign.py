@@ -1,15 +1,14 @@
-"""Fill a built keras.Model from arrays keyed by variable path ('<layer name>/<variable>')."""
+"""Fill a keras.Model from arrays keyed by variable path ('<layer name>/<variable>')."""
 
 from __future__ import annotations
+
+import keras
 
 from .errors import FormatError
 
 
-def assign_weights(model, arrays: dict, source: str) -> None:
-    """Assign every model variable from `arrays`; both sides must match exactly (names and shapes).
-
-    `source` names the checkpoint in error messages.
-    """
+def _matched(model, arrays: dict, source: str) -> dict:
+    """{path: (variable, array)}; both sides must match exactly, names and shapes."""
     variables = {v.path: v for v in model.weights}
     missing = sorted(set(variables) - set(arrays))
     extra = sorted(set(arrays) - set(variables))
@@ -23,4 +22,49 @@ def assign_weights(model, arrays: dict, source: str) -> None:
         a = arrays[path]
         if tuple(v.shape) != tuple(a.shape):
             raise FormatError(f"{source}: {path}: expected shape {tuple(v.shape)}, got {tuple(a.shape)}")
+    return {path: (v, arrays[path]) for path, v in variables.items()}
+
+
+def assign_weights(model, arrays: dict, source: str) -> None:
+    """Assign every variable of a built model from `arrays` (`source` names the checkpoint in errors)."""
+    for v, a in _matched(model, arrays, source).values():
         v.assign(a)
+
+
+def build_filled(build, arrays: dict, source: str, *, discard_arrays: bool = False):
+    """`build()` a model without initialising its variables, then create each variable from its array.
+
+    Keras spends a large part of a build running initializers and a later assign copies every tensor
+    again; building under keras.StatelessScope(initialize_variables=False) skips both. This relies on
+    Keras 3's deferred-initialisation internals (Variable._initialize and the pending-variable list); where
+    they differ, it builds normally and assigns, with the same result.
+
+    discard_arrays=True hands each array's memory back to the system once its variable holds a copy (the
+    TensorFlow backend copies; JAX and PyTorch may alias numpy memory, so it is ignored there): a load's
+    peak memory is then about one copy of the parameters. The arrays must not be used afterwards.
+    """
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:  # pragma: no cover - other Keras layouts
+        global_state = None
+    if global_state is None or not hasattr(keras, "StatelessScope"):
+        model = build()
+        assign_weights(model, arrays, source)
+        return model
+    with keras.StatelessScope(initialize_variables=False):
+        model = build()
+    pairs = _matched(model, arrays, source)
+    ours = {id(v) for v, _ in pairs.values()}
+    discard = discard_arrays and keras.backend.backend() == "tensorflow"
+    if discard:
+        from . import _core
+    try:
+        for v, a in pairs.values():
+            v._initialize(a)
+            v._initializer = None
+            if discard:
+                _core.discard_memory(a)
+    finally:  # take ours off Keras' list of variables still waiting for their initializer
+        pending = global_state.get_global_attribute("uninitialized_variables", [])
+        global_state.set_global_attribute("uninitialized_variables", [v for v in pending if id(v) not in ours])
+    return model
