@@ -31,7 +31,7 @@ import keras
 from keras import layers, ops
 
 from .errors import FormatError
-from .keras_assign import assign_weights
+from .keras_assign import build_filled
 from .yolov5_weights import ConvSpec, YoloV5Plan, plan_arrays, read_plan
 
 __all__ = ["load_yolov5", "build_yolov5", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
@@ -238,7 +238,7 @@ def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=Non
 def load_yolov5(path, fold_bn=True, decode=False, input_size=None) -> keras.Model:
     """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
     plan = read_plan(path)
-    model = build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size)
-    assign_weights(model, plan_arrays(plan, fold_bn), os.fspath(path))
+    model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
+                         plan_arrays(plan, fold_bn), os.fspath(path))
     model.class_names = list(plan.names)
     return model

@@ -1,7 +1,13 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# yolov5 imports torchvision -> torch._dynamo -> triton (a GPU compiler); importing triton after TensorFlow
+# crashes the process (SIGSEGV) with torch 2.14 and TF 2.21, and test modules import TF first. The tests run
+# on the CPU: hide triton so torch takes its no-triton path, whatever the import order.
+sys.modules.setdefault("triton", None)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CFG = ROOT.parent / "shared" / "cfg"

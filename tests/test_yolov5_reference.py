@@ -32,11 +32,7 @@ import pytest
 import pyloader
 from pyloader.errors import FormatError
 
-# yolov5 imports torchvision, which imports torch._dynamo, which imports triton (a GPU compiler); importing
-# triton after TensorFlow (which other test modules import first) crashes the process (SIGSEGV) with torch 2.14
-# and TF 2.21. These tests run on the CPU: hide triton so torch takes its "no triton" path.
-if "triton" not in sys.modules and "tensorflow" in sys.modules:
-    sys.modules["triton"] = None
+# (triton is hidden in conftest.py: importing it after TensorFlow crashes the process.)
 
 try:
     import torch
