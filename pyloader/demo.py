@@ -11,8 +11,7 @@ import time
 
 import numpy as np
 
-from .darknet_cfg import parse_cfg_text, build_network
-from .darknet_weights import weight_plan
+from .bench_models import write_weights
 
 # A tiny-YOLOv4-style network (CSP blocks with grouped routes, maxpools, an upsample, two yolo heads, 3 classes).
 DEMO_CFG = """[net]
@@ -185,19 +184,7 @@ def write_demo(directory, seed: int = 0):
     weights = os.path.join(directory, "demo-yolo.weights")
     with open(cfg, "w") as f:
         f.write(DEMO_CFG)
-    network = build_network(parse_cfg_text(DEMO_CFG, cfg))
-    rng = np.random.default_rng(seed)
-    parts = [np.array([0, 2, 5], "<i4").tobytes(), np.zeros(1, "<u8").tobytes()]
-    for kind, _, n, cpg, kh, kw, bn in weight_plan(network):
-        assert kind == "convolutional"
-        parts.append(rng.normal(0, 0.1, n).astype("<f4").tobytes())  # biases (BN beta)
-        if bn:
-            parts += [rng.uniform(0.5, 1.5, n).astype("<f4").tobytes(),  # gamma
-                      rng.normal(0, 0.2, n).astype("<f4").tobytes(),  # mean
-                      rng.uniform(0.5, 1.5, n).astype("<f4").tobytes()]  # variance
-        parts.append(rng.normal(0, 1 / np.sqrt(cpg * kh * kw), n * cpg * kh * kw).astype("<f4").tobytes())
-    with open(weights, "wb") as f:
-        f.write(b"".join(parts))
+    write_weights(weights, cfg, seed=seed)  # well-scaled random values, the benchmark's generator
     return weights, cfg
 
 
