@@ -239,6 +239,6 @@ def load_yolov5(path, fold_bn=True, decode=False, input_size=None) -> keras.Mode
     """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
     plan = read_plan(path)
     model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
-                         plan_arrays(plan, fold_bn), os.fspath(path))
+                         plan_arrays(plan, fold_bn), os.fspath(path), discard_arrays=True)
     model.class_names = list(plan.names)
     return model

@@ -91,3 +91,19 @@ def test_model_layer_names_follow_darknet_indices(tiny):
     names = {layer.name for layer in model.layers}
     assert {"conv_0", "leaky_0", "route_3_slice0", "route_8", "maxpool_9", "upsample_33"} <= names
     assert [tuple(o.shape) for o in model.outputs] == [(None, 13, 13, 255), (None, 26, 26, 255)]
+
+
+def test_load_leaves_keras_state_clean(tiny):
+    # load builds without initialising and creates each variable from its array: nothing may stay on Keras'
+    # list of variables waiting for initialisation (a later StatelessScope would try to initialise them).
+    import keras
+
+    weights, cfg, _ = tiny
+    model = pyloader.load(weights, cfg)
+    with keras.StatelessScope():
+        layer = keras.layers.Dense(2)
+        layer.build((None, 3))
+    assert layer.kernel.shape == (3, 2)
+    # The model's values survive (the arrays it was built from have been handed back to the system).
+    kernel = model.get_layer("conv_0").kernel
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(kernel), pyloader.read(weights, cfg)["conv_0/kernel"])
