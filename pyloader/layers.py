@@ -255,17 +255,14 @@ class SpaceToDepth(keras.layers.Layer):
 
 
 @_register
-class DarknetReorg(keras.layers.Layer):
+class DarknetReorg(SpaceToDepth):
     """The old [reorg] of YOLOv2, exactly as darknet's reorg_cpu(forward=0) lays memory out.
 
     In darknet's CHW memory the input (C, H, W) is read as (C/s², H*s, W*s); output channel
     k = offset * C/s² + c2 (offset = dy*s + dx) at (j, i) takes that view's (c2, j*s + dy, i*s + dx); the result,
-    (C, H, W) in memory, is then labelled (C*s², H/s, W/s). Not a space_to_depth, not even up to channel order.
+    (C, H, W) in memory, is then labelled (C*s², H/s, W/s). Same output shape as [reorg3d], but not a
+    space_to_depth, not even up to channel order.
     """
-
-    def __init__(self, stride: int, **kwargs):
-        super().__init__(**kwargs)
-        self.stride = int(stride)
 
     def call(self, x):
         s = self.stride
@@ -276,13 +273,6 @@ class DarknetReorg(keras.layers.Layer):
         x = ops.transpose(x, (0, 3, 5, 1, 2, 4))  # (dy, dx, c2, j, i)
         x = ops.reshape(x, (-1, c * s * s, h // s, w // s))  # the same memory relabelled
         return ops.transpose(x, (0, 2, 3, 1))
-
-    def compute_output_shape(self, sh):
-        s = self.stride
-        return (sh[0], sh[1] // s, sh[2] // s, sh[3] * s * s)
-
-    def get_config(self):
-        return {**super().get_config(), "stride": self.stride}
 
 
 @_register
