@@ -2,7 +2,7 @@
 
 from .errors import FormatError, UnsafePickleError
 from .api import load, read
-from .convert import Result, convert
+from .bulk_convert import Result, convert
 
 __all__ = ["load", "read", "convert", "FormatError", "UnsafePickleError"]
 __version__ = "0.1.0"

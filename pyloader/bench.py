@@ -232,7 +232,7 @@ def _bulk_worker(spec: dict) -> dict:
     t0 = time.perf_counter()
     per, load_s, save_s = [], [], []
     if spec["method"] == "bulk_convert":
-        from pyloader.convert import convert
+        from pyloader.bulk_convert import convert
 
         results = convert(sources, out, cfg=cfg, format="keras", overwrite=True)
         bad = [r for r in results if r.status != "converted"]
@@ -569,7 +569,7 @@ def bench_bulk(name, m, count, tmp):
         sources.append(s)
     sec = {"model": name, "checkpoints": count, "methods": {}}
     for meth in ("bulk_convert", "bulk_separate"):
-        if meth == "bulk_convert" and not _have("pyloader.convert"):
+        if meth == "bulk_convert" and not _have("pyloader.bulk_convert"):
             sec["methods"][meth] = {"error": "not available: pyloader.convert is missing"}
             continue
         _log(f"bulk/{name}/{meth} x{count}")

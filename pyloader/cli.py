@@ -182,7 +182,7 @@ def summary_table(results) -> str:
 
 
 def _convert_cmd(args) -> int:
-    from .convert import convert
+    from .bulk_convert import convert
 
     if args.tflite_fp16 and args.format != "tflite":
         print("pyloader convert: --tflite-fp16 needs --format tflite", file=sys.stderr)
