@@ -176,15 +176,12 @@ def write_weights(path, cfg, seed: int = 0) -> int:
     return total
 
 
-def write_yolov5_checkpoint(path, yaml_name: str = "yolov5x.yaml", seed: int = 0) -> int:
-    """A YOLOv5 checkpoint saved as YOLOv5's train.py saves (fp16 `model` and `ema`), built by the `yolov5`
-    package from its own yaml with random well-scaled weights. Needs torch and yolov5; returns the parameter
-    count."""
+def randomize_yolov5(model, seed: int = 0):
+    """Random weights for a torch YOLOv5 model that keep activations at a sane scale through ~100 layers:
+    conv kernels ~ N(0, 1/fan_in), BN gamma U(0.5, 1.5), beta N(0, 0.2), mean N(0, 0.5), variance U(0.5, 1.5)."""
     import torch
     import torch.nn as nn
-    import yolov5.models.yolo as Y5Y
 
-    model = Y5Y.DetectionModel(os.path.join(os.path.dirname(Y5Y.__file__), yaml_name))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -198,6 +195,18 @@ def write_yolov5_checkpoint(path, yaml_name: str = "yolov5x.yaml", seed: int = 0
                 m.bias.copy_(torch.randn(n, generator=g) * 0.2)
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
                 m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    return model
+
+
+def write_yolov5_checkpoint(path, yaml_name: str = "yolov5x.yaml", seed: int = 0) -> int:
+    """A YOLOv5 checkpoint saved as YOLOv5's train.py saves (fp16 `model` and `ema`), built by the `yolov5`
+    package from its own yaml with random well-scaled weights. Needs torch and yolov5; returns the parameter
+    count."""
+    import torch
+    import yolov5.models.yolo as Y5Y
+
+    model = Y5Y.DetectionModel(os.path.join(os.path.dirname(Y5Y.__file__), yaml_name))
+    randomize_yolov5(model, seed)
     model.names = [f"class_{k}" for k in range(model.yaml["nc"])]
     model.eval()
     import copy

@@ -139,22 +139,10 @@ _FULL_MARKED = {"m6", "l", "x", "l6", "x6"}
 
 
 def randomize(model, seed: int):
-    """Random weights that keep activations at a sane scale through ~100 layers."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / fan_in**0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
-            elif isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    return model
+    """Random weights that keep activations at a sane scale through ~100 layers (the benchmark's generator)."""
+    from pyloader.bench_models import randomize_yolov5
+
+    return randomize_yolov5(model, seed)
 
 
 @contextlib.contextmanager
