@@ -37,10 +37,10 @@ def read(weights, cfg=None, *, fold_bn: bool = True) -> dict:
     """
     if _family(weights) == "torch":
         _no_cfg(weights, cfg)
-        from .yolov5_weights import read_yolov5
+        from .yolov5.weights import read_yolov5
 
         return read_yolov5(weights, fold_bn=fold_bn)
-    from .darknet_weights import read_darknet
+    from .darknet.weights import read_darknet
 
     return read_darknet(weights, cfg, fold_bn=fold_bn).arrays
 
@@ -53,10 +53,10 @@ def load(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input
     """
     if _family(weights) == "torch":
         _no_cfg(weights, cfg)
-        from .yolov5_keras import load_yolov5
+        from .yolov5.model import load_yolov5
 
         return load_yolov5(weights, fold_bn=fold_bn, decode=decode, input_size=input_size)
-    from .darknet_keras import load_darknet
+    from .darknet.model import load_darknet
 
     return load_darknet(weights, cfg, fold_bn=fold_bn, decode=decode, input_size=input_size)
 

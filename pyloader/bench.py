@@ -155,8 +155,8 @@ def _prepare(spec: dict):
             return buf
         return op, None, info
     if m == "numpy":
-        from .darknet_cfg import parse_network
-        from .darknet_weights import weight_plan
+        from .darknet.cfg import parse_network
+        from .darknet.weights import weight_plan
 
         plan = weight_plan(parse_network(cfg))
         plan = [(p[0], f"layer{i}") + tuple(p[2:]) for i, p in enumerate(plan)]
@@ -174,14 +174,14 @@ def _prepare(spec: dict):
         import keras  # noqa: F401
 
         import pyloader
-        import pyloader.darknet_keras  # noqa: F401
+        import pyloader.darknet.model  # noqa: F401
 
         return (lambda: pyloader.load(w, cfg)), _clear_keras, info
     if m == "keras_load_weights":
         import keras  # noqa: F401
 
-        from .darknet_cfg import parse_network
-        from .darknet_keras import build_darknet_model
+        from .darknet.cfg import parse_network
+        from .darknet.model import build_darknet_model
 
         def op():
             model = build_darknet_model(parse_network(cfg))
@@ -192,7 +192,7 @@ def _prepare(spec: dict):
         import keras  # noqa: F401
 
         import pyloader
-        import pyloader.yolov5_keras  # noqa: F401
+        import pyloader.yolov5.model  # noqa: F401
 
         return (lambda: pyloader.load(w)), _clear_keras, info
     if m == "pt_yolov5_tf":
@@ -222,7 +222,7 @@ def _bulk_worker(spec: dict) -> dict:
     import keras  # noqa: F401
 
     import pyloader
-    import pyloader.darknet_keras  # noqa: F401
+    import pyloader.darknet.model  # noqa: F401
 
     sources, cfg, out = spec["sources"], spec["cfg"], spec["out"]
     shutil.rmtree(out, ignore_errors=True)
@@ -264,10 +264,10 @@ def _breakdown(spec: dict) -> dict:
     initializers instead of Keras' random ones (a prototype of a cheaper build)."""
     import keras
 
-    from .darknet_cfg import parse_network
-    from .darknet_keras import build_darknet_model
-    from .darknet_weights import read_darknet
-    from .keras_assign import assign_weights
+    from .darknet.cfg import parse_network
+    from .darknet.model import build_darknet_model
+    from .darknet.weights import read_darknet
+    from .keras_blocks.assign import assign_weights
 
     w, cfg = spec["weights"], spec["cfg"]
     out = {k: [] for k in ("parse", "read", "build", "assign", "build_zeros_init", "build_stateless_scope")}

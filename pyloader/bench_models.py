@@ -149,8 +149,8 @@ def write_cfg(directory, name: str) -> str:
 
 def write_weights(path, cfg, seed: int = 0) -> int:
     """Write a Darknet .weights (v0.2.5 header, 64-bit `seen`) for `cfg`; returns the parameter count."""
-    from .darknet_cfg import parse_network
-    from .darknet_weights import weight_plan
+    from .darknet.cfg import parse_network
+    from .darknet.weights import weight_plan
 
     rng = np.random.default_rng(seed)
     total = 0

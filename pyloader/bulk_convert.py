@@ -343,8 +343,8 @@ def _model_for(job: Job):
 
 
 def _darknet_model(job: Job):
-    from .darknet_cfg import build_network, read_cfg
-    from .darknet_weights import default_cfg, read_darknet
+    from .darknet.cfg import build_network, read_cfg
+    from .darknet.weights import default_cfg, read_darknet
 
     cfg = job.cfg if job.cfg is not None else default_cfg(job.source)
     if not os.path.exists(cfg):
@@ -356,14 +356,14 @@ def _darknet_model(job: Job):
     key = ("darknet", hashlib.sha256(text).hexdigest(), network.height, network.width, job.fold_bn, job.decode)
 
     def build():
-        from .darknet_keras import _model_name, build_darknet_model
+        from .darknet.model import _model_name, build_darknet_model
 
         stem = os.path.splitext(os.path.basename(cfg))[0]
         return build_darknet_model(network, fold_bn=job.fold_bn, decode=job.decode, name=_model_name(stem))
 
     def fill(model):
-        from .darknet_keras import reachable_arrays
-        from .keras_assign import assign_weights
+        from .darknet.model import reachable_arrays
+        from .keras_blocks.assign import assign_weights
 
         assign_weights(model, reachable_arrays(network, data.arrays), job.source)
 
@@ -371,19 +371,19 @@ def _darknet_model(job: Job):
 
 
 def _yolov5_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its architecture
-    from .yolov5_weights import plan_arrays, read_plan
+    from .yolov5.weights import plan_arrays, read_plan
 
     plan = read_plan(job.source)
     arrays = plan_arrays(plan, job.fold_bn)
     key = ("yolov5", _fingerprint(plan), job.input_size, job.fold_bn, job.decode)
 
     def build():
-        from .yolov5_keras import build_yolov5
+        from .yolov5.model import build_yolov5
 
         return build_yolov5(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size)
 
     def fill(model):
-        from .keras_assign import assign_weights
+        from .keras_blocks.assign import assign_weights
 
         assign_weights(model, arrays, job.source)
         model.class_names = list(plan.names)

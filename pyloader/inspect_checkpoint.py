@@ -30,8 +30,8 @@ def _tensors(arrays: dict) -> list:
 
 def _inspect_darknet(path: str, cfg) -> dict:
     from . import _core
-    from .darknet_cfg import parse_network
-    from .darknet_weights import default_cfg, read_darknet
+    from .darknet.cfg import parse_network
+    from .darknet.weights import default_cfg, read_darknet
 
     cfg = default_cfg(path) if cfg is None else os.fspath(cfg)
     if not os.path.exists(cfg):
@@ -64,8 +64,8 @@ def _inspect_darknet(path: str, cfg) -> dict:
 
 
 def _inspect_yolov5(path: str) -> dict:
-    from .torch_checkpoint import load_torch_checkpoint
-    from .yolov5_weights import plan_arrays, read_plan
+    from .torch_reader.checkpoint import load_torch_checkpoint
+    from .yolov5.weights import plan_arrays, read_plan
 
     ckpt = load_torch_checkpoint(path)
     header = {}
@@ -77,7 +77,7 @@ def _inspect_yolov5(path: str) -> dict:
                 header[k] = v if isinstance(v, (int, float, str)) else str(getattr(v, "tolist", lambda: v)())
     plan = read_plan(path)
     kinds = Counter(n.kind for n in plan.nodes)
-    s = 1280 if plan.max_stride >= 64 else 640  # YOLOv5's default size (yolov5_keras.default_input_size)
+    s = 1280 if plan.max_stride >= 64 else 640  # YOLOv5's default size (yolov5.model.default_input_size)
     det = plan.nodes[-1].parts
     heads = [{"layer": f"level {i}", "type": "Detect", "stride": int(st), "classes": plan.nc,
               "anchors": int(det.get("na", len(plan.anchors[i])))} for i, st in enumerate(plan.strides)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyloader.darknet_cfg import parse_network
+from pyloader.darknet.cfg import parse_network
 
 HEADERS = {
     "v0.2.5": (0, 2, 5, 64),  # AlexeyAB: 64-bit `seen`, 20-byte header

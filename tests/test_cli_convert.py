@@ -161,8 +161,8 @@ def test_formats_reload(mixed, tmp_path, fmt, options, rtol):
     if fmt == "keras":
         got = keras.saving.load_model(r.output)(x)
     elif fmt == "weights.h5":
-        from pyloader.darknet_cfg import parse_network
-        from pyloader.darknet_keras import build_darknet_model
+        from pyloader.darknet.cfg import parse_network
+        from pyloader.darknet.model import build_darknet_model
 
         fresh = build_darknet_model(parse_network(src / "c.cfg", SMALL))
         fresh.load_weights(r.output)
@@ -252,8 +252,8 @@ def test_cli_jobs_processes(mixed, tmp_path):
                 "--jobs", "2", "--input-size", "96x128", "--format", "weights.h5", "--no-fold-bn")
     assert p.returncode == 1, p.stderr
     assert sorted(os.listdir(tmp_path)) == ["a.weights.h5", "c.weights.h5"]
-    from pyloader.darknet_cfg import parse_network
-    from pyloader.darknet_keras import build_darknet_model
+    from pyloader.darknet.cfg import parse_network
+    from pyloader.darknet.model import build_darknet_model
 
     fresh = build_darknet_model(parse_network(src / "a.cfg", SMALL), fold_bn=False)
     fresh.load_weights(tmp_path / "a.weights.h5")

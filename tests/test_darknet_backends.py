@@ -17,7 +17,7 @@ import darknet_numpy_ref as ref  # noqa: E402
 from darknet_synth import write_weights  # noqa: E402
 from test_darknet_semantics import CFGS, NET  # noqa: E402
 
-from pyloader.darknet_cfg import parse_network  # noqa: E402
+from pyloader.darknet.cfg import parse_network  # noqa: E402
 
 SCRIPT = """
 import sys, numpy as np, keras, pyloader

@@ -36,7 +36,7 @@ from darknet_synth import write_weights  # noqa: E402
 cv2 = pytest.importorskip("cv2") if os.environ.get("CI") != "true" else __import__("cv2")
 
 import pyloader  # noqa: E402
-from pyloader.darknet_cfg import parse_network  # noqa: E402
+from pyloader.darknet.cfg import parse_network  # noqa: E402
 from pyloader.errors import FormatError  # noqa: E402
 
 CFGS = shared_cfgs()

@@ -16,7 +16,7 @@ import darknet_numpy_ref as ref  # noqa: E402
 from darknet_synth import write_weights  # noqa: E402
 
 import pyloader  # noqa: E402
-from pyloader.darknet_cfg import parse_network  # noqa: E402
+from pyloader.darknet.cfg import parse_network  # noqa: E402
 
 
 def conv(filters, size=3, stride=1, act=None, bn=1, pad=1, extra=""):

@@ -87,7 +87,7 @@ def test_fragments_are_well_formed_pickles():
 def test_tensor_fragment_reads_back(tmp_path):
     import numpy as np
 
-    from pyloader.torch_checkpoint import load_torch_checkpoint
+    from pyloader.torch_reader.checkpoint import load_torch_checkpoint
 
     data = np.arange(6, dtype="<f4")
     path = tmp_path / "ok.pt"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pyloader.errors import FormatError, UnsafePickleError
-from pyloader.pickle_reader import ClassRef, Record, load_pickle
+from pyloader.torch_reader.pickle_reader import ClassRef, Record, load_pickle
 
 from test_pickle_asm import BUILD, EMPTY_DICT, EMPTY_TUPLE, MARK, NEWOBJ, PROTO2, REDUCE, STOP, TUPLE1, glob, s
 
@@ -87,8 +87,11 @@ def test_module_record():
         (PROTO2 + glob("builtins", "setattr") + STOP, "builtins.setattr"),
         (PROTO2 + glob("builtins", "getattr") + glob("os", "path") + s("x") + b"\x86" + REDUCE + STOP, "os.path"),
         (PROTO2 + glob("builtins", "getattr") + b"]" + s("append") + b"\x86" + REDUCE + STOP, "getattr on a list"),
-        (PROTO2 + glob("torch", "load") + STOP, "torch.load"),
-        (PROTO2 + glob("numpy", "load") + STOP, "numpy.load"),
+        # Calling a function that is not allow-listed (a bare reference to one is inert data; see below).
+        (PROTO2 + glob("torch", "load") + s("x.pt") + TUPLE1 + REDUCE + STOP, "torch.load"),
+        (PROTO2 + glob("numpy", "load") + s("x.npy") + TUPLE1 + REDUCE + STOP, "numpy.load"),
+        (PROTO2 + glob("ultralytics.nn.tasks", "DetectionModel") + EMPTY_TUPLE + REDUCE + STOP, "REDUCE on class"),
+        (PROTO2 + MARK + glob("ultralytics.nn.tasks", "DetectionModel") + b"o" + STOP, "OBJ"),
         (PROTO2 + glob("torch.nn.modules.conv", "Conv2d") + s("x") + TUPLE1 + REDUCE + STOP, "REDUCE on class"),
         (PROTO2 + MARK + b"(" + b"]" + STOP, "MARK"),  # not refused for safety: malformed (see below)
     ],
@@ -100,6 +103,16 @@ def test_refused(pkl, why):
     assert "f.pt: zip entry 'archive/data.pkl', byte" in str(e.value)
     if why != "MARK":
         assert why in str(e.value)
+
+
+def test_unknown_class_is_inert_data():
+    # Safe is not the same as supported: a class no family knows is an inert record (its family's loader says
+    # it is unsupported), not an attack.
+    pkl = PROTO2 + glob("ultralytics.nn.tasks", "DetectionModel") + EMPTY_TUPLE + NEWOBJ + EMPTY_DICT + s("yaml") \
+        + s("y") + b"s" + BUILD + STOP
+    got, _ = load_pickle(pkl)
+    assert isinstance(got, Record) and got.cls.qualname == "ultralytics.nn.tasks.DetectionModel"
+    assert got.attr("yaml") == "y"
 
 
 def test_build_on_non_record_refused():

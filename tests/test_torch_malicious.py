@@ -14,7 +14,7 @@ import pytest
 
 import pyloader
 from pyloader.errors import FormatError, UnsafePickleError
-from pyloader.torch_checkpoint import load_torch_checkpoint
+from pyloader.torch_reader.checkpoint import load_torch_checkpoint
 
 from test_pickle_asm import (BUILD, EMPTY_DICT, EMPTY_TUPLE, MARK, NEWOBJ, REDUCE, SETITEM, STOP, TUPLE, TUPLE1,
                              PROTO2, dict_of, glob, i, s, tensor, write_torch_zip)

@@ -12,7 +12,7 @@ import pytest
 
 from pyloader import _core
 from pyloader.errors import FormatError
-from pyloader.torch_checkpoint import load_torch_checkpoint
+from pyloader.torch_reader.checkpoint import load_torch_checkpoint
 
 try:
     import torch

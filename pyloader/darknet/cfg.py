@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .errors import FormatError
+from ..errors import FormatError
 
 # Activations pyloader computes exactly as darknet does. 'silu' is not a darknet activation (darknet falls
 # back to relu for unknown names); WongKinYiu's yolov7 darknet cfgs use it meaning SiLU (x * sigmoid(x),

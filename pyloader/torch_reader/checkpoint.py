@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-from . import _core
-from .errors import FormatError
+from .. import _core
+from ..errors import FormatError
 from .pickle_reader import StorageType, Storage, load_pickle
 
 __all__ = ["load_torch_checkpoint"]

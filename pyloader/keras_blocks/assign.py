@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from .errors import FormatError
+from ..errors import FormatError
 
 
 def _matched(model, arrays: dict, source: str) -> dict:
@@ -57,7 +57,7 @@ def build_filled(build, arrays: dict, source: str, *, discard_arrays: bool = Fal
     ours = {id(v) for v, _ in pairs.values()}
     discard = discard_arrays and keras.backend.backend() == "tensorflow"
     if discard:
-        from . import _core
+        from .. import _core
     try:
         for v, a in pairs.values():
             v._initialize(a)

@@ -1,6 +1,6 @@
 """YOLOv5 .pt checkpoints as numpy: the architecture plan and the arrays in Keras layout. No TensorFlow.
 
-The checkpoint is read by `torch_checkpoint` (no torch, no pickle code run). The model is `ema` when present
+The checkpoint is read by `torch_reader.checkpoint` (no torch, no pickle code run). The model is `ema` when present
 and not None, else `model` (as YOLOv5 does). The layer graph comes from the model's own `yaml` dict
 (backbone + head rows: from, number, module); each row is checked against the pickled module record of the
 same index, which gives the actual sizes, activations, strides, paddings and batch-norm epsilons.
@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
-from .errors import FormatError
-from .pickle_reader import Record
-from .torch_checkpoint import load_torch_checkpoint
+from .. import _core
+from ..errors import FormatError
+from ..torch_reader.pickle_reader import Record
+from ..torch_reader.checkpoint import load_torch_checkpoint
 
 __all__ = ["read_yolov5", "read_plan", "YoloV5Plan"]
 

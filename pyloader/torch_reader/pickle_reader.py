@@ -3,14 +3,16 @@
 Python's `pickle` module calls whatever a pickle names (`os.system`, `builtins.eval`, any class's
 `__reduce__` target). This reader never imports a module and never calls an object named by the pickle:
 
-* a class reference (GLOBAL / STACK_GLOBAL) to an allowed model class (torch.nn modules, YOLOv5's
-  `models.common` / `models.yolo` / `models.experimental` / `utils.activations`, argparse.Namespace) becomes
-  an inert `ClassRef`; NEWOBJ/OBJ/INST on it makes an inert `Record` (class, args, state) that BUILD fills;
+* a class reference (GLOBAL / STACK_GLOBAL) becomes an inert `ClassRef` (nothing is imported); NEWOBJ on it
+  makes an inert `Record` (class, args, state) that BUILD fills. Whether a family supports the class is the
+  family's question (a FormatError naming the class), not a safety one;
 * a reference to one of a few allow-listed functions (`torch._utils._rebuild_tensor_v2`,
   `_rebuild_parameter`, `collections.OrderedDict`, `set`, numpy's array reconstruction, ...) resolves to a
   pure function of this module (tensors become numpy arrays over the file's memory map, zero-copy);
-* anything else raises `UnsafePickleError` at the GLOBAL opcode, before anything could have run, as do
-  REDUCE on a class, the protocol-5 out-of-band buffer opcodes and the extension registry opcodes.
+* a global of a module that exists to run code (os, subprocess, builtins' eval/exec, ...) raises
+  `UnsafePickleError` at the GLOBAL opcode, before anything could have run; so do REDUCE/INST/OBJ on anything
+  but an allow-listed function (calling a class would run its constructor), the protocol-5 out-of-band buffer
+  opcodes and the extension registry opcodes.
 
 Module paths are matched by suffix, so `models.common.Conv` and `yolov5.models.common.Conv` read alike.
 """
@@ -24,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import FormatError, UnsafePickleError
+from ..errors import FormatError, UnsafePickleError
 
 __all__ = ["ClassRef", "Record", "StorageType", "Storage", "load_pickle", "rebuild_tensor"]
 
@@ -101,10 +103,18 @@ _STORAGE_DTYPES = {
     "BoolStorage": np.dtype("?"),
 }
 
-# Classes whose instances become inert records: (module suffix, any name) or exact (module, name).
-_CLASS_MODULE_SUFFIXES = ("models.common", "models.yolo", "models.experimental", "utils.activations")
-_CLASS_MODULE_PREFIXES = ("torch.nn.modules.",)
-_CLASS_EXACT = {("argparse", "Namespace"), ("numpy", "ndarray")}
+# Modules whose names a checkpoint never needs and that exist to run code, open files or processes, or reach
+# into the interpreter: refused at GLOBAL already, so the message says what the pickle was after. Any other
+# global becomes an inert ClassRef; calling one (REDUCE, INST, OBJ) is refused, so nothing named here could run.
+_CODE_MODULES = frozenset({
+    "os", "posix", "nt", "sys", "subprocess", "shutil", "importlib", "runpy", "code", "codeop", "pty", "socket",
+    "pickle", "_pickle", "marshal", "types", "ctypes", "io", "_io", "webbrowser", "operator", "functools",
+    "inspect", "pdb", "timeit", "multiprocessing", "threading", "signal", "tempfile", "glob", "pathlib_abc",
+    "__main__", "site", "gc", "weakref", "asyncio", "commands", "popen2", "platform", "sysconfig", "urllib",
+    "http", "ftplib", "smtplib", "telnetlib", "xmlrpc", "distutils", "setuptools", "pip", "cffi",
+})
+_INERT_BUILTINS = frozenset({"object", "int", "float", "complex", "str", "list", "dict", "tuple", "slice",
+                             "range", "bool", "bytearray", "NoneType", "type"})
 
 
 def _is_int(x) -> bool:
@@ -302,11 +312,12 @@ def resolve_global(module: str, name: str):
         return fn
     if module == "torch" and name in _STORAGE_DTYPES:
         return StorageType(name, _STORAGE_DTYPES[name])
-    if (module, name) in _CLASS_EXACT or module.startswith(_CLASS_MODULE_PREFIXES):
-        return ClassRef(module, name)
-    if any(module == s or module.endswith("." + s) for s in _CLASS_MODULE_SUFFIXES):
-        return ClassRef(module, name)
-    raise UnsafePickleError(f"global '{module}.{name}' is not something a checkpoint needs (refused, nothing ran)")
+    top = module.partition(".")[0]
+    if top in _CODE_MODULES or (top in ("builtins", "__builtin__") and name not in _INERT_BUILTINS):
+        raise UnsafePickleError(f"global '{module}.{name}' is not something a checkpoint needs (refused, nothing ran)")
+    # Any other name is data until something calls it (REDUCE, INST, OBJ refuse that): a model class that no
+    # family supports is the families' FormatError, not an attack.
+    return ClassRef(module, name)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -364,6 +375,10 @@ class _Reader:
 
 
 def _record_new(cls, args, op):
+    if op in ("INST", "OBJ"):
+        # Protocols 0/1 call the class itself (cls(*args) runs its constructor); checkpoints (protocol 2+) use
+        # NEWOBJ, which only allocates.
+        raise UnsafePickleError(f"{op} on {_describe(cls)} would call the class (its constructor runs)")
     if not isinstance(cls, ClassRef):
         raise UnsafePickleError(f"{op} on {_describe(cls)}: only allowed model classes can be instantiated")
     if not isinstance(args, tuple):

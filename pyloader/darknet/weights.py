@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from . import _core
-from .darknet_cfg import Network, parse_network
-from .errors import FormatError
+from .. import _core
+from .cfg import Network, parse_network
+from ..errors import FormatError
 
 BN_EPSILON = 1e-5  # AlexeyAB darknet's batch-norm epsilon (normalize_cpu and fuse_conv_batchnorm)
 

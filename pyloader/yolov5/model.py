@@ -30,9 +30,9 @@ import numpy as np
 import keras
 from keras import layers, ops
 
-from .errors import FormatError
-from .keras_assign import build_filled
-from .yolov5_weights import ConvSpec, YoloV5Plan, plan_arrays, read_plan
+from ..errors import FormatError
+from ..keras_blocks.assign import build_filled
+from .weights import ConvSpec, YoloV5Plan, plan_arrays, read_plan
 
 __all__ = ["load_yolov5", "build_yolov5", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
 

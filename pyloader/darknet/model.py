@@ -10,11 +10,11 @@ import os
 
 import keras
 
-from . import layers as L
-from .darknet_cfg import Network, parse_network
-from .darknet_weights import BN_EPSILON, default_cfg, is_depthwise, read_darknet
-from .errors import FormatError
-from .keras_assign import build_filled
+from ..keras_blocks import layers as L
+from .cfg import Network, parse_network
+from .weights import BN_EPSILON, default_cfg, is_depthwise, read_darknet
+from ..errors import FormatError
+from ..keras_blocks.assign import build_filled
 
 
 def build_darknet_model(network: Network, *, fold_bn: bool = True, decode: bool = False,
