@@ -45,20 +45,25 @@ def read(weights, cfg=None, *, fold_bn: bool = True) -> dict:
     return read_darknet(weights, cfg, fold_bn=fold_bn).arrays
 
 
-def load(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input_size=None):
+def load(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input_size=None, nms=None):
     """Build a keras.Model for the checkpoint and fill it with its weights.
 
     Outputs: the raw tensors of each detection head (NHWC), or with decode=True one tensor
     [batch, boxes, 5 + classes]. input_size=(height, width) overrides the size the checkpoint was made for.
+    nms=True (or a dict with any of iou, score, max_det, agnostic, candidates): decode and non-maximum
+    suppression; the outputs are then the dict {boxes, scores, classes, num_detections}.
     """
+    from .keras_blocks.nms_options import nms_options
+
+    nms = nms_options(nms)
     if _family(weights) == "torch":
         _no_cfg(weights, cfg)
         from .yolov5.model import load_yolov5
 
-        return load_yolov5(weights, fold_bn=fold_bn, decode=decode, input_size=input_size)
+        return load_yolov5(weights, fold_bn=fold_bn, decode=decode, input_size=input_size, nms=nms)
     from .darknet.model import load_darknet
 
-    return load_darknet(weights, cfg, fold_bn=fold_bn, decode=decode, input_size=input_size)
+    return load_darknet(weights, cfg, fold_bn=fold_bn, decode=decode, input_size=input_size, nms=nms)
 
 
 def _no_cfg(weights, cfg) -> None:

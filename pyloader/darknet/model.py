@@ -18,8 +18,9 @@ from ..keras_blocks.assign import build_filled
 
 
 def build_darknet_model(network: Network, *, fold_bn: bool = True, decode: bool = False,
-                        name: str | None = None) -> keras.Model:
-    """The keras.Model for `network` (weights zero until assigned)."""
+                        name: str | None = None, nms: dict | None = None) -> keras.Model:
+    """The keras.Model for `network` (weights zero until assigned). `nms`: options from
+    keras_blocks.nms.nms_options; the outputs are then boxes, scores, classes, num_detections."""
     image = keras.Input((network.height, network.width, network.channels), name="image")
     out: dict = {-1: image}
     for layer in network.layers:
@@ -28,21 +29,31 @@ def build_darknet_model(network: Network, *, fold_bn: bool = True, decode: bool 
             raise FormatError(f"{network.path}: {layer.where()}: Keras computed {tuple(out[layer.index].shape[1:])}"
                               f", darknet {layer.shape}")
     heads = network.outputs
+    if nms is not None:
+        decode = True
     if decode:
         if not network.heads:
-            raise FormatError(f"{network.path}: decode=True needs [yolo] or [region] layers; the cfg has none")
+            raise FormatError(f"{network.path}: {'nms' if nms is not None else 'decode=True'} needs [yolo] or "
+                              "[region] layers; the cfg has none")
         classes = {h.params["classes"] for h in network.heads}
         if len(classes) != 1:
             raise FormatError(f"{network.path}: heads disagree on the class count ({sorted(classes)}); "
                               "cannot concatenate decoded boxes")
         decoded = [_decode(network, h, out[h.inputs[0]]) for h in network.heads]
-        outputs = decoded[0] if len(decoded) == 1 else keras.layers.Concatenate(axis=1, name="boxes")(decoded)
+        outputs = decoded[0] if len(decoded) == 1 else keras.layers.Concatenate(
+            axis=1, name="decoded" if nms is not None else "boxes")(decoded)
     else:
         outputs = [out[h.index] for h in heads]  # a head's output is its raw input (see _identity)
-    return keras.Model(image, outputs, name=name or "darknet")
+    model = keras.Model(image, outputs, name=name or "darknet")
+    if nms is not None:  # decoded boxes are normalised to the input: scale them into pixels
+        from ..keras_blocks.nms import add_nms
+
+        model = add_nms(model, nms, layout="xywh_obj_cls", box_scale=(network.width, network.height))
+    return model
 
 
-def load_darknet(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input_size=None) -> keras.Model:
+def load_darknet(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input_size=None,
+                 nms: dict | None = None) -> keras.Model:
     weights = os.fspath(weights)
     cfg = default_cfg(weights) if cfg is None else os.fspath(cfg)
     if not os.path.exists(cfg):
@@ -51,7 +62,7 @@ def load_darknet(weights, cfg=None, *, fold_bn: bool = True, decode: bool = Fals
     data = read_darknet(weights, network=network, fold_bn=fold_bn)
     stem = os.path.splitext(os.path.basename(cfg))[0]
     return build_filled(
-        lambda: build_darknet_model(network, fold_bn=fold_bn, decode=decode, name=_model_name(stem)),
+        lambda: build_darknet_model(network, fold_bn=fold_bn, decode=decode, name=_model_name(stem), nms=nms),
         reachable_arrays(network, data.arrays), weights, discard_arrays=True)
 
 

@@ -212,7 +212,7 @@ def default_input_size(plan: YoloV5Plan) -> tuple:
     return (s, s)
 
 
-def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
+def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=None, nms=None) -> keras.Model:
     h, w = default_input_size(plan) if input_size is None else tuple(int(v) for v in input_size)
     if h <= 0 or w <= 0 or h % plan.max_stride or w % plan.max_stride:
         raise ValueError(
@@ -229,16 +229,22 @@ def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=Non
         ys.append(x)
     heads = x
     det = plan.nodes[-1].parts
+    decode = decode or nms is not None
     outputs = YoloV5Decode(det["na"], det["nc"], plan.strides, plan.anchors, name="decode")(heads) if decode else heads
     stem = os.path.splitext(os.path.basename(plan.path))[0]
     name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or "yolov5"
-    return keras.Model(inp, outputs, name=name)
+    model = keras.Model(inp, outputs, name=name)
+    if nms is not None:  # `nms`: options from keras_blocks.nms.nms_options; boxes already in pixels
+        from ..keras_blocks.nms import add_nms
+
+        model = add_nms(model, nms, layout="xywh_obj_cls")
+    return model
 
 
-def load_yolov5(path, fold_bn=True, decode=False, input_size=None) -> keras.Model:
+def load_yolov5(path, fold_bn=True, decode=False, input_size=None, nms=None) -> keras.Model:
     """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
     plan = read_plan(path)
-    model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
+    model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size, nms=nms),
                          plan_arrays(plan, fold_bn), os.fspath(path), discard_arrays=True)
     model.class_names = list(plan.names)
     return model

@@ -1,0 +1,171 @@
+"""End-to-end detection: decoded YOLO boxes -> non-maximum suppression with fixed-size outputs.
+
+The layer `DetectionNMS` takes a family's decoded output and returns four tensors:
+`boxes` [B, max_det, 4] (x1, y1, x2, y2 in input pixels), `scores` [B, max_det], `classes` [B, max_det] (int32,
+-1 in unused rows) and `num_detections` [B] (int32); rows past num_detections are zero.
+
+Each box takes its best class (score = objectness x class probability where the layout has objectness, as
+YOLOv5's `non_max_suppression` and darknet/OpenCV do); boxes with score > `score` are candidates, at most
+`candidates` of them (highest scores first) enter a greedy NMS (a box is dropped when its IoU with a kept,
+higher-scoring box of the same class -- any class with `agnostic` -- is > `iou`), and the first `max_det` kept
+boxes are returned in score order.
+
+Family layouts (`layout`): "xywh_obj_cls" ([B, N, 5 + nc]: centre x, y, w, h, objectness, class
+probabilities; Darknet and YOLOv5 decode=True) or "xywh_cls" ([B, N, 4 + nc], no objectness; with
+`channels_first=True` for [B, 4 + nc, N] as Ultralytics' decoded head). `box_scale=(width, height)` multiplies
+normalised boxes into pixels (Darknet).
+
+Backends: the candidate selection and the outputs are keras.ops; the suppression itself uses TensorFlow's own
+NonMaxSuppressionV4 op on the TensorFlow backend (so SavedModel and TFLite files carry the NMS builtin), and an
+exact keras.ops formulation of the same greedy algorithm elsewhere (JAX, PyTorch).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from .nms_options import DEFAULTS, NMS_OUTPUTS, nms_options
+
+__all__ = ["DetectionNMS", "nms_options", "add_nms", "NMS_OUTPUTS", "DEFAULTS"]
+
+LAYOUTS = ("xywh_obj_cls", "xywh_cls")
+
+
+@keras.saving.register_keras_serializable(package="pyloader")
+class DetectionNMS(keras.layers.Layer):
+    """Decoded YOLO output -> (boxes, scores, classes, num_detections); see the module docstring."""
+
+    def __init__(self, layout="xywh_obj_cls", box_scale=(1.0, 1.0), channels_first=False, iou=0.45, score=0.25,
+                 max_det=300, agnostic=False, candidates=3000, use_tf_op=None, **kwargs):
+        super().__init__(**kwargs)
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
+        self.layout = layout
+        self.box_scale = [float(v) for v in box_scale]
+        self.channels_first = bool(channels_first)
+        self.iou, self.score = float(iou), float(score)
+        self.max_det, self.candidates = int(max_det), int(candidates)
+        self.agnostic = bool(agnostic)
+        self.use_tf_op = use_tf_op  # None: TensorFlow's op on the TF backend; False: the keras.ops path
+
+    def get_config(self):
+        return {**super().get_config(), "layout": self.layout, "box_scale": self.box_scale,
+                "channels_first": self.channels_first, "iou": self.iou, "score": self.score,
+                "max_det": self.max_det, "agnostic": self.agnostic, "candidates": self.candidates,
+                "use_tf_op": self.use_tf_op}
+
+    def compute_output_spec(self, x):
+        b, m = x.shape[0], self.max_det
+        return (keras.KerasTensor((b, m, 4), "float32"), keras.KerasTensor((b, m), "float32"),
+                keras.KerasTensor((b, m), "int32"), keras.KerasTensor((b,), "int32"))
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        if self.channels_first:
+            x = ops.transpose(x, (0, 2, 1))
+        n = int(x.shape[1])
+        xywh = x[..., :4] * ops.convert_to_tensor(np.array(self.box_scale * 2, np.float32))
+        probs = x[..., 5:] * x[..., 4:5] if self.layout == "xywh_obj_cls" else x[..., 4:]
+        best = ops.max(probs, axis=-1)
+        # argmax as the first class reaching the max (ops.argmax's -0.0 handling on TF is not a TFLite builtin)
+        nc = int(probs.shape[-1])
+        ids = ops.convert_to_tensor(np.arange(nc, dtype=np.int32))
+        cls = ops.min(ops.where(probs >= best[..., None], ids, nc), axis=-1)
+        k = min(n, self.candidates)
+        masked = ops.where(best > self.score, best, ops.zeros_like(best) - 1.0)
+        top_scores, idx = ops.top_k(masked, k=k, sorted=True)  # [B, K], best first
+        xywh = ops.take_along_axis(xywh, ops.expand_dims(idx, -1), axis=1)
+        cls = ops.take_along_axis(cls, idx, axis=1)
+        xy, wh = xywh[..., :2], xywh[..., 2:4]
+        xyxy = ops.concatenate([xy - wh / 2.0, xy + wh / 2.0], axis=-1)  # [B, K, 4]
+        valid = top_scores > self.score
+        use_tf = self.use_tf_op if self.use_tf_op is not None else keras.backend.backend() == "tensorflow"
+        keep = _keep_tf(xyxy, top_scores, cls, self) if use_tf else _keep_ops(xyxy, valid, cls, self)
+        keep = ops.logical_and(keep, valid)
+        return _select(xyxy, top_scores, cls, keep, self.max_det)
+
+
+def _keep_ops(xyxy, valid, cls, cfg):
+    """Greedy NMS in keras.ops: keep[i] = valid[i] and no kept j < i (higher score) overlaps i by > iou.
+
+    Iterated to its fixed point from keep = valid: after t rounds the first t entries are final, and it
+    usually settles in a few rounds (the loop stops when nothing changes)."""
+    k = int(xyxy.shape[1])
+    x1, y1, x2, y2 = (xyxy[..., i] for i in range(4))
+    area = ops.maximum(x2 - x1, 0.0) * ops.maximum(y2 - y1, 0.0)
+    iw = ops.maximum(ops.minimum(x2[:, :, None], x2[:, None, :]) - ops.maximum(x1[:, :, None], x1[:, None, :]), 0.0)
+    ih = ops.maximum(ops.minimum(y2[:, :, None], y2[:, None, :]) - ops.maximum(y1[:, :, None], y1[:, None, :]), 0.0)
+    inter = iw * ih
+    union = area[:, :, None] + area[:, None, :] - inter
+    iou = ops.where(union > 0, inter / ops.where(union > 0, union, ops.ones_like(union)), ops.zeros_like(union))
+    earlier = ops.convert_to_tensor(np.tril(np.ones((k, k), bool), -1))  # [i, j]: j < i
+    s = ops.logical_and(iou > cfg.iou, earlier[None])
+    if not cfg.agnostic:
+        s = ops.logical_and(s, ops.equal(cls[:, :, None], cls[:, None, :]))
+    s = ops.logical_and(s, valid[:, None, :])
+    sf = ops.cast(s, "float32")
+
+    def body(keep, changed):
+        suppressed = ops.einsum("bij,bj->bi", sf, ops.cast(keep, "float32")) > 0.5
+        new = ops.logical_and(valid, ops.logical_not(suppressed))
+        return new, ops.any(ops.not_equal(new, keep))
+
+    keep, _ = ops.while_loop(lambda keep, changed: changed, body, (valid, ops.convert_to_tensor(True)),
+                             maximum_iterations=k + 1)
+    return keep
+
+
+def _keep_tf(xyxy, scores, cls, cfg):
+    """The same greedy NMS with TensorFlow's NonMaxSuppressionV4 (a TFLite builtin): one call over the whole
+    batch, boxes of other images (and other classes unless agnostic) moved apart so they never overlap."""
+    import tensorflow as tf
+
+    b = tf.shape(xyxy)[0]
+    k = int(xyxy.shape[1])
+    span = tf.reduce_max(tf.abs(xyxy)) * 2.0 + 1.0
+    img = tf.cast(tf.range(b), tf.float32)[:, None] * tf.ones_like(scores)
+    cshift = tf.zeros_like(scores) if cfg.agnostic else tf.cast(cls, tf.float32)
+    shift = tf.stack([img, cshift, img, cshift], axis=-1) * span  # y offset by image, x by class
+    flat = tf.reshape(tf.gather(xyxy, [1, 0, 3, 2], axis=-1) + shift, (-1, 4))  # y1, x1, y2, x2
+    flat_scores = tf.reshape(scores, (-1,))
+    selected, _ = tf.raw_ops.NonMaxSuppressionV4(
+        boxes=flat, scores=flat_scores, max_output_size=tf.size(flat_scores),
+        iou_threshold=tf.constant(cfg.iou, tf.float32), score_threshold=tf.constant(cfg.score, tf.float32),
+        pad_to_max_output_size=False)
+    hits = tf.scatter_nd(selected[:, None], tf.ones_like(selected), tf.shape(flat_scores))
+    return tf.reshape(hits > 0, (b, k))
+
+
+def _select(xyxy, scores, cls, keep, max_det):
+    """The first max_det kept boxes (in score order, the order of the candidates), zero-padded."""
+    k = int(xyxy.shape[1])
+    order = ops.where(keep, ops.convert_to_tensor(np.arange(k, 0, -1, dtype=np.float32))[None],
+                      ops.zeros_like(scores))
+    take = min(k, max_det)
+    rank, idx = ops.top_k(order, k=take, sorted=True)
+    used = rank > 0
+    boxes = ops.take_along_axis(xyxy, ops.expand_dims(idx, -1), axis=1)
+    boxes = ops.where(used[..., None], boxes, ops.zeros_like(boxes))
+    out_scores = ops.where(used, ops.take_along_axis(scores, idx, axis=1), ops.zeros_like(rank))
+    out_cls = ops.where(used, ops.take_along_axis(cls, idx, axis=1), ops.zeros_like(idx) - 1)
+    num = ops.sum(ops.cast(used, "int32"), axis=1)
+    if take < max_det:  # fewer candidates than max_det: pad the rows
+        pad = max_det - take
+        boxes = ops.pad(boxes, ((0, 0), (0, pad), (0, 0)))
+        out_scores = ops.pad(out_scores, ((0, 0), (0, pad)))
+        out_cls = ops.pad(out_cls, ((0, 0), (0, pad)), constant_values=-1)
+    return boxes, out_scores, ops.cast(out_cls, "int32"), ops.cast(num, "int32")
+
+
+def add_nms(model, options: dict, *, layout: str, box_scale=(1.0, 1.0), channels_first=False):
+    """A keras.Model on model's inputs whose outputs are the dict {boxes, scores, classes, num_detections},
+    computed from `model`'s single decoded output."""
+    outs = model.outputs
+    if len(outs) != 1:
+        raise ValueError(f"NMS needs one decoded output; the model has {len(outs)}")
+    boxes, scores, classes, num = DetectionNMS(layout=layout, box_scale=box_scale, channels_first=channels_first,
+                                               name="nms", **options)(outs[0])
+    named = {k: keras.layers.Identity(name=k)(t) for k, t in zip(NMS_OUTPUTS, (boxes, scores, classes, num))}
+    return keras.Model(model.inputs, named, name=model.name)
