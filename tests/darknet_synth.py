@@ -35,9 +35,10 @@ def layer_tensors(network, rng):
             yield layer, {"weights": rng.uniform(0.5, 1.5, layer.params["nweights"]).astype(np.float32)}
 
 
-def write_weights(path, cfg, seed=0, header="v0.2.5", variance_offset=0.0):
+def write_weights(path, cfg, seed=0, header="v0.2.5", variance_offset=0.0, tweak=None):
     """Write a .weights file for `cfg`; returns {layer index: tensors}. variance_offset is added to every
-    BN variance in the file (used to give OpenCV, whose epsilon is 1e-6, darknet's 1e-5)."""
+    BN variance in the file (used to give OpenCV, whose epsilon is 1e-6, darknet's 1e-5). `tweak(network,
+    layer, tensors)`, if given, may change a layer's tensors (in place) before they are written."""
     network = parse_network(cfg)
     rng = np.random.default_rng(seed)
     major, minor, rev, seen_bits = HEADERS[header]
@@ -46,6 +47,8 @@ def write_weights(path, cfg, seed=0, header="v0.2.5", variance_offset=0.0):
         f.write(np.array([major, minor, rev], "<i4").tobytes())
         f.write(np.array([12345], "<u8" if seen_bits == 64 else "<u4").tobytes())
         for layer, t in layer_tensors(network, rng):
+            if tweak is not None:
+                tweak(network, layer, t)
             tensors[layer.index] = t
             for key, v in t.items():
                 if key == "variance":
