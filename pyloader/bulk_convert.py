@@ -56,6 +56,7 @@ class Result:
     reason: str = ""
     seconds: float = 0.0
     bytes: int = 0
+    verify: float | None = None  # with verify=True: max relative difference of the written output
 
 
 @dataclass
@@ -72,6 +73,11 @@ class Job:
     overwrite: bool = False
     tflite_fp16: bool = False
     bytes: int = 0
+    nms: dict | None = None  # NMS options (keras_blocks.nms_options): decode + NMS outputs
+    int8: bool = False  # tflite: int8 weights and activations, calibrated on `calibration`'s images
+    int8_io: bool = False  # with int8: integer input and outputs too
+    calibration: str | None = None
+    verify: bool = False  # run the written output in its own runtime and compare with the model
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -124,10 +130,12 @@ def expand_sources(sources) -> tuple[list, list]:
 
 
 def plan_jobs(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=False, input_size=None,
-              overwrite=False, tflite_fp16=False) -> tuple[list, list]:
+              overwrite=False, tflite_fp16=False, nms=None, int8=False, int8_io=False, calibration=None,
+              verify=False) -> tuple[list, list]:
     """(jobs to run, Results decided without running: missing sources, name clashes, existing outputs)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+    nms = check_detect_options(format, nms, int8, int8_io, calibration, tflite_fp16)
     if input_size is not None:
         input_size = tuple(int(v) for v in input_size)
     paths, done = expand_sources(sources)
@@ -143,8 +151,38 @@ def plan_jobs(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decod
             done.append(Result(src, out, "skipped", "output exists (use overwrite)", 0.0, size))
             continue
         jobs.append(Job(src, out, None if cfg is None else os.fspath(cfg), format, bool(fold_bn), bool(decode),
-                        input_size, bool(overwrite), bool(tflite_fp16), size))
+                        input_size, bool(overwrite), bool(tflite_fp16), size, nms, bool(int8), bool(int8_io),
+                        None if calibration is None else os.fspath(calibration), bool(verify)))
     return jobs, done
+
+
+def check_detect_options(format, nms, int8, int8_io, calibration, tflite_fp16):
+    """Validate the NMS / int8 options before anything runs (ValueError, or FormatError for the calibration
+    folder and its images); returns the normalised NMS options. No TensorFlow import."""
+    from .keras_blocks.nms_options import nms_options
+
+    nms = nms_options(nms)
+    if nms is not None and format == "weights.h5":
+        raise ValueError("nms: a .weights.h5 file holds weights only; use format keras, savedmodel or tflite")
+    if int8_io and not int8:
+        raise ValueError("int8_io needs int8")
+    if int8:
+        if format != "tflite":
+            raise ValueError(f"int8 needs format tflite (got {format})")
+        if tflite_fp16:
+            raise ValueError("int8 and tflite_fp16 exclude each other")
+        if int8_io and nms is not None:
+            raise ValueError("int8_io: NMS outputs (int32 classes and counts, pixel boxes) stay float/int32; "
+                             "use int8 without int8_io")
+        if calibration is None:
+            raise ValueError("int8 needs calibration images (a folder of image files): random data is not "
+                             "calibration")
+        from .calibration import check_images, list_images
+
+        check_images(list_images(calibration))
+    elif calibration is not None:
+        raise ValueError("calibration is only used with int8")
+    return nms
 
 
 def clean_stale_temporaries(out_dir) -> list:
@@ -193,19 +231,27 @@ def _remove(path: str) -> None:
 
 
 def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=False, input_size=None,
-            overwrite=False, tflite_fp16=False, jobs=1, executor=None, progress=None) -> list:
+            overwrite=False, tflite_fp16=False, jobs=1, executor=None, progress=None, nms=None, int8=False,
+            int8_io=False, calibration=None, verify=False) -> list:
     """Convert checkpoints into `out_dir`; returns one Result per source (sources order, then problems).
 
     A bad checkpoint never stops the run: its Result has status 'failed' and the reason. `executor`: any
     concurrent.futures.Executor; otherwise `jobs` > 1 uses a ProcessPoolExecutor (spawn) of that many
     processes, and jobs=1 converts in this process. `progress(result, done, total, bytes_done, bytes_total)` is
     called after each source.
+
+    nms (True or a dict of options, see `load`): outputs boxes, scores, classes, num_detections. int8 (tflite):
+    int8 weights and activations calibrated on the images in the folder `calibration`; int8_io: integer input
+    and outputs as well. verify: run each written output in its own runtime on one image and compare it with
+    the model (Result.verify: max relative difference; a failed check fails the source, nothing is written).
     """
     out_dir = os.fspath(out_dir)
+    check_detect_options(format, nms, int8, int8_io, calibration, tflite_fp16)  # before any folder is made
     os.makedirs(out_dir, exist_ok=True)
     clean_stale_temporaries(out_dir)
     todo, results = plan_jobs(sources, out_dir, cfg=cfg, format=format, fold_bn=fold_bn, decode=decode,
-                              input_size=input_size, overwrite=overwrite, tflite_fp16=tflite_fp16)
+                              input_size=input_size, overwrite=overwrite, tflite_fp16=tflite_fp16, nms=nms,
+                              int8=int8, int8_io=int8_io, calibration=calibration, verify=verify)
     total = len(todo) + len(results)
     bytes_total = sum(j.bytes for j in todo) + sum(r.bytes for r in results)
     state = {"done": 0, "bytes": 0}
@@ -238,7 +284,12 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
 
 
 def _arch_hint(job: Job):
-    return (job.cfg or "", os.path.splitext(job.source)[1], job.input_size or (), job.fold_bn, job.decode)
+    return (job.cfg or "", os.path.splitext(job.source)[1], job.input_size or (), job.fold_bn, job.decode,
+            _nms_key(job))
+
+
+def _nms_key(job: Job) -> tuple:
+    return () if job.nms is None else tuple(sorted(job.nms.items()))
 
 
 def _run_on(executor, todo, report) -> list:
@@ -273,14 +324,14 @@ def run_job(job: Job) -> Result:
         if os.path.lexists(job.output) and not job.overwrite:
             return Result(job.source, job.output, "skipped", "output exists (use overwrite)", 0.0, job.bytes)
         model = _model_for(job)
-        _write_atomically(model, job)
+        diff = _write_atomically(model, job)
     except Exception as e:  # noqa: BLE001 - one bad checkpoint must not stop the run
         reason = str(e) if isinstance(e, FormatError) else f"{type(e).__name__}: {e}"
         if reason.startswith(job.source + ": "):  # the summary already names the source
             reason = reason[len(job.source) + 2:]
         return Result(job.source, None, "failed", reason.strip() or type(e).__name__,
                       time.perf_counter() - t0, job.bytes)
-    return Result(job.source, job.output, "converted", "", time.perf_counter() - t0, job.bytes)
+    return Result(job.source, job.output, "converted", "", time.perf_counter() - t0, job.bytes, diff)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -353,13 +404,15 @@ def _darknet_model(job: Job):
         text = f.read()
     network = build_network(read_cfg(cfg), job.input_size)
     data = read_darknet(job.source, network=network, fold_bn=job.fold_bn)  # validates before any model work
-    key = ("darknet", hashlib.sha256(text).hexdigest(), network.height, network.width, job.fold_bn, job.decode)
+    key = ("darknet", hashlib.sha256(text).hexdigest(), network.height, network.width, job.fold_bn, job.decode,
+           _nms_key(job))
 
     def build():
         from .darknet.model import _model_name, build_darknet_model
 
         stem = os.path.splitext(os.path.basename(cfg))[0]
-        return build_darknet_model(network, fold_bn=job.fold_bn, decode=job.decode, name=_model_name(stem))
+        return build_darknet_model(network, fold_bn=job.fold_bn, decode=job.decode, name=_model_name(stem),
+                                   nms=job.nms)
 
     def fill(model):
         from .darknet.model import reachable_arrays
@@ -375,12 +428,12 @@ def _yolov5_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its
 
     plan = read_plan(job.source)
     arrays = plan_arrays(plan, job.fold_bn)
-    key = ("yolov5", _fingerprint(plan), job.input_size, job.fold_bn, job.decode)
+    key = ("yolov5", _fingerprint(plan), job.input_size, job.fold_bn, job.decode, _nms_key(job))
 
     def build():
         from .yolov5.model import build_yolov5
 
-        return build_yolov5(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size)
+        return build_yolov5(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size, nms=job.nms)
 
     def fill(model):
         from .keras_blocks.assign import assign_weights
@@ -437,11 +490,15 @@ def _tmp_path(final: str) -> str:
     return os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}")
 
 
-def _write_atomically(loaded, job: Job) -> None:
+def _write_atomically(loaded, job: Job):
+    """Write, verify (with job.verify; returns the difference, else None) and rename into place."""
     tmp = _tmp_path(job.output)
+    diff = None
     try:
         with loaded as model:
             _write(model, tmp, job)
+            if job.verify:
+                diff = _verify(model, tmp, job)
         if job.format == "savedmodel":
             _rename_folder(tmp, job.output, job.overwrite)
         else:
@@ -451,6 +508,7 @@ def _write_atomically(loaded, job: Job) -> None:
     finally:
         if os.path.lexists(tmp):
             _remove(tmp)
+    return diff
 
 
 def _rename_folder(tmp: str, final: str, overwrite: bool) -> None:
@@ -478,13 +536,44 @@ def _write(model, tmp: str, job: Job) -> None:
     elif job.format == "savedmodel":
         model.export(tmp, format="tf_saved_model", verbose=False)
     elif job.format == "tflite":
+        int8 = (_calibration_images(model, job), job.int8_io) if job.int8 else None
         with open(tmp, "wb") as f:
-            f.write(_tflite_bytes(model, tmp, job.tflite_fp16))
+            f.write(_tflite_bytes(model, tmp, job.tflite_fp16, int8))
     else:
         raise ValueError(f"unknown format {job.format!r}")
 
 
-def _tflite_bytes(model, tmp: str, fp16: bool) -> bytes:
+def _calibration_images(model, job: Job):
+    """The job's calibration images, prepared as the model's family expects (see pyloader.calibration)."""
+    from .api import _family
+    from .calibration import list_images, load_images
+
+    size = tuple(int(v) for v in model.inputs[0].shape[1:3])
+    return load_images(list_images(job.calibration), size, letterbox=_family(job.source) == "torch")
+
+
+def _verify_image(model, job: Job):
+    """One image for --verify: the first calibration image, else a fixed random one."""
+    import numpy as np
+
+    if job.calibration is not None:
+        from .api import _family
+        from .calibration import list_images, load_images
+
+        size = tuple(int(v) for v in model.inputs[0].shape[1:3])
+        return load_images(list_images(job.calibration)[:1], size, letterbox=_family(job.source) == "torch")
+    shape = tuple(int(v) for v in model.inputs[0].shape[1:])
+    return np.random.default_rng(0).random((1, *shape), dtype=np.float32)
+
+
+def _verify(model, tmp: str, job: Job) -> float:
+    from .verify import verify_output
+
+    return verify_output(model, tmp, job, _verify_image(model, job))
+
+
+def _tflite_bytes(model, tmp: str, fp16: bool, int8=None) -> bytes:
+    """TFLite flatbuffer: float32, float16 weights (fp16), or int8 = (calibration images, integer I/O)."""
     import tensorflow as tf
 
     saved = tmp + ".savedmodel"
@@ -494,6 +583,22 @@ def _tflite_bytes(model, tmp: str, fp16: bool) -> bytes:
         if fp16:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
+        if int8 is not None:
+            images, int_io = int8
+
+            def representative():
+                for i in range(len(images)):
+                    yield [images[i:i + 1]]
+
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
+            if int_io:  # full integer: every op int8, int8 input and outputs
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+            else:  # float input/output; ops without an int8 kernel (NMS) stay float
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                       tf.lite.OpsSet.TFLITE_BUILTINS]
         return converter.convert()
     finally:
         _remove(saved)

@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     c.add_argument("--tflite-fp16", action="store_true", help="with --format tflite: float16 weights")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_detect_options(c)
     c.set_defaults(func=_convert_cmd)
 
     i = sub.add_parser(
@@ -95,6 +96,69 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="benchmark loading and inference (pyloader bench --help for its options)",
                    add_help=False)
     return parser
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return v
+
+
+def _add_detect_options(c) -> None:
+    """End-to-end detection (--nms), int8 TFLite and --verify."""
+    g = c.add_argument_group("detection, int8 and verification")
+    g.add_argument("--nms", action="store_true",
+                   help="decode + non-maximum suppression in the model: outputs boxes [B, max_det, 4] "
+                        "(x1, y1, x2, y2 pixels), scores, classes, num_detections")
+    g.add_argument("--iou", type=_fraction, metavar="T", help="with --nms: IoU threshold (default 0.45)")
+    g.add_argument("--score", type=_fraction, metavar="T", help="with --nms: score threshold (default 0.25)")
+    g.add_argument("--max-det", type=_jobs, metavar="N", help="with --nms: detections kept per image (default 300)")
+    g.add_argument("--agnostic", action="store_true", help="with --nms: suppress across classes (default: per class)")
+    g.add_argument("--int8", action="store_true",
+                   help="with --format tflite: int8 weights and activations (needs --calibration)")
+    g.add_argument("--int8-io", action="store_true", help="with --int8: int8 input and outputs too (full integer)")
+    g.add_argument("--calibration", metavar="DIR",
+                   help="with --int8: a folder of images (jpg/png/...) the quantization is calibrated on")
+    g.add_argument("--verify", action="store_true",
+                   help="run each written output in its own runtime on one image and compare with the model; "
+                        "a difference above the format's tolerance fails the source")
+
+
+def _detect_options(args):
+    """(nms options or None, usage error message or None) for the --nms/--int8/--verify flags."""
+    from .bulk_convert import check_detect_options
+
+    extra = {k: v for k, v in (("iou", args.iou), ("score", args.score), ("max_det", args.max_det)) if v is not None}
+    if args.agnostic:
+        extra["agnostic"] = True
+    if extra and not args.nms:
+        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+        return None, f"{flags} need --nms"
+    nms = {**extra} if args.nms else None
+    if args.int8_io and not args.int8:
+        return None, "--int8-io needs --int8"
+    if args.int8 and args.format != "tflite":
+        return None, f"--int8 needs --format tflite (got --format {args.format})"
+    if args.int8 and args.calibration is None:
+        return None, "--int8 needs --calibration DIR (a folder of images): random data is not calibration"
+    if args.calibration is not None and not args.int8:
+        return None, "--calibration is only used with --int8"
+    if args.nms and args.format == "weights.h5":
+        return None, "--nms: a .weights.h5 file holds weights only; use --format keras, savedmodel or tflite"
+    if args.int8 and args.tflite_fp16:
+        return None, "--int8 and --tflite-fp16 exclude each other"
+    if args.int8_io and args.nms:
+        return None, "--int8-io cannot carry --nms outputs (int32 classes and counts); use --int8 alone"
+    try:
+        nms = check_detect_options(args.format, True if nms == {} else nms, args.int8, args.int8_io,
+                                   args.calibration, args.tflite_fp16)
+    except (ValueError, RuntimeError) as e:  # FormatError (a ValueError) names the folder or image
+        return None, str(e)
+    return nms, None
 
 
 def main(argv=None) -> int:
@@ -171,6 +235,8 @@ def summary_table(results) -> str:
     for r in results:
         what = r.output if r.status == "converted" else (r.reason if r.status == "failed"
                                                           else f"{r.output}: {r.reason}")
+        if getattr(r, "verify", None) is not None:  # --verify: max relative difference of the written output
+            what = f"{what} (verified: max rel diff {r.verify:.2g})"
         rows.append((r.status, r.source, " ".join(str(what).split()), f"{r.seconds:.1f} s"))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
@@ -193,12 +259,17 @@ def _convert_cmd(args) -> int:
     if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
         print(f"pyloader convert: -o {args.out_dir}: not a folder", file=sys.stderr)
         return 2
+    nms, problem = _detect_options(args)
+    if problem is not None:
+        print(f"pyloader convert: {problem}", file=sys.stderr)
+        return 2
     # SIGTERM as Ctrl-C: unwinds through the writers, which remove their temporary outputs.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     progress = None if args.quiet else ProgressBar()
     results = convert(args.sources, args.out_dir, cfg=args.cfg, format=args.format, fold_bn=args.fold_bn,
                       decode=args.decode, input_size=args.input_size, overwrite=args.overwrite,
-                      tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress)
+                      tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress, nms=nms, int8=args.int8,
+                      int8_io=args.int8_io, calibration=args.calibration, verify=args.verify)
     print(summary_table(results))
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
