@@ -171,9 +171,9 @@ def check_detect_options(format, nms, int8, int8_io, calibration, tflite_fp16):
             raise ValueError(f"int8 needs format tflite (got {format})")
         if tflite_fp16:
             raise ValueError("int8 and tflite_fp16 exclude each other")
-        if int8_io and nms is not None:
-            raise ValueError("int8_io: NMS outputs (int32 classes and counts, pixel boxes) stay float/int32; "
-                             "use int8 without int8_io")
+        if nms is not None:  # the quantizer turns decode + NMS into int8 too; TFLite's interpreter aborts on it
+            raise ValueError("int8 with nms is not supported: the int8 file holds the network (raw heads or "
+                             "decode); run NMS on its output, or convert a float tflite with nms")
         if calibration is None:
             raise ValueError("int8 needs calibration images (a folder of image files): random data is not "
                              "calibration")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 _PACKAGE = "pyloader"
@@ -69,7 +70,18 @@ class PaddedMaxPool(keras.layers.Layer):
 
     def call(self, x):
         (t, b), (l, r) = self.pads
-        if t or b or l or r:
+        if not (t or b or l or r):
+            pass
+        elif max(t, b, l, r) < self.size and x.shape[1] is not None and x.shape[2] is not None:
+            # Every window holds an input value, so padding with the input's own minimum (per image and
+            # channel) gives the same maxima as -inf -- and keeps -inf out of int8 TFLite calibration, whose
+            # ranges (and the max pool's shared scale) it would otherwise make infinite.
+            h, w = int(x.shape[1]), int(x.shape[2])
+            inside = np.zeros((1, h + t + b, w + l + r, 1), bool)
+            inside[:, t:t + h, l:l + w] = True
+            low = ops.min(x, axis=(1, 2), keepdims=True)
+            x = ops.where(ops.convert_to_tensor(inside), ops.pad(x, ((0, 0), (t, b), (l, r), (0, 0))), low)
+        else:
             x = ops.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=-math.inf)
         return ops.max_pool(x, self.size, self.strides, padding="valid")
 

@@ -168,4 +168,5 @@ def add_nms(model, options: dict, *, layout: str, box_scale=(1.0, 1.0), channels
     boxes, scores, classes, num = DetectionNMS(layout=layout, box_scale=box_scale, channels_first=channels_first,
                                                name="nms", **options)(outs[0])
     named = {k: keras.layers.Identity(name=k)(t) for k, t in zip(NMS_OUTPUTS, (boxes, scores, classes, num))}
-    return keras.Model(model.inputs, named, name=model.name)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, named, name=model.name)
