@@ -45,20 +45,24 @@ def read(weights, cfg=None, *, fold_bn: bool = True) -> dict:
     return read_darknet(weights, cfg, fold_bn=fold_bn).arrays
 
 
-def load(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input_size=None):
+def load(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input_size=None, names=None):
     """Build a keras.Model for the checkpoint and fill it with its weights.
 
-    Outputs: the raw tensors of each detection head (NHWC), or with decode=True one tensor
-    [batch, boxes, 5 + classes]. input_size=(height, width) overrides the size the checkpoint was made for.
+    Outputs: the raw tensors of each detection head (NHWC), named head_0, head_1, ..., or with decode=True one
+    tensor `detections` [batch, boxes, 5 + classes]. input_size=(height, width) overrides the size the
+    checkpoint was made for. `model.metadata` / `model.class_names` describe it (pyloader.metadata); `names`
+    (Darknet only: a list or a darknet .names file) gives the class names, else class0, class1, ...
     """
     if _family(weights) == "torch":
         _no_cfg(weights, cfg)
+        if names is not None:
+            raise FormatError(f"{os.fspath(weights)}: a PyTorch checkpoint carries its class names; names must be None")
         from .yolov5.model import load_yolov5
 
         return load_yolov5(weights, fold_bn=fold_bn, decode=decode, input_size=input_size)
     from .darknet.model import load_darknet
 
-    return load_darknet(weights, cfg, fold_bn=fold_bn, decode=decode, input_size=input_size)
+    return load_darknet(weights, cfg, fold_bn=fold_bn, decode=decode, input_size=input_size, names=names)
 
 
 def _no_cfg(weights, cfg) -> None:

@@ -32,6 +32,8 @@ from keras import layers, ops
 
 from ..errors import FormatError
 from ..keras_blocks.assign import build_filled
+from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
+from ..metadata import output_names, yolov5_metadata
 from .weights import ConvSpec, YoloV5Plan, plan_arrays, read_plan
 
 __all__ = ["load_yolov5", "build_yolov5", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
@@ -110,8 +112,8 @@ def _activation(x, act, name):
         return x
     if act == "silu":
         return layers.Activation("silu", name=name)(x)
-    if act == "hardswish":
-        return Hardswish(name=name)(x)
+    if act == "hardswish":  # Keras' hard_silu: x * relu6(x + 3) / 6, as PyTorch's Hardswish
+        return layers.Activation("hard_silu", name=name)(x)
     if act == "relu":
         return layers.ReLU(name=name)(x)
     if act == "sigmoid":
@@ -149,7 +151,26 @@ def _bottleneck(x, b, fold_bn):
 
 
 def _pool(x, p):
-    return TorchMaxPool2D(p["kernel"], p["stride"], p["padding"], name=p["name"])(x)
+    return _max_pool(p["kernel"], p["stride"], p["padding"], p["name"], x.shape[1:3])(x)
+
+
+def _max_pool(kernel, stride, padding, name, in_hw):
+    """Keras' MaxPooling2D where it takes the same windows as PyTorch's MaxPool2d (symmetric -inf padding,
+    floor), else TorchMaxPool2D."""
+    kernel, stride, padding = (tuple(int(v) for v in t) for t in (kernel, stride, padding))
+    fits = {"same": True, "valid": True}
+    for n, k, s, p in zip(in_hw, kernel, stride, padding):
+        if n is None:
+            fits = {}
+            break
+        out = (n + 2 * p - k) // s + 1
+        same_out = -(-n // s)
+        fits["same"] &= (same_out, max((same_out - 1) * s + k - n, 0) // 2) == (out, p)
+        fits["valid"] &= ((n - k) // s + 1, 0) == (out, p)
+    for padding_mode in ("valid", "same"):
+        if fits.get(padding_mode):
+            return layers.MaxPooling2D(kernel, stride, padding=padding_mode, name=name)
+    return TorchMaxPool2D(kernel, stride, padding, name=name)
 
 
 def _node(x, node, fold_bn):
@@ -188,7 +209,8 @@ def _node(x, node, fold_bn):
         return _conv(cat, P["cv2"], fold_bn)
     if k == "SPPF":
         x = _conv(x, P["cv1"], fold_bn)
-        pool = TorchMaxPool2D(P["pool"]["kernel"], P["pool"]["stride"], P["pool"]["padding"], name=P["pool"]["name"])
+        pool = _max_pool(P["pool"]["kernel"], P["pool"]["stride"], P["pool"]["padding"], P["pool"]["name"],
+                         x.shape[1:3])
         y1 = pool(x)
         y2 = pool(y1)
         return _conv(layers.Concatenate(axis=-1, name=name + "_cat")([x, y1, y2, pool(y2)]), P["cv2"], fold_bn)
@@ -230,9 +252,12 @@ def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=Non
     heads = x
     det = plan.nodes[-1].parts
     outputs = YoloV5Decode(det["na"], det["nc"], plan.strides, plan.anchors, name="decode")(heads) if decode else heads
+    outputs = name_outputs(outputs, output_names(1 if decode else len(heads), decode))
     stem = os.path.splitext(os.path.basename(plan.path))[0]
     name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or "yolov5"
-    return keras.Model(inp, outputs, name=name)
+    model = DetectionModel(inp, outputs, name=name)
+    attach_metadata(model, yolov5_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn))
+    return model
 
 
 def load_yolov5(path, fold_bn=True, decode=False, input_size=None) -> keras.Model:
@@ -240,5 +265,6 @@ def load_yolov5(path, fold_bn=True, decode=False, input_size=None) -> keras.Mode
     plan = read_plan(path)
     model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
                          plan_arrays(plan, fold_bn), os.fspath(path), discard_arrays=True)
-    model.class_names = list(plan.names)
+    size = tuple(model.inputs[0].shape[1:3])
+    attach_metadata(model, yolov5_metadata(plan, size, path, decode=decode, fold_bn=fold_bn))
     return model
