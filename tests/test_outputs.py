@@ -94,6 +94,7 @@ def builtin_only(path) -> bool:
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_keras_loads_in_a_fresh_process(ckpts, tmp_path, backend):
+    pytest.importorskip(backend)
     d, sources, _, refs = ckpts
     out = tmp_path / "out"
     results = pyloader.convert(sources, out, input_size=SMALL)
@@ -200,6 +201,7 @@ def test_every_format_by_name_with_metadata(ckpts, tmp_path):
 
 def test_tflite_from_the_jax_backend(ckpts, tmp_path):
     """yolov4-tiny's route groups (a channel slice) convert to TFLite under JAX too."""
+    pytest.importorskip("jax")
     d, _, x, refs = ckpts
     code = """
         import sys, pyloader
@@ -222,6 +224,7 @@ def test_tflite_from_the_jax_backend(ckpts, tmp_path):
 
 
 def test_torch_backend_refuses_savedmodel_clearly(ckpts, tmp_path):
+    pytest.importorskip("torch")
     code = """
         import sys, pyloader
         try:

@@ -3,7 +3,8 @@
 Semantics follow PyTorch exactly:
 * Conv2d padding is symmetric: 'same' only where Keras' 'same' is identical (stride 1, odd kernel, p = k//2),
   else ZeroPadding2D + 'valid';
-* MaxPool2d(k, s, p) pads with -inf (`TorchMaxPool2D`), Upsample is nearest with integer factors;
+* MaxPool2d(k, s, p) pads with -inf: Keras' MaxPooling2D where it takes the same windows, else `TorchMaxPool2D`;
+  Upsample is nearest with integer factors;
 * BatchNorm uses the checkpoint's epsilon (fold_bn=False), or is folded into the conv (fold_bn=True);
 * activations are the ones each module record holds (SiLU, Hardswish, LeakyReLU(slope), ReLU, Sigmoid).
 
