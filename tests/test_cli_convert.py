@@ -226,7 +226,8 @@ def test_cli_interrupted_leaves_no_partial_output(mixed, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not (out.is_dir() and any(n.endswith(".keras") for n in os.listdir(out))):
+        while time.monotonic() < deadline and not (out.is_dir() and any(
+                n.endswith(".keras") and not n.startswith(TMP_PREFIX) for n in os.listdir(out))):
             assert proc.poll() is None, "the run ended before it could be interrupted"
             time.sleep(0.02)
         time.sleep(0.3)  # well inside writing the next output (each takes ~1 s)
