@@ -375,9 +375,11 @@ def run_job(job: Job) -> Result:
     """Convert one checkpoint (in whichever process runs it); never raises for a bad checkpoint."""
     if os.path.lexists(job.output) and not job.overwrite:
         return Result(job.source, job.output, "skipped", "output exists (use overwrite)", 0.0, job.bytes)
-    imported = import_framework(job.format)
+    imported = 0.0
     t0 = time.perf_counter()
     try:
+        imported = import_framework(job.format)
+        t0 = time.perf_counter()
         model = _model_for(job)
         _write_atomically(model, job)
     except Exception as e:  # noqa: BLE001 - one bad checkpoint must not stop the run
@@ -603,7 +605,7 @@ def _rename_folder(tmp: str, final: str, overwrite: bool) -> None:
 def _write(model, tmp: str, job: Job) -> None:
     from . import metadata as M
 
-    meta = getattr(model, "metadata", None) or {}
+    meta = M.complete(getattr(model, "metadata", None) or {}, getattr(model, "_pyloader_source_path", None))
     if job.format == "keras":
         model.save(tmp)  # the metadata goes into config.json (DetectionModel.get_config)
     elif job.format == "weights.h5":

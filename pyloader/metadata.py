@@ -1,8 +1,9 @@
 """What every output says about itself: classes, strides, anchors, input size, outputs, source, pyloader version.
 
 `darknet_metadata(...)` / `yolov5_metadata(...)` build the dict from a checkpoint (no Keras, no TensorFlow);
-`with_source(meta, path)` refreshes the per-checkpoint fields (`source`: file name and SHA-256) -- a writer that
-patches weights into a previously exported file rewrites only those; `read_metadata(path)` reads it back from
+`with_source(meta, path)` refreshes the per-checkpoint fields (`source`: file name, size and SHA-256) -- a
+writer that patches weights into a previously exported file rewrites only those (`pyloader.load` leaves the
+SHA-256 to the first save, `complete`); `read_metadata(path)` reads it back from
 any output (without importing TensorFlow or Keras).
 
 Where it lives, per format (the JSON text is the same everywhere, key `pyloader_metadata`):
@@ -48,14 +49,27 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def source_fields(path) -> dict:
+def source_fields(path, digest: bool = True) -> dict:
+    """{"name", "bytes", "sha256"} of a checkpoint; digest=False leaves sha256 None (see `complete`)."""
     path = os.fspath(path)
-    return {"name": os.path.basename(path), "sha256": file_sha256(path)}
+    return {"name": os.path.basename(path), "bytes": os.path.getsize(path),
+            "sha256": file_sha256(path) if digest else None}
 
 
-def with_source(meta: dict, path) -> dict:
-    """A copy of `meta` naming `path` (file name and SHA-256) as its source checkpoint."""
-    return {**meta, "source": source_fields(path)}
+def with_source(meta: dict, path, digest: bool = True) -> dict:
+    """A copy of `meta` naming `path` (file name, size and SHA-256) as its source checkpoint."""
+    return {**meta, "source": source_fields(path, digest)}
+
+
+def complete(meta: dict, path) -> dict:
+    """`meta` with the source's SHA-256 filled in where it was left out (pyloader.load leaves it for the first
+    save: hashing a 250 MB file costs about a second)."""
+    src = meta.get("source") or {}
+    if src.get("sha256") is not None or path is None:
+        return meta
+    if not os.path.isfile(path) or os.path.getsize(path) != src.get("bytes"):
+        return {**meta, "source": {**src, "sha256": "unknown (the source changed after loading)"}}
+    return {**meta, "source": {**src, "sha256": file_sha256(path)}}
 
 
 def read_names_file(path) -> list:
@@ -92,7 +106,7 @@ def output_names(count: int, decode: bool) -> list:
     return ["detections"] if decode else [f"head_{i}" for i in range(count)]
 
 
-def darknet_metadata(network, source=None, *, names=None, decode=False, fold_bn=True) -> dict:
+def darknet_metadata(network, source=None, *, names=None, decode=False, fold_bn=True, digest=True) -> dict:
     """Metadata of a darknet network (pyloader.darknet.cfg.Network) with its model's outputs."""
     heads = network.heads
     nc = heads[0].params["classes"] if heads else 0
@@ -124,10 +138,10 @@ def darknet_metadata(network, source=None, *, names=None, decode=False, fold_bn=
         "decode": bool(decode),
         "fold_bn": bool(fold_bn),
     }
-    return with_source(meta, source) if source is not None else meta
+    return with_source(meta, source, digest) if source is not None else meta
 
 
-def yolov5_metadata(plan, input_size, source=None, *, decode=False, fold_bn=True) -> dict:
+def yolov5_metadata(plan, input_size, source=None, *, decode=False, fold_bn=True, digest=True) -> dict:
     h, w = (int(v) for v in input_size)
     na = len(plan.anchors[0]) if len(plan.anchors) else 0
     outputs = []
@@ -156,7 +170,7 @@ def yolov5_metadata(plan, input_size, source=None, *, decode=False, fold_bn=True
         "decode": bool(decode),
         "fold_bn": bool(fold_bn),
     }
-    return with_source(meta, source) if source is not None else meta
+    return with_source(meta, source, digest) if source is not None else meta
 
 
 def to_json(meta: dict) -> str:

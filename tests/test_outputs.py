@@ -120,6 +120,19 @@ def test_keras_loads_in_a_fresh_process(ckpts, tmp_path, backend):
         print(backend, mode, {os.path.basename(f): report[f]["err"] for f in paths})
 
 
+def test_keras_imported_before_pyloader(ckpts, tmp_path):
+    """`import keras` first, then `import pyloader`: the layers are registered at once."""
+    r = pyloader.convert([ckpts[0] / "v4t.weights"], tmp_path, input_size=SMALL)[0]
+    code = """
+        import sys, keras, pyloader
+        m = keras.saving.load_model(sys.argv[1])
+        print(m.metadata["source"]["name"], m.output_names)
+    """
+    p = run_py(code, r.output)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split()[0] == "v4t.weights"
+
+
 def test_every_format_by_name_with_metadata(ckpts, tmp_path):
     d, sources, x, refs = ckpts
     sources = [s for s in sources if s.stem != "v3t"]  # yolov4-tiny and YOLOv5n
@@ -150,7 +163,11 @@ def test_every_format_by_name_with_metadata(ckpts, tmp_path):
                 outs = {o["name"]: it.get_tensor(o["index"]) for o in details}
                 sig = it.get_signature_runner()(**{it.get_signature_list()["serving_default"]["inputs"][0]: x})
                 assert all(np.array_equal(sig[k], outs[k]) for k in outs)
-                report[path] = {"order": [o["name"] for o in details]}
+                from tensorflow.lite.tools import flatbuffer_utils  # TFLite's own flatbuffer tooling
+                fb = flatbuffer_utils.read_model(path)
+                entry = [m for m in fb.metadata if m.name == b"pyloader_metadata"][0]
+                meta = json.loads(bytes(fb.buffers[entry.buffer].data).decode())
+                report[path] = {"order": [o["name"] for o in details], "meta": meta["class_names"][:2]}
             np.savez(path.rstrip("/") + ".got.npz", **outs)
         print(json.dumps(report))
     """
@@ -167,6 +184,7 @@ def test_every_format_by_name_with_metadata(ckpts, tmp_path):
         if fmt == "savedmodel":
             assert report[path]["order"] == sorted(ref)
         if fmt != "weights.h5":
+            assert report[path]["meta"] == read_metadata(path)["class_names"][:2]
             got = np.load(path.rstrip("/") + ".got.npz")
             measured[(stem, fmt)] = {n: rel_err(got[n], ref[n]) for n in ref}
             assert max(measured[(stem, fmt)].values()) <= (1e-4 if fmt == "tflite" else 1e-5), measured

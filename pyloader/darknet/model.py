@@ -56,13 +56,13 @@ def load_darknet(weights, cfg=None, *, fold_bn: bool = True, decode: bool = Fals
     if not os.path.exists(cfg):
         raise FormatError(f"{weights}: no cfg given and none beside it (looked for {cfg})")
     network = parse_network(cfg, input_size)
-    meta = darknet_metadata(network, weights, names=names, decode=decode, fold_bn=fold_bn)
+    meta = darknet_metadata(network, weights, names=names, decode=decode, fold_bn=fold_bn, digest=False)
     data = read_darknet(weights, network=network, fold_bn=fold_bn)
     stem = os.path.splitext(os.path.basename(cfg))[0]
     model = build_filled(
         lambda: build_darknet_model(network, fold_bn=fold_bn, decode=decode, name=_model_name(stem)),
         reachable_arrays(network, data.arrays), weights, discard_arrays=True)
-    attach_metadata(model, meta)
+    attach_metadata(model, meta, weights)
     return model
 
 

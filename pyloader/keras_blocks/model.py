@@ -28,7 +28,11 @@ class DetectionModel(keras.Model):
         config = super().get_config()
         meta = getattr(self, "metadata", None)
         if meta:
-            config[METADATA_KEY] = _plain(meta)
+            from ..metadata import complete
+
+            meta = complete(_plain(meta), getattr(self, "_pyloader_source_path", None))
+            attach_metadata(self, meta)
+            config[METADATA_KEY] = meta
         return config
 
     @classmethod
@@ -46,11 +50,14 @@ DetectionModel.__module__ = "keras.src.models.functional"
 DetectionModel.__name__ = "Functional"
 
 
-def attach_metadata(model, meta: dict) -> None:
-    """Set model.metadata (a plain dict) and model.class_names."""
+def attach_metadata(model, meta: dict, source_path=None) -> None:
+    """Set model.metadata (a plain dict) and model.class_names; `source_path`: the checkpoint, hashed at the
+    first save when the metadata's sha256 was left out (pyloader.metadata.complete)."""
     meta = _plain(meta)
     model.metadata = meta
     model.class_names = list(meta.get("class_names") or [])
+    if source_path is not None:
+        model._pyloader_source_path = str(source_path)
 
 
 def name_outputs(outputs, names):

@@ -267,5 +267,5 @@ def load_yolov5(path, fold_bn=True, decode=False, input_size=None) -> keras.Mode
     model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
                          plan_arrays(plan, fold_bn), os.fspath(path), discard_arrays=True)
     size = tuple(model.inputs[0].shape[1:3])
-    attach_metadata(model, yolov5_metadata(plan, size, path, decode=decode, fold_bn=fold_bn))
+    attach_metadata(model, yolov5_metadata(plan, size, path, decode=decode, fold_bn=fold_bn, digest=False), path)
     return model
