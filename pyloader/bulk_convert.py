@@ -502,7 +502,8 @@ def _yolov5_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its
     from .yolov5.weights import plan_arrays, read_plan
 
     if job.names is not None:
-        raise FormatError(f"{job.source}: a PyTorch checkpoint carries its class names; --names is for .weights")
+        raise FormatError(f"{job.source}: a PyTorch checkpoint carries its class names; names (--names) are "
+                          "for .weights sources")
     plan = read_plan(job.source)
     arrays = plan_arrays(plan, job.fold_bn)
     key = ("yolov5", _fingerprint(plan), job.input_size, job.fold_bn, job.decode)
