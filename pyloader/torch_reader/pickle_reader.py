@@ -95,23 +95,27 @@ class Storage:
 # Budgets (shared by every interpreter of the policy below)
 #
 # Work per pickle byte is bounded: the opcodes themselves do O(1) work per byte, and whatever an allow-listed
-# function or BUILD copies (items of a dict or set, bytes of a string) is charged against the pickle's budget,
-# BUDGET_PER_BYTE units per pickle byte plus BUDGET_BASE. A checkpoint copies each value it pickled about once;
-# a pickle that calls OrderedDict or bytes a million times on one memo entry runs out of budget and is refused
+# function or BUILD copies (items of a dict or set, bytes of a string) is charged, in bytes of memory, against
+# the pickle's budget: BUDGET_PER_BYTE per pickle byte plus BUDGET_BASE. The first copy of a value is free
+# (its items were written out in the pickle, so it is as big as the pickle's own data); copying the same value
+# again is charged. A checkpoint copies each value at most once (a YOLOv5 checkpoint is charged nothing); a
+# pickle that calls OrderedDict or bytes a thousand times on one memo entry runs out of budget and is refused
 # before the copies exist. The nesting-depth limit is MAX_NESTING (pyloader.boundary).
 
-BUDGET_PER_BYTE = 4
-BUDGET_BASE = 1 << 16
+BUDGET_PER_BYTE = 2
+BUDGET_BASE = 1 << 20
+_ITEM_BYTES = {"dict": 64, "set": 32, "tuple": 8, "bytes": 1}  # what one copied item costs in memory
 MAX_INT_BITS = 63  # sizes, strides, offsets and shapes: int64, as torch stores them
 _MAX_KEY_COMPOSITES = 4096  # tuple/frozenset dict keys or set members per pickle (their hashes can be made to collide)
 
 
 class _Budget:
-    __slots__ = ("left", "total", "composite_keys")
+    __slots__ = ("left", "total", "composite_keys", "copied")
 
     def __init__(self, nbytes: int):
         self.total = self.left = BUDGET_PER_BYTE * max(int(nbytes), 0) + BUDGET_BASE
         self.composite_keys = _MAX_KEY_COMPOSITES
+        self.copied: dict = {}  # id -> value copied once already (kept alive, so ids stay unique)
 
 
 _BUDGET: contextvars.ContextVar = contextvars.ContextVar("pyloader_pickle_budget", default=None)
@@ -127,16 +131,29 @@ def pickle_budget(nbytes: int):
         _BUDGET.reset(token)
 
 
-def charge(units: int, what: str) -> None:
-    """Charge `units` (items or bytes about to be copied) against the current pickle's budget."""
+def charge(source, items: int, kind: str, what: str) -> None:
+    """About to copy `items` items of `source` (kind: 'dict', 'set', 'tuple' or 'bytes' items): free the first
+    time `source` is copied, charged against the current pickle's budget after that."""
     b = _BUDGET.get()
     if b is None:
         raise RuntimeError("pickle policy used outside pickle_budget()")
-    b.left -= units
+    if id(source) not in b.copied:
+        b.copied[id(source)] = source
+        return
+    b.left -= items * _ITEM_BYTES[kind]
     if b.left < 0:
-        raise FormatError(f"{what}: the pickle copies more than {b.total} items/bytes "
-                          f"({BUDGET_PER_BYTE} per pickle byte + {BUDGET_BASE}); a checkpoint copies each value "
-                          "about once (refused: memory amplification)")
+        raise FormatError(f"{what}: copying the same value again and again, the pickle would allocate more than "
+                          f"{b.total} bytes ({BUDGET_PER_BYTE} per pickle byte + {BUDGET_BASE}); a checkpoint "
+                          "copies each value at most once (refused: memory amplification)")
+
+
+def copied(value):
+    """`value` is a copy made by a policy function: copying it again is charged (else a chain of copies of
+    copies, each a few pickle bytes, would copy the same items over and over for free)."""
+    b = _BUDGET.get()
+    if b is not None:
+        b.copied[id(value)] = value
+    return value
 
 
 _SIMPLE_KEYS = (str, bytes, bool, type(None), float, np.generic)
@@ -276,18 +293,18 @@ def _ordered_dict(*args):
         return {}
     items = args[0]
     if isinstance(items, dict):
-        charge(len(items), "OrderedDict")
-        return dict(items)
+        charge(items, len(items), "dict", "OrderedDict")
+        return copied(dict(items))
     if not isinstance(items, (list, tuple)):
         raise FormatError(f"OrderedDict: expected a list of (key, value) pairs, got a {type(items).__name__}")
-    charge(len(items), "OrderedDict")
+    charge(items, len(items), "dict", "OrderedDict")
     out = {}
     for pair in items:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise FormatError(f"OrderedDict: expected (key, value) pairs, got a {type(pair).__name__}")
         check_key(pair[0], "OrderedDict key")
         out[pair[0]] = pair[1]
-    return out
+    return copied(out)
 
 
 def _set(*args):
@@ -298,14 +315,14 @@ def _set(*args):
     items = args[0]
     if not isinstance(items, (list, tuple, set, frozenset)):
         raise FormatError(f"set: expected a list of members, got a {type(items).__name__}")
-    charge(len(items), "set")
+    charge(items, len(items), "set", "set")
     for x in items:
         check_key(x, "set member")
-    return set(items)
+    return copied(set(items))
 
 
 def _frozenset(*args):
-    return frozenset(_set(*args))
+    return copied(frozenset(_set(*args)))
 
 
 _SAFE_NUMPY_KINDS = "biufc?"
@@ -355,7 +372,7 @@ class _NumpyArray:
             raise FormatError(f"numpy array of shape {shape} {dt.dtype}: expected {count * dt.dtype.itemsize} bytes, got {len(raw)}")
         if len(shape) > 64:
             raise FormatError(f"numpy array of {len(shape)} dimensions")
-        charge(len(raw), "numpy array")
+        charge(raw, len(raw), "bytes", "numpy array")
         self.array = np.frombuffer(bytes(raw), dt.dtype).reshape(shape, order="F" if fortran else "C")
 
 
@@ -371,8 +388,8 @@ def _codecs_encode(text, encoding="utf-8", *rest):
     """Protocol 2 pickles bytes as _codecs.encode(str, 'latin1'): only that, as pure data conversion."""
     if rest or not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
         raise UnsafePickleError(f"_codecs.encode with encoding {short_repr(encoding)}: only latin1 byte strings are read")
-    charge(len(text), "_codecs.encode")
-    return text.encode("latin1")
+    charge(text, len(text), "bytes", "_codecs.encode")
+    return copied(text.encode("latin1"))
 
 
 def _bytes(*args):
@@ -400,22 +417,20 @@ def _getattr_inert(obj, name, *default):
 def _device(*args):
     if len(args) > 2 or not all(isinstance(a, str) or (_is_int(a) and 0 <= a < 1 << 31) for a in args):
         raise FormatError(f"torch.device: expected (type, index), got {short_repr(args)}")
-    charge(sum(len(a) for a in args if isinstance(a, str)), "torch.device")
     return ":".join(str(a) for a in args)
 
 
 def _path(*parts):
     if not all(isinstance(p, str) for p in parts):
         raise FormatError("pathlib path: expected string parts")
-    charge(sum(map(len, parts)) + len(parts), "pathlib path")
     return "/".join(parts)
 
 
 def _torch_size(sizes=()):
     if not isinstance(sizes, (tuple, list)):
         raise FormatError(f"torch.Size: expected a tuple of ints, got a {type(sizes).__name__}")
-    charge(len(sizes), "torch.Size")
-    return tuple(sizes)
+    charge(sizes, len(sizes), "tuple", "torch.Size")
+    return copied(tuple(sizes))
 
 
 _FUNCTIONS: dict[tuple[str, str], Callable] = {
@@ -542,15 +557,18 @@ def _describe(x) -> str:
 def _build(obj, state):
     if isinstance(obj, Record):
         if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or isinstance(state[0], dict)):
-            charge(len(state[0] or ()) + (len(state[1]) if isinstance(state[1], dict) else 0), "BUILD")
+            if state[0]:
+                charge(state[0], len(state[0]), "dict", "BUILD")
+            if isinstance(state[1], dict):
+                charge(state[1], len(state[1]), "dict", "BUILD")
             merged = dict(state[0] or {})
             if isinstance(state[1], dict):
                 merged.update(state[1])
-            state = merged
+            state = copied(merged)
         if obj.state is None:
             obj.state = state
         elif isinstance(obj.state, dict) and isinstance(state, dict):
-            charge(len(state), "BUILD")
+            charge(state, len(state), "dict", "BUILD")
             obj.state.update(state)
         else:
             raise FormatError(f"BUILD on {short_repr(obj)}: incompatible state {type(state).__name__}")
