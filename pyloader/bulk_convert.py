@@ -128,7 +128,7 @@ def expand_sources(sources) -> tuple[list, list]:
         elif glob.has_magic(s):
             hits = sorted(p for p in glob.glob(s) if refuse_special(p) is False and os.path.isfile(p))
             if not hits:
-                missing.append(Result(s, None, "failed", "the pattern matches no regular file"))
+                missing.append(Result(s, None, "failed", "the pattern matches no file"))
             for p in hits:
                 add(p)
         else:

@@ -234,12 +234,38 @@ def test_yolo_huge_num_without_mask(tmp_path):
 # Tensors
 
 
-def test_zero_stride_tensor_refused(tmp_path):
-    # size (10^4, 10^4) with stride (0, 0) over one float: a 400 MB broadcast view of 4 bytes, materialised by
-    # the transforms or `inspect`. Checkpoints never store broadcast tensors.
+def test_broadcast_tensor_as_parameter_refused(tmp_path):
+    # A conv weight of size (10^4, 10^4) with stride (0, 0) over one float: a 400 MB broadcast view of 4 bytes,
+    # which the transforms would materialise. The reader keeps such views (checkpoints hold some: YOLOv5's
+    # Detect.anchor_grid after a validation run); a family refuses one as a parameter.
+    from pyloader.yolov5.weights import _Ctx, _param
+
     path = tmp_path / "stride0.pt"
-    write_torch_zip(path, dict_of(t=tensor("0", 1, 0, (10_000, 10_000), (0, 0))), {"0": bytes(4)})
-    refused(path, "zero stride")
+    weight = tensor("0", 1, 0, (10_000, 10_000), (0, 0))
+    conv = record("torch.nn.modules.conv", "Conv2d", pdict(_parameters=pdict(weight=weight)))
+    write_torch_zip(path, PROTO2 + pdict(m=conv) + STOP, {"0": bytes(4)})
+    rec = pyloader.torch_reader.checkpoint.load_torch_checkpoint(path)["m"]
+    with pytest.raises(FormatError, match="a broadcast tensor"):
+        _param(_Ctx(str(path)), rec, "model.0.conv", "weight")
+
+
+def test_broadcast_tensor_in_checkpoint_read():
+    # Not over-rejecting: torch.save keeps an expanded tensor's zero strides (YOLOv5 saves Detect.anchor_grid
+    # that way after validating); the reader gives the same values as a zero-copy view.
+    torch = pytest.importorskip("torch")
+    import io
+
+    t = (torch.arange(6, dtype=torch.float32).view(1, 3, 1, 1, 2)).expand(1, 3, 80, 80, 2)
+    buf = io.BytesIO()
+    torch.save({"anchor_grid": [t]}, buf)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "grid.pt")
+        with open(path, "wb") as f:
+            f.write(buf.getvalue())
+        got = pyloader.torch_reader.checkpoint.load_torch_checkpoint(path)["anchor_grid"][0]
+        np.testing.assert_array_equal(got, t.numpy())
 
 
 def test_overlapping_strides_beyond_storage_refused(tmp_path):

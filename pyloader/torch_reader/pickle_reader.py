@@ -31,7 +31,8 @@ import numpy as np
 from ..boundary import MAX_NESTING, error_text, short_repr
 from ..errors import FormatError, UnsafePickleError
 
-__all__ = ["ClassRef", "Record", "StorageType", "Storage", "load_pickle", "rebuild_tensor", "pickle_budget",
+__all__ = ["ClassRef", "Record", "StorageType", "Storage", "load_pickle", "rebuild_tensor", "is_broadcast",
+           "pickle_budget",
            "charge", "check_key", "MAX_NESTING"]
 
 
@@ -224,10 +225,12 @@ def _is_int(x) -> bool:
 def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarray:
     """torch._utils._rebuild_tensor_v2 as a numpy view: offset, size and stride honoured, bounds-checked.
 
-    Every number is an int64 (as torch stores it) and the arithmetic is checked before numpy sees it. A
-    tensor's elements fit in its storage (a view reaching more elements than the storage holds would be
-    materialised later by a transform or `inspect`: memory from nothing), and a stride is 0 only for a
-    dimension of size 1 (broadcast tensors are not something a checkpoint stores).
+    Every number is an int64 (as torch stores it) and the arithmetic is checked before numpy sees it. The
+    elements a tensor can reach fit in its storage: overlapping strides that view more elements than the
+    storage holds are refused (a transform or `inspect` would materialise memory from nothing). Zero strides
+    (broadcast tensors, e.g. YOLOv5's Detect.anchor_grid after a validation run, made by `expand`) are kept as
+    views, their non-broadcast dimensions held to the same rule; they are refused where a family uses a
+    tensor as a parameter (`is_broadcast`).
     """
     if not isinstance(storage, Storage):
         raise FormatError(f"_rebuild_tensor_v2: expected a storage, got {type(storage).__name__}")
@@ -249,9 +252,10 @@ def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarr
     count = 1
     for s in size:
         count *= s  # exact (Python ints); each factor < 2^63, at most 64 of them
-    if count and any(st == 0 and s > 1 for s, st in zip(size, stride)):
-        raise FormatError(f"{where}: tensor of size {size} has stride {stride}: a zero stride repeats elements "
-                          "(broadcast tensors are not stored in checkpoints)")
+    distinct = 1
+    for s, st in zip(size, stride):
+        if st:
+            distinct *= s  # elements the view can tell apart: the broadcast dimensions repeat them
     if count:
         last = storage_offset + sum((s - 1) * st for s, st in zip(size, stride))
         if last >= n:
@@ -261,8 +265,8 @@ def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarr
             )
     elif storage_offset > n:
         raise FormatError(f"{where}: storage offset {storage_offset} past a storage of {n} elements")
-    if count > n - storage_offset:  # overlapping strides: more elements than the storage holds
-        raise FormatError(f"{where}: tensor of size {size} has {count} elements, the storage from offset "
+    if count and distinct > n - storage_offset:  # overlapping strides: more elements than the storage holds
+        raise FormatError(f"{where}: tensor of size {size} has {distinct} elements, the storage from offset "
                           f"{storage_offset} holds {n - storage_offset}")
     base = storage.array
     item = base.dtype.itemsize
@@ -274,6 +278,11 @@ def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarr
             base[storage_offset:], shape=size, strides=tuple(st * item for st in stride), writeable=False
         )
     return out
+
+
+def is_broadcast(a: np.ndarray) -> bool:
+    """A view repeating elements (a zero stride on a dimension longer than 1): not a parameter's layout."""
+    return any(st == 0 and s > 1 for s, st in zip(a.shape, a.strides))
 
 
 def _rebuild_tensor_v1(storage, storage_offset, size, stride):

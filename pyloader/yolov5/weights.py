@@ -20,7 +20,7 @@ import numpy as np
 from .. import _core
 from ..boundary import short_repr
 from ..errors import FormatError
-from ..torch_reader.pickle_reader import Record
+from ..torch_reader.pickle_reader import Record, is_broadcast
 from ..torch_reader.checkpoint import load_torch_checkpoint
 
 __all__ = ["read_yolov5", "read_plan", "YoloV5Plan"]
@@ -109,6 +109,9 @@ def _param(ctx, rec: Record, mpath: str, name: str, required=True):
                 return None
             if not isinstance(v, np.ndarray):
                 raise ctx.err(mpath, f"{name}: expected a tensor, got {type(v).__name__}")
+            if is_broadcast(v):  # would be materialised by the transforms: memory from nothing
+                raise ctx.err(mpath, f"{name}: a broadcast tensor (shape {v.shape}, a zero stride); parameters "
+                                     "are stored in full")
             return v
     if required:
         raise ctx.err(mpath, f"has no parameter or buffer '{name}'")
