@@ -42,6 +42,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from .boundary import check_regular, error_text, fs_str, open_regular, shown
 from .errors import FormatError
 
 __all__ = ["Result", "Job", "convert", "plan_jobs", "run_job", "output_name", "clean_stale_temporaries",
@@ -120,10 +121,20 @@ def find_checkpoints(sources) -> tuple[list, list]:
             seen.add(key)
             found.append((p, os.path.splitext(os.path.basename(p))[0] if stem is None else stem))
 
+    def refuse_special(p) -> bool:
+        """A FIFO, device or socket is refused with a message (never opened: opening a FIFO blocks)."""
+        try:
+            check_regular(p)
+        except FormatError as e:
+            if os.path.exists(p) and not os.path.isdir(p):
+                missing.append(Result(p, None, "failed", str(e).removeprefix(shown(p) + ": ")))
+                return True
+        return False
+
     for s in sources:
-        s = os.fspath(s)
+        s = fs_str(s)
         if os.path.isdir(s):
-            hits = _walk_checkpoints(s)
+            hits = _walk_checkpoints(s, refuse_special)
             if not hits:
                 missing.append(Result(s, None, "failed", "no checkpoint found: looked for "
                                       f"{', '.join('*' + x for x in CHECKPOINT_SUFFIXES)} files in this folder "
@@ -132,8 +143,10 @@ def find_checkpoints(sources) -> tuple[list, list]:
                 add(p, stem)
         elif os.path.isfile(s):
             add(s)
+        elif refuse_special(s):
+            pass
         elif glob.has_magic(s):
-            hits = sorted(p for p in glob.glob(s) if os.path.isfile(p))
+            hits = sorted(p for p in glob.glob(s) if refuse_special(p) is False and os.path.isfile(p))
             if not hits:
                 missing.append(Result(s, None, "failed", "the pattern matches no file"))
             for p in hits:
@@ -143,14 +156,16 @@ def find_checkpoints(sources) -> tuple[list, list]:
     return found, missing
 
 
-def _walk_checkpoints(folder: str) -> list:
-    """[(path, stem)] of the checkpoints in `folder` and its subfolders, sorted by relative path."""
+def _walk_checkpoints(folder: str, refuse_special) -> list:
+    """[(path, stem)] of the checkpoints in `folder` and its subfolders, sorted by relative path;
+    `refuse_special(path)` reports (and skips) FIFOs, devices and sockets."""
     hits = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             p = os.path.join(root, name)
-            if name.lower().endswith(CHECKPOINT_SUFFIXES) and not name.startswith(".") and os.path.isfile(p):
+            if (name.lower().endswith(CHECKPOINT_SUFFIXES) and not name.startswith(".") and not refuse_special(p)
+                    and os.path.isfile(p)):
                 rel = os.path.relpath(p, folder).split(os.sep)
                 parts = [d for d in rel[:-1] if d != "weights"] + [os.path.splitext(rel[-1])[0]]
                 hits.append((p, "-".join(parts)))
@@ -383,7 +398,7 @@ def run_job(job: Job) -> Result:
         model = _model_for(job)
         _write_atomically(model, job)
     except Exception as e:  # noqa: BLE001 - one bad checkpoint must not stop the run
-        reason = str(e) if isinstance(e, FormatError) else f"{type(e).__name__}: {e}"
+        reason = str(e) if isinstance(e, FormatError) else error_text(e)
         if reason.startswith(job.source + ": "):  # the summary already names the source
             reason = reason[len(job.source) + 2:]
         return Result(job.source, None, "failed", reason.strip() or type(e).__name__,
@@ -472,7 +487,7 @@ def _darknet_model(job: Job):
     cfg = job.cfg if job.cfg is not None else default_cfg(job.source)
     if not os.path.exists(cfg):
         raise FormatError(f"{job.source}: no cfg given and none beside it (looked for {cfg})")
-    with open(cfg, "rb") as f:
+    with open_regular(cfg) as f:
         text = f.read()
     network = build_network(read_cfg(cfg), job.input_size)
     data = read_darknet(job.source, network=network, fold_bn=job.fold_bn)  # validates before any model work

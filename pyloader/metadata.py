@@ -42,8 +42,10 @@ def _version() -> str:
 
 
 def file_sha256(path) -> str:
+    from .boundary import open_regular
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -76,10 +78,12 @@ def read_names_file(path) -> list:
     """darknet's .names: one class name per line (blank lines at the end ignored)."""
     from .errors import FormatError
 
+    from .boundary import open_regular
+
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line.strip() for line in f.read().splitlines()]
+        with open_regular(path) as f:
+            lines = [line.strip() for line in f.read().decode("utf-8").splitlines()]
     except (OSError, UnicodeDecodeError) as e:
         raise FormatError(f"{path}: cannot read class names: {e}") from None
     while lines and not lines[-1]:
@@ -268,6 +272,8 @@ def output_kind(path) -> str | None:
     path = os.fspath(path)
     if os.path.isdir(path):
         return "savedmodel" if os.path.exists(os.path.join(path, "saved_model.pb")) else None
+    if not os.path.isfile(path):  # never open a FIFO or device (it could block)
+        return None
     try:
         with open(path, "rb") as f:
             head = f.read(8)

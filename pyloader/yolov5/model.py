@@ -31,6 +31,7 @@ import numpy as np
 import keras
 from keras import layers, ops
 
+from ..boundary import short_repr
 from ..errors import FormatError
 from ..keras_blocks.assign import build_filled
 from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
@@ -121,7 +122,7 @@ def _activation(x, act, name):
         return layers.Activation("sigmoid", name=name)(x)
     if isinstance(act, tuple) and act[0] == "leaky":
         return layers.LeakyReLU(negative_slope=act[1], name=name)(x)
-    raise FormatError(f"activation {act!r} is not supported")
+    raise FormatError(f"activation {short_repr(act)} is not supported")
 
 
 def _conv(x, spec: ConvSpec, fold_bn: bool, activation=True):
@@ -226,7 +227,7 @@ def _node(x, node, fold_bn):
         return layers.ZeroPadding2D(((top, bottom), (left, right)), name=name)(x)
     if k == "Detect":
         return [_conv(xi, c, fold_bn) for xi, c in zip(x, P["convs"])]
-    raise FormatError(f"module kind {k!r} is not supported")
+    raise FormatError(f"module kind {short_repr(k)} is not supported")
 
 
 def default_input_size(plan: YoloV5Plan) -> tuple:
