@@ -125,11 +125,12 @@ def test_darknet_nms_matches_opencv(darknet_case, agnostic, max_det):
     images = _images(3, DARKNET_SIZE, seed=1)
     model = pyloader.load(weights, cfg, input_size=DARKNET_SIZE,
                           nms={"iou": IOU, "score": SCORE, "agnostic": agnostic, "max_det": max_det})
-    assert sorted(model.output_names) == ["boxes", "classes", "num_detections", "scores"]
+    assert list(model.output_names) == ["boxes", "scores", "classes", "num_detections"]
+    assert model.metadata["nms"]["agnostic"] == agnostic
     counts = []
     for use_tf_op in (None, False):  # TensorFlow's NonMaxSuppressionV4, then the keras.ops formulation
         model.get_layer("nms").use_tf_op = use_tf_op
-        outs = model(images)
+        outs = dict(zip(model.output_names, model(images)))
         assert tuple(outs["boxes"].shape) == (3, max_det, 4)
         for i, image in enumerate(images):
             want = _opencv_nms(_opencv_rows(ocfg, oweights, image), DARKNET_SIZE, agnostic, max_det)
@@ -184,7 +185,7 @@ def test_yolov5_nms_matches_yolov5_and_torchvision(yolov5_case, agnostic):
     counts = []
     for use_tf_op in (None, False):
         model.get_layer("nms").use_tf_op = use_tf_op
-        outs = model(images)
+        outs = dict(zip(model.output_names, model(images)))
         for i in range(len(images)):
             got = _ours(outs, i)
             d = want_y5[i].numpy()
@@ -235,7 +236,7 @@ def test_cli_tflite_nms_matches_keras(darknet_case, tmp_path):
     assert "NON_MAX_SUPPRESSION_V4" in json.loads(r.stdout.strip().splitlines()[-1])
     got = np.load(tmp_path / "y.npz")
     model = pyloader.load(weights, cfg, input_size=DARKNET_SIZE, nms={"iou": 0.5, "score": 0.3, "max_det": 40})
-    want = model(images)
+    want = dict(zip(model.output_names, model(images)))
     for i in range(len(images)):
         n = int(want["num_detections"][i])
         assert n >= 3 and int(got[f"num_detections_{i}"][0]) == n
@@ -254,13 +255,14 @@ def test_nms_same_on_jax_backend(darknet_case, tmp_path):
         import numpy as np, pyloader
         m = pyloader.load({weights!r}, {cfg!r}, input_size={DARKNET_SIZE!r}, nms=True)
         o = m(np.load({str(tmp_path / 'x.npy')!r}))
-        np.savez({str(tmp_path / 'jax.npz')!r}, **{{k: np.asarray(v) for k, v in o.items()}})
+        np.savez({str(tmp_path / 'jax.npz')!r}, **{{k: np.asarray(v) for k, v in zip(m.output_names, o)}})
     """)
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     got = np.load(tmp_path / "jax.npz")
-    want = pyloader.load(weights, cfg, input_size=DARKNET_SIZE, nms=True)(images)
+    model = pyloader.load(weights, cfg, input_size=DARKNET_SIZE, nms=True)
+    want = dict(zip(model.output_names, model(images)))
     np.testing.assert_array_equal(got["num_detections"], np.asarray(want["num_detections"]))
     np.testing.assert_array_equal(got["classes"], np.asarray(want["classes"]))
     np.testing.assert_allclose(got["boxes"], np.asarray(want["boxes"]), atol=1e-3)

@@ -28,7 +28,7 @@ from keras import ops
 
 from .nms_options import DEFAULTS, NMS_OUTPUTS, nms_options
 
-__all__ = ["DetectionNMS", "nms_options", "add_nms", "NMS_OUTPUTS", "DEFAULTS"]
+__all__ = ["DetectionNMS", "nms_options", "add_nms", "nms_metadata", "NMS_OUTPUTS", "DEFAULTS"]
 
 LAYOUTS = ("xywh_obj_cls", "xywh_cls")
 
@@ -160,13 +160,33 @@ def _select(xyxy, scores, cls, keep, max_det):
 
 
 def add_nms(model, options: dict, *, layout: str, box_scale=(1.0, 1.0), channels_first=False):
-    """A keras.Model on model's inputs whose outputs are the dict {boxes, scores, classes, num_detections},
-    computed from `model`'s single decoded output."""
+    """A model on `model`'s inputs whose outputs are boxes, scores, classes, num_detections (in that order,
+    named so), computed from `model`'s single decoded output; its metadata (if any) says so."""
+    from .model import DetectionModel, attach_metadata, name_outputs
+
     outs = model.outputs
     if len(outs) != 1:
         raise ValueError(f"NMS needs one decoded output; the model has {len(outs)}")
-    boxes, scores, classes, num = DetectionNMS(layout=layout, box_scale=box_scale, channels_first=channels_first,
-                                               name="nms", **options)(outs[0])
-    named = {k: keras.layers.Identity(name=k)(t) for k, t in zip(NMS_OUTPUTS, (boxes, scores, classes, num))}
+    results = DetectionNMS(layout=layout, box_scale=box_scale, channels_first=channels_first, name="nms",
+                           **options)(outs[0])
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, named, name=model.name)
+    new = DetectionModel(inputs, name_outputs(list(results), list(NMS_OUTPUTS)), name=model.name)
+    meta = getattr(model, "metadata", None)
+    if meta:
+        attach_metadata(new, nms_metadata(meta, options), getattr(model, "_pyloader_source_path", None))
+    return new
+
+
+def nms_metadata(meta: dict, options: dict) -> dict:
+    """`meta` (pyloader/metadata.py) for a model whose outputs are the NMS outputs."""
+    meta = dict(meta)
+    meta["decode"] = True
+    meta["nms"] = dict(options)
+    meta["outputs"] = [
+        {"name": "boxes", "shape": [None, options["max_det"], 4],
+         "layout": "x1, y1, x2, y2 in input pixels; rows past num_detections are 0"},
+        {"name": "scores", "shape": [None, options["max_det"]], "layout": "objectness x class probability"},
+        {"name": "classes", "shape": [None, options["max_det"]], "layout": "int32 class id, -1 past num_detections"},
+        {"name": "num_detections", "shape": [None], "layout": "int32 detections kept per image"},
+    ]
+    return meta

@@ -3,7 +3,8 @@
 Semantics follow PyTorch exactly:
 * Conv2d padding is symmetric: 'same' only where Keras' 'same' is identical (stride 1, odd kernel, p = k//2),
   else ZeroPadding2D + 'valid';
-* MaxPool2d(k, s, p) pads with -inf (`TorchMaxPool2D`), Upsample is nearest with integer factors;
+* MaxPool2d(k, s, p) pads with -inf: Keras' MaxPooling2D where it takes the same windows, else `TorchMaxPool2D`;
+  Upsample is nearest with integer factors;
 * BatchNorm uses the checkpoint's epsilon (fold_bn=False), or is folded into the conv (fold_bn=True);
 * activations are the ones each module record holds (SiLU, Hardswish, LeakyReLU(slope), ReLU, Sigmoid).
 
@@ -30,8 +31,11 @@ import numpy as np
 import keras
 from keras import layers, ops
 
+from ..boundary import short_repr
 from ..errors import FormatError
 from ..keras_blocks.assign import build_filled
+from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
+from ..metadata import output_names, yolov5_metadata
 from .weights import ConvSpec, YoloV5Plan, plan_arrays, read_plan
 
 __all__ = ["load_yolov5", "build_yolov5", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
@@ -110,15 +114,15 @@ def _activation(x, act, name):
         return x
     if act == "silu":
         return layers.Activation("silu", name=name)(x)
-    if act == "hardswish":
-        return Hardswish(name=name)(x)
+    if act == "hardswish":  # Keras' hard_silu: x * relu6(x + 3) / 6, as PyTorch's Hardswish
+        return layers.Activation("hard_silu", name=name)(x)
     if act == "relu":
         return layers.ReLU(name=name)(x)
     if act == "sigmoid":
         return layers.Activation("sigmoid", name=name)(x)
     if isinstance(act, tuple) and act[0] == "leaky":
         return layers.LeakyReLU(negative_slope=act[1], name=name)(x)
-    raise FormatError(f"activation {act!r} is not supported")
+    raise FormatError(f"activation {short_repr(act)} is not supported")
 
 
 def _conv(x, spec: ConvSpec, fold_bn: bool, activation=True):
@@ -149,7 +153,26 @@ def _bottleneck(x, b, fold_bn):
 
 
 def _pool(x, p):
-    return TorchMaxPool2D(p["kernel"], p["stride"], p["padding"], name=p["name"])(x)
+    return _max_pool(p["kernel"], p["stride"], p["padding"], p["name"], x.shape[1:3])(x)
+
+
+def _max_pool(kernel, stride, padding, name, in_hw):
+    """Keras' MaxPooling2D where it takes the same windows as PyTorch's MaxPool2d (symmetric -inf padding,
+    floor), else TorchMaxPool2D."""
+    kernel, stride, padding = (tuple(int(v) for v in t) for t in (kernel, stride, padding))
+    fits = {"same": True, "valid": True}
+    for n, k, s, p in zip(in_hw, kernel, stride, padding):
+        if n is None:
+            fits = {}
+            break
+        out = (n + 2 * p - k) // s + 1
+        same_out = -(-n // s)
+        fits["same"] &= (same_out, max((same_out - 1) * s + k - n, 0) // 2) == (out, p)
+        fits["valid"] &= ((n - k) // s + 1, 0) == (out, p)
+    for padding_mode in ("valid", "same"):
+        if fits.get(padding_mode):
+            return layers.MaxPooling2D(kernel, stride, padding=padding_mode, name=name)
+    return TorchMaxPool2D(kernel, stride, padding, name=name)
 
 
 def _node(x, node, fold_bn):
@@ -188,7 +211,8 @@ def _node(x, node, fold_bn):
         return _conv(cat, P["cv2"], fold_bn)
     if k == "SPPF":
         x = _conv(x, P["cv1"], fold_bn)
-        pool = TorchMaxPool2D(P["pool"]["kernel"], P["pool"]["stride"], P["pool"]["padding"], name=P["pool"]["name"])
+        pool = _max_pool(P["pool"]["kernel"], P["pool"]["stride"], P["pool"]["padding"], P["pool"]["name"],
+                         x.shape[1:3])
         y1 = pool(x)
         y2 = pool(y1)
         return _conv(layers.Concatenate(axis=-1, name=name + "_cat")([x, y1, y2, pool(y2)]), P["cv2"], fold_bn)
@@ -203,7 +227,7 @@ def _node(x, node, fold_bn):
         return layers.ZeroPadding2D(((top, bottom), (left, right)), name=name)(x)
     if k == "Detect":
         return [_conv(xi, c, fold_bn) for xi, c in zip(x, P["convs"])]
-    raise FormatError(f"module kind {k!r} is not supported")
+    raise FormatError(f"module kind {short_repr(k)} is not supported")
 
 
 def default_input_size(plan: YoloV5Plan) -> tuple:
@@ -231,10 +255,12 @@ def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=Non
     det = plan.nodes[-1].parts
     decode = decode or nms is not None
     outputs = YoloV5Decode(det["na"], det["nc"], plan.strides, plan.anchors, name="decode")(heads) if decode else heads
+    outputs = name_outputs(outputs, output_names(1 if decode else len(heads), decode))
     stem = os.path.splitext(os.path.basename(plan.path))[0]
     name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or "yolov5"
-    model = keras.Model(inp, outputs, name=name)
-    if nms is not None:  # `nms`: options from keras_blocks.nms.nms_options; boxes already in pixels
+    model = DetectionModel(inp, outputs, name=name)
+    attach_metadata(model, yolov5_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn))
+    if nms is not None:  # `nms`: options from keras_blocks.nms_options; boxes already in pixels
         from ..keras_blocks.nms import add_nms
 
         model = add_nms(model, nms, layout="xywh_obj_cls")
@@ -246,5 +272,11 @@ def load_yolov5(path, fold_bn=True, decode=False, input_size=None, nms=None) -> 
     plan = read_plan(path)
     model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size, nms=nms),
                          plan_arrays(plan, fold_bn), os.fspath(path), discard_arrays=True)
-    model.class_names = list(plan.names)
+    size = tuple(model.inputs[0].shape[1:3])
+    meta = yolov5_metadata(plan, size, path, decode=decode, fold_bn=fold_bn, digest=False)
+    if nms is not None:
+        from ..keras_blocks.nms import nms_metadata
+
+        meta = nms_metadata(meta, nms)
+    attach_metadata(model, meta, path)
     return model
