@@ -699,8 +699,6 @@ def _write(model, tmp: str, job: Job) -> None:
     elif job.format == "tflite":
         int8 = (_calibration_images(model, job), job.int8_io) if job.int8 else None
         with open(tmp, "wb") as f:
-        int8 = (_calibration_images(model, job), job.int8_io) if job.int8 else None
-        with open(tmp, "wb") as f:
             f.write(M.tflite_with_metadata(_tflite_bytes(model, tmp, job.tflite_fp16, int8), meta,
                                            model.output_names))
     else:
