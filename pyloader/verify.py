@@ -1,6 +1,7 @@
 """`--verify`: run a written output in its own runtime on one image and compare it with the in-memory model.
 
-* `.keras`: a fresh Python process that imports pyloader and keras and calls `keras.saving.load_model`.
+* `.keras`: a fresh Python process that imports pyloader and keras (nothing else) and calls
+  `keras.saving.load_model`.
 * `.weights.h5`: a fresh process that builds the model from the source checkpoint with pyloader and loads the
   file's weights into it.
 * SavedModel: TensorFlow (`tf.saved_model.load`, the `serve` endpoint).
@@ -134,9 +135,8 @@ _SCRIPT = textwrap.dedent("""
     import sys
     sys.modules.setdefault("triton", None)
     import numpy as np
+    import pyloader  # as a user: pyloader registers its layers when Keras is imported
     import keras
-    import pyloader
-    import pyloader.keras_blocks.layers, pyloader.keras_blocks.nms, pyloader.yolov5.model  # noqa: F401
     path, fmt, x_path, out_path = sys.argv[1:5]
     x = np.load(x_path)
     if fmt == "keras":
