@@ -338,7 +338,7 @@ def _model_for(job: Job):
     from .api import _family
 
     if _family(job.source) == "torch":
-        return _yolov5_model(job)
+        return _torch_model(job)
     return _darknet_model(job)
 
 
@@ -370,17 +370,18 @@ def _darknet_model(job: Job):
     return _Loaded(_Held(key, build), fill)
 
 
-def _yolov5_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its architecture
-    from .yolov5.weights import plan_arrays, read_plan
+def _torch_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its architecture
+    from .api import load_torch
 
-    plan = read_plan(job.source)
-    arrays = plan_arrays(plan, job.fold_bn)
-    key = ("yolov5", _fingerprint(plan), job.input_size, job.fold_bn, job.decode)
+    fam, ckpt = load_torch(job.source)
+    weights = fam.weights()
+    plan = weights.read_plan(job.source, ckpt)
+    arrays = weights.plan_arrays(plan, job.fold_bn)
+    key = (fam.name, _fingerprint(plan), job.input_size, job.fold_bn, job.decode)
 
     def build():
-        from .yolov5.model import build_yolov5
-
-        return build_yolov5(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size)
+        build_family = getattr(fam.model(), fam.builder)
+        return build_family(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size)
 
     def fill(model):
         from .keras_blocks.assign import assign_weights
@@ -395,7 +396,7 @@ _WEIGHT_FIELDS = {"kernel", "bias", "gamma", "beta", "mean", "var"}
 
 
 def _fingerprint(plan) -> str:
-    """A digest of a YOLOv5 plan's structure: layers, options, anchors and strides; weights by shape only."""
+    """A digest of a .pt family plan's structure: layers, options, anchors and strides; weights by shape only."""
     h = hashlib.sha256()
 
     def walk(obj, name=""):

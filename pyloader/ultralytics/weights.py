@@ -413,7 +413,7 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
             raise rd.err(mpath, f"{len(P['m'])} blocks, the yaml's depth gives {n_eff}")
         _check(rd, mpath, "output channels", c2_of(args[0] if args else None), P["cv2"].out_channels)
         check_in(P["cv1"], ".cv1")
-        node.kind, node.parts = P["kind"], P
+        node.parts = P  # node.kind stays the yaml module (C2f, C3k2, C2PSA)
         return node, P["cv2"].out_channels
     if kind == "C3":
         P = rd.c3(rec, mpath)
