@@ -1,7 +1,8 @@
 """Ultralytics .pt checkpoint -> functional keras.Model (Keras layers and keras.ops only: TF, JAX, PyTorch backends).
 
 Semantics follow PyTorch exactly (convolutions, padding, pooling, batch norm: keras_blocks.torch_layers):
-* C2f / C3k2 split cv1's output in two halves and concatenate every block's output after them;
+* C2f / C3k2 split cv1's output in two halves and concatenate every block's output after them (C2: the
+  blocks run on the first half, C2PSA: on the second);
 * C2PSA's attention (`PSAAttention`) reproduces Attention.forward: per head, softmax(q^T k * scale) over the
   keys, v weighted by it, plus the depthwise positional conv `pe` of v, then `proj`;
 * Detect's box branch (cv2) and class branch (cv3; YOLO11's with depthwise stages) per level.
@@ -156,11 +157,15 @@ def _block(x, B, fold_bn):
         for spec in B["ffn"]:
             f = _conv(f, spec, fold_bn)
         return layers.Add(name=B["name"] + "_add2")([x, f]) if B["add"] else f
-    if k in ("C2f", "C2PSA"):
+    if k in ("C2f", "C2", "C2PSA"):
         c, name = B["c"], B["name"]
         y = _conv(x, B["cv1"], fold_bn)
         a, b = _split(y, 0, c, name + "_split0"), _split(y, c, 2 * c, name + "_split1")
-        if k == "C2PSA":
+        if k == "C2":  # cv2(cat(m(a), b))
+            for blk in B["m"]:
+                a = _block(a, blk, fold_bn)
+            ys = [a, b]
+        elif k == "C2PSA":  # cv2(cat(a, m(b)))
             for blk in B["m"]:
                 b = _block(b, blk, fold_bn)
             ys = [a, b]

@@ -170,12 +170,12 @@ class _Reader:
         if not isinstance(c, int) or c <= 0 or cv1.out_channels != 2 * c:
             raise self.err(mpath, f"hidden channels c={c!r}, cv1 gives {cv1.out_channels} (expected 2 * c)")
         items = sequence(self.ctx, mods.get("m"), mpath + ".m", "blocks")
-        m = [self.c2f_item(r, f"{mpath}.m.{j}") if kind != "C2PSA" else self.psablock(r, f"{mpath}.m.{j}")
-             for j, r in enumerate(items)]
-        want = (2 + len(m)) * c if kind != "C2PSA" else 2 * c
+        item = {"C2PSA": self.psablock, "C2": self.bottleneck}.get(kind, self.c2f_item)
+        m = [item(r, f"{mpath}.m.{j}") for j, r in enumerate(items)]
+        want = (2 + len(m)) * c if kind in ("C2f", "C3k2") else 2 * c
         if _cin(cv2) != want:
             raise self.err(mpath + ".cv2", f"expected {want} input channels, the weight has {_cin(cv2)}")
-        return {"kind": kind if kind == "C2PSA" else "C2f", "cv1": cv1, "cv2": cv2, "c": c, "m": m,
+        return {"kind": kind if kind in ("C2", "C2PSA") else "C2f", "cv1": cv1, "cv2": cv2, "c": c, "m": m,
                 "name": mpath.replace(".", "_")}
 
     def sppf(self, rec, mpath) -> dict:
@@ -242,9 +242,9 @@ def _make_divisible(x, divisor=8) -> int:
     return int(math.ceil(x / divisor) * divisor)
 
 
-_KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C3": "C3", "SPPF": "SPPF",
+_KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C2": "C2", "C3": "C3", "SPPF": "SPPF",
           "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect"}
-_ABSORBS_N = {"C2f", "C3k2", "C3", "C2PSA"}  # n is their inner block count, not a Sequential of repeats
+_ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA"}  # n is their inner block count, not a Sequential of repeats
 
 
 def select_model(ckpt, path) -> Record:
@@ -407,7 +407,7 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
             _check(rd, mpath, "groups", g, spec.groups)
         check_in(spec)
         return node, spec.out_channels
-    if kind in ("C2f", "C3k2", "C2PSA"):
+    if kind in ("C2f", "C3k2", "C2", "C2PSA"):
         P = rd.c2f(rec, mpath, kind)
         if len(P["m"]) != n_eff:
             raise rd.err(mpath, f"{len(P['m'])} blocks, the yaml's depth gives {n_eff}")
