@@ -99,7 +99,7 @@ def torch_family(path, ckpt) -> TorchFamily:
         what = type(ckpt).__name__
         if isinstance(ckpt, dict):
             what = f"a dict with keys {', '.join(map(str, list(ckpt)[:8]))}" if ckpt else "an empty dict"
-        raise FormatError(f"{path}: no model object in the checkpoint ({what}); pyloader reads checkpoints that "
+        raise FormatError(f"{path}: checkpoint has no model object ({what}); pyloader reads checkpoints that "
                           f"hold their model (supported families: {supported})")
     for fam in TORCH_FAMILIES:
         if fam.matches(model.cls.module, model.cls.name):

@@ -59,8 +59,9 @@ class UltralyticsPlan:
 _NN = ("torch.nn.modules",)
 _HEADS = ("Segment", "Segment26", "Pose", "Pose26", "OBB", "OBB26", "Classify", "v10Detect", "WorldDetect",
           "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "RTDETRDecoder", "LRPCHead", "SemanticSegment", "Depth")
-_TASK_MODELS = ("SegmentationModel", "PoseModel", "ClassificationModel", "OBBModel", "RTDETRDetectionModel",
-                "WorldModel", "YOLOEModel", "YOLOESegModel")
+_TASK_MODELS = {"SegmentationModel": "Segment", "PoseModel": "Pose", "ClassificationModel": "Classify",
+                "OBBModel": "OBB", "RTDETRDetectionModel": "RTDETRDecoder", "WorldModel": "WorldDetect",
+                "YOLOEModel": "YOLOEDetect", "YOLOESegModel": "YOLOESegment"}
 
 
 def _ul(rec, name: str) -> bool:
@@ -277,7 +278,7 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
     model = select_model(ckpt, path)
     cname = model.cls.name
     if not (model.cls.module.startswith("ultralytics.") and cname == "DetectionModel"):
-        what = f" (its {cname[:-5]} head is not supported yet)" if cname in _TASK_MODELS else ""
+        what = f" (its {_TASK_MODELS[cname]} head is not supported yet)" if cname in _TASK_MODELS else ""
         raise FormatError(f"{path}: model class '{model.cls.qualname}'{what}; pyloader reads Ultralytics "
                           f"detection models (ultralytics.nn.tasks.DetectionModel with a Detect head)")
     cfg = model.attr("yaml")
