@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 from .errors import FormatError
 
@@ -45,13 +46,11 @@ class TorchFamily:
 
     name: str
     classes: str  # what it reads, for messages
+    matches: Callable[[str, str], bool]  # (class module, class name) of the model record
     package: str
     reader: str
     loader: str
     builder: str
-
-    def matches(self, module: str, name: str) -> bool:
-        return _MATCH[self.name](module, name)
 
     def weights(self):
         return importlib.import_module(f".{self.package}.weights", __package__)
@@ -64,16 +63,14 @@ def _in(module: str, suffix: str) -> bool:
     return module == suffix or module.endswith("." + suffix)
 
 
-_MATCH = {
-    "ultralytics": lambda module, name: module.startswith("ultralytics.nn.tasks") or module == "ultralytics.nn",
-    "yolov5": lambda module, name: _in(module, "models.yolo") and name in ("Model", "DetectionModel"),
-}
-
+# In order; the first family whose `matches` accepts the model record's class reads the checkpoint.
 TORCH_FAMILIES = (
     TorchFamily("ultralytics", "Ultralytics YOLOv8/YOLO11/YOLOv5u detection (ultralytics.nn.tasks.DetectionModel)",
+                lambda module, name: module.startswith("ultralytics.nn.tasks"),
                 "ultralytics", "read_ultralytics", "load_ultralytics", "build_ultralytics"),
-    TorchFamily("yolov5", "YOLOv5 (models.yolo.Model, models.yolo.DetectionModel)", "yolov5", "read_yolov5",
-                "load_yolov5", "build_yolov5"),
+    TorchFamily("yolov5", "YOLOv5 (models.yolo.Model, models.yolo.DetectionModel)",
+                lambda module, name: _in(module, "models.yolo") and name in ("Model", "DetectionModel"),
+                "yolov5", "read_yolov5", "load_yolov5", "build_yolov5"),
 )
 
 
