@@ -52,8 +52,8 @@ CASES = [
 ] + [
     pytest.param(f"{fam}{s}{suffix}.yaml", size, True, id=f"{fam}{s}{suffix}", marks=pytest.mark.full)
     for fam, suffix, size in (("yolov8", "", P5_SIZE), ("yolo11", "", P5_SIZE), ("yolov5", "u", P5_SIZE),
-                              ("yolov5", "6u", P6_SIZE))
-    for s in ("s", "m", "l", "x") + (("n",) if suffix == "6u" else ())
+                              ("yolov5", "-p6u", P6_SIZE))
+    for s in ("s", "m", "l", "x") + (("n",) if suffix == "-p6u" else ())
 ]
 
 
