@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import FormatError
 from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
-from ..torch_reader.modules import maxpool, param, sequence
+from ..torch_reader.modules import maxpool, sequence
 from ..torch_reader.pickle_reader import Record
 
 __all__ = ["read_ultralytics", "read_plan", "UltralyticsPlan"]

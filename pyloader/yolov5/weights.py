@@ -21,7 +21,7 @@ from ..errors import FormatError
 from ..torch_reader.pickle_reader import Record
 from ..torch_reader.modules import NN as _NN, BatchNorm, ConvSpec, Ctx as _Ctx, bn_arrays, conv_arrays
 from ..torch_reader.modules import activation_of as _act, batchnorm as _bn, children as _modules, conv2d as _conv2d
-from ..torch_reader.modules import is_class as _is, maxpool as _maxpool, pair as _pair, param as _param
+from ..torch_reader.modules import is_class as _is, maxpool as _maxpool, param as _param
 from ..torch_reader.modules import sequence as _sequence
 from ..torch_reader.checkpoint import load_torch_checkpoint
 
