@@ -24,6 +24,14 @@ struct Owner {
     std::unique_ptr<Arena> arena;
 };
 
+// Bytes from a file (zip entry names) or messages quoting them as str, lossless: undecodable bytes become
+// surrogates (os.fsdecode's convention), so a non-UTF-8 name is neither refused nor altered.
+py::str text(const std::string& s) {
+    PyObject* o = PyUnicode_DecodeUTF8(s.data(), py::ssize_t(s.size()), "surrogateescape");
+    if (o == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(o);
+}
+
 py::capsule make_owner(Owner* owner) {
     return py::capsule(owner, [](void* p) { delete static_cast<Owner*>(p); });
 }
@@ -90,8 +98,11 @@ PYBIND11_MODULE(_core, m) {
         try {
             if (p) std::rethrow_exception(p);
         } catch (const FormatError& e) {
+            // Messages carry file and zip entry names, which need not be UTF-8: decoded without loss
+            // (undecodable bytes as surrogates, as Python decodes file names), never a UnicodeDecodeError.
             py::object cls = py::module_::import("pyloader.errors").attr("FormatError");
-            PyErr_SetString(cls.ptr(), e.what());
+            py::str msg = text(e.what());
+            PyErr_SetObject(cls.ptr(), msg.ptr());
         }
     });
 
@@ -224,12 +235,12 @@ PYBIND11_MODULE(_core, m) {
                 idx = index_torch_zip(static_cast<const std::byte*>(info.ptr), std::size_t(info.size));
             }
             py::dict records;
-            for (const auto& [key, r] : idx.records) records[py::str(key)] = py::make_tuple(r.first, r.second);
+            for (const auto& [key, r] : idx.records) records[text(key)] = py::make_tuple(r.first, r.second);
             py::list entries;
             for (const auto& e : idx.entries)
-                entries.append(py::make_tuple(e.name, e.method, e.size, e.data_offset));
+                entries.append(py::make_tuple(text(e.name), e.method, e.size, e.data_offset));
             py::dict d;
-            d["prefix"] = idx.prefix;
+            d["prefix"] = text(idx.prefix);
             d["pickle"] = py::make_tuple(idx.pickle_offset, idx.pickle_size);
             d["records"] = records;
             d["entries"] = entries;
@@ -246,7 +257,7 @@ PYBIND11_MODULE(_core, m) {
             if (info.ndim != 1 || info.itemsize != 1) throw FormatError("zip_directory: expected a 1-d byte buffer");
             auto entries = read_zip_directory(static_cast<const std::byte*>(info.ptr), std::size_t(info.size));
             py::list out;
-            for (const auto& e : entries) out.append(py::make_tuple(e.name, e.method, e.size, e.data_offset));
+            for (const auto& e : entries) out.append(py::make_tuple(text(e.name), e.method, e.size, e.data_offset));
             return out;
         },
         py::arg("buffer"), "The central directory of a zip archive: [(name, method, size, data_offset)].");

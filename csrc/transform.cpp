@@ -36,11 +36,21 @@ namespace {
 template <typename T>
 inline float load(const T* p, std::size_t i);
 
+// Loads through memcpy: legacy-format storages start at any byte offset of the file, so the input need not be
+// aligned for its type (a plain p[i] would be undefined behaviour; memcpy compiles to the same unaligned load).
 template <>
-inline float load<float>(const float* p, std::size_t i) { return p[i]; }
+inline float load<float>(const float* p, std::size_t i) {
+    float f;
+    std::memcpy(&f, reinterpret_cast<const unsigned char*>(p) + i * sizeof(float), sizeof f);
+    return f;
+}
 
 template <>
-inline float load<std::uint16_t>(const std::uint16_t* p, std::size_t i) { return half_to_float(p[i]); }
+inline float load<std::uint16_t>(const std::uint16_t* p, std::size_t i) {
+    std::uint16_t h;
+    std::memcpy(&h, reinterpret_cast<const unsigned char*>(p) + i * sizeof(std::uint16_t), sizeof h);
+    return half_to_float(h);
+}
 
 // Blocked over output channels: for each block of kBlock output channels, walk the input rows of those
 // channels in step (kBlock sequential read streams) and write kBlock contiguous floats per (h, w, i):
@@ -115,7 +125,7 @@ void to_float(const void* in, DType in_type, float* out, std::size_t n) {
         std::memcpy(out, in, n * sizeof(float));
     } else {
         const auto* p = static_cast<const std::uint16_t*>(in);
-        for (std::size_t i = 0; i < n; ++i) out[i] = half_to_float(p[i]);
+        for (std::size_t i = 0; i < n; ++i) out[i] = load(p, i);
     }
 }
 

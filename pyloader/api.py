@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+from .boundary import fs_str, open_regular, reads_file, short_repr, shown
 from .errors import FormatError
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -15,17 +16,14 @@ _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # pickle of 
 
 def _family(weights: str | os.PathLike) -> str:
     """'darknet' or 'torch', by the file's first bytes (the suffix only breaks ties)."""
-    path = os.fspath(weights)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as e:
-        raise FormatError(f"{path}: cannot open: {e.strerror or e}") from None
+    path = fs_str(weights)
+    with open_regular(path) as f:  # a FIFO or device is refused here, before anything could block on it
+        head = f.read(16)
     if head.startswith(_ZIP_MAGIC) or head.startswith(_LEGACY_TORCH_MAGIC):
         return "torch"
     if path.endswith((".pt", ".pth")):
         raise FormatError(
-            f"{path}: a .pt file must be a PyTorch zip archive (starts with PK\\x03\\x04) or a legacy torch file; "
+            f"{shown(path)}: a .pt file must be a PyTorch zip archive (starts with PK\\x03\\x04) or a legacy torch file; "
             f"its first bytes are {head[:8]!r}"
         )
     return "darknet"
@@ -89,19 +87,20 @@ def _model_record(ckpt):
 
 def torch_family(path, ckpt) -> TorchFamily:
     """The family whose model class the loaded checkpoint holds; else a FormatError naming the class."""
-    path = os.fspath(path)
+    path = shown(fs_str(path))
     supported = "; ".join(f"{f.name}: {f.classes}" for f in TORCH_FAMILIES)
     model = _model_record(ckpt)
     if model is None:
         what = type(ckpt).__name__
         if isinstance(ckpt, dict):
-            what = f"a dict with keys {', '.join(map(str, list(ckpt)[:8]))}" if ckpt else "an empty dict"
+            what = f"a dict with keys {', '.join(short_repr(k) for k in list(ckpt)[:8])}" if ckpt else "an empty dict"
         raise FormatError(f"{path}: checkpoint has no model object ({what}); pyloader reads checkpoints that "
                           f"hold their model (supported families: {supported})")
     for fam in TORCH_FAMILIES:
         if fam.matches(model.cls.module, model.cls.name):
             return fam
-    raise FormatError(f"{path}: model class '{model.cls.qualname}' is not supported; supported families: {supported}")
+    raise FormatError(f"{path}: model class '{model.cls.qualname[:200]}' is not supported; supported families: "
+                      f"{supported}")
 
 
 def load_torch(path):
@@ -115,6 +114,7 @@ def load_torch(path):
 # ---------------------------------------------------------------------------------------------------------
 
 
+@reads_file("weights")
 def read(weights, cfg=None, *, fold_bn: bool = True) -> dict:
     """Read a checkpoint into numpy arrays in Keras layout, keyed '<layer name>/<variable>'.
 
@@ -123,6 +123,7 @@ def read(weights, cfg=None, *, fold_bn: bool = True) -> dict:
     must be None. TensorFlow is not imported.
     With fold_bn, batch norm is folded into each convolution's kernel and bias.
     """
+    weights, cfg = fs_str(weights), None if cfg is None else fs_str(cfg)
     if _family(weights) == "torch":
         _no_cfg(weights, cfg)
         fam, ckpt = load_torch(weights)
@@ -132,12 +133,14 @@ def read(weights, cfg=None, *, fold_bn: bool = True) -> dict:
     return read_darknet(weights, cfg, fold_bn=fold_bn).arrays
 
 
+@reads_file("weights")
 def load(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input_size=None):
     """Build a keras.Model for the checkpoint and fill it with its weights.
 
     Outputs: the raw tensors of each detection head (NHWC), or with decode=True one tensor
     [batch, boxes, 5 + classes]. input_size=(height, width) overrides the size the checkpoint was made for.
     """
+    weights, cfg = fs_str(weights), None if cfg is None else fs_str(cfg)
     if _family(weights) == "torch":
         _no_cfg(weights, cfg)
         fam, ckpt = load_torch(weights)

@@ -35,6 +35,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from .boundary import check_regular, error_text, fs_str, open_regular, shown
 from .errors import FormatError
 
 __all__ = ["Result", "Job", "convert", "plan_jobs", "run_job", "output_name", "clean_stale_temporaries",
@@ -103,17 +104,29 @@ def expand_sources(sources) -> tuple[list, list]:
             seen.add(key)
             found.append(p)
 
+    def refuse_special(p) -> bool:
+        """A FIFO, device or socket is refused with a message (never opened: opening a FIFO blocks)."""
+        try:
+            check_regular(p)
+        except FormatError as e:
+            if os.path.exists(p) and not os.path.isdir(p):
+                missing.append(Result(p, None, "failed", str(e).removeprefix(shown(p) + ": ")))
+                return True
+        return False
+
     for s in sources:
-        s = os.fspath(s)
+        s = fs_str(s)
         if os.path.isdir(s):
             for name in sorted(os.listdir(s)):
                 p = os.path.join(s, name)
-                if name.lower().endswith(CHECKPOINT_SUFFIXES) and os.path.isfile(p):
+                if name.lower().endswith(CHECKPOINT_SUFFIXES) and not refuse_special(p) and os.path.isfile(p):
                     add(p)
         elif os.path.isfile(s):
             add(s)
+        elif refuse_special(s):
+            pass
         elif glob.has_magic(s):
-            hits = sorted(p for p in glob.glob(s) if os.path.isfile(p))
+            hits = sorted(p for p in glob.glob(s) if refuse_special(p) is False and os.path.isfile(p))
             if not hits:
                 missing.append(Result(s, None, "failed", "the pattern matches no file"))
             for p in hits:
@@ -275,7 +288,7 @@ def run_job(job: Job) -> Result:
         model = _model_for(job)
         _write_atomically(model, job)
     except Exception as e:  # noqa: BLE001 - one bad checkpoint must not stop the run
-        reason = str(e) if isinstance(e, FormatError) else f"{type(e).__name__}: {e}"
+        reason = str(e) if isinstance(e, FormatError) else error_text(e)
         if reason.startswith(job.source + ": "):  # the summary already names the source
             reason = reason[len(job.source) + 2:]
         return Result(job.source, None, "failed", reason.strip() or type(e).__name__,
@@ -349,7 +362,7 @@ def _darknet_model(job: Job):
     cfg = job.cfg if job.cfg is not None else default_cfg(job.source)
     if not os.path.exists(cfg):
         raise FormatError(f"{job.source}: no cfg given and none beside it (looked for {cfg})")
-    with open(cfg, "rb") as f:
+    with open_regular(cfg) as f:
         text = f.read()
     network = build_network(read_cfg(cfg), job.input_size)
     data = read_darknet(job.source, network=network, fold_bn=job.fold_bn)  # validates before any model work

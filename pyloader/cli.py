@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # names that are not UTF-8 (files, pickled strings) print escaped
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
     if argv and argv[0] == "bench":
         return _bench_cmd(argv[1:])
     parser = build_parser()
@@ -219,8 +224,8 @@ def _inspect_cmd(args) -> int:
     from .inspect_checkpoint import format_report, inspect
 
     try:
-        info = inspect(args.file, args.cfg)
-    except (FormatError, OSError) as e:
+        info = inspect(args.file, args.cfg)  # raises only FormatError (pyloader.boundary)
+    except FormatError as e:
         print(f"pyloader inspect: {e}", file=sys.stderr)
         return 1
     if args.json:

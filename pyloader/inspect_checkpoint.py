@@ -8,15 +8,20 @@ from __future__ import annotations
 import os
 from collections import Counter
 
+import numpy as np
+
+from .boundary import fs_str, reads_file, short_repr
 from .errors import FormatError
 
 __all__ = ["inspect", "format_report"]
 
 
+@reads_file("path")
 def inspect(path, cfg=None) -> dict:
     from .api import _family
 
-    path = os.fspath(path)
+    path = fs_str(path)
+    cfg = None if cfg is None else fs_str(cfg)
     if _family(path) == "torch":
         if cfg is not None:
             raise FormatError(f"{path}: a PyTorch checkpoint carries its architecture; --cfg is for .weights files")
@@ -33,10 +38,10 @@ def _inspect_darknet(path: str, cfg) -> dict:
     from .darknet.cfg import parse_network
     from .darknet.weights import default_cfg, read_darknet
 
-    cfg = default_cfg(path) if cfg is None else os.fspath(cfg)
+    cfg = default_cfg(path) if cfg is None else cfg
     if not os.path.exists(cfg):
         raise FormatError(f"{path}: no cfg given and none beside it (looked for {cfg})")
-    header = _core.darknet_header(path)
+    header = _core.darknet_header(os.fsencode(path))
     network = parse_network(cfg)
     data = read_darknet(path, network=network, fold_bn=False)
     heads = []
@@ -69,11 +74,14 @@ def _inspect_torch(path: str) -> dict:
     fam, ckpt = load_torch(path)
     header = {}
     if isinstance(ckpt, dict):
-        header["keys"] = ", ".join(str(k) for k in ckpt)
+        header["keys"] = ", ".join(k if isinstance(k, str) else short_repr(k) for k in list(ckpt)[:50])
         for k in ("epoch", "date", "best_fitness", "updates"):
             v = ckpt.get(k)
-            if v is not None and not isinstance(v, (dict, list)):
-                header[k] = v if isinstance(v, (int, float, str)) else str(getattr(v, "tolist", lambda: v)())
+            if isinstance(v, (int, float, str)) and not isinstance(v, bool):
+                small = isinstance(v, float) or (isinstance(v, int) and abs(v) < 1 << 63)
+                header[k] = v[:200] if isinstance(v, str) else v if small else short_repr(v)
+            elif v is not None and not isinstance(v, (dict, list)):
+                header[k] = short_repr(v.item() if isinstance(v, np.ndarray) and v.size == 1 else v)
     weights = fam.weights()
     plan = weights.read_plan(path, ckpt)
     kinds = Counter(n.kind for n in plan.nodes)
@@ -90,7 +98,7 @@ def _inspect_torch(path: str) -> dict:
         fmt = "Ultralytics PyTorch checkpoint"
         for k in ("version",):
             if isinstance(ckpt, dict) and isinstance(ckpt.get(k), str):
-                header[k] = ckpt[k]
+                header[k] = ckpt[k][:200]
     return {
         "file": path,
         "format": fmt,

@@ -23,6 +23,7 @@ import copy
 import datetime
 import os
 import subprocess
+import shutil
 import sys
 import textwrap
 
@@ -234,7 +235,9 @@ class _Checkpoints:
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory):
-    return _Checkpoints(tmp_path_factory.mktemp("yolov5_ckpt"))
+    d = tmp_path_factory.mktemp("yolov5_ckpt")
+    yield _Checkpoints(d)
+    shutil.rmtree(d, ignore_errors=True)  # checkpoints of every size: gone even when a test fails
 
 
 def _torch_outputs(ref, x_nhwc):

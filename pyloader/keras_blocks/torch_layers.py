@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from ..boundary import short_repr
 from ..errors import FormatError
 
 __all__ = ["conv", "activation", "TorchMaxPool2D", "Hardswish"]
@@ -60,7 +61,7 @@ def activation(x, act, name):
         return layers.Activation("sigmoid", name=name)(x)
     if isinstance(act, tuple) and act[0] == "leaky":
         return layers.LeakyReLU(negative_slope=act[1], name=name)(x)
-    raise FormatError(f"activation {act!r} is not supported")
+    raise FormatError(f"activation {short_repr(act)} is not supported")
 
 
 def conv(x, spec, fold_bn: bool, with_activation=True):

@@ -15,7 +15,8 @@ import numpy as np
 
 from .. import _core
 from ..errors import FormatError
-from .pickle_reader import Record
+from ..boundary import short_repr
+from .pickle_reader import Record, is_broadcast
 
 __all__ = ["BatchNorm", "ConvSpec", "Ctx", "conv2d", "batchnorm", "activation_of", "conv_arrays", "bn_arrays"]
 
@@ -71,6 +72,9 @@ def param(ctx, rec: Record, mpath: str, name: str, required=True):
                 return None
             if not isinstance(v, np.ndarray):
                 raise ctx.err(mpath, f"{name}: expected a tensor, got {type(v).__name__}")
+            if is_broadcast(v):  # would be materialised by the transforms: memory from nothing
+                raise ctx.err(mpath, f"{name}: a broadcast tensor (shape {v.shape}, a zero stride); parameters "
+                                     "are stored in full")
             return v
     if required:
         raise ctx.err(mpath, f"has no parameter or buffer '{name}'")
@@ -94,7 +98,7 @@ def pair(v, mpath, ctx, what):
         return (v, v)
     if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, int) for x in v):
         return tuple(v)
-    raise ctx.err(mpath, f"{what}: expected an int or a pair of ints, got {v!r}")
+    raise ctx.err(mpath, f"{what}: expected an int or a pair of ints, got {short_repr(v)}")
 
 
 def activation_of(ctx, rec, mpath):
@@ -110,21 +114,21 @@ def activation_of(ctx, rec, mpath):
         if n == "LeakyReLU":
             slope = rec.attr("negative_slope", 0.01)
             if not isinstance(slope, (int, float)):
-                raise ctx.err(mpath, f"LeakyReLU negative_slope {slope!r}")
+                raise ctx.err(mpath, f"LeakyReLU negative_slope {short_repr(slope)}")
             return ("leaky", float(slope))
         if n == "ReLU":
             return "relu"
         if n == "Sigmoid":
             return "sigmoid"
-    raise ctx.err(mpath, f"unsupported activation {rec!r}")
+    raise ctx.err(mpath, f"unsupported activation {short_repr(rec)}")
 
 
 def batchnorm(ctx, rec, mpath, kname) -> BatchNorm:
     if not is_class(rec, "BatchNorm2d", *NN):
-        raise ctx.err(mpath, f"expected a BatchNorm2d, found {rec!r}")
+        raise ctx.err(mpath, f"expected a BatchNorm2d, found {short_repr(rec)}")
     eps = rec.attr("eps")
     if not isinstance(eps, float) or not (0 < eps < 1):
-        raise ctx.err(mpath, f"batch-norm eps {eps!r}: expected a float in (0, 1)")
+        raise ctx.err(mpath, f"batch-norm eps {short_repr(eps)}: expected a float in (0, 1)")
     if rec.attr("affine") is False:
         raise ctx.err(mpath, "batch norm without affine parameters is not supported")
     g = param(ctx, rec, mpath, "weight")
@@ -140,17 +144,17 @@ def batchnorm(ctx, rec, mpath, kname) -> BatchNorm:
 
 def conv2d(ctx, rec, mpath, kname) -> ConvSpec:
     if not is_class(rec, "Conv2d", *NN):
-        raise ctx.err(mpath, f"expected a Conv2d, found {rec!r}")
+        raise ctx.err(mpath, f"expected a Conv2d, found {short_repr(rec)}")
     w = param(ctx, rec, mpath, "weight")
     b = param(ctx, rec, mpath, "bias", required=False)
     if w.ndim != 4:
         raise ctx.err(mpath, f"weight of shape {w.shape}, expected 4 dims (OIHW)")
     groups = rec.attr("groups", 1)
     if rec.attr("padding_mode", "zeros") != "zeros":
-        raise ctx.err(mpath, f"padding_mode {rec.attr('padding_mode')!r} is not supported (only 'zeros')")
+        raise ctx.err(mpath, f"padding_mode {short_repr(rec.attr('padding_mode'))} is not supported (only 'zeros')")
     padding = rec.attr("padding")
     if isinstance(padding, str):
-        raise ctx.err(mpath, f"string padding {padding!r} is not supported")
+        raise ctx.err(mpath, f"string padding {short_repr(padding)} is not supported")
     spec = ConvSpec(
         name=kname, kernel=w, bias=b, stride=pair(rec.attr("stride"), mpath, ctx, "stride"),
         padding=pair(padding, mpath, ctx, "padding"), dilation=pair(rec.attr("dilation", 1), mpath, ctx, "dilation"),
@@ -166,7 +170,7 @@ def conv2d(ctx, rec, mpath, kname) -> ConvSpec:
 
 def sequence(ctx, rec, mpath, what) -> list:
     if not (is_class(rec, "Sequential", *NN) or is_class(rec, "ModuleList", *NN)):
-        raise ctx.err(mpath, f"expected a Sequential of {what}, found {rec!r}")
+        raise ctx.err(mpath, f"expected a Sequential of {what}, found {short_repr(rec)}")
     mods = children(rec)
     keys = list(mods)
     if keys != [str(k) for k in range(len(keys))]:
@@ -176,7 +180,7 @@ def sequence(ctx, rec, mpath, what) -> list:
 
 def maxpool(ctx, rec, mpath):
     if not is_class(rec, "MaxPool2d", *NN):
-        raise ctx.err(mpath, f"expected a MaxPool2d, found {rec!r}")
+        raise ctx.err(mpath, f"expected a MaxPool2d, found {short_repr(rec)}")
     k = pair(rec.attr("kernel_size"), mpath, ctx, "kernel_size")
     s = rec.attr("stride")
     s = k if s is None else pair(s, mpath, ctx, "stride")

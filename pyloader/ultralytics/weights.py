@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..boundary import short_repr
 from ..errors import FormatError
 from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
@@ -79,7 +80,7 @@ class _Reader:
 
     def expect(self, rec, mpath, *names):
         if not any(_ul(rec, n) for n in names):
-            raise self.err(mpath, f"expected {' or '.join(names)}, found {rec!r}")
+            raise self.err(mpath, f"expected {' or '.join(names)}, found {short_repr(rec)}")
         return children(rec)
 
     # -- leaves
@@ -110,7 +111,7 @@ class _Reader:
         mods = children(rec)
         add = rec.attr("add")
         if not isinstance(add, bool):
-            raise self.err(mpath, f"Bottleneck.add is {add!r}, expected a bool")
+            raise self.err(mpath, f"Bottleneck.add is {short_repr(add)}, expected a bool")
         cv1, cv2 = self.conv(mods.get("cv1"), mpath + ".cv1"), self.conv(mods.get("cv2"), mpath + ".cv2")
         if add and cv2.out_channels != _cin(cv1):
             raise self.err(mpath, f"a shortcut adds {_cin(cv1)} input channels to {cv2.out_channels} outputs")
@@ -128,9 +129,9 @@ class _Reader:
         mods = self.expect(rec, mpath, "Attention")
         nh, kd, hd, scale = (rec.attr(k) for k in ("num_heads", "key_dim", "head_dim", "scale"))
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (nh, kd, hd)):
-            raise self.err(mpath, f"num_heads={nh!r} key_dim={kd!r} head_dim={hd!r}: expected positive ints")
+            raise self.err(mpath, f"num_heads={short_repr(nh)} key_dim={short_repr(kd)} head_dim={short_repr(hd)}: expected positive ints")
         if not isinstance(scale, float) or not scale > 0:
-            raise self.err(mpath, f"scale {scale!r}: expected a positive float")
+            raise self.err(mpath, f"scale {short_repr(scale)}: expected a positive float")
         qkv, proj, pe = (self.conv(mods.get(k), f"{mpath}.{k}") for k in ("qkv", "proj", "pe"))
         dim = nh * hd
         checks = ((qkv.out_channels, dim + 2 * nh * kd, "qkv outputs"), (_cin(qkv), dim, "input channels"),
@@ -146,7 +147,7 @@ class _Reader:
         mods = self.expect(rec, mpath, "PSABlock")
         add = rec.attr("add")
         if not isinstance(add, bool):
-            raise self.err(mpath, f"PSABlock.add is {add!r}, expected a bool")
+            raise self.err(mpath, f"PSABlock.add is {short_repr(add)}, expected a bool")
         ffn = [self.conv(r, f"{mpath}.ffn.{j}") for j, r in enumerate(sequence(self.ctx, mods.get("ffn"), mpath + ".ffn", "Conv"))]
         attn = self.attention(mods.get("attn"), mpath + ".attn")
         return {"kind": "PSABlock", "attn": attn, "ffn": ffn, "add": add, "name": mpath.replace(".", "_")}
@@ -162,14 +163,14 @@ class _Reader:
             for j, r in enumerate(sequence(self.ctx, rec, mpath, "blocks")):
                 items.append(self.bottleneck(r, f"{mpath}.{j}") if _ul(r, "Bottleneck") else self.psablock(r, f"{mpath}.{j}"))
             return {"kind": "Sequence", "items": items}
-        raise self.err(mpath, f"expected a Bottleneck, C3k or Sequential, found {rec!r}")
+        raise self.err(mpath, f"expected a Bottleneck, C3k or Sequential, found {short_repr(rec)}")
 
     def c2f(self, rec, mpath, kind) -> dict:
         mods = self.expect(rec, mpath, kind)
         c = rec.attr("c")
         cv1, cv2 = self.conv(mods.get("cv1"), mpath + ".cv1"), self.conv(mods.get("cv2"), mpath + ".cv2")
         if not isinstance(c, int) or c <= 0 or cv1.out_channels != 2 * c:
-            raise self.err(mpath, f"hidden channels c={c!r}, cv1 gives {cv1.out_channels} (expected 2 * c)")
+            raise self.err(mpath, f"hidden channels c={short_repr(c)}, cv1 gives {cv1.out_channels} (expected 2 * c)")
         items = sequence(self.ctx, mods.get("m"), mpath + ".m", "blocks")
         item = {"C2PSA": self.psablock, "C2": self.bottleneck}.get(kind, self.c2f_item)
         m = [item(r, f"{mpath}.m.{j}") for j, r in enumerate(items)]
@@ -183,7 +184,7 @@ class _Reader:
         mods = self.expect(rec, mpath, "SPPF")
         n, add = rec.attr("n", 3), rec.attr("add", False)
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 16 or not isinstance(add, bool):
-            raise self.err(mpath, f"SPPF n={n!r} add={add!r}")
+            raise self.err(mpath, f"SPPF n={short_repr(n)} add={short_repr(add)}")
         cv1, cv2 = self.conv(mods.get("cv1"), mpath + ".cv1"), self.conv(mods.get("cv2"), mpath + ".cv2")
         if _cin(cv2) != (n + 1) * cv1.out_channels:
             raise self.err(mpath + ".cv2", f"expected {(n + 1) * cv1.out_channels} input channels, the weight has {_cin(cv2)}")
@@ -199,13 +200,13 @@ class _Reader:
             raise self.err(mpath, "end-to-end (one-to-one, NMS-free) Detect heads are not supported")
         stride = rec.attr("stride")
         if not isinstance(stride, np.ndarray) or stride.shape != (nl,):
-            raise self.err(mpath, f"stride {stride!r:.60}: expected a tensor of {nl} strides")
+            raise self.err(mpath, f"stride {short_repr(stride)}: expected a tensor of {nl} strides")
         strides = [float(s) for s in stride.astype(np.float32)]
         if any(s <= 0 or s != int(s) for s in strides):
             raise self.err(mpath, f"strides {strides}: expected positive integers")
         dfl = mods.get("dfl")
         if reg_max == 1 or not _ul(dfl, "DFL"):
-            raise self.err(mpath + ".dfl", f"expected a DFL module (reg_max {reg_max}), found {dfl!r}")
+            raise self.err(mpath + ".dfl", f"expected a DFL module (reg_max {reg_max}), found {short_repr(dfl)}")
         dconv = conv2d(self.ctx, children(dfl).get("conv"), mpath + ".dfl.conv", "")
         if dconv.kernel.shape != (1, reg_max, 1, 1) or dconv.bias is not None:
             raise self.err(mpath + ".dfl.conv", f"weight of shape {dconv.kernel.shape}, expected (1, {reg_max}, 1, 1), no bias")
@@ -289,13 +290,13 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
     scales = cfg.get("scales")
     if scales:
         if not isinstance(scales, dict):
-            raise FormatError(f"{path}: yaml scales {scales!r:.80}: expected a dict")
+            raise FormatError(f"{path}: yaml scales {short_repr(scales)}: expected a dict")
         scale = cfg.get("scale") or next(iter(scales))
         if scale not in scales or not (isinstance(scales[scale], (list, tuple)) and len(scales[scale]) == 3):
-            raise FormatError(f"{path}: yaml scale {scale!r} is not one of {list(scales)}")
+            raise FormatError(f"{path}: yaml scale {short_repr(scale)} is not one of {list(scales)}")
         depth, width, max_ch = scales[scale]
     if not all(isinstance(v, (int, float)) and v > 0 for v in (depth, width, max_ch)):
-        raise FormatError(f"{path}: yaml depth {depth!r}, width {width!r}, max channels {max_ch!r}")
+        raise FormatError(f"{path}: yaml depth {short_repr(depth)}, width {short_repr(width)}, max channels {short_repr(max_ch)}")
     rows = cfg["backbone"] + cfg["head"]
     layers = sequence(Ctx(path), children(model).get("model"), "model", "layers")
     if len(layers) != len(rows):
@@ -307,28 +308,28 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
     for i, (row, rec) in enumerate(zip(rows, layers)):
         mpath = f"model.{i}"
         if not (isinstance(row, (list, tuple)) and len(row) == 4):
-            raise rd.err(mpath, f"yaml row {row!r:.80}: expected [from, number, module, args]")
+            raise rd.err(mpath, f"yaml row {short_repr(row)}: expected [from, number, module, args]")
         f, n, mname, args = row
         if not (isinstance(f, int) or (isinstance(f, list) and f and all(isinstance(x, int) for x in f))):
-            raise rd.err(mpath, f"yaml 'from' {f!r}")
+            raise rd.err(mpath, f"yaml 'from' {short_repr(f)}")
         srcs = [f] if isinstance(f, int) else f
         if (srcs != [-1] if i == 0 else any(not -i <= s < i for s in srcs)):
-            raise rd.err(mpath, f"yaml 'from' {f!r} refers to a layer that does not precede it")
+            raise rd.err(mpath, f"yaml 'from' {short_repr(f)} refers to a layer that does not precede it")
         cin = [(ch[s] if s >= 0 else ch[i + s]) if i else in_ch for s in srcs]
         base = mname.rsplit(".", 1)[-1]
         if base in _HEADS or mname in _HEADS:
             raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads detection models: Detect)")
         kind = _KINDS.get(mname)
         if kind is None:
-            raise rd.err(mpath, f"yaml module {mname!r} is not supported")
+            raise rd.err(mpath, f"yaml module {short_repr(mname)} is not supported")
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise rd.err(mpath, f"yaml number {n!r}")
+            raise rd.err(mpath, f"yaml number {short_repr(n)}")
         if not isinstance(args, list):
-            raise rd.err(mpath, f"yaml args {args!r:.60}: expected a list")
+            raise rd.err(mpath, f"yaml args {short_repr(args)}: expected a list")
         n_eff = max(round(n * depth), 1) if n > 1 else n
         rf = rec.attr("f") if isinstance(rec, Record) else None
         if rf is not None and rf != f:
-            raise rd.err(mpath, f"module 'from' is {rf!r}, the yaml says {f!r}")
+            raise rd.err(mpath, f"module 'from' is {short_repr(rf)}, the yaml says {short_repr(f)}")
         if n_eff > 1 and kind not in _ABSORBS_N:
             reps = sequence(rd.ctx, rec, mpath, mname)
             if len(reps) != n_eff:
@@ -359,7 +360,7 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
             raise FormatError(f"{path}: model.names keys must be class ids")
         names = [names[k] for k in sorted(names)]
     if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
-        raise FormatError(f"{path}: model.names {names!r:.80} is not a list/dict of strings")
+        raise FormatError(f"{path}: model.names {short_repr(names)} is not a list/dict of strings")
     if names is None:
         names = [f"class{k}" for k in range(P["nc"])]
     if len(names) != P["nc"]:
@@ -383,7 +384,7 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
 
     def c2_of(a0):  # the row's output channels as parse_model computes them
         if not isinstance(a0, (int, float)) or isinstance(a0, bool):
-            raise rd.err(mpath, f"yaml channels {a0!r}")
+            raise rd.err(mpath, f"yaml channels {short_repr(a0)}")
         return _make_divisible(min(a0, max_ch) * width, 8)
 
     def check_in(spec, sub=""):
@@ -393,7 +394,7 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
     if kind == "Conv":
         spec = rd.conv(rec, mpath)
         if mname == "DWConv" and not _ul(rec, "DWConv"):
-            raise rd.err(mpath, f"expected DWConv, found {rec!r}")
+            raise rd.err(mpath, f"expected DWConv, found {short_repr(rec)}")
         node.parts["conv"] = spec
         if args:
             _check(rd, mpath, "output channels", c2_of(args[0]), spec.out_channels)
@@ -436,17 +437,17 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
     if kind == "Concat":
         rd.expect(rec, mpath, "Concat")
         if rec.attr("d") != 1:
-            raise rd.err(mpath, f"Concat along dimension {rec.attr('d')!r}: only 1 (channels) is supported")
+            raise rd.err(mpath, f"Concat along dimension {short_repr(rec.attr('d'))}: only 1 (channels) is supported")
         return node, sum(cin)
     if kind == "Upsample":
         if not is_class(rec, "Upsample", *_NN):
-            raise rd.err(mpath, f"expected Upsample, found {rec!r}")
+            raise rd.err(mpath, f"expected Upsample, found {short_repr(rec)}")
         if rec.attr("mode") != "nearest" or rec.attr("size") is not None:
-            raise rd.err(mpath, f"Upsample mode {rec.attr('mode')!r} size {rec.attr('size')!r}: only nearest by scale_factor")
+            raise rd.err(mpath, f"Upsample mode {short_repr(rec.attr('mode'))} size {short_repr(rec.attr('size'))}: only nearest by scale_factor")
         sf = rec.attr("scale_factor")
         sf = (sf, sf) if isinstance(sf, (int, float)) else tuple(sf) if isinstance(sf, (tuple, list)) else None
         if sf is None or len(sf) != 2 or any(float(v) != int(v) or v < 1 for v in sf):
-            raise rd.err(mpath, f"Upsample scale_factor {rec.attr('scale_factor')!r}: only integer factors")
+            raise rd.err(mpath, f"Upsample scale_factor {short_repr(rec.attr('scale_factor'))}: only integer factors")
         node.parts["size"] = tuple(int(v) for v in sf)
         return node, cin[0]
     if kind == "Detect":
@@ -461,7 +462,7 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
                     raise rd.err(f"{mpath}.{b}.{i}", f"expected {cin[i]} input channels, the weight has {_cin(lv[b][0])}")
         node.parts = P
         return node, 0
-    raise rd.err(mpath, f"module type {kind!r} is not supported")  # pragma: no cover
+    raise rd.err(mpath, f"module type {short_repr(kind)} is not supported")  # pragma: no cover
 
 
 def plan_arrays(plan: UltralyticsPlan, fold_bn: bool) -> dict:

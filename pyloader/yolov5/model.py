@@ -30,6 +30,7 @@ import numpy as np
 import keras
 from keras import layers, ops
 
+from ..boundary import short_repr
 from ..errors import FormatError
 from ..keras_blocks.assign import build_filled
 from ..keras_blocks.torch_layers import Hardswish, TorchMaxPool2D, activation as _activation, conv as _conv
@@ -140,7 +141,7 @@ def _node(x, node, fold_bn):
         return layers.ZeroPadding2D(((top, bottom), (left, right)), name=name)(x)
     if k == "Detect":
         return [_conv(xi, c, fold_bn) for xi, c in zip(x, P["convs"])]
-    raise FormatError(f"module kind {k!r} is not supported")
+    raise FormatError(f"module kind {short_repr(k)} is not supported")
 
 
 def default_input_size(plan: YoloV5Plan) -> tuple:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..boundary import short_repr
 from ..errors import FormatError
 from ..torch_reader.pickle_reader import Record
 from ..torch_reader.modules import NN as _NN, BatchNorm, ConvSpec, Ctx as _Ctx, bn_arrays, conv_arrays
@@ -65,7 +66,7 @@ _YOLO = ("models.common", "models.yolo", "models.experimental")
 def _conv_module(ctx, rec, mpath) -> ConvSpec:
     """models.common.Conv: conv + bn + act."""
     if not _is(rec, "Conv", *_YOLO):
-        raise ctx.err(mpath, f"expected a Conv module, found {rec!r}")
+        raise ctx.err(mpath, f"expected a Conv module, found {short_repr(rec)}")
     mods = _modules(rec)
     base = mpath.replace(".", "_")
     spec = _conv2d(ctx, mods.get("conv"), mpath + ".conv", base + "_conv")
@@ -80,11 +81,11 @@ def _conv_module(ctx, rec, mpath) -> ConvSpec:
 
 def _bottleneck(ctx, rec, mpath) -> dict:
     if not _is(rec, "Bottleneck", *_YOLO):
-        raise ctx.err(mpath, f"expected a Bottleneck, found {rec!r}")
+        raise ctx.err(mpath, f"expected a Bottleneck, found {short_repr(rec)}")
     mods = _modules(rec)
     add = rec.attr("add")
     if not isinstance(add, bool):
-        raise ctx.err(mpath, f"Bottleneck.add is {add!r}, expected a bool")
+        raise ctx.err(mpath, f"Bottleneck.add is {short_repr(add)}, expected a bool")
     return {"cv1": _conv_module(ctx, mods.get("cv1"), mpath + ".cv1"),
             "cv2": _conv_module(ctx, mods.get("cv2"), mpath + ".cv2"), "add": add,
             "name": mpath.replace(".", "_")}
@@ -99,11 +100,11 @@ def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
         P["conv"] = _conv_module(ctx, rec, mpath)
     elif kind == "Focus":
         if not _is(rec, "Focus", *_YOLO):
-            raise ctx.err(mpath, f"expected Focus, found {rec!r}")
+            raise ctx.err(mpath, f"expected Focus, found {short_repr(rec)}")
         P["conv"] = _conv_module(ctx, mods.get("conv"), mpath + ".conv")
     elif kind == "C3":
         if not _is(rec, "C3", *_YOLO):
-            raise ctx.err(mpath, f"expected C3, found {rec!r}")
+            raise ctx.err(mpath, f"expected C3, found {short_repr(rec)}")
         for k in ("cv1", "cv2", "cv3"):
             P[k] = _conv_module(ctx, mods.get(k), f"{mpath}.{k}")
         P["m"] = [_bottleneck(ctx, r, f"{mpath}.m.{j}") for j, r in enumerate(_sequence(ctx, mods.get("m"), mpath + ".m", "Bottleneck"))]
@@ -112,7 +113,7 @@ def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
         P.update(_bottleneck(ctx, rec, mpath))
     elif kind == "BottleneckCSP":
         if not _is(rec, "BottleneckCSP", *_YOLO):
-            raise ctx.err(mpath, f"expected BottleneckCSP, found {rec!r}")
+            raise ctx.err(mpath, f"expected BottleneckCSP, found {short_repr(rec)}")
         P["cv1"] = _conv_module(ctx, mods.get("cv1"), mpath + ".cv1")
         P["cv4"] = _conv_module(ctx, mods.get("cv4"), mpath + ".cv4")
         cv2 = _conv2d(ctx, mods.get("cv2"), mpath + ".cv2", name + "_cv2")
@@ -130,7 +131,7 @@ def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
         _check_depth(ctx, mpath, len(P["m"]), yaml_n)
     elif kind in ("SPP", "SPPF"):
         if not _is(rec, kind, *_YOLO):
-            raise ctx.err(mpath, f"expected {kind}, found {rec!r}")
+            raise ctx.err(mpath, f"expected {kind}, found {short_repr(rec)}")
         P["cv1"] = _conv_module(ctx, mods.get("cv1"), mpath + ".cv1")
         P["cv2"] = _conv_module(ctx, mods.get("cv2"), mpath + ".cv2")
         if kind == "SPP":
@@ -139,31 +140,31 @@ def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
             P["pool"] = _maxpool(ctx, mods.get("m"), mpath + ".m")
     elif kind == "Concat":
         if not _is(rec, "Concat", *_YOLO):
-            raise ctx.err(mpath, f"expected Concat, found {rec!r}")
+            raise ctx.err(mpath, f"expected Concat, found {short_repr(rec)}")
         if rec.attr("d") != 1:
-            raise ctx.err(mpath, f"Concat along dimension {rec.attr('d')!r}: only 1 (channels) is supported")
+            raise ctx.err(mpath, f"Concat along dimension {short_repr(rec.attr('d'))}: only 1 (channels) is supported")
     elif kind == "Upsample":
         if not _is(rec, "Upsample", *_NN):
-            raise ctx.err(mpath, f"expected Upsample, found {rec!r}")
+            raise ctx.err(mpath, f"expected Upsample, found {short_repr(rec)}")
         if rec.attr("mode") != "nearest" or rec.attr("size") is not None:
-            raise ctx.err(mpath, f"Upsample mode {rec.attr('mode')!r} size {rec.attr('size')!r}: only nearest by scale_factor")
+            raise ctx.err(mpath, f"Upsample mode {short_repr(rec.attr('mode'))} size {short_repr(rec.attr('size'))}: only nearest by scale_factor")
         sf = rec.attr("scale_factor")
         sf = (sf, sf) if isinstance(sf, (int, float)) else tuple(sf) if isinstance(sf, (tuple, list)) else None
         if sf is None or len(sf) != 2 or any(float(f) != int(f) or f < 1 for f in sf):
-            raise ctx.err(mpath, f"Upsample scale_factor {rec.attr('scale_factor')!r}: only integer factors")
+            raise ctx.err(mpath, f"Upsample scale_factor {short_repr(rec.attr('scale_factor'))}: only integer factors")
         P["size"] = tuple(int(f) for f in sf)
     elif kind == "MaxPool":
         P["pool"] = _maxpool(ctx, rec, mpath)
     elif kind == "ZeroPad":
         if not _is(rec, "ZeroPad2d", *_NN):
-            raise ctx.err(mpath, f"expected ZeroPad2d, found {rec!r}")
+            raise ctx.err(mpath, f"expected ZeroPad2d, found {short_repr(rec)}")
         pad = rec.attr("padding")
         if not (isinstance(pad, (tuple, list)) and len(pad) == 4 and all(isinstance(v, int) and v >= 0 for v in pad)):
-            raise ctx.err(mpath, f"ZeroPad2d padding {pad!r}: expected (left, right, top, bottom) >= 0")
+            raise ctx.err(mpath, f"ZeroPad2d padding {short_repr(pad)}: expected (left, right, top, bottom) >= 0")
         P["padding"] = tuple(pad)
     elif kind == "Detect":
         if not _is(rec, "Detect", *_YOLO):
-            raise ctx.err(mpath, f"expected Detect, found {rec!r}")
+            raise ctx.err(mpath, f"expected Detect, found {short_repr(rec)}")
         nl, na, nc, no = (rec.attr(k) for k in ("nl", "na", "nc", "no"))
         if not all(isinstance(v, int) and v > 0 for v in (nl, na, nc, no)) or no != nc + 5:
             raise ctx.err(mpath, f"Detect nl={nl} na={na} nc={nc} no={no}: inconsistent")
@@ -172,14 +173,14 @@ def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
             raise ctx.err(mpath, f"anchors of shape {anchors.shape}, expected ({nl}, {na}, 2)")
         stride = rec.attr("stride")
         if not isinstance(stride, np.ndarray) or stride.shape != (nl,):
-            raise ctx.err(mpath, f"stride {stride!r:.60}: expected a tensor of {nl} strides")
+            raise ctx.err(mpath, f"stride {short_repr(stride)}: expected a tensor of {nl} strides")
         convs = [_conv2d(ctx, r, f"{mpath}.m.{j}", f"{name}_m_{j}") for j, r in enumerate(_sequence(ctx, mods.get("m"), mpath + ".m", "Conv2d"))]
         if len(convs) != nl or any(c.out_channels != na * no or c.kernel.shape[2:] != (1, 1) for c in convs):
             raise ctx.err(mpath, f"expected {nl} 1x1 convs with {na * no} outputs")
         P.update(convs=convs, nl=nl, na=na, nc=nc, stride=[float(s) for s in stride.astype(np.float32)],
                  anchors=anchors.astype(np.float32))
     else:
-        raise ctx.err(mpath, f"module type {kind!r} is not supported")
+        raise ctx.err(mpath, f"module type {short_repr(kind)} is not supported")
     return node
 
 
@@ -215,11 +216,14 @@ def read_plan(path, ckpt=None) -> YoloV5Plan:
     ctx = _Ctx(path)
     model = select_model(load_torch_checkpoint(path) if ckpt is None else ckpt, path)
     if not (_is(model, "DetectionModel", "models.yolo") or _is(model, "Model", "models.yolo")):
-        raise FormatError(f"{path}: model is {model!r}; expected models.yolo.DetectionModel or models.yolo.Model")
+        raise FormatError(f"{path}: model is {short_repr(model)}; expected models.yolo.DetectionModel or models.yolo.Model")
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
         raise FormatError(f"{path}: the model has no yaml dict with backbone and head rows")
     gd = cfg.get("depth_multiple", 1.0)
+    # Types before use: `n * gd` with a string multiplier would be string repetition (memory from nothing).
+    if isinstance(gd, bool) or not isinstance(gd, (int, float)) or not 0 < gd <= 100:
+        raise FormatError(f"{path}: yaml depth_multiple {short_repr(gd)}: expected a number in (0, 100]")
     rows = cfg["backbone"] + cfg["head"]
     layers = _sequence(ctx, _modules(model).get("model"), "model", "layers")
     if len(layers) != len(rows):
@@ -228,19 +232,19 @@ def read_plan(path, ckpt=None) -> YoloV5Plan:
     for i, (row, rec) in enumerate(zip(rows, layers)):
         mpath = f"model.{i}"
         if not (isinstance(row, (list, tuple)) and len(row) == 4):
-            raise ctx.err(mpath, f"yaml row {row!r}: expected [from, number, module, args]")
+            raise ctx.err(mpath, f"yaml row {short_repr(row)}: expected [from, number, module, args]")
         f, n, mname, _args = row
-        kind = _YAML_KIND.get(mname)
+        kind = _YAML_KIND.get(mname) if isinstance(mname, str) else None
         if kind is None:
-            raise ctx.err(mpath, f"yaml module {mname!r} is not supported")
-        if isinstance(n, str) or not isinstance(n, int):
-            raise ctx.err(mpath, f"yaml number {n!r}")
+            raise ctx.err(mpath, f"yaml module {short_repr(mname)} is not supported")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
+            raise ctx.err(mpath, f"yaml number {short_repr(n)}: expected an int in [0, 1000]")
         n_eff = max(round(n * gd), 1) if n > 1 else n
+        if not (isinstance(f, int) or (isinstance(f, list) and all(isinstance(x, int) for x in f))):
+            raise ctx.err(mpath, f"yaml 'from' {short_repr(f)}")
         rf = rec.attr("f")
         if rf is not None and rf != f:
-            raise ctx.err(mpath, f"module 'from' is {rf!r}, the yaml says {f!r}")
-        if not (isinstance(f, int) or (isinstance(f, list) and all(isinstance(x, int) for x in f))):
-            raise ctx.err(mpath, f"yaml 'from' {f!r}")
+            raise ctx.err(mpath, f"module 'from' is {short_repr(rf)}, the yaml says {short_repr(f)}")
         if n_eff > 1 and kind not in _REPEATED:
             children = _sequence(ctx, rec, mpath, mname)
             if len(children) != n_eff:
@@ -259,7 +263,7 @@ def read_plan(path, ckpt=None) -> YoloV5Plan:
     if isinstance(names, dict):
         names = [names[k] for k in sorted(names)]
     if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
-        raise FormatError(f"{path}: model.names {names!r:.80} is not a list/dict of strings")
+        raise FormatError(f"{path}: model.names {short_repr(names)} is not a list/dict of strings")
     if names is None:
         names = [f"class{k}" for k in range(det.parts["nc"])]
     if len(names) != det.parts["nc"]:
