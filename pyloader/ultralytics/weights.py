@@ -295,7 +295,8 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
         if scale not in scales or not (isinstance(scales[scale], (list, tuple)) and len(scales[scale]) == 3):
             raise FormatError(f"{path}: yaml scale {short_repr(scale)} is not one of {list(scales)}")
         depth, width, max_ch = scales[scale]
-    if not all(isinstance(v, (int, float)) and v > 0 for v in (depth, width, max_ch)):
+    if not (all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (depth, width, max_ch))
+            and 0 < depth <= 100 and 0 < width <= 100 and max_ch > 0):
         raise FormatError(f"{path}: yaml depth {short_repr(depth)}, width {short_repr(width)}, max channels {short_repr(max_ch)}")
     rows = cfg["backbone"] + cfg["head"]
     layers = sequence(Ctx(path), children(model).get("model"), "model", "layers")
