@@ -292,7 +292,7 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
         if not isinstance(scales, dict):
             raise FormatError(f"{path}: yaml scales {short_repr(scales)}: expected a dict")
         scale = cfg.get("scale") or next(iter(scales))
-        if scale not in scales or not (isinstance(scales[scale], (list, tuple)) and len(scales[scale]) == 3):
+        if not isinstance(scale, str) or scale not in scales or not (isinstance(scales[scale], (list, tuple)) and len(scales[scale]) == 3):
             raise FormatError(f"{path}: yaml scale {short_repr(scale)} is not one of {list(scales)}")
         depth, width, max_ch = scales[scale]
     if not (all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (depth, width, max_ch))
