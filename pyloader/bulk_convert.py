@@ -475,7 +475,7 @@ def _model_for(job: Job):
     from .api import _family
 
     if _family(job.source) == "torch":
-        return _yolov5_model(job)
+        return _torch_model(job)
     return _darknet_model(job)
 
 
@@ -512,21 +512,21 @@ def _darknet_model(job: Job):
     return _Loaded(_Held(key, build), fill)
 
 
-def _yolov5_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its architecture
-    from .metadata import yolov5_metadata
-    from .yolov5.weights import plan_arrays, read_plan
+def _torch_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its architecture
+    from .api import load_torch
 
     if job.names is not None:
         raise FormatError(f"{job.source}: a PyTorch checkpoint carries its class names; names (--names) are "
                           "for .weights sources")
-    plan = read_plan(job.source)
-    arrays = plan_arrays(plan, job.fold_bn)
-    key = ("yolov5", _fingerprint(plan), job.input_size, job.fold_bn, job.decode)
+    fam, ckpt = load_torch(job.source)
+    weights = fam.weights()
+    plan = weights.read_plan(job.source, ckpt)
+    arrays = weights.plan_arrays(plan, job.fold_bn)
+    key = (fam.name, _fingerprint(plan), job.input_size, job.fold_bn, job.decode)
 
     def build():
-        from .yolov5.model import build_yolov5
-
-        return build_yolov5(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size)
+        build_family = getattr(fam.model(), fam.builder)
+        return build_family(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size)
 
     def fill(model):
         from .keras_blocks.assign import assign_weights
@@ -534,7 +534,8 @@ def _yolov5_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its
 
         assign_weights(model, arrays, job.source)
         size = tuple(model.inputs[0].shape[1:3])
-        attach_metadata(model, yolov5_metadata(plan, size, job.source, decode=job.decode, fold_bn=job.fold_bn))
+        attach_metadata(model, fam.model().plan_metadata(plan, size, job.source, decode=job.decode,
+                                                         fold_bn=job.fold_bn))
 
     return _Loaded(_Held(key, build), fill)
 
@@ -543,7 +544,7 @@ _WEIGHT_FIELDS = {"kernel", "bias", "gamma", "beta", "mean", "var"}
 
 
 def _fingerprint(plan) -> str:
-    """A digest of a YOLOv5 plan's structure: layers, options, anchors and strides; weights by shape only."""
+    """A digest of a .pt family plan's structure: layers, options, anchors and strides; weights by shape only."""
     h = hashlib.sha256()
 
     def walk(obj, name=""):

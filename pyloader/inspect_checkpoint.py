@@ -25,7 +25,7 @@ def inspect(path, cfg=None) -> dict:
     if _family(path) == "torch":
         if cfg is not None:
             raise FormatError(f"{path}: a PyTorch checkpoint carries its architecture; --cfg is for .weights files")
-        return _inspect_yolov5(path)
+        return _inspect_torch(path)
     return _inspect_darknet(path, cfg)
 
 
@@ -68,11 +68,10 @@ def _inspect_darknet(path: str, cfg) -> dict:
     }
 
 
-def _inspect_yolov5(path: str) -> dict:
-    from .torch_reader.checkpoint import load_torch_checkpoint
-    from .yolov5.weights import plan_arrays, read_plan
+def _inspect_torch(path: str) -> dict:
+    from .api import load_torch
 
-    ckpt = load_torch_checkpoint(path)
+    fam, ckpt = load_torch(path)
     header = {}
     if isinstance(ckpt, dict):
         header["keys"] = ", ".join(k if isinstance(k, str) else short_repr(k) for k in list(ckpt)[:50])
@@ -83,15 +82,26 @@ def _inspect_yolov5(path: str) -> dict:
                 header[k] = v[:200] if isinstance(v, str) else v if small else short_repr(v)
             elif v is not None and not isinstance(v, (dict, list)):
                 header[k] = short_repr(v.item() if isinstance(v, np.ndarray) and v.size == 1 else v)
-    plan = read_plan(path)
+    weights = fam.weights()
+    plan = weights.read_plan(path, ckpt)
     kinds = Counter(n.kind for n in plan.nodes)
-    s = 1280 if plan.max_stride >= 64 else 640  # YOLOv5's default size (yolov5.model.default_input_size)
     det = plan.nodes[-1].parts
-    heads = [{"layer": f"level {i}", "type": "Detect", "stride": int(st), "classes": plan.nc,
-              "anchors": int(det.get("na", len(plan.anchors[i])))} for i, st in enumerate(plan.strides)]
+    if fam.name == "yolov5":
+        s = 1280 if plan.max_stride >= 64 else 640  # YOLOv5's default size (yolov5.model.default_input_size)
+        heads = [{"layer": f"level {i}", "type": "Detect", "stride": int(st), "classes": plan.nc,
+                  "anchors": int(det.get("na", len(plan.anchors[i])))} for i, st in enumerate(plan.strides)]
+        fmt = "YOLOv5 PyTorch checkpoint"
+    else:
+        s = plan.imgsz  # the checkpoint's training size, the model's default input
+        heads = [{"layer": f"level {i}", "type": "Detect (anchor-free, DFL)", "stride": int(st), "classes": plan.nc,
+                  "reg_max": plan.reg_max} for i, st in enumerate(plan.strides)]
+        fmt = "Ultralytics PyTorch checkpoint"
+        for k in ("version",):
+            if isinstance(ckpt, dict) and isinstance(ckpt.get(k), str):
+                header[k] = ckpt[k][:200]
     return {
         "file": path,
-        "format": "YOLOv5 PyTorch checkpoint",
+        "format": fmt,
         "size": os.path.getsize(path),
         "header": header,
         "architecture": {
@@ -103,7 +113,7 @@ def _inspect_yolov5(path: str) -> dict:
             "classes": plan.nc,
             "names": ", ".join(plan.names[:8]) + (" ..." if len(plan.names) > 8 else ""),
         },
-        "tensors": _tensors(plan_arrays(plan, fold_bn=False)),
+        "tensors": _tensors(weights.plan_arrays(plan, fold_bn=False)),
     }
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the independent references of the test suite into the active Python environment:
-# PyTorch (CPU use) and the PyPI yolov5 package for the .pt tests, OpenCV 4.x for the Darknet tests.
-# yolov5 pulls in opencv-python, which (in 5.x) has no Darknet importer and shares the cv2 package with
+# PyTorch (CPU use) and the PyPI yolov5 and ultralytics packages for the .pt tests, OpenCV 4.x for the Darknet tests.
+# yolov5 and ultralytics pull in opencv-python, which (in 5.x) has no Darknet importer and shares the cv2 package with
 # opencv-python-headless, so it is removed and opencv-python-headless 4.x restored afterwards.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

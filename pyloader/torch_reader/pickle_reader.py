@@ -470,6 +470,13 @@ _FUNCTIONS: dict[tuple[str, str], Callable] = {
 }
 
 
+# Attribute bags that pickle by REDUCE on their class with no arguments (types.SimpleNamespace's __reduce__):
+# Ultralytics' trainer stores its arguments as one. Read as an inert Record, never instantiated.
+_NAMESPACE_CLASSES = frozenset({
+    ("ultralytics.utils", "IterableSimpleNamespace"),
+    ("ultralytics.yolo.utils", "IterableSimpleNamespace"),
+})
+
 _ALLOWED_CALLS = tuple(_FUNCTIONS.values())
 _ALLOWED_CALL_IDS = frozenset(id(f) for f in _ALLOWED_CALLS)  # module-level objects: ids stay valid
 
@@ -678,6 +685,11 @@ def _interpret(data, start, end, persistent_load, where):
             if op == b"R":
                 args = pop()
                 fn = pop()
+                if isinstance(fn, ClassRef) and (fn.module, fn.name) in _NAMESPACE_CLASSES and args == ():
+                    # SimpleNamespace subclasses pickle as REDUCE(cls, ()) + BUILD(dict): an empty namespace
+                    # whose attributes BUILD sets. Nothing is called; it stays an inert record.
+                    stack.append(Record(fn, ()))
+                    continue
                 if id(fn) not in _ALLOWED_CALL_IDS:
                     raise UnsafePickleError(f"REDUCE on {_describe(fn)}: only allow-listed rebuild functions are called")
                 if not isinstance(args, tuple):
