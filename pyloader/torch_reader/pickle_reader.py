@@ -415,6 +415,9 @@ def _build(obj, state):
         return  # a tensor with no Python attributes
     if isinstance(obj, dict) and not state:
         return
+    if isinstance(obj, dict) and isinstance(state, dict) and set(state) == {"_metadata"} \
+            and isinstance(state["_metadata"], dict):
+        return  # torch's state_dict(): an OrderedDict carrying its modules' versions as `_metadata` (dropped)
     raise UnsafePickleError(f"BUILD on {_describe(obj)} is not something a checkpoint does")
 
 
