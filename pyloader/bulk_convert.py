@@ -11,7 +11,7 @@
   Ctrl-C removes the temporary entry; SIGKILL cannot be caught, so it may leave one behind: every run starts by
   removing the temporary entries of processes that no longer exist (`clean_stale_temporaries`).
 * Model reuse: checkpoints that share an architecture (same cfg text + input size + options for darknet; the
-  same YOLOv5 layer structure, anchors and options for .pt) build the Keras model once per process and only
+  same YOLOv5 / YOLOv7 layer structure, anchors and options for .pt) build the Keras model once per process and only
   reassign the weights. The cached model keeps the name of the first checkpoint that built it.
 * `executor=`: any concurrent.futures.Executor (process pools, Dask's or Ray's executors); jobs are the
   picklable `Job` and run `run_job` in the workers, each of which keeps its own model cache. `jobs=N` without an
@@ -338,7 +338,7 @@ def _model_for(job: Job):
     from .api import _family
 
     if _family(job.source) == "torch":
-        return _yolov5_model(job)
+        return _torch_model(job)
     return _darknet_model(job)
 
 
@@ -370,17 +370,25 @@ def _darknet_model(job: Job):
     return _Loaded(_Held(key, build), fill)
 
 
-def _yolov5_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its architecture
-    from .yolov5.weights import plan_arrays, read_plan
+def _torch_model(job: Job):
+    """YOLOv5 and YOLOv7 checkpoints (their architecture inside); a plain state_dict takes a .yaml `cfg`."""
+    from .api import torch_plan
 
-    plan = read_plan(job.source)
+    cfg = job.cfg if job.cfg is not None and str(job.cfg).endswith((".yaml", ".yml")) else None
+    family, plan = torch_plan(job.source, cfg)
+    if family == "yolov7":
+        from .yolov7.weights import plan_arrays
+    else:
+        from .yolov5.weights import plan_arrays
     arrays = plan_arrays(plan, job.fold_bn)
-    key = ("yolov5", _fingerprint(plan), job.input_size, job.fold_bn, job.decode)
+    key = (family, _fingerprint(plan), job.input_size, job.fold_bn, job.decode)
 
     def build():
-        from .yolov5.model import build_yolov5
-
-        return build_yolov5(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size)
+        if family == "yolov7":
+            from .yolov7.model import build_yolov7 as build_model
+        else:
+            from .yolov5.model import build_yolov5 as build_model
+        return build_model(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size)
 
     def fill(model):
         from .keras_blocks.assign import assign_weights
@@ -395,7 +403,8 @@ _WEIGHT_FIELDS = {"kernel", "bias", "gamma", "beta", "mean", "var"}
 
 
 def _fingerprint(plan) -> str:
-    """A digest of a YOLOv5 plan's structure: layers, options, anchors and strides; weights by shape only."""
+    """A digest of a YOLOv5 / YOLOv7 plan's structure: layers, options, anchors and strides; weights by shape
+    only."""
     h = hashlib.sha256()
 
     def walk(obj, name=""):

@@ -18,9 +18,7 @@ def inspect(path, cfg=None) -> dict:
 
     path = os.fspath(path)
     if _family(path) == "torch":
-        if cfg is not None:
-            raise FormatError(f"{path}: a PyTorch checkpoint carries its architecture; --cfg is for .weights files")
-        return _inspect_yolov5(path)
+        return _inspect_torch(path, cfg)
     return _inspect_darknet(path, cfg)
 
 
@@ -63,33 +61,52 @@ def _inspect_darknet(path: str, cfg) -> dict:
     }
 
 
-def _inspect_yolov5(path: str) -> dict:
+def _inspect_torch(path: str, cfg) -> dict:
+    from .api import torch_plan
     from .torch_reader.checkpoint import load_torch_checkpoint
-    from .yolov5.weights import plan_arrays, read_plan
+    from .torch_reader.state_dict import is_state_dict
 
     ckpt = load_torch_checkpoint(path)
+    if is_state_dict(ckpt) and cfg is None:  # no architecture: the tensors as stored
+        return {
+            "file": path,
+            "format": "PyTorch state_dict (no architecture: load it with cfg= the model's yaml)",
+            "size": os.path.getsize(path),
+            "header": {},
+            "architecture": None,
+            "tensors": _tensors(ckpt),
+        }
     header = {}
-    if isinstance(ckpt, dict):
+    if isinstance(ckpt, dict) and not is_state_dict(ckpt):
         header["keys"] = ", ".join(str(k) for k in ckpt)
         for k in ("epoch", "date", "best_fitness", "updates"):
             v = ckpt.get(k)
             if v is not None and not isinstance(v, (dict, list)):
                 header[k] = v if isinstance(v, (int, float, str)) else str(getattr(v, "tolist", lambda: v)())
-    plan = read_plan(path)
-    kinds = Counter(n.kind for n in plan.nodes)
-    s = 1280 if plan.max_stride >= 64 else 640  # YOLOv5's default size (yolov5.model.default_input_size)
-    det = plan.nodes[-1].parts
-    heads = [{"layer": f"level {i}", "type": "Detect", "stride": int(st), "classes": plan.nc,
-              "anchors": int(det.get("na", len(plan.anchors[i])))} for i, st in enumerate(plan.strides)]
+    family, plan = torch_plan(path, cfg)
+    if family == "yolov7":
+        from .yolov7.weights import plan_arrays
+
+        nodes = [n for n in plan.nodes if n.index in plan.used]
+    else:
+        from .yolov5.weights import plan_arrays
+
+        nodes = plan.nodes
+    kinds = Counter(n.kind for n in nodes)
+    s = 1280 if plan.max_stride >= 64 else 640  # the families' default size (model.default_input_size)
+    det = plan.nodes[-1]
+    heads = [{"layer": f"level {i}", "type": det.kind, "stride": int(st), "classes": plan.nc,
+              "anchors": int(det.parts.get("na", len(plan.anchors[i])))} for i, st in enumerate(plan.strides)]
     return {
         "file": path,
-        "format": "YOLOv5 PyTorch checkpoint",
+        "format": f"{'YOLOv7' if family == 'yolov7' else 'YOLOv5'} PyTorch "
+                  + ("state_dict with the given yaml" if is_state_dict(ckpt) else "checkpoint"),
         "size": os.path.getsize(path),
         "header": header,
         "architecture": {
             "model": plan.model_class,
             "input": (s, s, 3),
-            "layers": len(plan.nodes),
+            "layers": len(nodes),
             "by_type": dict(kinds.most_common()),
             "heads": heads,
             "classes": plan.nc,
@@ -112,6 +129,8 @@ def format_report(info: dict) -> str:
     lines = [f"file:    {info['file']} ({_human(info['size'])})", f"format:  {info['format']}"]
     for k, v in info["header"].items():
         lines.append(f"  {k}: {v}")
+    if a is None:
+        return "\n".join(lines + _tensor_lines(info["tensors"]))
     lines.append("architecture:")
     for k in ("cfg", "model", "classes", "names"):
         if k in a:
@@ -123,7 +142,11 @@ def format_report(info: dict) -> str:
     for hd in a["heads"]:
         extra = ", ".join(f"{k} {v}" for k, v in hd.items() if k not in ("layer", "type") and v is not None)
         lines.append(f"    {hd['layer']} ({hd['type']}): {extra}")
-    t = info["tensors"]
+    return "\n".join(lines + _tensor_lines(info["tensors"]))
+
+
+def _tensor_lines(t) -> list:
+    lines = []
     total = sum(x[3] for x in t)
     lines.append(f"tensors: {len(t)}, {_human(total)}")
     rows = [("name", "shape", "dtype", "bytes")] + [(n, "x".join(map(str, s)) or "scalar", d, str(b))
@@ -131,4 +154,4 @@ def format_report(info: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         lines.append(f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}")
-    return "\n".join(lines)
+    return lines

@@ -193,3 +193,72 @@ def test_matches_pytorch(checkpoints, key, arch, size, how):
     report = compare(path, ref, size, folds=(True,) if how == "deploy" else (True, False))
     assert pyloader.load(path, input_size=size).class_names == list(ref.names)
     print(f"{key}: " + "; ".join(report))
+
+
+def _tampered(tmp_path, name, edit):
+    """The yolov7-tiny checkpoint with its pickled yaml edited (the tensors stay as they are)."""
+    model = build_torch_model(ARCH.yolov7_tiny(), seed=11)
+    edit(model.yaml)
+    path = str(tmp_path / name)
+    save_checkpoint(model, path)
+    return path
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda y: y["backbone"][2][3].__setitem__(0, 48),
+     r"module 'model\.2': convolution weight \(32, 64, 1, 1\).*the yaml row gives weight \(48, 64, 1, 1\)"),
+    (lambda y: y["backbone"][1][3].__setitem__(2, 1),
+     r"module 'model\.1': .*stride \(2, 2\).*stride \(1, 1\)"),
+    (lambda y: y["backbone"][4][3].__setitem__(4, 2),
+     r"module 'model\.4': convolution weight \(32, 32, 3, 3\), stride \(1, 1\), groups 1; .*groups 2"),
+    (lambda y: y["head"][8].__setitem__(2, "SP"),
+     r"module 'model\.37': expected a SP module, found <models\.common\.Conv record>"),
+    (lambda y: y.__setitem__("nc", 3),
+     r"module 'model\.77': IDetect has nl=3 na=3 nc=80; the yaml gives nl=3 na=3 nc=3"),
+], ids=["channels", "stride", "groups", "module", "nc"])
+def test_tensors_checked_against_yaml(tmp_path, edit, match):
+    path = _tampered(tmp_path, "bad.pt", edit)
+    with pytest.raises(FormatError, match=match) as e:
+        pyloader.read(path)
+    assert "bad.pt" in str(e.value)
+
+
+def test_load_imports_neither_torch_nor_yolov7(checkpoints):
+    """A user's process: loading and running a YOLOv7 checkpoint imports no torch and no yolov7 code."""
+    path, _ = checkpoints.get("tiny", ARCH.yolov7_tiny)
+    code = textwrap.dedent(f"""
+        import sys, numpy as np, pyloader
+        m = pyloader.load({path!r}, decode=True, input_size=(96, 128))
+        y = np.asarray(m(np.zeros((1, 96, 128, 3), np.float32)))
+        assert y.shape == (1, 756, 85), y.shape
+        bad = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'yolov7', 'models', 'utils'))
+        print('IMPORTED', bad)
+        sys.exit(1 if bad else 0)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+
+
+def test_cli_convert_and_inspect(checkpoints, tmp_path):
+    """`pyloader convert` and `pyloader inspect` on a YOLOv7 checkpoint, run as commands; the .keras file
+    reloads in a fresh process and matches the reference."""
+    path, ref = checkpoints.get("tiny", ARCH.yolov7_tiny)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "pyloader", "convert", path, "-o", str(out), "--decode",
+                        "--input-size", "96x128"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    r = subprocess.run([sys.executable, "-m", "pyloader", "inspect", path], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "YOLOv7 PyTorch checkpoint" in r.stdout and "IDetect" in r.stdout and "model_77_m_2" in r.stdout
+    x = np.random.default_rng(5).random((1, *P5_SIZE, 3), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = textwrap.dedent(f"""
+        import numpy as np, keras
+        import pyloader.keras_blocks.torch_layers  # registers pyloader's PyTorch-semantics layers
+        m = keras.saving.load_model({str(out / 'tiny.keras')!r})
+        np.save({str(tmp_path / 'y.npy')!r}, keras.ops.convert_to_numpy(m(np.load({str(tmp_path / 'x.npy')!r}))))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    want, _ = torch_outputs(ref, x)
+    assert rel(np.load(tmp_path / "y.npy"), want) <= RTOL
