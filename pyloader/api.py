@@ -37,17 +37,16 @@ def _family(weights: str | os.PathLike) -> str:
 class TorchFamily:
     """A .pt family: the model classes it reads and where its reader and builder live.
 
-    `package` (under pyloader) has `weights.read_plan(path, ckpt)`, `weights.plan_arrays(plan, fold_bn)` and
-    `weights.<reader>(path, fold_bn=, ckpt=)`; `model.<builder>(plan, fold_bn=, decode=, input_size=)` and
-    `model.<loader>(path, fold_bn=, decode=, input_size=, ckpt=)`.
+    `package` (under pyloader) has `weights.read_plan(path, ckpt)`, `weights.plan_arrays(plan, fold_bn)`
+    (numpy only) and, for families that read plain state_dicts, `weights.plan_from_state_dict(state, yaml, path)`;
+    `model.<builder>(plan, fold_bn=, decode=, input_size=)` (an empty model), `model.model_from_plan(plan, ...)`
+    (built and filled) and `model.plan_metadata(plan, input_size, source, ...)` (pyloader.metadata).
     """
 
     name: str
     classes: str  # what it reads, for messages
-    matches: Callable[[str, str], bool]  # (class module, class name) of the model record
+    matches: Callable[[object], bool]  # the model record (pyloader.torch_reader.pickle_reader.Record)
     package: str
-    reader: str
-    loader: str
     builder: str
 
     def weights(self):
@@ -61,15 +60,27 @@ def _in(module: str, suffix: str) -> bool:
     return module == suffix or module.endswith("." + suffix)
 
 
-# In order; the first family whose `matches` accepts the model record's class reads the checkpoint.
+def _models_yolo(model) -> bool:
+    return _in(model.cls.module, "models.yolo") and model.cls.name in ("Model", "DetectionModel")
+
+
+def _is_yolov7(model_or_yaml) -> bool:
+    from .yolov7.weights import is_yolov7_model  # numpy only
+
+    return is_yolov7_model(model_or_yaml)
+
+
+# In order; the first family whose `matches` accepts the model record reads the checkpoint. YOLOv7 pickles
+# `models.yolo.Model` as YOLOv5 v6 does: its yaml's modules (MP, SPPCSPC, RepConv, IDetect, ...) tell them apart.
 TORCH_FAMILIES = (
     TorchFamily("ultralytics", "Ultralytics YOLOv8/YOLO11/YOLOv5u detection (ultralytics.nn.tasks.DetectionModel)",
-                lambda module, name: module.startswith("ultralytics.nn.tasks"),
-                "ultralytics", "read_ultralytics", "load_ultralytics", "build_ultralytics"),
-    TorchFamily("yolov5", "YOLOv5 (models.yolo.Model, models.yolo.DetectionModel)",
-                lambda module, name: _in(module, "models.yolo") and name in ("Model", "DetectionModel"),
-                "yolov5", "read_yolov5", "load_yolov5", "build_yolov5"),
+                lambda model: model.cls.module.startswith("ultralytics.nn.tasks"), "ultralytics", "build_ultralytics"),
+    TorchFamily("yolov7", "YOLOv7 (models.yolo.Model whose yaml has YOLOv7 modules)",
+                lambda model: _models_yolo(model) and _is_yolov7(model), "yolov7", "build_yolov7"),
+    TorchFamily("yolov5", "YOLOv5 (models.yolo.Model, models.yolo.DetectionModel)", _models_yolo, "yolov5",
+                "build_yolov5"),
 )
+_BY_NAME = {f.name: f for f in TORCH_FAMILIES}
 
 
 def _model_record(ckpt):
@@ -97,18 +108,39 @@ def torch_family(path, ckpt) -> TorchFamily:
         raise FormatError(f"{path}: checkpoint has no model object ({what}); pyloader reads checkpoints that "
                           f"hold their model (supported families: {supported})")
     for fam in TORCH_FAMILIES:
-        if fam.matches(model.cls.module, model.cls.name):
+        if fam.matches(model):
             return fam
     raise FormatError(f"{path}: model class '{model.cls.qualname[:200]}' is not supported; supported families: "
                       f"{supported}")
 
 
-def load_torch(path):
-    """Read a .pt file once: (its family, the loaded checkpoint)."""
-    from .torch_reader.checkpoint import load_torch_checkpoint
+def torch_plan(weights, cfg=None, *, ckpt=None):
+    """(family, plan) of a PyTorch file, read once (`ckpt`: the file already loaded, if it was).
 
-    ckpt = load_torch_checkpoint(path)
-    return torch_family(path, ckpt), ckpt
+    A checkpoint carries its architecture (its model's yaml and modules) and takes no cfg. A plain state_dict
+    (`torch.save(model.state_dict())`) carries none: `cfg` (the model's YOLOv5 or YOLOv7 yaml, a path or a
+    dict) gives it.
+    """
+    from .torch_reader.checkpoint import load_torch_checkpoint
+    from .torch_reader.state_dict import is_state_dict, read_yaml
+
+    path = fs_str(weights)
+    if ckpt is None:
+        ckpt = load_torch_checkpoint(path)
+    if is_state_dict(ckpt):
+        if cfg is None:
+            raise FormatError(
+                f"{shown(path)}: a plain state_dict ({len(ckpt)} tensors, as torch.save(model.state_dict()) writes) "
+                f"carries no architecture: pass cfg= the model's yaml (a YOLOv5 or YOLOv7 model yaml, path or dict), "
+                f"e.g. pyloader.load({short_repr(os.path.basename(path))}, cfg='yolov5s.yaml')"
+            )
+        yaml_cfg = read_yaml(cfg, path)
+        fam = _BY_NAME["yolov7" if _is_yolov7(yaml_cfg) else "yolov5"]
+        return fam, fam.weights().plan_from_state_dict(ckpt, yaml_cfg, path)
+    if cfg is not None:
+        raise FormatError(f"{shown(path)}: a PyTorch checkpoint carries its architecture; cfg must be None")
+    fam = torch_family(path, ckpt)
+    return fam, fam.weights().read_plan(path, ckpt)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -119,15 +151,15 @@ def read(weights, cfg=None, *, fold_bn: bool = True) -> dict:
     """Read a checkpoint into numpy arrays in Keras layout, keyed '<layer name>/<variable>'.
 
     Darknet: `weights` is the .weights file and `cfg` its .cfg (default: the .cfg of the same stem beside it).
-    PyTorch (YOLOv5, Ultralytics): `weights` is the .pt checkpoint, its family chosen by its model class; `cfg`
-    must be None. TensorFlow is not imported.
+    PyTorch (YOLOv5, YOLOv7, Ultralytics): `weights` is the .pt checkpoint, its family chosen by its model
+    class, and `cfg` None; for a plain state_dict, `cfg` is the model's yaml (path or dict). TensorFlow is not
+    imported.
     With fold_bn, batch norm is folded into each convolution's kernel and bias.
     """
-    weights, cfg = fs_str(weights), None if cfg is None else fs_str(cfg)
+    weights, cfg = fs_str(weights), cfg if cfg is None or isinstance(cfg, dict) else fs_str(cfg)
     if _family(weights) == "torch":
-        _no_cfg(weights, cfg)
-        fam, ckpt = load_torch(weights)
-        return getattr(fam.weights(), fam.reader)(weights, fold_bn=fold_bn, ckpt=ckpt)
+        fam, plan = torch_plan(weights, cfg)
+        return fam.weights().plan_arrays(plan, fold_bn)
     from .darknet.weights import read_darknet
 
     return read_darknet(weights, cfg, fold_bn=fold_bn).arrays
@@ -142,19 +174,12 @@ def load(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input
     checkpoint was made for. `model.metadata` / `model.class_names` describe it (pyloader.metadata); `names`
     (Darknet only: a list or a darknet .names file) gives the class names, else class0, class1, ...
     """
-    weights, cfg = fs_str(weights), None if cfg is None else fs_str(cfg)
+    weights, cfg = fs_str(weights), cfg if cfg is None or isinstance(cfg, dict) else fs_str(cfg)
     if _family(weights) == "torch":
-        _no_cfg(weights, cfg)
         if names is not None:
-            raise FormatError(f"{os.fspath(weights)}: a PyTorch checkpoint carries its class names; names must be None")
-        fam, ckpt = load_torch(weights)
-        return getattr(fam.model(), fam.loader)(weights, fold_bn=fold_bn, decode=decode, input_size=input_size,
-                                                 ckpt=ckpt)
+            raise FormatError(f"{shown(weights)}: a PyTorch checkpoint carries its class names; names must be None")
+        fam, plan = torch_plan(weights, cfg)
+        return fam.model().model_from_plan(plan, fold_bn=fold_bn, decode=decode, input_size=input_size)
     from .darknet.model import load_darknet
 
     return load_darknet(weights, cfg, fold_bn=fold_bn, decode=decode, input_size=input_size, names=names)
-
-
-def _no_cfg(weights, cfg) -> None:
-    if cfg is not None:
-        raise FormatError(f"{os.fspath(weights)}: a PyTorch checkpoint carries its architecture; cfg must be None")

@@ -14,7 +14,7 @@
   Ctrl-C removes the temporary entry; SIGKILL cannot be caught, so it may leave one behind: every run starts by
   removing the temporary entries of processes that no longer exist (`clean_stale_temporaries`).
 * Model reuse: checkpoints that share an architecture (same cfg text + input size + options for darknet; the
-  same YOLOv5 layer structure, anchors and options for .pt) build the Keras model once per process and only
+  same .pt family plan structure, anchors and options for .pt) build the Keras model once per process and only
   reassign the weights. The cached model keeps the name of the first checkpoint that built it.
 * `executor=`: a concurrent.futures.Executor whose workers can import pyloader: ThreadPoolExecutor, a
   ProcessPoolExecutor with the 'spawn' or 'forkserver' context, Dask's `Client.get_executor()`. Jobs are the
@@ -512,16 +512,16 @@ def _darknet_model(job: Job):
     return _Loaded(_Held(key, build), fill)
 
 
-def _torch_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its architecture
-    from .api import load_torch
+def _torch_model(job: Job):
+    """A .pt checkpoint (its architecture inside); a plain state_dict takes the model's .yaml as `cfg`."""
+    from .api import torch_plan
 
     if job.names is not None:
         raise FormatError(f"{job.source}: a PyTorch checkpoint carries its class names; names (--names) are "
                           "for .weights sources")
-    fam, ckpt = load_torch(job.source)
-    weights = fam.weights()
-    plan = weights.read_plan(job.source, ckpt)
-    arrays = weights.plan_arrays(plan, job.fold_bn)
+    cfg = job.cfg if job.cfg is not None and str(job.cfg).endswith((".yaml", ".yml")) else None
+    fam, plan = torch_plan(job.source, cfg)
+    arrays = fam.weights().plan_arrays(plan, job.fold_bn)
     key = (fam.name, _fingerprint(plan), job.input_size, job.fold_bn, job.decode)
 
     def build():

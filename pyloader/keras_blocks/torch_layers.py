@@ -9,13 +9,15 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 import keras
 from keras import layers, ops
 
 from ..boundary import short_repr
 from ..errors import FormatError
 
-__all__ = ["conv", "activation", "max_pool_layer", "TorchMaxPool2D", "Hardswish"]
+__all__ = ["conv", "activation", "max_pool_layer", "TorchMaxPool2D", "Hardswish", "FocusSpaceToDepth", "YoloV5Decode"]
 
 # Registered under the package name they had when they lived in pyloader.yolov5, so that .keras files saved
 # then still load.
@@ -46,6 +48,46 @@ class TorchMaxPool2D(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "kernel": self.kernel, "stride": self.stride, "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class FocusSpaceToDepth(layers.Layer):
+    """YOLOv5 Focus' slicing: cat(x[::2, ::2], x[1::2, ::2], x[::2, 1::2], x[1::2, 1::2]) over (rows, cols)."""
+
+    def call(self, x):
+        return ops.concatenate(
+            [x[:, ::2, ::2, :], x[:, 1::2, ::2, :], x[:, ::2, 1::2, :], x[:, 1::2, 1::2, :]], axis=-1
+        )
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class YoloV5Decode(layers.Layer):
+    """Detect's eval-mode decoding of the raw heads into [B, boxes, 5 + nc] (pixels)."""
+
+    def __init__(self, na, nc, strides, anchors, **kw):
+        super().__init__(**kw)
+        self.na, self.nc = int(na), int(nc)
+        self.strides = [float(s) for s in strides]
+        self.anchors = np.asarray(anchors, np.float32).tolist()  # (nl, na, 2) pixels
+
+    def call(self, heads):
+        no = self.nc + 5
+        outs = []
+        for i, x in enumerate(heads):
+            ny, nx = int(x.shape[1]), int(x.shape[2])
+            y = ops.reshape(x, (-1, ny, nx, self.na, no))
+            y = ops.sigmoid(ops.transpose(y, (0, 3, 1, 2, 4)))  # [B, na, ny, nx, no]
+            yv, xv = np.meshgrid(np.arange(ny, dtype=np.float32), np.arange(nx, dtype=np.float32), indexing="ij")
+            grid = (np.stack((xv, yv), -1) - 0.5).reshape(1, 1, ny, nx, 2).astype(np.float32)
+            anchor = np.asarray(self.anchors[i], np.float32).reshape(1, self.na, 1, 1, 2)
+            xy = (y[..., 0:2] * 2.0 + ops.convert_to_tensor(grid)) * self.strides[i]
+            wh = ops.square(y[..., 2:4] * 2.0) * ops.convert_to_tensor(anchor)
+            y = ops.concatenate([xy, wh, y[..., 4:]], axis=-1)
+            outs.append(ops.reshape(y, (-1, self.na * ny * nx, no)))
+        return ops.concatenate(outs, axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "na": self.na, "nc": self.nc, "strides": self.strides, "anchors": self.anchors}
 
 
 def activation(x, act, name):

@@ -18,7 +18,8 @@ from ..errors import FormatError
 from ..boundary import short_repr
 from .pickle_reader import Record, is_broadcast
 
-__all__ = ["BatchNorm", "ConvSpec", "Ctx", "conv2d", "batchnorm", "activation_of", "conv_arrays", "bn_arrays"]
+__all__ = ["BatchNorm", "ConvSpec", "Ctx", "conv2d", "conv_module", "batchnorm", "activation_of", "select_model",
+           "conv_arrays", "bn_arrays"]
 
 
 @dataclass
@@ -91,6 +92,8 @@ def is_class(rec, name: str, *suffixes: str) -> bool:
 
 
 NN = ("torch.nn.modules",)
+YOLO = ("models.common", "models.yolo", "models.experimental")  # YOLOv5 / YOLOv7 module paths (any prefix)
+is_a = is_class
 
 
 def pair(v, mpath, ctx, what):
@@ -168,6 +171,22 @@ def conv2d(ctx, rec, mpath, kname) -> ConvSpec:
     return spec
 
 
+def conv_module(ctx, rec, mpath, cls: str = "Conv") -> ConvSpec:
+    """models.common.Conv: conv + bn + act."""
+    if not is_class(rec, cls, *YOLO):
+        raise ctx.err(mpath, f"expected a Conv module, found {short_repr(rec)}")
+    mods = children(rec)
+    base = mpath.replace(".", "_")
+    spec = conv2d(ctx, mods.get("conv"), mpath + ".conv", base + "_conv")
+    if "bn" in mods:
+        spec.bn = batchnorm(ctx, mods["bn"], mpath + ".bn", base + "_bn")
+        if spec.bn.gamma.shape[0] != spec.out_channels:
+            raise ctx.err(mpath, f"bn has {spec.bn.gamma.shape[0]} channels, conv {spec.out_channels}")
+    spec.act = activation_of(ctx, mods.get("act"), mpath + ".act")
+    spec.act_name = base + "_act"
+    return spec
+
+
 def sequence(ctx, rec, mpath, what) -> list:
     if not (is_class(rec, "Sequential", *NN) or is_class(rec, "ModuleList", *NN)):
         raise ctx.err(mpath, f"expected a Sequential of {what}, found {short_repr(rec)}")
@@ -190,6 +209,18 @@ def maxpool(ctx, rec, mpath):
     if rec.attr("return_indices", False):
         raise ctx.err(mpath, "MaxPool2d with return_indices is not supported")
     return {"kernel": k, "stride": s, "padding": p, "name": mpath.replace(".", "_")}
+
+
+def select_model(ckpt, path) -> Record:
+    """`ema` when present and not None, else `model` (YOLOv5's attempt_load)."""
+    if isinstance(ckpt, Record):
+        return ckpt
+    if not isinstance(ckpt, dict):
+        raise FormatError(f"{path}: expected a checkpoint dict or a model, found {type(ckpt).__name__}")
+    model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+    if not isinstance(model, Record):
+        raise FormatError(f"{path}: checkpoint has no model: 'ema' and 'model' are {type(model).__name__}")
+    return model
 
 
 def _f32(a: np.ndarray) -> np.ndarray:

@@ -12,7 +12,9 @@ Python's `pickle` module calls whatever a pickle names (`os.system`, `builtins.e
 * a global of a module that exists to run code (os, subprocess, builtins' eval/exec, ...) raises
   `UnsafePickleError` at the GLOBAL opcode, before anything could have run; so do REDUCE/INST/OBJ on anything
   but an allow-listed function (calling a class would run its constructor), the protocol-5 out-of-band buffer
-  opcodes and the extension registry opcodes.
+  opcodes and the extension registry opcodes;
+* BUILD fills records, numpy dtypes/arrays and (only with `{'_metadata': ...}`, what torch's state_dict()
+  OrderedDict carries) a dict; any other BUILD on a plain container is an `UnsafePickleError`.
 
 Module paths are matched by suffix, so `models.common.Conv` and `yolov5.models.common.Conv` read alike.
 """
@@ -596,6 +598,9 @@ def _build(obj, state):
         return  # a tensor with no Python attributes
     if isinstance(obj, dict) and not state:
         return
+    if isinstance(obj, dict) and isinstance(state, dict) and set(state) == {"_metadata"} \
+            and isinstance(state["_metadata"], dict):
+        return  # torch's state_dict(): an OrderedDict carrying its modules' versions as `_metadata` (dropped)
     raise UnsafePickleError(f"BUILD on {_describe(obj)} is not something a checkpoint does")
 
 

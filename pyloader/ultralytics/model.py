@@ -245,11 +245,16 @@ def build_ultralytics(plan: UltralyticsPlan, *, fold_bn=True, decode=False, inpu
     return model
 
 
+def model_from_plan(plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
+    """The model of a plan, built and filled; `model.metadata` / `model.class_names` describe it."""
+    model = build_filled(lambda: build_ultralytics(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
+                         plan_arrays(plan, fold_bn), plan.path, discard_arrays=True)
+    size = tuple(model.inputs[0].shape[1:3])
+    attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
+                    plan.path)
+    return model
+
+
 def load_ultralytics(path, fold_bn=True, decode=False, input_size=None, ckpt=None) -> keras.Model:
     """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
-    plan = read_plan(path, ckpt)
-    model = build_filled(lambda: build_ultralytics(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
-                         plan_arrays(plan, fold_bn), os.fspath(path), discard_arrays=True)
-    size = tuple(model.inputs[0].shape[1:3])
-    attach_metadata(model, plan_metadata(plan, size, path, decode=decode, fold_bn=fold_bn, digest=False), path)
-    return model
+    return model_from_plan(read_plan(path, ckpt), fold_bn=fold_bn, decode=decode, input_size=input_size)

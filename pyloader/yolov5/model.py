@@ -35,7 +35,9 @@ from ..boundary import short_repr
 from ..errors import FormatError
 from ..keras_blocks.assign import build_filled
 from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
-from ..keras_blocks.torch_layers import Hardswish, TorchMaxPool2D, activation as _activation, conv as _conv, max_pool_layer
+from ..keras_blocks.torch_layers import (
+    FocusSpaceToDepth, Hardswish, TorchMaxPool2D, YoloV5Decode, activation as _activation, conv as _conv, max_pool_layer,
+)
 from ..metadata import output_names, yolov5_metadata
 
 plan_metadata = yolov5_metadata  # the family's metadata (pyloader.metadata), as bulk_convert asks each family
@@ -44,46 +46,6 @@ from .weights import YoloV5Plan, plan_arrays, read_plan
 __all__ = ["load_yolov5", "build_yolov5", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
 
 _PKG = "pyloader_yolov5"
-
-
-@keras.saving.register_keras_serializable(package=_PKG)
-class FocusSpaceToDepth(layers.Layer):
-    """YOLOv5 Focus' slicing: cat(x[::2, ::2], x[1::2, ::2], x[::2, 1::2], x[1::2, 1::2]) over (rows, cols)."""
-
-    def call(self, x):
-        return ops.concatenate(
-            [x[:, ::2, ::2, :], x[:, 1::2, ::2, :], x[:, ::2, 1::2, :], x[:, 1::2, 1::2, :]], axis=-1
-        )
-
-
-@keras.saving.register_keras_serializable(package=_PKG)
-class YoloV5Decode(layers.Layer):
-    """Detect's eval-mode decoding of the raw heads into [B, boxes, 5 + nc] (pixels)."""
-
-    def __init__(self, na, nc, strides, anchors, **kw):
-        super().__init__(**kw)
-        self.na, self.nc = int(na), int(nc)
-        self.strides = [float(s) for s in strides]
-        self.anchors = np.asarray(anchors, np.float32).tolist()  # (nl, na, 2) pixels
-
-    def call(self, heads):
-        no = self.nc + 5
-        outs = []
-        for i, x in enumerate(heads):
-            ny, nx = int(x.shape[1]), int(x.shape[2])
-            y = ops.reshape(x, (-1, ny, nx, self.na, no))
-            y = ops.sigmoid(ops.transpose(y, (0, 3, 1, 2, 4)))  # [B, na, ny, nx, no]
-            yv, xv = np.meshgrid(np.arange(ny, dtype=np.float32), np.arange(nx, dtype=np.float32), indexing="ij")
-            grid = (np.stack((xv, yv), -1) - 0.5).reshape(1, 1, ny, nx, 2).astype(np.float32)
-            anchor = np.asarray(self.anchors[i], np.float32).reshape(1, self.na, 1, 1, 2)
-            xy = (y[..., 0:2] * 2.0 + ops.convert_to_tensor(grid)) * self.strides[i]
-            wh = ops.square(y[..., 2:4] * 2.0) * ops.convert_to_tensor(anchor)
-            y = ops.concatenate([xy, wh, y[..., 4:]], axis=-1)
-            outs.append(ops.reshape(y, (-1, self.na * ny * nx, no)))
-        return ops.concatenate(outs, axis=1)
-
-    def get_config(self):
-        return {**super().get_config(), "na": self.na, "nc": self.nc, "strides": self.strides, "anchors": self.anchors}
 
 
 def _bottleneck(x, b, fold_bn):
@@ -182,11 +144,16 @@ def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=Non
     return model
 
 
+def model_from_plan(plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
+    """The model of a plan, built and filled; `model.metadata` / `model.class_names` describe it."""
+    model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
+                         plan_arrays(plan, fold_bn), plan.path, discard_arrays=True)
+    size = tuple(model.inputs[0].shape[1:3])
+    attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
+                    plan.path)
+    return model
+
+
 def load_yolov5(path, fold_bn=True, decode=False, input_size=None, ckpt=None) -> keras.Model:
     """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
-    plan = read_plan(path, ckpt)
-    model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
-                         plan_arrays(plan, fold_bn), os.fspath(path), discard_arrays=True)
-    size = tuple(model.inputs[0].shape[1:3])
-    attach_metadata(model, yolov5_metadata(plan, size, path, decode=decode, fold_bn=fold_bn, digest=False), path)
-    return model
+    return model_from_plan(read_plan(path, ckpt), fold_bn=fold_bn, decode=decode, input_size=input_size)

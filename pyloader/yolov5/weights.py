@@ -19,12 +19,14 @@ import numpy as np
 
 from ..boundary import short_repr
 from ..errors import FormatError
-from ..torch_reader.pickle_reader import Record
-from ..torch_reader.modules import NN as _NN, BatchNorm, ConvSpec, Ctx as _Ctx, bn_arrays, conv_arrays
-from ..torch_reader.modules import activation_of as _act, batchnorm as _bn, children as _modules, conv2d as _conv2d
-from ..torch_reader.modules import is_class as _is, maxpool as _maxpool, param as _param
-from ..torch_reader.modules import sequence as _sequence
+from ..torch_reader import state_dict as sd
 from ..torch_reader.checkpoint import load_torch_checkpoint
+from ..torch_reader.pickle_reader import Record
+from ..torch_reader.modules import (  # noqa: F401 (shared with the other .pt families)
+    NN as _NN, YOLO as _YOLO, BatchNorm, ConvSpec, Ctx as _Ctx, activation_of as _act, batchnorm as _bn,
+    bn_arrays, children as _modules, conv2d as _conv2d, conv_arrays, conv_module as _conv_module, is_a as _is,
+    maxpool as _maxpool, pair as _pair, param as _param, select_model, sequence as _sequence,
+)
 
 __all__ = ["read_yolov5", "read_plan", "YoloV5Plan"]
 
@@ -59,24 +61,6 @@ class YoloV5Plan:
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading the records
-
-_YOLO = ("models.common", "models.yolo", "models.experimental")
-
-
-def _conv_module(ctx, rec, mpath) -> ConvSpec:
-    """models.common.Conv: conv + bn + act."""
-    if not _is(rec, "Conv", *_YOLO):
-        raise ctx.err(mpath, f"expected a Conv module, found {short_repr(rec)}")
-    mods = _modules(rec)
-    base = mpath.replace(".", "_")
-    spec = _conv2d(ctx, mods.get("conv"), mpath + ".conv", base + "_conv")
-    if "bn" in mods:
-        spec.bn = _bn(ctx, mods["bn"], mpath + ".bn", base + "_bn")
-        if spec.bn.gamma.shape[0] != spec.out_channels:
-            raise ctx.err(mpath, f"bn has {spec.bn.gamma.shape[0]} channels, conv {spec.out_channels}")
-    spec.act = _act(ctx, mods.get("act"), mpath + ".act")
-    spec.act_name = base + "_act"
-    return spec
 
 
 def _bottleneck(ctx, rec, mpath) -> dict:
@@ -198,23 +182,16 @@ _YAML_KIND = {
 _REPEATED = {"C3", "BottleneckCSP"}  # n is their bottleneck count; other modules repeat as a Sequential
 
 
-def select_model(ckpt, path) -> Record:
-    """`ema` when present and not None, else `model` (YOLOv5's attempt_load)."""
-    if isinstance(ckpt, Record):
-        return ckpt
-    if not isinstance(ckpt, dict):
-        raise FormatError(f"{path}: expected a checkpoint dict or a model, found {type(ckpt).__name__}")
-    model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
-    if not isinstance(model, Record):
-        raise FormatError(f"{path}: checkpoint has no model: 'ema' and 'model' are {type(model).__name__}")
-    return model
-
-
 def read_plan(path, ckpt=None) -> YoloV5Plan:
-    """The plan of a checkpoint file; `ckpt` is the file already loaded by `load_torch_checkpoint`, if it was."""
+    """The plan of a YOLOv5 checkpoint (`ckpt`: the already-unpickled checkpoint, to read the file once)."""
     path = os.fspath(path)
-    ctx = _Ctx(path)
     model = select_model(load_torch_checkpoint(path) if ckpt is None else ckpt, path)
+    return plan_from_model(model, path)
+
+
+def plan_from_model(model, path) -> YoloV5Plan:
+    """The plan of a YOLOv5 model record (pickled, or built from a yaml and a state_dict)."""
+    ctx = _Ctx(path)
     if not (_is(model, "DetectionModel", "models.yolo") or _is(model, "Model", "models.yolo")):
         raise FormatError(f"{path}: model is {short_repr(model)}; expected models.yolo.DetectionModel or models.yolo.Model")
     cfg = model.attr("yaml")
@@ -326,3 +303,93 @@ def read_yolov5(path, fold_bn: bool = True, ckpt=None) -> dict:
     (Detect's output convs always have one).
     """
     return plan_arrays(read_plan(path, ckpt), fold_bn)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plain state_dicts: the yaml gives the modules, the state_dict their tensors
+
+_BN_EPS = 1e-3  # YOLOv5's initialize_weights sets every BatchNorm2d's eps to 1e-3
+
+
+def _sd_conv(t, k, s, p, g, act, path) -> Record:
+    kids = {"conv": sd.conv2d(t.sub("conv"), s, sd.autopad(k, p), g), "act": sd.activation(act, "nn.SiLU()", path)}
+    if t.has("bn"):
+        kids["bn"] = sd.batchnorm(t.sub("bn"), _BN_EPS)
+    return sd.record("models.common", "Conv", kids)
+
+
+def _sd_inner(t, name, act, path, s=1, g=1) -> Record:
+    k = int(t.sub(name).sub("conv").tensor("weight").shape[-1])
+    return _sd_conv(t.sub(name), k, s, None, g, act, path)
+
+
+def _sd_row(t, i, row, cfg, path, act, strides) -> Record:
+    f, n, mname, args = row
+    kind = _YAML_KIND.get(mname)
+    a = lambda j, d: args[j] if len(args) > j and args[j] not in (None, "None") else d  # noqa: E731
+    common = "models.common"
+    src = strides[f if isinstance(f, int) else f[0]] if i else 1
+    if kind in ("Conv", "Focus"):
+        k, s = a(1, 1), a(2, 1)
+        strides.append(src * s * (2 if kind == "Focus" else 1))
+        if kind == "Focus":
+            return sd.record(common, "Focus", {"conv": _sd_conv(t.sub("conv"), k, s, a(3, None), a(4, 1), act, path)})
+        return _sd_conv(t, k, s, a(3, None), a(4, 1), act, path)
+    strides.append(src)
+    if kind == "C3":
+        depth = max(round(n * cfg.get("depth_multiple", 1.0)), 1) if n > 1 else n
+        shortcut = a(1, True)
+        m = [sd.record(common, "Bottleneck", {"cv1": _sd_inner(t.sub("m").sub(str(j)), "cv1", act, path),
+                                              "cv2": _sd_inner(t.sub("m").sub(str(j)), "cv2", act, path)},
+                       add=bool(shortcut)) for j in range(depth)]
+        kids = {k: _sd_inner(t, k, act, path) for k in ("cv1", "cv2", "cv3")}
+        kids["m"] = sd.sequential(m)
+        return sd.record(common, "C3", kids)
+    if kind in ("SPPF", "SPP"):
+        kids = {k: _sd_inner(t, k, act, path) for k in ("cv1", "cv2")}
+        if kind == "SPPF":
+            k = a(1, 5)
+            kids["m"] = sd.maxpool(k, 1, k // 2)
+        else:
+            kids["m"] = sd.sequential([sd.maxpool(k, 1, k // 2) for k in a(1, (5, 9, 13))], "ModuleList")
+        return sd.record(common, kind, kids)
+    if kind == "Concat":
+        return sd.record(common, "Concat", d=a(0, 1))
+    if kind == "Upsample":
+        sf = a(1, None)
+        strides[-1] = src / sf if isinstance(sf, (int, float)) and sf > 0 else src
+        return sd.record("torch.nn.modules.upsampling", "Upsample", size=a(0, None), scale_factor=sf,
+                         mode=a(2, "nearest"))
+    if kind == "Detect":
+        anchors = t.tensor("anchors")
+        if anchors.ndim != 3 or anchors.shape[2] != 2:
+            raise FormatError(f"{path}: module 'model.{i}': anchors of shape {anchors.shape}, expected (nl, na, 2)")
+        nl, na = int(anchors.shape[0]), int(anchors.shape[1])
+        nc = cfg.get("nc")
+        stride = np.asarray([strides[j] for j in f], np.float32) if isinstance(f, list) else None
+        convs = [sd.conv2d(t.sub("m").sub(str(j)), 1, 0) for j in range(nl)]
+        return sd.record("models.yolo", "Detect", {"m": sd.sequential(convs, "ModuleList")},
+                         buffers={"anchors": anchors}, nl=nl, na=na, nc=nc,
+                         no=nc + 5 if isinstance(nc, int) else None, stride=stride)
+    raise FormatError(f"{path}: module 'model.{i}': yaml module {short_repr(mname)} is not supported for state_dicts "
+                      f"(Conv, Focus, C3, SPP, SPPF, Concat, nn.Upsample, Detect)")
+
+
+def plan_from_state_dict(state: dict, cfg: dict, path: str) -> YoloV5Plan:
+    """The plan of a YOLOv5 state_dict (`torch.save(model.state_dict())`) with the model's yaml dict."""
+    tree = sd.Tensors(sd.module_tree(state), "", path)
+    model_t = tree.sub("model")
+    act = cfg.get("activation", True)
+    layers, strides = [], []
+    for i, row in enumerate(sd.yaml_rows(cfg)):
+        if not (isinstance(row, (list, tuple)) and len(row) == 4 and isinstance(row[3], list)
+                and isinstance(row[1], int)):
+            raise FormatError(f"{path}: module 'model.{i}': yaml row {short_repr(row)}: expected [from, number, module, args]")
+        if row[1] > 1 and row[2] != "C3":
+            raise FormatError(f"{path}: module 'model.{i}': repeated {row[2]} rows are not supported for state_dicts")
+        t = model_t.sub(str(i)) if model_t.has(str(i)) else sd.Tensors({}, f"model.{i}", path)
+        layers.append(_sd_row(t, i, row, cfg, path, act, strides))
+    names = cfg.get("names")
+    model = sd.record("models.yolo", "DetectionModel", {"model": sd.sequential(layers)}, yaml=cfg,
+                      names=list(names) if isinstance(names, (list, tuple)) else names)
+    return plan_from_model(model, path)
