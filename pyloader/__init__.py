@@ -1,4 +1,4 @@
-"""pyloader: YOLO checkpoints (Darknet .cfg + .weights, YOLOv5 .pt) to Keras models."""
+"""pyloader: YOLO checkpoints (Darknet .cfg + .weights; YOLOv5 and Ultralytics .pt) to Keras models."""
 
 __version__ = "0.1.0"
 

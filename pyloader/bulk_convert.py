@@ -14,7 +14,7 @@
   Ctrl-C removes the temporary entry; SIGKILL cannot be caught, so it may leave one behind: every run starts by
   removing the temporary entries of processes that no longer exist (`clean_stale_temporaries`).
 * Model reuse: checkpoints that share an architecture (same cfg text + input size + options for darknet; the
-  same YOLOv5 layer structure, anchors and options for .pt) build the Keras model once per process and only
+  same .pt family plan structure, anchors and options for .pt) build the Keras model once per process and only
   reassign the weights. The cached model keeps the name of the first checkpoint that built it.
 * `executor=`: a concurrent.futures.Executor whose workers can import pyloader: ThreadPoolExecutor, a
   ProcessPoolExecutor with the 'spawn' or 'forkserver' context, Dask's `Client.get_executor()`. Jobs are the
@@ -534,7 +534,7 @@ def _model_for(job: Job):
     from .api import _family
 
     if _family(job.source) == "torch":
-        return _yolov5_model(job)
+        return _torch_model(job)
     return _darknet_model(job)
 
 
@@ -573,21 +573,27 @@ def _darknet_model(job: Job):
     return _Loaded(_Held(key, build), fill)
 
 
-def _yolov5_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its architecture
-    from .metadata import yolov5_metadata
-    from .yolov5.weights import plan_arrays, read_plan
+def _torch_model(job: Job):
+    """A .pt checkpoint (its architecture inside); a plain state_dict takes the model's .yaml as `cfg`."""
+    from .api import torch_plan
 
     if job.names is not None:
         raise FormatError(f"{job.source}: a PyTorch checkpoint carries its class names; names (--names) are "
                           "for .weights sources")
-    plan = read_plan(job.source)
-    arrays = plan_arrays(plan, job.fold_bn)
-    key = ("yolov5", _fingerprint(plan), job.input_size, job.fold_bn, job.decode, _nms_key(job))
+    cfg = job.cfg if job.cfg is not None and str(job.cfg).endswith((".yaml", ".yml")) else None
+    fam, plan = torch_plan(job.source, cfg)
+    arrays = fam.weights().plan_arrays(plan, job.fold_bn)
+    key = (fam.name, _fingerprint(plan), job.input_size, job.fold_bn, job.decode, _nms_key(job))
 
     def build():
-        from .yolov5.model import build_yolov5
+        build_family = getattr(fam.model(), fam.builder)
+        model = build_family(plan, fold_bn=job.fold_bn, decode=job.decode or job.nms is not None,
+                             input_size=job.input_size)
+        if job.nms is not None:
+            from .keras_blocks.nms import family_nms
 
-        return build_yolov5(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size, nms=job.nms)
+            model = family_nms(fam.name, model, job.nms, job.source)
+        return model
 
     def fill(model):
         from .keras_blocks.assign import assign_weights
@@ -595,8 +601,8 @@ def _yolov5_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its
 
         assign_weights(model, arrays, job.source)
         size = tuple(model.inputs[0].shape[1:3])
-        attach_metadata(model, _nms_metadata(yolov5_metadata(plan, size, job.source, decode=job.decode,
-                                                             fold_bn=job.fold_bn), job))
+        attach_metadata(model, _nms_metadata(fam.model().plan_metadata(plan, size, job.source, decode=job.decode,
+                                                                       fold_bn=job.fold_bn), job))
 
     return _Loaded(_Held(key, build), fill)
 
@@ -605,7 +611,7 @@ _WEIGHT_FIELDS = {"kernel", "bias", "gamma", "beta", "mean", "var"}
 
 
 def _fingerprint(plan) -> str:
-    """A digest of a YOLOv5 plan's structure: layers, options, anchors and strides; weights by shape only."""
+    """A digest of a .pt family plan's structure: layers, options, anchors and strides; weights by shape only."""
     h = hashlib.sha256()
 
     def walk(obj, name=""):

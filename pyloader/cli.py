@@ -44,7 +44,7 @@ def _jobs(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyloader",
-        description="Convert YOLO checkpoints (Darknet .cfg + .weights, YOLOv5 .pt) into Keras models.",
+        description="Convert YOLO checkpoints (Darknet .cfg + .weights, YOLOv5 / YOLOv7 .pt) into Keras models.",
     )
     from . import __version__
 
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--out-dir", "--output", dest="out_dir", required=True, metavar="OUTDIR",
                    help="where the outputs go (created if missing)")
     c.add_argument("--cfg", metavar="CFG",
-                   help="darknet .cfg for every .weights source (default: the .cfg of the same stem beside it)")
+                   help="darknet .cfg for every .weights source (default: the .cfg of the same stem beside it); "
+                        "a model .yaml for plain PyTorch state_dicts")
     c.add_argument("--format", choices=_FORMATS, default="keras",
                    help="keras: <stem>.keras (default); weights.h5: <stem>.weights.h5; savedmodel: "
                         "<stem>_saved_model/ (TF SavedModel); tflite: <stem>.tflite")
@@ -97,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file", metavar="FILE",
                    help=".weights or .pt checkpoint, or an output of pyloader convert (.keras, .weights.h5, "
                         "SavedModel folder, .tflite): its metadata")
-    i.add_argument("--cfg", metavar="CFG", help="darknet .cfg (default: the .cfg of the same stem beside FILE)")
+    i.add_argument("--cfg", metavar="CFG", help="darknet .cfg (default: the .cfg of the same stem beside FILE); "
+                                                "the model .yaml of a plain PyTorch state_dict")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=_inspect_cmd)
 

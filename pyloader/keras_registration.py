@@ -18,8 +18,9 @@ import sys
 __all__ = ["install", "register_now"]
 
 # The modules that define (and register) pyloader's Keras classes.
-MODULES = ("pyloader.keras_blocks.layers", "pyloader.keras_blocks.model", "pyloader.keras_blocks.nms",
-           "pyloader.yolov5.model")
+MODULES = ("pyloader.keras_blocks.layers", "pyloader.keras_blocks.model", "pyloader.keras_blocks.torch_layers",
+           "pyloader.keras_blocks.nms",
+           "pyloader.yolov5.model", "pyloader.ultralytics.model")
 
 
 def register_now() -> None:

@@ -177,6 +177,36 @@ def yolov5_metadata(plan, input_size, source=None, *, decode=False, fold_bn=True
     return with_source(meta, source, digest) if source is not None else meta
 
 
+def ultralytics_metadata(plan, input_size, source=None, *, decode=False, fold_bn=True, digest=True) -> dict:
+    h, w = (int(v) for v in input_size)
+    outputs = []
+    if decode:
+        outputs.append({"name": "detections", "layout": "[batch, 4 + classes, anchors]: x, y, w, h in input "
+                        "pixels, class probabilities (Ultralytics Detect, eval mode)"})
+    else:
+        for i, s in enumerate(plan.strides):
+            s = int(s)
+            outputs.append({"name": f"head_{i}", "shape": [None, h // s, w // s, 4 * plan.reg_max + plan.nc],
+                            "layout": f"NHWC; channels 0..{4 * plan.reg_max - 1}: DFL distance bins (l, t, r, b; "
+                                      f"{plan.reg_max} each), then class logits",
+                            "stride": [s, s]})
+    meta = {
+        "format": "pyloader",
+        "pyloader_version": _version(),
+        "family": "ultralytics",
+        "architecture": plan.model_class,
+        "input": {"name": "images", "shape": [None, h, w, 3], "layout": "NHWC float32 RGB in [0, 1]",
+                  "size": [h, w]},
+        "class_names": _class_names(list(plan.names), plan.nc, plan.path),
+        "strides": [[int(s), int(s)] for s in plan.strides],
+        "anchors": [],
+        "outputs": outputs,
+        "decode": bool(decode),
+        "fold_bn": bool(fold_bn),
+    }
+    return with_source(meta, source, digest) if source is not None else meta
+
+
 def to_json(meta: dict) -> str:
     return json.dumps(meta, sort_keys=False, separators=(",", ":"))
 

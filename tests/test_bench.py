@@ -60,6 +60,7 @@ def test_bench_small(tmp_path):
     assert _positive(m["speedup_pyloader_vs_keras"]) and _positive(m["h5_bytes"])
 
     assert "skipped" in res["pt"]["error"]  # --small leaves the .pt section out
+    assert "skipped" in res["ultralytics"]["error"]  # and the Ultralytics one
 
     b = res["bulk"]
     assert b["checkpoints"] == 2 and b["model"] == "small"
@@ -74,4 +75,4 @@ def test_bench_small(tmp_path):
         assert "not available" in conv["error"]
 
     names = [t["target"] for t in res["targets"]]
-    assert len(names) == 8 and all(t["met"] in (True, False, None) for t in res["targets"])
+    assert len(names) == 9 and all(t["met"] in (True, False, None) for t in res["targets"])

@@ -390,6 +390,7 @@ def test_inspect_prints_no_traceback(tmp_path):
 def test_any_exception_becomes_format_error(tmp_path, monkeypatch):
     # The boundary by construction: a failure nobody foresaw (simulated: the YOLOv5 reader raising KeyError,
     # RecursionError, MemoryError) leaves read and inspect as a FormatError naming the file and the type.
+    import pyloader.api as api
     import pyloader.yolov5.weights as y5
     from pyloader.inspect_checkpoint import inspect
 
@@ -400,6 +401,7 @@ def test_any_exception_becomes_format_error(tmp_path, monkeypatch):
             raise exc
         monkeypatch.setattr(y5, "read_yolov5", boom)
         monkeypatch.setattr(y5, "read_plan", boom)
+        monkeypatch.setattr(api, "load_torch", boom)  # the .pt dispatch, before any family reader
         for fn in (pyloader.read, inspect):
             msg = refused(path, type(exc).__name__, fn)
             assert len(msg) < 1000

@@ -382,7 +382,7 @@ def test_read_imports_no_framework(checkpoints):
 def test_not_a_yolov5_model(tmp_path):
     """A valid torch file that is not a YOLOv5 checkpoint: a FormatError naming the file."""
     path = str(tmp_path / "plain.pt")
-    torch.save({"weights": torch.zeros(3)}, path)
+    torch.save({"weights": torch.zeros(3), "epoch": 1}, path)  # (a dict of tensors only is a state_dict)
     with pytest.raises(FormatError, match="plain.pt: checkpoint has no model"):
         pyloader.read(path)
 

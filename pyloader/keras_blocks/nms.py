@@ -28,7 +28,8 @@ from keras import ops
 
 from .nms_options import DEFAULTS, NMS_OUTPUTS, nms_options
 
-__all__ = ["DetectionNMS", "nms_options", "add_nms", "nms_metadata", "NMS_OUTPUTS", "DEFAULTS"]
+__all__ = ["DetectionNMS", "nms_options", "add_nms", "family_nms", "nms_metadata", "NMS_OUTPUTS", "DEFAULTS",
+           "FAMILY_LAYOUTS"]
 
 LAYOUTS = ("xywh_obj_cls", "xywh_cls")
 
@@ -190,3 +191,20 @@ def nms_metadata(meta: dict, options: dict) -> dict:
         {"name": "num_detections", "shape": [None], "layout": "int32 detections kept per image"},
     ]
     return meta
+
+
+# How each .pt family's decode=True output feeds DetectionNMS (checked against the family's own NMS before a
+# family is listed): YOLOv5 [B, boxes, 5 + nc] in pixels with objectness. Darknet is wired in darknet/model.py
+# (normalised boxes). An anchor-free family ([B, 4 + nc, anchors], no objectness) would be
+# dict(layout="xywh_cls", channels_first=True).
+FAMILY_LAYOUTS = {"yolov5": dict(layout="xywh_obj_cls")}
+
+
+def family_nms(family: str, model, options: dict, source: str = ""):
+    """add_nms on a .pt family's decoded model; FormatError for a family NMS is not wired for yet."""
+    if family not in FAMILY_LAYOUTS:
+        from ..errors import FormatError
+
+        raise FormatError(f"{source}: nms is not available for {family} checkpoints yet (available for Darknet "
+                          f"and {', '.join(sorted(FAMILY_LAYOUTS))})")
+    return add_nms(model, options, **FAMILY_LAYOUTS[family])

@@ -12,7 +12,9 @@ Python's `pickle` module calls whatever a pickle names (`os.system`, `builtins.e
 * a global of a module that exists to run code (os, subprocess, builtins' eval/exec, ...) raises
   `UnsafePickleError` at the GLOBAL opcode, before anything could have run; so do REDUCE/INST/OBJ on anything
   but an allow-listed function (calling a class would run its constructor), the protocol-5 out-of-band buffer
-  opcodes and the extension registry opcodes.
+  opcodes and the extension registry opcodes;
+* BUILD fills records, numpy dtypes/arrays and (only with `{'_metadata': ...}`, what torch's state_dict()
+  OrderedDict carries) a dict; any other BUILD on a plain container is an `UnsafePickleError`.
 
 Module paths are matched by suffix, so `models.common.Conv` and `yolov5.models.common.Conv` read alike.
 """
@@ -470,6 +472,13 @@ _FUNCTIONS: dict[tuple[str, str], Callable] = {
 }
 
 
+# Attribute bags that pickle by REDUCE on their class with no arguments (types.SimpleNamespace's __reduce__):
+# Ultralytics' trainer stores its arguments as one. Read as an inert Record, never instantiated.
+_NAMESPACE_CLASSES = frozenset({
+    ("ultralytics.utils", "IterableSimpleNamespace"),
+    ("ultralytics.yolo.utils", "IterableSimpleNamespace"),
+})
+
 _ALLOWED_CALLS = tuple(_FUNCTIONS.values())
 _ALLOWED_CALL_IDS = frozenset(id(f) for f in _ALLOWED_CALLS)  # module-level objects: ids stay valid
 
@@ -589,6 +598,9 @@ def _build(obj, state):
         return  # a tensor with no Python attributes
     if isinstance(obj, dict) and not state:
         return
+    if isinstance(obj, dict) and isinstance(state, dict) and set(state) == {"_metadata"} \
+            and isinstance(state["_metadata"], dict):
+        return  # torch's state_dict(): an OrderedDict carrying its modules' versions as `_metadata` (dropped)
     raise UnsafePickleError(f"BUILD on {_describe(obj)} is not something a checkpoint does")
 
 
@@ -678,6 +690,11 @@ def _interpret(data, start, end, persistent_load, where):
             if op == b"R":
                 args = pop()
                 fn = pop()
+                if isinstance(fn, ClassRef) and (fn.module, fn.name) in _NAMESPACE_CLASSES and args == ():
+                    # SimpleNamespace subclasses pickle as REDUCE(cls, ()) + BUILD(dict): an empty namespace
+                    # whose attributes BUILD sets. Nothing is called; it stays an inert record.
+                    stack.append(Record(fn, ()))
+                    continue
                 if id(fn) not in _ALLOWED_CALL_IDS:
                     raise UnsafePickleError(f"REDUCE on {_describe(fn)}: only allow-listed rebuild functions are called")
                 if not isinstance(args, tuple):

@@ -35,116 +35,17 @@ from ..boundary import short_repr
 from ..errors import FormatError
 from ..keras_blocks.assign import build_filled
 from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
+from ..keras_blocks.torch_layers import (
+    FocusSpaceToDepth, Hardswish, TorchMaxPool2D, YoloV5Decode, activation as _activation, conv as _conv, max_pool_layer,
+)
 from ..metadata import output_names, yolov5_metadata
-from .weights import ConvSpec, YoloV5Plan, plan_arrays, read_plan
+
+plan_metadata = yolov5_metadata  # the family's metadata (pyloader.metadata), as bulk_convert asks each family
+from .weights import YoloV5Plan, plan_arrays, read_plan
 
 __all__ = ["load_yolov5", "build_yolov5", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
 
 _PKG = "pyloader_yolov5"
-
-
-@keras.saving.register_keras_serializable(package=_PKG)
-class Hardswish(layers.Layer):
-    """PyTorch's Hardswish: x * relu6(x + 3) / 6."""
-
-    def call(self, x):
-        return x * ops.relu6(x + 3.0) / 6.0
-
-
-@keras.saving.register_keras_serializable(package=_PKG)
-class TorchMaxPool2D(layers.Layer):
-    """PyTorch MaxPool2d(kernel, stride, padding): symmetric -inf padding, then a valid max pool."""
-
-    def __init__(self, kernel, stride, padding, **kw):
-        super().__init__(**kw)
-        self.kernel, self.stride, self.padding = tuple(kernel), tuple(stride), tuple(padding)
-
-    def call(self, x):
-        ph, pw = self.padding
-        if ph or pw:
-            x = ops.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=float("-inf"))
-        return ops.max_pool(x, self.kernel, self.stride, padding="valid")
-
-    def get_config(self):
-        return {**super().get_config(), "kernel": self.kernel, "stride": self.stride, "padding": self.padding}
-
-
-@keras.saving.register_keras_serializable(package=_PKG)
-class FocusSpaceToDepth(layers.Layer):
-    """YOLOv5 Focus' slicing: cat(x[::2, ::2], x[1::2, ::2], x[::2, 1::2], x[1::2, 1::2]) over (rows, cols)."""
-
-    def call(self, x):
-        return ops.concatenate(
-            [x[:, ::2, ::2, :], x[:, 1::2, ::2, :], x[:, ::2, 1::2, :], x[:, 1::2, 1::2, :]], axis=-1
-        )
-
-
-@keras.saving.register_keras_serializable(package=_PKG)
-class YoloV5Decode(layers.Layer):
-    """Detect's eval-mode decoding of the raw heads into [B, boxes, 5 + nc] (pixels)."""
-
-    def __init__(self, na, nc, strides, anchors, **kw):
-        super().__init__(**kw)
-        self.na, self.nc = int(na), int(nc)
-        self.strides = [float(s) for s in strides]
-        self.anchors = np.asarray(anchors, np.float32).tolist()  # (nl, na, 2) pixels
-
-    def call(self, heads):
-        no = self.nc + 5
-        outs = []
-        for i, x in enumerate(heads):
-            ny, nx = int(x.shape[1]), int(x.shape[2])
-            y = ops.reshape(x, (-1, ny, nx, self.na, no))
-            y = ops.sigmoid(ops.transpose(y, (0, 3, 1, 2, 4)))  # [B, na, ny, nx, no]
-            yv, xv = np.meshgrid(np.arange(ny, dtype=np.float32), np.arange(nx, dtype=np.float32), indexing="ij")
-            grid = (np.stack((xv, yv), -1) - 0.5).reshape(1, 1, ny, nx, 2).astype(np.float32)
-            anchor = np.asarray(self.anchors[i], np.float32).reshape(1, self.na, 1, 1, 2)
-            xy = (y[..., 0:2] * 2.0 + ops.convert_to_tensor(grid)) * self.strides[i]
-            wh = ops.square(y[..., 2:4] * 2.0) * ops.convert_to_tensor(anchor)
-            y = ops.concatenate([xy, wh, y[..., 4:]], axis=-1)
-            outs.append(ops.reshape(y, (-1, self.na * ny * nx, no)))
-        return ops.concatenate(outs, axis=1)
-
-    def get_config(self):
-        return {**super().get_config(), "na": self.na, "nc": self.nc, "strides": self.strides, "anchors": self.anchors}
-
-
-def _activation(x, act, name):
-    if act is None:
-        return x
-    if act == "silu":
-        return layers.Activation("silu", name=name)(x)
-    if act == "hardswish":  # Keras' hard_silu: x * relu6(x + 3) / 6, as PyTorch's Hardswish
-        return layers.Activation("hard_silu", name=name)(x)
-    if act == "relu":
-        return layers.ReLU(name=name)(x)
-    if act == "sigmoid":
-        return layers.Activation("sigmoid", name=name)(x)
-    if isinstance(act, tuple) and act[0] == "leaky":
-        return layers.LeakyReLU(negative_slope=act[1], name=name)(x)
-    raise FormatError(f"activation {short_repr(act)} is not supported")
-
-
-def _conv(x, spec: ConvSpec, fold_bn: bool, activation=True):
-    o, _, kh, kw = spec.kernel.shape
-    ph, pw = spec.padding
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    same = (sh, sw) == (1, 1) and kh % 2 == 1 and kw % 2 == 1 and ph == dh * (kh // 2) and pw == dw * (kw // 2)
-    if not same and (ph or pw):
-        x = layers.ZeroPadding2D(((ph, ph), (pw, pw)), name=spec.name + "_pad")(x)
-    folded = spec.bn is not None and fold_bn
-    x = layers.Conv2D(
-        int(o), (int(kh), int(kw)), strides=(sh, sw), padding="same" if same else "valid", dilation_rate=(dh, dw),
-        groups=spec.groups, use_bias=spec.bias is not None or folded, name=spec.name,
-        # The checkpoint's values are assigned right after building: skip the random initialisation
-        # (glorot for ~86M weights of yolov5x costs about a second).
-        kernel_initializer="zeros", bias_initializer="zeros",
-    )(x)
-    if spec.bn is not None and not fold_bn and spec.bn_separate:
-        x = layers.BatchNormalization(epsilon=spec.bn.eps, name=spec.bn.name)(x)
-    if activation:
-        x = _activation(x, spec.act, spec.act_name)
-    return x
 
 
 def _bottleneck(x, b, fold_bn):
@@ -153,26 +54,7 @@ def _bottleneck(x, b, fold_bn):
 
 
 def _pool(x, p):
-    return _max_pool(p["kernel"], p["stride"], p["padding"], p["name"], x.shape[1:3])(x)
-
-
-def _max_pool(kernel, stride, padding, name, in_hw):
-    """Keras' MaxPooling2D where it takes the same windows as PyTorch's MaxPool2d (symmetric -inf padding,
-    floor), else TorchMaxPool2D."""
-    kernel, stride, padding = (tuple(int(v) for v in t) for t in (kernel, stride, padding))
-    fits = {"same": True, "valid": True}
-    for n, k, s, p in zip(in_hw, kernel, stride, padding):
-        if n is None:
-            fits = {}
-            break
-        out = (n + 2 * p - k) // s + 1
-        same_out = -(-n // s)
-        fits["same"] &= (same_out, max((same_out - 1) * s + k - n, 0) // 2) == (out, p)
-        fits["valid"] &= ((n - k) // s + 1, 0) == (out, p)
-    for padding_mode in ("valid", "same"):
-        if fits.get(padding_mode):
-            return layers.MaxPooling2D(kernel, stride, padding=padding_mode, name=name)
-    return TorchMaxPool2D(kernel, stride, padding, name=name)
+    return max_pool_layer(p["kernel"], p["stride"], p["padding"], p["name"], x.shape[1:3])(x)
 
 
 def _node(x, node, fold_bn):
@@ -211,7 +93,7 @@ def _node(x, node, fold_bn):
         return _conv(cat, P["cv2"], fold_bn)
     if k == "SPPF":
         x = _conv(x, P["cv1"], fold_bn)
-        pool = _max_pool(P["pool"]["kernel"], P["pool"]["stride"], P["pool"]["padding"], P["pool"]["name"],
+        pool = max_pool_layer(P["pool"]["kernel"], P["pool"]["stride"], P["pool"]["padding"], P["pool"]["name"],
                          x.shape[1:3])
         y1 = pool(x)
         y2 = pool(y1)
@@ -236,7 +118,7 @@ def default_input_size(plan: YoloV5Plan) -> tuple:
     return (s, s)
 
 
-def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=None, nms=None) -> keras.Model:
+def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
     h, w = default_input_size(plan) if input_size is None else tuple(int(v) for v in input_size)
     if h <= 0 or w <= 0 or h % plan.max_stride or w % plan.max_stride:
         raise ValueError(
@@ -253,30 +135,25 @@ def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=Non
         ys.append(x)
     heads = x
     det = plan.nodes[-1].parts
-    decode = decode or nms is not None
     outputs = YoloV5Decode(det["na"], det["nc"], plan.strides, plan.anchors, name="decode")(heads) if decode else heads
     outputs = name_outputs(outputs, output_names(1 if decode else len(heads), decode))
     stem = os.path.splitext(os.path.basename(plan.path))[0]
     name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or "yolov5"
     model = DetectionModel(inp, outputs, name=name)
     attach_metadata(model, yolov5_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn))
-    if nms is not None:  # `nms`: options from keras_blocks.nms_options; boxes already in pixels
-        from ..keras_blocks.nms import add_nms
-
-        model = add_nms(model, nms, layout="xywh_obj_cls")
     return model
 
 
-def load_yolov5(path, fold_bn=True, decode=False, input_size=None, nms=None) -> keras.Model:
-    """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
-    plan = read_plan(path)
-    model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size, nms=nms),
-                         plan_arrays(plan, fold_bn), os.fspath(path), discard_arrays=True)
+def model_from_plan(plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
+    """The model of a plan, built and filled; `model.metadata` / `model.class_names` describe it."""
+    model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
+                         plan_arrays(plan, fold_bn), plan.path, discard_arrays=True)
     size = tuple(model.inputs[0].shape[1:3])
-    meta = yolov5_metadata(plan, size, path, decode=decode, fold_bn=fold_bn, digest=False)
-    if nms is not None:
-        from ..keras_blocks.nms import nms_metadata
-
-        meta = nms_metadata(meta, nms)
-    attach_metadata(model, meta, path)
+    attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
+                    plan.path)
     return model
+
+
+def load_yolov5(path, fold_bn=True, decode=False, input_size=None, ckpt=None) -> keras.Model:
+    """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
+    return model_from_plan(read_plan(path, ckpt), fold_bn=fold_bn, decode=decode, input_size=input_size)
