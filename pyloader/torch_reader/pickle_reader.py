@@ -418,9 +418,10 @@ def _build(obj, state):
     raise UnsafePickleError(f"BUILD on {_describe(obj)} is not something a checkpoint does")
 
 
-def load_pickle(data, *, start: int = 0, end: int | None = None, persistent_load: Callable | None = None,
-                where: str = "pickle"):
-    """Interpret the pickle in data[start:end]; returns (object, position after STOP).
+def load_pickle_reference(data, *, start: int = 0, end: int | None = None,
+                          persistent_load: Callable | None = None, where: str = "pickle"):
+    """The plain-Python interpreter: the reference that the native `load_pickle` (pickle_native.py) is tested
+    against. Interprets the pickle in data[start:end]; returns (object, position after STOP).
 
     `persistent_load(pid)` resolves BINPERSID/PERSID ids (torch storages). `where` names the file and entry
     in error messages, which also give the opcode and its byte position.
@@ -693,3 +694,7 @@ def load_pickle(data, *, start: int = 0, end: int | None = None, persistent_load
         raise FormatError(f"{where}, byte {op_pos} ({_OPNAMES.get(op, repr(op))}): {e}") from None
     except (ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error, RecursionError) as e:
         raise FormatError(f"{where}, byte {op_pos} ({_OPNAMES.get(op, repr(op))}): malformed pickle: {e}") from None
+
+
+# `load_pickle` runs on the native opcode machine with the policy above (pickle_native.py).
+from .pickle_native import load_pickle  # noqa: E402
