@@ -112,7 +112,7 @@ std::string type_name(PyObject* o) {
 
 struct PickleHooks {
     PyObject *resolve_global, *reduce, *record_new, *newobj_ex, *build, *persistent_load, *text_value,
-        *numpy_array_type, *format_error;
+        *numpy_array_type, *format_error, *allowed_calls;
 };
 
 // The value a container or STOP receives: a numpy array built by _reconstruct + BUILD is unwrapped.
@@ -235,7 +235,22 @@ py::tuple replay_pickle(const PickleProgram& P, const std::byte* data, const Pic
                 }
                 r = call(h.resolve_global, {V[R[0]], V[R[1]]});
                 break;
-            case PickleKind::Reduce: r = call(h.reduce, {V[R[0]], V[R[1]]}); break;
+            case PickleKind::Reduce: {
+                // An allow-listed function on a plain tuple is called here directly; anything else goes to the
+                // reduce hook, which checks and words the refusal.
+                PyObject *fn = V[R[0]], *args = V[R[1]];
+                bool direct = PyTuple_CheckExact(args);
+                if (direct) {
+                    direct = false;
+                    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(h.allowed_calls); ++k)
+                        if (PyTuple_GET_ITEM(h.allowed_calls, k) == fn) direct = true;
+                    for (Py_ssize_t k = 0; direct && k < PyTuple_GET_SIZE(args); ++k)
+                        if (reinterpret_cast<PyObject*>(Py_TYPE(PyTuple_GET_ITEM(args, k))) == h.numpy_array_type)
+                            direct = false;
+                }
+                r = direct ? PyObject_Call(fn, args, nullptr) : call(h.reduce, {fn, args});
+                break;
+            }
             case PickleKind::NewObj: {
                 PyObject* name = PyUnicode_FromString("NEWOBJ");
                 if (name) r = call(h.record_new, {V[R[0]], V[R[1]], name});
@@ -527,9 +542,10 @@ PYBIND11_MODULE(_core, m) {
             const std::uint64_t size = std::uint64_t(info.size);
             end = std::min(end, size);
             start = std::min(start, end);
-            if (hooks.size() != 9) throw std::invalid_argument("run_pickle: 9 hooks expected");
+            if (hooks.size() != 10 || !PyTuple_Check(hooks[9].ptr()))
+                throw std::invalid_argument("run_pickle: 10 hooks expected, the last a tuple");
             PickleHooks h{hooks[0].ptr(), hooks[1].ptr(), hooks[2].ptr(), hooks[3].ptr(), hooks[4].ptr(),
-                          hooks[5].ptr(), hooks[6].ptr(), hooks[7].ptr(), hooks[8].ptr()};
+                          hooks[5].ptr(), hooks[6].ptr(), hooks[7].ptr(), hooks[8].ptr(), hooks[9].ptr()};
             const std::byte* data = static_cast<const std::byte*>(info.ptr) + start;
             PickleLimits limits;
             limits.max_depth = max_depth;
@@ -543,6 +559,6 @@ PYBIND11_MODULE(_core, m) {
         py::arg("buffer"), py::arg("start"), py::arg("end"), py::arg("hooks"), py::arg("max_depth"),
         "Run the pickle in buffer[start:end] (pickle_vm) and build its value, calling the hooks\n"
         "(resolve_global, reduce, record_new, newobj_ex, build, persistent_load, text_value, numpy array type,\n"
-        "FormatError) at its effects. Positions returned are relative to `start`.");
+        "FormatError, the allow-listed callables) at its effects. Positions returned are relative to `start`.");
     // ---- end pickle ----
 }

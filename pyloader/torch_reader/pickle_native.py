@@ -96,7 +96,7 @@ def load_pickle(data, *, start: int = 0, end: int | None = None, persistent_load
     lo, hi, _ = slice(start, end).indices(len(buf))
     hooks = (_pr.resolve_global, _reduce, _pr._record_new, _newobj_ex, _build,
              persistent_load if persistent_load is not None else _no_storages, _text_value, _pr._NumpyArray,
-             FormatError)
+             FormatError, tuple(_pr._ALLOWED_CALLS))
     out = _core.run_pickle(buf, lo, max(lo, hi), hooks, MAX_NESTING)
     if out[0] == "ok":
         return out[1], start + out[2]

@@ -696,5 +696,14 @@ def load_pickle_reference(data, *, start: int = 0, end: int | None = None,
         raise FormatError(f"{where}, byte {op_pos} ({_OPNAMES.get(op, repr(op))}): malformed pickle: {e}") from None
 
 
-# `load_pickle` runs on the native opcode machine with the policy above (pickle_native.py).
-from .pickle_native import load_pickle  # noqa: E402
+def load_pickle(data, *, start: int = 0, end: int | None = None, persistent_load: Callable | None = None,
+                where: str = "pickle"):
+    """Interpret the pickle in data[start:end]; returns (object, position after STOP).
+
+    Runs on the native opcode machine with the policy above (pickle_native.py). `persistent_load(pid)` resolves
+    BINPERSID/PERSID ids (torch storages). `where` names the file and entry in error messages, which also give
+    the opcode and its byte position.
+    """
+    from .pickle_native import load_pickle as native
+
+    return native(data, start=start, end=end, persistent_load=persistent_load, where=where)
