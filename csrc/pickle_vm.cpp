@@ -236,7 +236,14 @@ private:
         return it->second;
     }
 
-    std::uint32_t small_int(std::int64_t v) { return leaf(PickleKind::Int, 0, std::uint64_t(v)); }
+    // Ints in [-5, 256] are one object each in CPython anyway: one node per value, however often it appears.
+    std::uint32_t small_cache_[262] = {};
+    std::uint32_t small_int(std::int64_t v) {
+        if (v < -5 || v > 256) return leaf(PickleKind::Int, 0, std::uint64_t(v));
+        std::uint32_t& id = small_cache_[v + 5];
+        if (!id) id = leaf(PickleKind::Int, 0, std::uint64_t(v));
+        return id;
+    }
     // LONG1/LONG4: up to 8 bytes become an Int, longer ones a BigInt slice.
     std::uint32_t long_bytes(std::uint64_t n) {
         const std::uint64_t p = take(n);
