@@ -148,9 +148,10 @@ def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarr
         out = np.zeros(size, base.dtype)
         out.flags.writeable = False  # like every other tensor: read-only
     else:
-        out = np.lib.stride_tricks.as_strided(
-            base[storage_offset:], shape=size, strides=tuple(st * item for st in stride), writeable=False
-        )
+        # ndarray over the storage's buffer (bounds checked above): as_strided does the same, ~10x slower
+        out = np.ndarray(size, base.dtype, buffer=base, offset=storage_offset * item,
+                         strides=tuple(st * item for st in stride))
+        out.flags.writeable = False
     return out
 
 
