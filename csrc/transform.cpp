@@ -36,11 +36,21 @@ namespace {
 template <typename T>
 inline float load(const T* p, std::size_t i);
 
+// Loads through memcpy: the input may be misaligned (legacy torch storages start at any byte; the fuzz
+// harness feeds Darknet weights at any offset). Compiles to a plain load on x86 and ARM64.
 template <>
-inline float load<float>(const float* p, std::size_t i) { return p[i]; }
+inline float load<float>(const float* p, std::size_t i) {
+    float v;
+    std::memcpy(&v, reinterpret_cast<const unsigned char*>(p) + i * sizeof(float), sizeof v);
+    return v;
+}
 
 template <>
-inline float load<std::uint16_t>(const std::uint16_t* p, std::size_t i) { return half_to_float(p[i]); }
+inline float load<std::uint16_t>(const std::uint16_t* p, std::size_t i) {
+    std::uint16_t h;
+    std::memcpy(&h, reinterpret_cast<const unsigned char*>(p) + i * sizeof h, sizeof h);
+    return half_to_float(h);
+}
 
 // Blocked over output channels: for each block of kBlock output channels, walk the input rows of those
 // channels in step (kBlock sequential read streams) and write kBlock contiguous floats per (h, w, i):
@@ -115,7 +125,7 @@ void to_float(const void* in, DType in_type, float* out, std::size_t n) {
         std::memcpy(out, in, n * sizeof(float));
     } else {
         const auto* p = static_cast<const std::uint16_t*>(in);
-        for (std::size_t i = 0; i < n; ++i) out[i] = half_to_float(p[i]);
+        for (std::size_t i = 0; i < n; ++i) out[i] = load(p, i);
     }
 }
 

@@ -29,6 +29,11 @@ status=0
 native() {  # name binary corpus
   echo "== $1 (libFuzzer, ASan+UBSan, ${seconds}s)"
   set +e
+  reg="$here/../tests/adversarial/$1"
+  if compgen -G "$reg/*" >/dev/null; then  # the kept findings first, under the sanitizers
+    "$here/build/$2" "$reg"/* > "$findings/$1-regressions.log" 2>&1 || \
+      { tail -20 "$findings/$1-regressions.log"; echo "REGRESSION in $1"; status=1; }
+  fi
   "$here/build/$2" "$corpus/$3" -max_len=8192 -timeout=10 -rss_limit_mb=2048 -max_total_time="$seconds" \
     -artifact_prefix="$findings/$1-" -print_final_stats=1 > "$findings/$1.log" 2>&1
   rc=$?
