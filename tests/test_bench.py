@@ -61,6 +61,10 @@ def test_bench_small(tmp_path):
 
     assert "skipped" in res["pt"]["error"]  # --small leaves the .pt section out
 
+    assert len(res["pickle"]) == 2  # cheap opcodes and pickle.dumps of ints (no .pt with --small)
+    for name, row in res["pickle"].items():
+        assert _positive(row["python"]["mb_per_s"]) and _positive(row["native"]["mb_per_s"]), name
+
     b = res["bulk"]
     assert b["checkpoints"] == 2 and b["model"] == "small"
     sep = b["methods"]["bulk_separate"]
