@@ -11,6 +11,8 @@ import atheris
 
 with atheris.instrument_imports():
     import pyloader
+    import pyloader.darknet.cfg  # noqa: F401  (imported lazily by read: instrument it here)
+    import pyloader.darknet.weights  # noqa: F401
     from pyloader.errors import FormatError
 
 _DIR = tempfile.mkdtemp(prefix="pyloader-fuzz-darknet-")
