@@ -78,4 +78,4 @@ def test_bench_small(tmp_path):
         assert "not available" in conv["error"]
 
     names = [t["target"] for t in res["targets"]]
-    assert len(names) == 8 and all(t["met"] in (True, False, None) for t in res["targets"])
+    assert len(names) == 10 and all(t["met"] in (True, False, None) for t in res["targets"])  # 8 + 2 pickle
