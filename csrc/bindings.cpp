@@ -79,6 +79,14 @@ py::dict header_dict(const DarknetHeader& h) {
     return d;
 }
 
+// A name from a file (zip entry, prefix) as str without loss: undecodable bytes become surrogates
+// (os.fsdecode's 'surrogateescape'), never a UnicodeDecodeError.
+py::str lossless(const std::string& s) {
+    PyObject* o = PyUnicode_DecodeUTF8(s.data(), py::ssize_t(s.size()), "surrogateescape");
+    if (!o) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(o);
+}
+
 DType dtype_of(const py::array& a) {
     if (a.dtype().is(py::dtype::of<float>())) return DType::F32;
     if (a.dtype().kind() == 'f' && a.dtype().itemsize() == 2) return DType::F16;
@@ -358,7 +366,13 @@ PYBIND11_MODULE(_core, m) {
             if (p) std::rethrow_exception(p);
         } catch (const FormatError& e) {
             py::object cls = py::module_::import("pyloader.errors").attr("FormatError");
-            PyErr_SetString(cls.ptr(), e.what());
+            // Messages may quote bytes from the file: never fail to decode them.
+            const std::string what = e.what();
+            PyObject* msg = PyUnicode_DecodeUTF8(what.data(), py::ssize_t(what.size()), "backslashreplace");
+            if (msg) {
+                PyErr_SetObject(cls.ptr(), msg);
+                Py_DECREF(msg);
+            }
         }
     });
 
@@ -491,12 +505,12 @@ PYBIND11_MODULE(_core, m) {
                 idx = index_torch_zip(static_cast<const std::byte*>(info.ptr), std::size_t(info.size));
             }
             py::dict records;
-            for (const auto& [key, r] : idx.records) records[py::str(key)] = py::make_tuple(r.first, r.second);
+            for (const auto& [key, r] : idx.records) records[lossless(key)] = py::make_tuple(r.first, r.second);
             py::list entries;
             for (const auto& e : idx.entries)
-                entries.append(py::make_tuple(e.name, e.method, e.size, e.data_offset));
+                entries.append(py::make_tuple(lossless(e.name), e.method, e.size, e.data_offset));
             py::dict d;
-            d["prefix"] = idx.prefix;
+            d["prefix"] = lossless(idx.prefix);
             d["pickle"] = py::make_tuple(idx.pickle_offset, idx.pickle_size);
             d["records"] = records;
             d["entries"] = entries;
@@ -513,7 +527,8 @@ PYBIND11_MODULE(_core, m) {
             if (info.ndim != 1 || info.itemsize != 1) throw FormatError("zip_directory: expected a 1-d byte buffer");
             auto entries = read_zip_directory(static_cast<const std::byte*>(info.ptr), std::size_t(info.size));
             py::list out;
-            for (const auto& e : entries) out.append(py::make_tuple(e.name, e.method, e.size, e.data_offset));
+            for (const auto& e : entries)
+                out.append(py::make_tuple(lossless(e.name), e.method, e.size, e.data_offset));
             return out;
         },
         py::arg("buffer"), "The central directory of a zip archive: [(name, method, size, data_offset)].");

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 from pyloader import _core
 
@@ -37,3 +38,18 @@ def test_misaligned_float_input_to_the_transforms():
     raw[1:] = h.view(np.uint8).ravel()
     np.testing.assert_array_equal(_core.oihw_to_hwio(raw[1:].view("<f2").reshape(h.shape)),
                                   h.astype(np.float32).transpose(2, 3, 1, 0))
+
+
+def test_zip_entry_name_that_is_not_utf8(tmp_path):
+    # pt/non_utf8_entry_name.pt: atheris_pt found a torch zip whose entry name has a 0xff byte; the binding's
+    # str conversion raised UnicodeDecodeError out of pyloader.read. Names now decode losslessly
+    # (surrogateescape) and C++ messages with backslashreplace: the file gets a FormatError.
+    import pyloader
+    from pyloader.errors import FormatError
+
+    path = tmp_path / "in.pt"
+    path.write_bytes(_file("pt", "non_utf8_entry_name.pt"))
+    with pytest.raises(FormatError):
+        pyloader.read(str(path))
+    index = _core.zip_directory(np.frombuffer(_file("pt", "non_utf8_entry_name.pt"), np.uint8))
+    assert any("\udcff" in name for name, *_ in index)
