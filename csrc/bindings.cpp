@@ -28,6 +28,14 @@ struct Owner {
     std::unique_ptr<Arena> arena;
 };
 
+// Bytes from a file (zip entry names) or messages quoting them as str, lossless: undecodable bytes become
+// surrogates (os.fsdecode's convention), so a non-UTF-8 name is neither refused nor altered.
+py::str text(const std::string& s) {
+    PyObject* o = PyUnicode_DecodeUTF8(s.data(), py::ssize_t(s.size()), "surrogateescape");
+    if (o == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(o);
+}
+
 py::capsule make_owner(Owner* owner) {
     return py::capsule(owner, [](void* p) { delete static_cast<Owner*>(p); });
 }
@@ -79,14 +87,6 @@ py::dict header_dict(const DarknetHeader& h) {
     return d;
 }
 
-// A name from a file (zip entry, prefix) as str without loss: undecodable bytes become surrogates
-// (os.fsdecode's 'surrogateescape'), never a UnicodeDecodeError.
-py::str lossless(const std::string& s) {
-    PyObject* o = PyUnicode_DecodeUTF8(s.data(), py::ssize_t(s.size()), "surrogateescape");
-    if (!o) throw py::error_already_set();
-    return py::reinterpret_steal<py::str>(o);
-}
-
 DType dtype_of(const py::array& a) {
     if (a.dtype().is(py::dtype::of<float>())) return DType::F32;
     if (a.dtype().kind() == 'f' && a.dtype().itemsize() == 2) return DType::F16;
@@ -120,7 +120,7 @@ std::string type_name(PyObject* o) {
 
 struct PickleHooks {
     PyObject *resolve_global, *reduce, *record_new, *newobj_ex, *build, *persistent_load, *text_value,
-        *numpy_array_type, *format_error, *allowed_calls;
+        *numpy_array_type, *format_error, *allowed_calls, *check_key;
 };
 
 // The value a container or STOP receives: a numpy array built by _reconstruct + BUILD is unwrapped.
@@ -143,6 +143,23 @@ PyObject* call(PyObject* fn, std::initializer_list<PyObject*> args) {
     std::size_t k = 0;
     for (PyObject* a : args) argv[k++] = a;
     return PyObject_Vectorcall(fn, argv, k, nullptr);
+}
+
+// pickle_reader.check_key(k, what) for a dict key or set member; str and ints within 2^61 pass here directly.
+bool key_ok(const PickleHooks& h, PyObject* k, const char* what) {
+    if (PyUnicode_CheckExact(k)) return true;
+    if (PyLong_CheckExact(k)) {
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(k, &overflow);
+        if (!overflow && v > -(1LL << 61) && v < (1LL << 61)) return true;
+        PyErr_Clear();
+    }
+    PyObject* w = PyUnicode_FromString(what);
+    if (!w) return false;
+    PyObject* r = call(h.check_key, {k, w});
+    Py_DECREF(w);
+    Py_XDECREF(r);
+    return r != nullptr;
 }
 
 // Returns the Python result of a program: ("ok", value, end), ("error", pos, op, exception) for a failure at an
@@ -220,12 +237,16 @@ py::tuple replay_pickle(const PickleProgram& P, const std::byte* data, const Pic
                     }
                 break;
             case PickleKind::Dict:
+                for (std::uint32_t k = 0; k < e.n; k += 2)
+                    if (!key_ok(h, V[R[k]], "dict key")) goto failed;
                 r = PyDict_New();
                 for (std::uint32_t k = 0; r && k < e.n; k += 2)
                     if (PyDict_SetItem(r, V[R[k]], V[R[k + 1]]) < 0) Py_CLEAR(r);
                 break;
             case PickleKind::EmptySet: r = PySet_New(nullptr); break;
             case PickleKind::FrozenSet: {
+                for (std::uint32_t k = 0; k < e.n; ++k)
+                    if (!key_ok(h, V[R[k]], "frozenset member")) goto failed;
                 PyObject* items = PyTuple_New(e.n);
                 if (!items) break;
                 for (std::uint32_t k = 0; k < e.n; ++k) {
@@ -315,6 +336,7 @@ py::tuple replay_pickle(const PickleProgram& P, const std::byte* data, const Pic
                     break;
                 }
                 for (std::uint32_t k = 1; ok && k + 1 < e.n; k += 2) {
+                    if (!key_ok(h, V[R[k]], "dict key")) goto failed;
                     PyObject* v = finish_value(h, V[R[k + 1]]);
                     ok = v && PyDict_SetItem(d, V[R[k]], v) == 0;
                     Py_XDECREF(v);
@@ -328,9 +350,15 @@ py::tuple replay_pickle(const PickleProgram& P, const std::byte* data, const Pic
                     ok = false;
                     break;
                 }
-                for (std::uint32_t k = 1; ok && k < e.n; ++k) ok = PySet_Add(st, V[R[k]]) == 0;
+                for (std::uint32_t k = 1; ok && k < e.n; ++k)
+                    ok = key_ok(h, V[R[k]], "set member") && PySet_Add(st, V[R[k]]) == 0;
                 break;
             }
+        }
+        if (false) {
+        failed:
+            ok = false;
+            r = nullptr;
         }
         const bool is_effect = e.kind >= PickleKind::Build;
         if (is_effect ? !ok : r == nullptr) {
@@ -365,14 +393,11 @@ PYBIND11_MODULE(_core, m) {
         try {
             if (p) std::rethrow_exception(p);
         } catch (const FormatError& e) {
+            // Messages carry file and zip entry names, which need not be UTF-8: decoded without loss
+            // (undecodable bytes as surrogates, as Python decodes file names), never a UnicodeDecodeError.
             py::object cls = py::module_::import("pyloader.errors").attr("FormatError");
-            // Messages may quote bytes from the file: never fail to decode them.
-            const std::string what = e.what();
-            PyObject* msg = PyUnicode_DecodeUTF8(what.data(), py::ssize_t(what.size()), "backslashreplace");
-            if (msg) {
-                PyErr_SetObject(cls.ptr(), msg);
-                Py_DECREF(msg);
-            }
+            py::str msg = text(e.what());
+            PyErr_SetObject(cls.ptr(), msg.ptr());
         }
     });
 
@@ -505,12 +530,12 @@ PYBIND11_MODULE(_core, m) {
                 idx = index_torch_zip(static_cast<const std::byte*>(info.ptr), std::size_t(info.size));
             }
             py::dict records;
-            for (const auto& [key, r] : idx.records) records[lossless(key)] = py::make_tuple(r.first, r.second);
+            for (const auto& [key, r] : idx.records) records[text(key)] = py::make_tuple(r.first, r.second);
             py::list entries;
             for (const auto& e : idx.entries)
-                entries.append(py::make_tuple(lossless(e.name), e.method, e.size, e.data_offset));
+                entries.append(py::make_tuple(text(e.name), e.method, e.size, e.data_offset));
             py::dict d;
-            d["prefix"] = lossless(idx.prefix);
+            d["prefix"] = text(idx.prefix);
             d["pickle"] = py::make_tuple(idx.pickle_offset, idx.pickle_size);
             d["records"] = records;
             d["entries"] = entries;
@@ -527,8 +552,7 @@ PYBIND11_MODULE(_core, m) {
             if (info.ndim != 1 || info.itemsize != 1) throw FormatError("zip_directory: expected a 1-d byte buffer");
             auto entries = read_zip_directory(static_cast<const std::byte*>(info.ptr), std::size_t(info.size));
             py::list out;
-            for (const auto& e : entries)
-                out.append(py::make_tuple(lossless(e.name), e.method, e.size, e.data_offset));
+            for (const auto& e : entries) out.append(py::make_tuple(text(e.name), e.method, e.size, e.data_offset));
             return out;
         },
         py::arg("buffer"), "The central directory of a zip archive: [(name, method, size, data_offset)].");
@@ -557,10 +581,11 @@ PYBIND11_MODULE(_core, m) {
             const std::uint64_t size = std::uint64_t(info.size);
             end = std::min(end, size);
             start = std::min(start, end);
-            if (hooks.size() != 10 || !PyTuple_Check(hooks[9].ptr()))
-                throw std::invalid_argument("run_pickle: 10 hooks expected, the last a tuple");
+            if (hooks.size() != 11 || !PyTuple_Check(hooks[9].ptr()))
+                throw std::invalid_argument("run_pickle: 11 hooks expected");
             PickleHooks h{hooks[0].ptr(), hooks[1].ptr(), hooks[2].ptr(), hooks[3].ptr(), hooks[4].ptr(),
-                          hooks[5].ptr(), hooks[6].ptr(), hooks[7].ptr(), hooks[8].ptr(), hooks[9].ptr()};
+                          hooks[5].ptr(), hooks[6].ptr(), hooks[7].ptr(), hooks[8].ptr(), hooks[9].ptr(),
+                          hooks[10].ptr()};
             const std::byte* data = static_cast<const std::byte*>(info.ptr) + start;
             PickleLimits limits;
             limits.max_depth = max_depth;

@@ -13,10 +13,16 @@
 namespace pyloader {
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // Regular files only, checked without blocking: stat before opening (opening a device can act on it),
+    // O_NONBLOCK so a FIFO swapped in between cannot block open(), then fstat of what was opened.
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0)
+        throw FormatError(path + ": cannot open: " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        throw FormatError(path + ": not a regular file");
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         throw FormatError(path + ": cannot open: " + std::strerror(errno));
-    struct stat st {};
     if (::fstat(fd, &st) != 0) {
         int e = errno;
         ::close(fd);

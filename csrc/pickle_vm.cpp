@@ -108,7 +108,7 @@ private:
         if (P_.events.size() >= max_events_ || P_.events.size() >= kAbsent)
             fail("more values than the pickle's size allows");
         if (depth > lim_.max_depth)
-            fail("values nested deeper than " + std::to_string(lim_.max_depth) + " levels");
+            fail("values nested more than " + std::to_string(lim_.max_depth) + " deep");
         P_.events.push_back(PickleEvent{k, std::uint8_t(op_), 0, n, op_pos_, x});
         depth_.push_back(depth);
         return std::uint32_t(P_.events.size() - 1);
@@ -133,7 +133,7 @@ private:
         std::uint32_t dep = 0;
         for (std::size_t i = 1; i < count; ++i) dep = std::max(dep, depth_[ids[i]] + 1);
         if (dep > lim_.max_depth)
-            fail("values nested deeper than " + std::to_string(lim_.max_depth) + " levels");
+            fail("values nested more than " + std::to_string(lim_.max_depth) + " deep");
         if (count > std::numeric_limits<std::uint32_t>::max()) fail("too many items");
         if (P_.events.size() >= max_events_ || P_.events.size() >= kAbsent)
             fail("more values than the pickle's size allows");

@@ -36,19 +36,19 @@ namespace {
 template <typename T>
 inline float load(const T* p, std::size_t i);
 
-// Loads through memcpy: the input may be misaligned (legacy torch storages start at any byte; the fuzz
-// harness feeds Darknet weights at any offset). Compiles to a plain load on x86 and ARM64.
+// Loads through memcpy: legacy-format storages start at any byte offset of the file, so the input need not be
+// aligned for its type (a plain p[i] would be undefined behaviour; memcpy compiles to the same unaligned load).
 template <>
 inline float load<float>(const float* p, std::size_t i) {
-    float v;
-    std::memcpy(&v, reinterpret_cast<const unsigned char*>(p) + i * sizeof(float), sizeof v);
-    return v;
+    float f;
+    std::memcpy(&f, reinterpret_cast<const unsigned char*>(p) + i * sizeof(float), sizeof f);
+    return f;
 }
 
 template <>
 inline float load<std::uint16_t>(const std::uint16_t* p, std::size_t i) {
     std::uint16_t h;
-    std::memcpy(&h, reinterpret_cast<const unsigned char*>(p) + i * sizeof h, sizeof h);
+    std::memcpy(&h, reinterpret_cast<const unsigned char*>(p) + i * sizeof(std::uint16_t), sizeof h);
     return half_to_float(h);
 }
 

@@ -1,8 +1,12 @@
-"""pyloader: YOLO checkpoints (Darknet .cfg + .weights, YOLOv5 .pt) to Keras models."""
+"""pyloader: YOLO checkpoints (Darknet .cfg + .weights; YOLOv5 and Ultralytics .pt) to Keras models."""
+
+__version__ = "0.1.0"
 
 from .errors import FormatError, UnsafePickleError
 from .api import load, read
 from .bulk_convert import Result, convert
+from . import keras_registration as _keras_registration
 
 __all__ = ["load", "read", "convert", "FormatError", "UnsafePickleError"]
-__version__ = "0.1.0"
+
+_keras_registration.install()  # pyloader's Keras classes, registered when (or if) Keras is imported

@@ -11,6 +11,11 @@ untimed warm-up run, whose peak resident memory above the process's post-import 
   `.weights.h5` saved from it.
 * pt: a YOLOv5 .pt: `pyloader.load` vs `torch.load` + yolov5's own TensorFlow builder (yolov5/models/tf.py
   TFModel), when torch and yolov5 are installed.
+* ultralytics: Ultralytics .pt checkpoints (YOLOv8x, YOLO11x as its trainer + strip_optimizer write them),
+  when torch and ultralytics are installed: `pyloader.load` vs the Ultralytics route to a model. Its route to
+  TensorFlow, `export(format="saved_model")`, goes through onnx2tf and pip-installs it when missing; where
+  onnx2tf is not installed that route cannot run offline, and the comparison is `torch.load` + building its
+  model as Ultralytics does for inference (`ema` or `model`, `.float().fuse().eval()`).
 * bulk: N checkpoints of one architecture through `pyloader.convert` (.keras outputs) vs N separate
   `pyloader.load` + `model.save`.
 
@@ -215,6 +220,26 @@ def _prepare(spec: dict):
             inputs = keras.Input(shape=(*size, 3), batch_size=1)
             return keras.Model(inputs=inputs, outputs=tf_model.predict(inputs))
         return op, _clear_keras, info
+    if m == "ul_pyloader":
+        import keras  # noqa: F401
+
+        import pyloader
+        import pyloader.ultralytics.model  # noqa: F401
+
+        return (lambda: pyloader.load(w)), _clear_keras, info
+    if m == "ul_torch":
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        import torch
+        import ultralytics.nn.tasks  # noqa: F401
+
+        def op():  # ultralytics' attempt_load_one_weight + AutoBackend's fuse
+            ckpt = torch.load(w, map_location="cpu", weights_only=False)
+            model = (ckpt.get("ema") or ckpt["model"]).float()
+            with torch.no_grad():
+                return model.fuse().eval()
+        return op, None, info
     raise ValueError(f"unknown method {m!r}")
 
 
@@ -601,6 +626,46 @@ def bench_pickle(pt, repeat: int, small: bool) -> dict:
             row[meth] = {"median_s": med, "mb_per_s": len(data) / 1e6 / med}
         row["speedup"] = _ratio(row["python"]["median_s"], row["native"]["median_s"])
         sec[name] = row
+ULTRALYTICS_YAMLS = ("yolov8x.yaml", "yolo11x.yaml")
+
+
+def _ultralytics_export_available() -> bool:
+    return _have("onnx2tf") and _have("onnx")
+
+
+def bench_ultralytics(yamls, repeat, tmp) -> dict:
+    """pyloader.load of Ultralytics checkpoints vs the Ultralytics route (see the module doc)."""
+    if not (_have("torch") and _have("ultralytics")):
+        return {"error": "not available: torch and ultralytics are needed"}
+    sec = {"route": "torch.load + (ema or model).float().fuse().eval()",
+           "export_saved_model": ("available (onnx2tf installed) but not run: it converts through ONNX"
+                                  if _ultralytics_export_available() else
+                                  "not run: needs onnx2tf (not installed; Ultralytics would pip-install it)"),
+           "models": {}}
+    for y in yamls:
+        path = os.path.join(tmp, os.path.splitext(y)[0] + "-best.pt")
+        _log(f"ultralytics/writing {y}")
+        code = ("import sys; sys.modules.setdefault('triton', None); from pyloader.bench_models import "
+                "write_ultralytics_checkpoint as w; print('@@P', w(sys.argv[1] + '.last', sys.argv[2], "
+                "stripped=sys.argv[1]))")
+        p = subprocess.run([sys.executable, "-c", code, path, y], capture_output=True, text=True, timeout=1800,
+                           env=dict(os.environ, YOLO_OFFLINE="1"))
+        if os.path.exists(path + ".last"):
+            os.remove(path + ".last")
+        if p.returncode != 0 or not os.path.exists(path):
+            sec["models"][y] = {"error": "could not write the checkpoint: " + p.stderr.strip()[-300:]}
+            continue
+        r = {"description": f"{y} built by the ultralytics package, random weights, written by its trainer's "
+                            f"save_model + strip_optimizer (fp16 model)", "file_bytes": os.path.getsize(path),
+             "methods": {}}
+        _log(f"ultralytics/{y} pyloader")
+        r["methods"]["ul_pyloader"] = _summ(_run_worker({"method": "ul_pyloader", "weights": path, "repeat": repeat}))
+        _log(f"ultralytics/{y} torch.load + ultralytics model")
+        r["methods"]["ul_torch"] = _summ(_run_worker({"method": "ul_torch", "weights": path, "repeat": repeat}))
+        r["speedup_pyloader_vs_ultralytics"] = _ratio(r["methods"]["ul_torch"].get("warm_median_s"),
+                                                      r["methods"]["ul_pyloader"].get("warm_median_s"))
+        sec["models"][y] = r
+        os.remove(path)
     return sec
 
 
@@ -677,6 +742,11 @@ def _targets(res: dict) -> list:
     for name, row in (res.get("pickle") or {}).items():
         v = row["native"]["mb_per_s"]
         add(f"pickle stage >= 20 MB/s: {name}", v, 20.0, v >= 20.0)
+    ul = res.get("ultralytics") or {}
+    sp = [m.get("speedup_pyloader_vs_ultralytics") for m in (ul.get("models") or {}).values()]
+    s = min(sp) if sp and all(sp) else None
+    add("Ultralytics .pt (" + ", ".join(ul.get("models") or ["yolov8x, yolo11x"]) + ") >= 10x faster than "
+        + ul.get("route", "the Ultralytics route"), s, 10.0, None if s is None else s >= 10, ul.get("error", ""))
     bulk = res.get("bulk") or {}
     bc = (bulk.get("methods") or {}).get("bulk_convert") or {}
     bs = (bulk.get("methods") or {}).get("bulk_separate") or {}
@@ -768,6 +838,24 @@ def markdown(res: dict) -> str:
                 lines.append(f"| {meth} | {_fmt(r.get('warm_median_s'))} | {_fmt(r.get('first_call_s'))} | "
                              f"{r['peak_above_baseline_bytes'] / 1e6:.0f} |")
         lines.append(f"| speedup (yolov5 TF / pyloader) | {_fmt(pt.get('speedup_pyloader_vs_yolov5_tf'))} | | |")
+    lines += ["", "### Ultralytics .pt", ""]
+    ul = res.get("ultralytics") or {}
+    if not ul or "error" in ul:
+        lines.append(f"not available: {ul.get('error', 'not run')}")
+    else:
+        lines += [f"Ultralytics' route: {ul['route']}; export(format='saved_model'): {ul['export_saved_model']}", "",
+                  "| model | method | median s | first call s | peak MB above baseline |", "|---|---|---|---|---|"]
+        for name, r in ul["models"].items():
+            if "error" in r:
+                lines.append(f"| {name} | {r['error']} | | | |")
+                continue
+            for meth, x in r["methods"].items():
+                if "error" in x:
+                    lines.append(f"| {name} | {meth} | {x['error']} | | |")
+                else:
+                    lines.append(f"| {name} | {meth} | {_fmt(x.get('warm_median_s'))} | {_fmt(x.get('first_call_s'))} "
+                                 f"| {x['peak_above_baseline_bytes'] / 1e6:.0f} |")
+            lines.append(f"| {name} | speedup (ultralytics / pyloader) | {_fmt(r.get('speedup_pyloader_vs_ultralytics'))} | | |")
     lines += ["", "### Bulk", ""]
     bulk = res.get("bulk") or {}
     if not bulk or "error" in bulk:
@@ -809,6 +897,10 @@ def chart(res: dict, path: str) -> str | None:
     pt = res.get("pt") or {}
     if pt.get("methods"):
         groups.append(("YOLOv5 .pt", {k: v.get("warm_median_s") for k, v in pt["methods"].items() if "error" not in v}))
+    for name, r in ((res.get("ultralytics") or {}).get("models") or {}).items():
+        if r.get("methods"):
+            groups.append((f"Ultralytics .pt: {name}",
+                           {k: v.get("warm_median_s") for k, v in r["methods"].items() if "error" not in v}))
     bulk = res.get("bulk") or {}
     if bulk.get("methods"):
         groups.append((f"bulk: per checkpoint ({bulk['model']})",
@@ -821,7 +913,7 @@ def chart(res: dict, path: str) -> str | None:
     for ax, (title, g) in zip(axes, groups):
         names = list(g)
         vals = [g[n] for n in names]
-        colors = ["tab:green" if n.startswith(("pyloader", "pt_pyloader", "bulk_convert")) else "tab:gray" for n in names]
+        colors = ["tab:green" if n.startswith(("pyloader", "pt_pyloader", "ul_pyloader", "bulk_convert")) else "tab:gray" for n in names]
         ax.barh(names, vals, color=colors)
         for i, v in enumerate(vals):
             ax.text(v, i, f" {v:.3g} s", va="center", fontsize=8)
@@ -848,13 +940,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=os.path.join("bench", "results"),
                         help="folder for results.json, results.md, chart.png (default bench/results)")
     parser.add_argument("--sections", default=None,
-                        help="comma-separated subset of weights,model,pt,pickle,bulk (default: all; with --small: "
-                             "weights,model,pickle,bulk)")
+                        help="comma-separated subset of weights,model,pt,ultralytics,pickle,bulk (default: all; "
+                             "with --small: weights,model,pickle,bulk)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold page cache runs")
     parser.add_argument("--bulk-count", type=int, default=None, help="checkpoints in the bulk section (default 20)")
     parser.add_argument("--bulk-model", default=None, help="embedded model for the bulk section (default "
                                                            "yolov4-size; small with --small)")
     parser.add_argument("--pt-yaml", default=None, help="yolov5 yaml for the default .pt (default yolov5x.yaml)")
+    parser.add_argument("--ultralytics-yaml", action="append", default=None,
+                        help="Ultralytics yaml(s) for the ultralytics section (default yolov8x.yaml and yolo11x.yaml; "
+                             "yolov8n.yaml with --small)")
     parser.add_argument("--tmp", default=None, help="where to write generated checkpoints (default: a temp dir)")
 
 
@@ -862,7 +957,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pyloader bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_intermixed_args(argv)  # files before and after --cfg
-    default = "weights,model,pickle,bulk" if args.small else "weights,model,pt,pickle,bulk"
+    default = "weights,model,pickle,bulk" if args.small else "weights,model,pt,ultralytics,pickle,bulk"
     sections = {s.strip() for s in (args.sections or default).split(",") if s.strip()}
     repeat = max(1, args.repeat)
     out = os.path.abspath(args.out)
@@ -870,7 +965,8 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="pyloader-bench-", dir=args.tmp)
     cold, cold_info = (None, "skipped (--no-cold)") if args.no_cold else cold_method()
     res = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "repeat": repeat, "cold": cold, "cold_info": cold_info,
-           "machine": machine(), "models": {}, "weights": {}, "model": {}, "pt": None, "pickle": None,
+           "machine": machine(), "models": {}, "weights": {}, "model": {}, "pt": None, "ultralytics": None,
+           "pickle": None,
            "bulk": None}
     try:
         pt_yaml = args.pt_yaml or ("yolov5n.yaml" if args.small else "yolov5x.yaml")
@@ -908,6 +1004,14 @@ def main(argv=None) -> int:
             else:
                 res["pt"] = {"description": pt["description"], "path": pt["path"],
                              "param_bytes": _param_bytes(pt["path"], None), **bench_pt(pt, repeat)}
+        if "ultralytics" in sections:
+            if args.files:
+                res["ultralytics"] = {"error": "skipped (files given)"}
+            else:
+                yamls = args.ultralytics_yaml or (["yolov8n.yaml"] if args.small else list(ULTRALYTICS_YAMLS))
+                res["ultralytics"] = bench_ultralytics(yamls, repeat, tmp)
+        else:
+            res["ultralytics"] = {"error": "skipped (not in --sections" + (", --small)" if args.small else ")")}
         if "pickle" in sections:
             res["pickle"] = bench_pickle(pt, repeat, args.small)
         if "bulk" in sections and darknet:

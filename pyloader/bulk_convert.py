@@ -1,21 +1,27 @@
 """Bulk conversion of checkpoints into deployable files (`pyloader.convert`, `pyloader convert`).
 
-* Sources: files, folders (their .weights / .pt / .pth files, not recursive) or glob patterns. A .weights file
-  takes `cfg` or the .cfg of the same stem beside it; a .pt file carries its architecture.
-* Outputs, named after the source's stem in `out_dir`: `<stem>.keras` (default), `<stem>.weights.h5`,
-  `<stem>_saved_model/` (a TF SavedModel folder, `model.export`) or `<stem>.tflite` (float32, or float16
-  weights with tflite_fp16=True).
+* Sources: files, folders (their .weights / .pt / .pth files, in subfolders too: training-run folders such as
+  runs/train/exp3/weights/best.pt) or glob patterns. A .weights file takes `cfg` or the .cfg of the same stem
+  beside it; a .pt file carries its architecture. A folder with no checkpoint is a failed source.
+* Outputs, named after the source's stem in `out_dir` (a checkpoint found in a folder's subfolder: after its
+  path relative to that folder, `train-exp3-best`, leaving out `weights` folders): `<stem>.keras` (default),
+  `<stem>.weights.h5`, `<stem>_saved_model/` (a TF SavedModel folder) or `<stem>.tflite` (float32, or float16
+  weights with tflite_fp16=True). Every output carries pyloader's metadata and names its outputs
+  (pyloader/metadata.py); SavedModel and TFLite need the TensorFlow or JAX backend.
 * Atomic outputs: everything is written under a temporary name in out_dir,
   `.pyloader-tmp-<pid>-<random>-<output name>` (hidden, and never an output name), then renamed into place
   (os.replace for files; for a folder, os.rename, after moving an old one aside when overwriting). An error or
   Ctrl-C removes the temporary entry; SIGKILL cannot be caught, so it may leave one behind: every run starts by
   removing the temporary entries of processes that no longer exist (`clean_stale_temporaries`).
 * Model reuse: checkpoints that share an architecture (same cfg text + input size + options for darknet; the
-  same YOLOv5 layer structure, anchors and options for .pt) build the Keras model once per process and only
+  same .pt family plan structure, anchors and options for .pt) build the Keras model once per process and only
   reassign the weights. The cached model keeps the name of the first checkpoint that built it.
-* `executor=`: any concurrent.futures.Executor (process pools, Dask's or Ray's executors); jobs are the
-  picklable `Job` and run `run_job` in the workers, each of which keeps its own model cache. `jobs=N` without an
-  executor uses a ProcessPoolExecutor of N spawned processes.
+* `executor=`: a concurrent.futures.Executor whose workers can import pyloader: ThreadPoolExecutor, a
+  ProcessPoolExecutor with the 'spawn' or 'forkserver' context, Dask's `Client.get_executor()`. Jobs are the
+  picklable `Job` and run `run_job` in the workers, each of which keeps its own model cache. A process pool
+  that forks is refused once TensorFlow or JAX is loaded in this process (their thread pools do not survive a
+  fork: the workers would hang). Ray ships no concurrent.futures.Executor. `jobs=N` without an executor uses a
+  ProcessPoolExecutor of N spawned processes.
 
 This module does not import TensorFlow, Keras or torch until a conversion runs.
 """
@@ -29,12 +35,14 @@ import hashlib
 import multiprocessing
 import os
 import shutil
+import sys
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from .boundary import check_regular, error_text, fs_str, open_regular, shown
 from .errors import FormatError
 
 __all__ = ["Result", "Job", "convert", "plan_jobs", "run_job", "output_name", "clean_stale_temporaries",
@@ -56,6 +64,7 @@ class Result:
     reason: str = ""
     seconds: float = 0.0
     bytes: int = 0
+    import_seconds: float = 0.0  # the one-time framework import in the worker, not part of `seconds`
 
 
 @dataclass
@@ -72,14 +81,15 @@ class Job:
     overwrite: bool = False
     tflite_fp16: bool = False
     bytes: int = 0
+    names: str | None = None  # darknet .names file (class names)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Planning (no TensorFlow)
 
 
-def output_name(source: str, fmt: str) -> str:
-    stem = os.path.splitext(os.path.basename(source))[0]
+def output_name(source: str, fmt: str, stem: str | None = None) -> str:
+    stem = os.path.splitext(os.path.basename(source))[0] if stem is None else stem
     if fmt == "keras":
         return stem + ".keras"
     if fmt == "weights.h5":
@@ -93,27 +103,50 @@ def output_name(source: str, fmt: str) -> str:
 
 def expand_sources(sources) -> tuple[list, list]:
     """(checkpoint paths, failed Results for sources that name nothing), in order, without duplicates."""
+    found, missing = find_checkpoints(sources)
+    return [p for p, _ in found], missing
+
+
+def find_checkpoints(sources) -> tuple[list, list]:
+    """([(checkpoint path, output stem)], failed Results for sources that name nothing), in order, without
+    duplicates. Folders are searched with their subfolders (hidden ones aside); a checkpoint found below a
+    folder is named after its path relative to it (`train/exp3/weights/best.pt` -> `train-exp3-best`)."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     found, missing, seen = [], [], set()
 
-    def add(p):
+    def add(p, stem=None):
         key = os.path.realpath(p)
         if key not in seen:
             seen.add(key)
-            found.append(p)
+            found.append((p, os.path.splitext(os.path.basename(p))[0] if stem is None else stem))
+
+    def refuse_special(p) -> bool:
+        """A FIFO, device or socket is refused with a message (never opened: opening a FIFO blocks)."""
+        try:
+            check_regular(p)
+        except FormatError as e:
+            if os.path.exists(p) and not os.path.isdir(p):
+                missing.append(Result(p, None, "failed", str(e).removeprefix(shown(p) + ": ")))
+                return True
+        return False
 
     for s in sources:
-        s = os.fspath(s)
+        s = fs_str(s)
         if os.path.isdir(s):
-            for name in sorted(os.listdir(s)):
-                p = os.path.join(s, name)
-                if name.lower().endswith(CHECKPOINT_SUFFIXES) and os.path.isfile(p):
-                    add(p)
+            hits = _walk_checkpoints(s, refuse_special)
+            if not hits:
+                missing.append(Result(s, None, "failed", "no checkpoint found: looked for "
+                                      f"{', '.join('*' + x for x in CHECKPOINT_SUFFIXES)} files in this folder "
+                                      "and its subfolders"))
+            for p, stem in hits:
+                add(p, stem)
         elif os.path.isfile(s):
             add(s)
+        elif refuse_special(s):
+            pass
         elif glob.has_magic(s):
-            hits = sorted(p for p in glob.glob(s) if os.path.isfile(p))
+            hits = sorted(p for p in glob.glob(s) if refuse_special(p) is False and os.path.isfile(p))
             if not hits:
                 missing.append(Result(s, None, "failed", "the pattern matches no file"))
             for p in hits:
@@ -123,17 +156,33 @@ def expand_sources(sources) -> tuple[list, list]:
     return found, missing
 
 
+def _walk_checkpoints(folder: str, refuse_special) -> list:
+    """[(path, stem)] of the checkpoints in `folder` and its subfolders, sorted by relative path;
+    `refuse_special(path)` reports (and skips) FIFOs, devices and sockets."""
+    hits = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            p = os.path.join(root, name)
+            if (name.lower().endswith(CHECKPOINT_SUFFIXES) and not name.startswith(".") and not refuse_special(p)
+                    and os.path.isfile(p)):
+                rel = os.path.relpath(p, folder).split(os.sep)
+                parts = [d for d in rel[:-1] if d != "weights"] + [os.path.splitext(rel[-1])[0]]
+                hits.append((p, "-".join(parts)))
+    return hits
+
+
 def plan_jobs(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=False, input_size=None,
-              overwrite=False, tflite_fp16=False) -> tuple[list, list]:
+              overwrite=False, tflite_fp16=False, names=None) -> tuple[list, list]:
     """(jobs to run, Results decided without running: missing sources, name clashes, existing outputs)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
     if input_size is not None:
         input_size = tuple(int(v) for v in input_size)
-    paths, done = expand_sources(sources)
+    paths, done = find_checkpoints(sources)
     jobs, taken = [], {}
-    for src in paths:
-        out = os.path.join(os.fspath(out_dir), output_name(src, format))
+    for src, stem in paths:
+        out = os.path.join(os.fspath(out_dir), output_name(src, format, stem))
         if out in taken:
             done.append(Result(src, None, "failed", f"output name {os.path.basename(out)} is taken by {taken[out]}"))
             continue
@@ -143,7 +192,8 @@ def plan_jobs(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decod
             done.append(Result(src, out, "skipped", "output exists (use overwrite)", 0.0, size))
             continue
         jobs.append(Job(src, out, None if cfg is None else os.fspath(cfg), format, bool(fold_bn), bool(decode),
-                        input_size, bool(overwrite), bool(tflite_fp16), size))
+                        input_size, bool(overwrite), bool(tflite_fp16), size,
+                        None if names is None else os.fspath(names)))
     return jobs, done
 
 
@@ -193,19 +243,26 @@ def _remove(path: str) -> None:
 
 
 def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=False, input_size=None,
-            overwrite=False, tflite_fp16=False, jobs=1, executor=None, progress=None) -> list:
+            overwrite=False, tflite_fp16=False, jobs=1, executor=None, progress=None, names=None) -> list:
     """Convert checkpoints into `out_dir`; returns one Result per source (sources order, then problems).
 
     A bad checkpoint never stops the run: its Result has status 'failed' and the reason. `executor`: any
     concurrent.futures.Executor; otherwise `jobs` > 1 uses a ProcessPoolExecutor (spawn) of that many
     processes, and jobs=1 converts in this process. `progress(result, done, total, bytes_done, bytes_total)` is
-    called after each source.
+    called after each source. `names`: a darknet .names file with the class names of every .weights source.
+
+    Raises ModuleNotFoundError (saying what to install) when Keras, its backend or, for savedmodel / tflite,
+    TensorFlow is missing; ValueError for an executor that forks after TensorFlow or JAX was loaded, or a
+    SavedModel / TFLite format under Keras' PyTorch backend.
     """
+    check_framework(format)
+    check_executor(executor)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     clean_stale_temporaries(out_dir)
     todo, results = plan_jobs(sources, out_dir, cfg=cfg, format=format, fold_bn=fold_bn, decode=decode,
-                              input_size=input_size, overwrite=overwrite, tflite_fp16=tflite_fp16)
+                              input_size=input_size, overwrite=overwrite, tflite_fp16=tflite_fp16,
+                              names=names)
     total = len(todo) + len(results)
     bytes_total = sum(j.bytes for j in todo) + sum(r.bytes for r in results)
     state = {"done": 0, "bytes": 0}
@@ -235,6 +292,69 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
     order = {os.fspath(j.source): i for i, j in enumerate(todo)}
     got.sort(key=lambda r: order.get(r.source, len(order)))
     return got + results
+
+
+_EXTRAS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def keras_backend_name() -> str:
+    """The backend Keras uses or will use (without importing Keras): KERAS_BACKEND, else keras.json, else
+    tensorflow."""
+    if "keras" in sys.modules:
+        try:
+            return sys.modules["keras"].config.backend()
+        except AttributeError:  # keras partly imported
+            pass
+    name = os.environ.get("KERAS_BACKEND")
+    if name:
+        return name
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        import json
+
+        with open(os.path.join(home, "keras.json")) as f:
+            return json.load(f).get("backend") or "tensorflow"
+    except (OSError, ValueError):
+        return "tensorflow"
+
+
+def _missing(module: str, why: str, extra: str) -> ModuleNotFoundError:
+    e = ModuleNotFoundError(f"{why} needs the Python package '{module}', which is not installed: "
+                            f"pip install 'pyloader[{extra}]'", name=module)
+    return e
+
+
+def check_framework(format: str) -> None:
+    """Raise ModuleNotFoundError saying what to pip-install when a conversion to `format` cannot run here;
+    ValueError for SavedModel / TFLite under Keras' PyTorch backend (its SavedModel export needs torch_xla)."""
+    import importlib.util
+
+    backend = keras_backend_name()
+    if importlib.util.find_spec("keras") is None:
+        raise _missing("keras", "converting", _EXTRAS.get(backend, "tensorflow"))
+    if backend in _EXTRAS and importlib.util.find_spec(backend) is None:
+        raise _missing(backend, f"Keras' {backend} backend (KERAS_BACKEND={backend})", _EXTRAS[backend])
+    if format in ("savedmodel", "tflite"):
+        if backend == "torch":
+            raise ValueError(f"format {format!r} needs Keras' TensorFlow or JAX backend (the PyTorch backend "
+                             "exports a SavedModel only through torch_xla): run with KERAS_BACKEND=tensorflow")
+        if importlib.util.find_spec("tensorflow") is None:
+            raise _missing("tensorflow", f"format {format!r}", "tensorflow")
+
+
+def check_executor(executor) -> None:
+    """Refuse a process pool that forks once TensorFlow or JAX is loaded here (the forked workers hang)."""
+    if not isinstance(executor, cf.ProcessPoolExecutor):
+        return
+    ctx = getattr(executor, "_mp_context", None)
+    method = ctx.get_start_method() if ctx is not None else multiprocessing.get_start_method()
+    loaded = [m for m in ("tensorflow", "jax") if m in sys.modules]
+    if method == "fork" and loaded:
+        raise ValueError(
+            f"executor: a ProcessPoolExecutor that forks cannot run conversions once {loaded[0]} is loaded in "
+            "this process (its thread pool does not survive fork: the workers would hang). Use "
+            "ProcessPoolExecutor(mp_context=multiprocessing.get_context('spawn')), jobs=N, a ThreadPoolExecutor "
+            "or Dask's client.get_executor()")
 
 
 def _arch_hint(job: Job):
@@ -268,19 +388,36 @@ def _result_of(future, job: Job) -> Result:
 
 def run_job(job: Job) -> Result:
     """Convert one checkpoint (in whichever process runs it); never raises for a bad checkpoint."""
+    if os.path.lexists(job.output) and not job.overwrite:
+        return Result(job.source, job.output, "skipped", "output exists (use overwrite)", 0.0, job.bytes)
+    imported = 0.0
     t0 = time.perf_counter()
     try:
-        if os.path.lexists(job.output) and not job.overwrite:
-            return Result(job.source, job.output, "skipped", "output exists (use overwrite)", 0.0, job.bytes)
+        imported = import_framework(job.format)
+        t0 = time.perf_counter()
         model = _model_for(job)
         _write_atomically(model, job)
     except Exception as e:  # noqa: BLE001 - one bad checkpoint must not stop the run
-        reason = str(e) if isinstance(e, FormatError) else f"{type(e).__name__}: {e}"
+        reason = str(e) if isinstance(e, FormatError) else error_text(e)
         if reason.startswith(job.source + ": "):  # the summary already names the source
             reason = reason[len(job.source) + 2:]
         return Result(job.source, None, "failed", reason.strip() or type(e).__name__,
-                      time.perf_counter() - t0, job.bytes)
-    return Result(job.source, job.output, "converted", "", time.perf_counter() - t0, job.bytes)
+                      time.perf_counter() - t0, job.bytes, imported)
+    return Result(job.source, job.output, "converted", "", time.perf_counter() - t0, job.bytes, imported)
+
+
+def import_framework(format: str) -> float:
+    """Import Keras (and TensorFlow for SavedModel / TFLite) once per process; the seconds it took (0 when
+    already imported). Kept out of each checkpoint's time."""
+    wanted = ["keras"] + (["tensorflow"] if format in ("savedmodel", "tflite") else [])
+    if all(m in sys.modules for m in wanted):
+        return 0.0
+    t0 = time.perf_counter()
+    import importlib
+
+    for m in wanted:
+        importlib.import_module(m)
+    return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -338,18 +475,19 @@ def _model_for(job: Job):
     from .api import _family
 
     if _family(job.source) == "torch":
-        return _yolov5_model(job)
+        return _torch_model(job)
     return _darknet_model(job)
 
 
 def _darknet_model(job: Job):
     from .darknet.cfg import build_network, read_cfg
     from .darknet.weights import default_cfg, read_darknet
+    from .metadata import darknet_metadata
 
     cfg = job.cfg if job.cfg is not None else default_cfg(job.source)
     if not os.path.exists(cfg):
         raise FormatError(f"{job.source}: no cfg given and none beside it (looked for {cfg})")
-    with open(cfg, "rb") as f:
+    with open_regular(cfg) as f:
         text = f.read()
     network = build_network(read_cfg(cfg), job.input_size)
     data = read_darknet(job.source, network=network, fold_bn=job.fold_bn)  # validates before any model work
@@ -361,32 +499,43 @@ def _darknet_model(job: Job):
         stem = os.path.splitext(os.path.basename(cfg))[0]
         return build_darknet_model(network, fold_bn=job.fold_bn, decode=job.decode, name=_model_name(stem))
 
+    meta = darknet_metadata(network, job.source, names=job.names, decode=job.decode, fold_bn=job.fold_bn)
+
     def fill(model):
         from .darknet.model import reachable_arrays
         from .keras_blocks.assign import assign_weights
+        from .keras_blocks.model import attach_metadata
 
         assign_weights(model, reachable_arrays(network, data.arrays), job.source)
+        attach_metadata(model, meta)
 
     return _Loaded(_Held(key, build), fill)
 
 
-def _yolov5_model(job: Job):  # `cfg` is for .weights sources; a .pt carries its architecture
-    from .yolov5.weights import plan_arrays, read_plan
+def _torch_model(job: Job):
+    """A .pt checkpoint (its architecture inside); a plain state_dict takes the model's .yaml as `cfg`."""
+    from .api import torch_plan
 
-    plan = read_plan(job.source)
-    arrays = plan_arrays(plan, job.fold_bn)
-    key = ("yolov5", _fingerprint(plan), job.input_size, job.fold_bn, job.decode)
+    if job.names is not None:
+        raise FormatError(f"{job.source}: a PyTorch checkpoint carries its class names; names (--names) are "
+                          "for .weights sources")
+    cfg = job.cfg if job.cfg is not None and str(job.cfg).endswith((".yaml", ".yml")) else None
+    fam, plan = torch_plan(job.source, cfg)
+    arrays = fam.weights().plan_arrays(plan, job.fold_bn)
+    key = (fam.name, _fingerprint(plan), job.input_size, job.fold_bn, job.decode)
 
     def build():
-        from .yolov5.model import build_yolov5
-
-        return build_yolov5(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size)
+        build_family = getattr(fam.model(), fam.builder)
+        return build_family(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size)
 
     def fill(model):
         from .keras_blocks.assign import assign_weights
+        from .keras_blocks.model import attach_metadata
 
         assign_weights(model, arrays, job.source)
-        model.class_names = list(plan.names)
+        size = tuple(model.inputs[0].shape[1:3])
+        attach_metadata(model, fam.model().plan_metadata(plan, size, job.source, decode=job.decode,
+                                                         fold_bn=job.fold_bn))
 
     return _Loaded(_Held(key, build), fill)
 
@@ -395,7 +544,7 @@ _WEIGHT_FIELDS = {"kernel", "bias", "gamma", "beta", "mean", "var"}
 
 
 def _fingerprint(plan) -> str:
-    """A digest of a YOLOv5 plan's structure: layers, options, anchors and strides; weights by shape only."""
+    """A digest of a .pt family plan's structure: layers, options, anchors and strides; weights by shape only."""
     h = hashlib.sha256()
 
     def walk(obj, name=""):
@@ -471,17 +620,51 @@ def _rename_folder(tmp: str, final: str, overwrite: bool) -> None:
 
 
 def _write(model, tmp: str, job: Job) -> None:
+    from . import metadata as M
+
+    meta = M.complete(getattr(model, "metadata", None) or {}, getattr(model, "_pyloader_source_path", None))
     if job.format == "keras":
-        model.save(tmp)
+        model.save(tmp)  # the metadata goes into config.json (DetectionModel.get_config)
     elif job.format == "weights.h5":
         model.save_weights(tmp)
+        M.write_h5(tmp, meta)
     elif job.format == "savedmodel":
-        model.export(tmp, format="tf_saved_model", verbose=False)
+        export_savedmodel(model, tmp, meta)
     elif job.format == "tflite":
         with open(tmp, "wb") as f:
-            f.write(_tflite_bytes(model, tmp, job.tflite_fp16))
+            f.write(M.tflite_with_metadata(_tflite_bytes(model, tmp, job.tflite_fp16), meta, model.output_names))
     else:
         raise ValueError(f"unknown format {job.format!r}")
+
+
+def export_savedmodel(model, path: str, meta: dict) -> None:
+    """A SavedModel whose serving signature's outputs are keyed by the model's output names, with a `metadata`
+    signature and assets.extra/pyloader_metadata.json (pyloader/metadata.py)."""
+    import keras
+    import tensorflow as tf
+
+    from . import metadata as M
+
+    named = keras.Model(model.inputs, dict(zip(model.output_names, model.outputs)), name=model.name)
+    archive = keras.export.ExportArchive()
+    spec = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name) for t in model.inputs]
+    archive.track_and_add_endpoint("serve", named, spec)
+    text = tf.constant(M.to_json(meta))
+    archive._tf_trackable.metadata = tf.function(lambda: {M.KEY: text}, input_signature=[])
+    archive._tf_trackable.metadata.get_concrete_function()
+    _write_archive(archive, path, {"metadata": archive._tf_trackable.metadata})
+    M.write_savedmodel_files(path, meta)
+
+
+def _write_archive(archive, path, extra_signatures) -> None:
+    """ExportArchive.write_out, plus signatures that are plain tf.functions (the metadata)."""
+    import tensorflow as tf
+
+    archive._filter_and_track_resources()
+    signatures = {name: archive._get_concrete_fn(name) for name in archive._endpoint_names}
+    signatures["serving_default"] = signatures["serve"]
+    signatures.update(extra_signatures)
+    tf.saved_model.save(archive._tf_trackable, path, signatures=signatures)
 
 
 def _tflite_bytes(model, tmp: str, fp16: bool) -> bytes:
@@ -489,8 +672,8 @@ def _tflite_bytes(model, tmp: str, fp16: bool) -> bytes:
 
     saved = tmp + ".savedmodel"
     try:
-        model.export(saved, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        export_savedmodel(model, saved, getattr(model, "metadata", None) or {})
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["serving_default"])
         if fp16:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]

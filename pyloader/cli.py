@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import time
@@ -43,7 +44,7 @@ def _jobs(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyloader",
-        description="Convert YOLO checkpoints (Darknet .cfg + .weights, YOLOv5 .pt) into Keras models.",
+        description="Convert YOLO checkpoints (Darknet .cfg + .weights, YOLOv5 / YOLOv7 .pt) into Keras models.",
     )
     from . import __version__
 
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--out-dir", "--output", dest="out_dir", required=True, metavar="OUTDIR",
                    help="where the outputs go (created if missing)")
     c.add_argument("--cfg", metavar="CFG",
-                   help="darknet .cfg for every .weights source (default: the .cfg of the same stem beside it)")
+                   help="darknet .cfg for every .weights source (default: the .cfg of the same stem beside it); "
+                        "a model .yaml for plain PyTorch state_dicts")
     c.add_argument("--format", choices=_FORMATS, default="keras",
                    help="keras: <stem>.keras (default); weights.h5: <stem>.weights.h5; savedmodel: "
                         "<stem>_saved_model/ (TF SavedModel); tflite: <stem>.tflite")
@@ -79,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default 1: convert in this process)")
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     c.add_argument("--tflite-fp16", action="store_true", help="with --format tflite: float16 weights")
+    c.add_argument("--names", metavar="FILE",
+                   help="darknet .names file (one class name per line) for the .weights sources' metadata "
+                        "(default: class0, class1, ...)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    c.add_argument("-v", "--verbose", action="store_true",
+                   help="keep TensorFlow's own log lines (silenced by default)")
     c.set_defaults(func=_convert_cmd)
 
     i = sub.add_parser(
@@ -87,8 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print a checkpoint's format, header, architecture summary and tensor table. Reads the "
                     "file with pyloader's own readers: TensorFlow and torch are not imported.",
     )
-    i.add_argument("file", metavar="FILE", help=".weights or .pt checkpoint")
-    i.add_argument("--cfg", metavar="CFG", help="darknet .cfg (default: the .cfg of the same stem beside FILE)")
+    i.add_argument("file", metavar="FILE",
+                   help=".weights or .pt checkpoint, or an output of pyloader convert (.keras, .weights.h5, "
+                        "SavedModel folder, .tflite): its metadata")
+    i.add_argument("--cfg", metavar="CFG", help="darknet .cfg (default: the .cfg of the same stem beside FILE); "
+                                                "the model .yaml of a plain PyTorch state_dict")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=_inspect_cmd)
 
@@ -99,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # names that are not UTF-8 (files, pickled strings) print escaped
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
     if argv and argv[0] == "bench":
         return _bench_cmd(argv[1:])
     parser = build_parser()
@@ -160,7 +175,7 @@ class ProgressBar:
             if done == total:
                 self.stream.write("\n")
         else:
-            extra = f" -> {result.output}" if result.status == "converted" else f": {result.reason}"
+            extra = f" -> {result.output}" if result.status == "converted" else f": {cli_reason(result.reason)}"
             self.stream.write(f"pyloader: [{done}/{total}] {result.status} {result.source}{extra} "
                               f"({result.seconds:.1f} s; {rate / 1e6:.1f} MB/s, {_fmt_time(left)} left)\n")
         self.stream.flush()
@@ -190,20 +205,120 @@ def _convert_cmd(args) -> int:
     if args.cfg is not None and not os.path.isfile(args.cfg):
         print(f"pyloader convert: --cfg {args.cfg}: no such file", file=sys.stderr)
         return 2
+    if args.names is not None and not os.path.isfile(args.names):
+        print(f"pyloader convert: --names {args.names}: no such file", file=sys.stderr)
+        return 2
+    # the bar decides now whether stderr is a terminal (the filter below puts a pipe in its place)
+    args.progress_bar = None if args.quiet else ProgressBar()
+    if not args.verbose:
+        quiet_framework_logs()
+        with CppLogFilter():
+            return _convert_run(args)
+    return _convert_run(args)
+
+
+def _convert_run(args) -> int:
+    from .bulk_convert import check_framework, convert
+
+    try:
+        check_framework(args.format)
+    except ModuleNotFoundError as e:
+        print(f"pyloader convert: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"pyloader convert: --format {args.format}: {e}", file=sys.stderr)
+        return 2
+    list_found(args.sources, sys.stderr)
     if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
         print(f"pyloader convert: -o {args.out_dir}: not a folder", file=sys.stderr)
         return 2
     # SIGTERM as Ctrl-C: unwinds through the writers, which remove their temporary outputs.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    progress = None if args.quiet else ProgressBar()
+    progress = args.progress_bar
     results = convert(args.sources, args.out_dir, cfg=args.cfg, format=args.format, fold_bn=args.fold_bn,
                       decode=args.decode, input_size=args.input_size, overwrite=args.overwrite,
-                      tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress)
+                      tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress, names=args.names)
+    for r in results:
+        r.reason = cli_reason(r.reason)
     print(summary_table(results))
+    imported = max((r.import_seconds for r in results), default=0.0)
+    if imported:
+        print(f"framework import: {imported:.1f} s (once per process; not in the times above)")
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         print(f"pyloader convert: failed: {r.source}: {r.reason}", file=sys.stderr)
     return 1 if failed else 0
+
+
+_CPP_LOG = re.compile(rb"^(?:[IWEF]\d{4} [\d:.]+ +\d+ [^\]]+\] |WARNING: All log messages before "
+                      rb"absl::InitializeLog|To enable the following instructions: .* rebuild TensorFlow)")
+
+
+class CppLogFilter:
+    """Drops TensorFlow's C++ log lines (absl/glog format: `I0000 00:00:... port.cc:153] ...`) from this
+    process's standard error -- file descriptor 2, so worker processes it starts too; everything else passes.
+    TensorFlow 2.21 writes some of them before honouring TF_CPP_MIN_LOG_LEVEL."""
+
+    def __enter__(self):
+        import threading
+
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        r, w = os.pipe()
+        os.dup2(w, 2)
+        os.close(w)
+        self.thread = threading.Thread(target=self._pump, args=(r,), daemon=True)
+        self.thread.start()
+        return self
+
+    def _pump(self, r):
+        buf = b""
+        while True:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            out = [line + b"\n" for line in lines if not _CPP_LOG.match(line)]
+            if buf and not _CPP_LOG.match(buf) and (buf[:1] not in b"IWEFT" or buf.startswith(b"\r")):
+                out.append(buf)  # a progress bar redraw (no newline): pass it on now
+                buf = b""
+            if out:
+                os.write(self.saved, b"".join(out))
+        if buf and not _CPP_LOG.match(buf):
+            os.write(self.saved, buf)
+        os.close(r)
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)  # closes the pipe's last writer here; the pump sees its end
+        self.thread.join(timeout=5)
+        os.close(self.saved)
+
+
+def quiet_framework_logs() -> None:
+    """TensorFlow's C++ log lines (oneDNN, CPU features, ...) off unless asked for: set before it loads."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GLOG_minloglevel", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+def cli_reason(reason: str) -> str:
+    """pyloader.convert's reasons, with its keyword arguments named as the command line spells them."""
+    return reason.replace("(use overwrite)", "(use --overwrite)")
+
+
+def list_found(sources, stream) -> None:
+    """What the sources expand to, before converting (folders are searched with their subfolders)."""
+    from .bulk_convert import find_checkpoints
+
+    found, _ = find_checkpoints(sources)
+    if not found:
+        return
+    stream.write(f"pyloader convert: found {len(found)} checkpoint{'s' if len(found) != 1 else ''}:\n")
+    for path, stem in found:
+        stream.write(f"  {path}  ->  {stem}\n")
+    stream.flush()
 
 
 def _raise_interrupt(signum, frame):
@@ -217,10 +332,13 @@ def _raise_interrupt(signum, frame):
 def _inspect_cmd(args) -> int:
     from .errors import FormatError
     from .inspect_checkpoint import format_report, inspect
+    from .metadata import output_kind
 
+    if output_kind(args.file) is not None:
+        return _inspect_output(args)
     try:
-        info = inspect(args.file, args.cfg)
-    except (FormatError, OSError) as e:
+        info = inspect(args.file, args.cfg)  # raises only FormatError (pyloader.boundary)
+    except FormatError as e:
         print(f"pyloader inspect: {e}", file=sys.stderr)
         return 1
     if args.json:
@@ -229,6 +347,39 @@ def _inspect_cmd(args) -> int:
         print(json.dumps(info, indent=1, default=str))
     else:
         print(format_report(info))
+    return 0
+
+
+def _inspect_output(args) -> int:
+    """The metadata of a file pyloader convert wrote (read without TensorFlow or Keras)."""
+    import json
+
+    from .metadata import output_kind, read_metadata
+
+    kind = output_kind(args.file)
+    try:
+        meta = read_metadata(args.file)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"pyloader inspect: {args.file}: cannot read its metadata: {e}", file=sys.stderr)
+        return 1
+    if meta is None:
+        print(f"pyloader inspect: {args.file}: a {kind} file without pyloader metadata", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"file": args.file, "format": kind, "metadata": meta}, indent=1))
+        return 0
+    src = meta.get("source") or {}
+    names = meta.get("class_names") or []
+    lines = [f"file:        {args.file}", f"format:      {kind} (pyloader {meta.get('pyloader_version')})",
+             f"source:      {src.get('name')}  sha256 {src.get('sha256')}",
+             f"model:       {meta.get('family')} {meta.get('architecture')}, decode={meta.get('decode')}",
+             f"input:       {meta['input']['name']} {meta['input']['shape']} {meta['input']['layout']}",
+             f"classes:     {len(names)}: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}",
+             "outputs:"]
+    for o in meta.get("outputs", []):
+        extra = "".join(f", {k} {o[k]}" for k in ("shape", "stride", "anchors") if k in o)
+        lines.append(f"  {o['name']}{extra}")
+    print("\n".join(lines))
     return 0
 
 

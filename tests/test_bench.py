@@ -60,6 +60,7 @@ def test_bench_small(tmp_path):
     assert _positive(m["speedup_pyloader_vs_keras"]) and _positive(m["h5_bytes"])
 
     assert "skipped" in res["pt"]["error"]  # --small leaves the .pt section out
+    assert "skipped" in res["ultralytics"]["error"]  # and the Ultralytics one
 
     assert len(res["pickle"]) == 2  # cheap opcodes and pickle.dumps of ints (no .pt with --small)
     for name, row in res["pickle"].items():
@@ -78,4 +79,4 @@ def test_bench_small(tmp_path):
         assert "not available" in conv["error"]
 
     names = [t["target"] for t in res["targets"]]
-    assert len(names) == 10 and all(t["met"] in (True, False, None) for t in res["targets"])  # 8 + 2 pickle
+    assert len(names) == 11 and all(t["met"] in (True, False, None) for t in res["targets"])  # 9 + 2 pickle

@@ -125,3 +125,16 @@ def test_malformed():
     for pkl in (b"", PROTO2, PROTO2 + b"X\xff\xff\xff\x7f", PROTO2 + b"h\x05" + STOP, PROTO2 + b"\xfe" + STOP):
         with pytest.raises(FormatError):
             load_pickle(pkl)
+
+
+def test_ultralytics_namespace_is_inert_data():
+    """Ultralytics' IterableSimpleNamespace pickles as REDUCE(cls, ()) + BUILD(dict): read as a record, nothing
+    called. With arguments it would be a constructor call: refused. Another class REDUCEd is refused too."""
+    ns = glob("ultralytics.utils", "IterableSimpleNamespace")
+    got, _ = load_pickle(PROTO2 + ns + EMPTY_TUPLE + REDUCE + EMPTY_DICT + s("imgsz") + b"K\x40" + b"s" + BUILD + STOP)
+    assert isinstance(got, Record) and got.cls == ClassRef("ultralytics.utils", "IterableSimpleNamespace")
+    assert got.attr("imgsz") == 64
+    with pytest.raises(UnsafePickleError, match="REDUCE on class 'ultralytics.utils.IterableSimpleNamespace'"):
+        load_pickle(PROTO2 + ns + s("x") + TUPLE1 + REDUCE + STOP)
+    with pytest.raises(UnsafePickleError, match="REDUCE on class 'ultralytics.utils.Other'"):
+        load_pickle(PROTO2 + glob("ultralytics.utils", "Other") + EMPTY_TUPLE + REDUCE + STOP)

@@ -23,6 +23,7 @@ import copy
 import datetime
 import os
 import subprocess
+import shutil
 import sys
 import textwrap
 
@@ -234,7 +235,9 @@ class _Checkpoints:
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory):
-    return _Checkpoints(tmp_path_factory.mktemp("yolov5_ckpt"))
+    d = tmp_path_factory.mktemp("yolov5_ckpt")
+    yield _Checkpoints(d)
+    shutil.rmtree(d, ignore_errors=True)  # checkpoints of every size: gone even when a test fails
 
 
 def _torch_outputs(ref, x_nhwc):
@@ -379,7 +382,7 @@ def test_read_imports_no_framework(checkpoints):
 def test_not_a_yolov5_model(tmp_path):
     """A valid torch file that is not a YOLOv5 checkpoint: a FormatError naming the file."""
     path = str(tmp_path / "plain.pt")
-    torch.save({"weights": torch.zeros(3)}, path)
+    torch.save({"weights": torch.zeros(3), "epoch": 1}, path)  # (a dict of tensors only is a state_dict)
     with pytest.raises(FormatError, match="plain.pt: checkpoint has no model"):
         pyloader.read(path)
 

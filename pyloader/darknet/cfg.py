@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..boundary import fs_str, open_regular
 from ..errors import FormatError
 
 # Activations pyloader computes exactly as darknet does. 'silu' is not a darknet activation (darknet falls
@@ -93,9 +94,10 @@ class Section:
         if raw is None:
             return default
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
-            raise self.error(f"expected an integer, got '{raw}'", name) from None
+            raise self.error(f"expected an integer, got '{raw[:40]}'", name) from None
+        return _c_int(self, name, value)
 
     def float(self, name: str, default=_REQUIRED) -> float:
         raw = self._raw(name, default)
@@ -111,9 +113,12 @@ class Section:
         if raw is None:
             return default
         try:
-            return [int(x) for x in raw.split(",") if x != ""]
+            values = [int(x) for x in raw.split(",") if x != ""]
         except ValueError:
-            raise self.error(f"expected a comma-separated list of integers, got '{raw}'", name) from None
+            raise self.error(f"expected a comma-separated list of integers, got '{raw[:60]}'", name) from None
+        for v in values:
+            _c_int(self, name, v)
+        return values
 
     def floats(self, name: str, default=_REQUIRED) -> list:
         raw = self._raw(name, default)
@@ -128,6 +133,16 @@ class Section:
         for name, (_, line) in self.options.items():
             if name not in self.used and name not in ignored and name not in _COMMON_IGNORED:
                 raise self.error(f"unsupported option '{name}'", name)
+
+
+_INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _c_int(sec: Section, name: str, value: int) -> int:
+    """darknet reads every integer option into a C int (atoi): values outside it are not darknet's."""
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise sec.error(f"{value if abs(value) < 10 ** 30 else 'an integer'} is outside darknet's int range", name)
+    return value
 
 
 def parse_cfg_text(text: str, path: str) -> list:
@@ -155,8 +170,8 @@ def parse_cfg_text(text: str, path: str) -> list:
         if not key or not value:
             raise FormatError(f"{path}: line {lineno}: malformed option '{raw.strip()}'")
         sec = sections[-1]
-        if key in sec.options:
-            raise FormatError(f"{path}: line {lineno}: option '{key}' repeated in {sec.where()}")
+        if key in sec.options:  # darknet's option_find returns the first occurrence: later ones are unused
+            continue
         sec.options[key] = (value, lineno)
     if not sections or sections[0].type != "net":
         raise FormatError(f"{path}: the first section must be [net] (or [network])")
@@ -208,12 +223,12 @@ class Network:
 
 
 def read_cfg(path) -> list:
-    path = os.fspath(path)
+    path = fs_str(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO named like the cfg is refused, not waited on
             data = f.read()
     except OSError as e:
-        raise FormatError(f"{path}: cannot open cfg: {e.strerror or e}") from None
+        raise FormatError(f"{path}: cannot read cfg: {e.strerror or e}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -497,9 +512,9 @@ def _yolo(sec, layers, shape):
     total = sec.int("num", 1)
     _positive(sec, classes=classes, num=total)
     mask = sec.ints("mask", None)
+    anchors = _anchors(sec, total)  # before range(num): num is checked against the anchors listed
     if mask is None:
         mask = list(range(total))
-    anchors = _anchors(sec, total)
     for m in mask:
         if not 0 <= m < len(anchors):
             raise sec.error(f"mask entry {m} has no anchor (0..{len(anchors) - 1} listed)", "mask")

@@ -11,10 +11,12 @@ import os
 import keras
 
 from ..keras_blocks import layers as L
+from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
 from .cfg import Network, parse_network
 from .weights import BN_EPSILON, default_cfg, is_depthwise, read_darknet
 from ..errors import FormatError
 from ..keras_blocks.assign import build_filled
+from ..metadata import darknet_metadata, output_names
 
 
 def build_darknet_model(network: Network, *, fold_bn: bool = True, decode: bool = False,
@@ -37,22 +39,31 @@ def build_darknet_model(network: Network, *, fold_bn: bool = True, decode: bool 
                               "cannot concatenate decoded boxes")
         decoded = [_decode(network, h, out[h.inputs[0]]) for h in network.heads]
         outputs = decoded[0] if len(decoded) == 1 else keras.layers.Concatenate(axis=1, name="boxes")(decoded)
+        outputs = name_outputs(outputs, output_names(1, True))
     else:
         outputs = [out[h.index] for h in heads]  # a head's output is its raw input (see _identity)
-    return keras.Model(image, outputs, name=name or "darknet")
+        outputs = name_outputs(outputs, output_names(len(outputs), False))
+    model = DetectionModel(image, outputs, name=name or "darknet")
+    attach_metadata(model, darknet_metadata(network, decode=decode, fold_bn=fold_bn))
+    return model
 
 
-def load_darknet(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input_size=None) -> keras.Model:
+def load_darknet(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input_size=None,
+                 names=None) -> keras.Model:
+    """names: the class names (a list, or a darknet .names file: one name per line); default class0, ..."""
     weights = os.fspath(weights)
     cfg = default_cfg(weights) if cfg is None else os.fspath(cfg)
     if not os.path.exists(cfg):
         raise FormatError(f"{weights}: no cfg given and none beside it (looked for {cfg})")
     network = parse_network(cfg, input_size)
+    meta = darknet_metadata(network, weights, names=names, decode=decode, fold_bn=fold_bn, digest=False)
     data = read_darknet(weights, network=network, fold_bn=fold_bn)
     stem = os.path.splitext(os.path.basename(cfg))[0]
-    return build_filled(
+    model = build_filled(
         lambda: build_darknet_model(network, fold_bn=fold_bn, decode=decode, name=_model_name(stem)),
         reachable_arrays(network, data.arrays), weights, discard_arrays=True)
+    attach_metadata(model, meta, weights)
+    return model
 
 
 def reachable_arrays(network: Network, arrays: dict) -> dict:
@@ -71,9 +82,19 @@ def _model_name(stem: str) -> str:
     return cleaned or "darknet"
 
 
+# darknet activations that Keras computes the same way (mish: x * tanh(softplus(x)); darknet's softplus
+# thresholds at +-20 change nothing in float32 -- tested against darknet's formula in test_darknet_semantics).
+_KERAS_ACTIVATIONS = {"logistic": "sigmoid", "relu": "relu", "tanh": "tanh", "mish": "mish", "swish": "silu",
+                      "silu": "silu"}
+
+
 def _act(name: str, index: int, x):
     if name == "linear":
         return x
+    if name == "leaky":
+        return keras.layers.LeakyReLU(negative_slope=0.1, name=f"leaky_{index}")(x)
+    if name in _KERAS_ACTIVATIONS:
+        return keras.layers.Activation(_KERAS_ACTIVATIONS[name], name=f"{name}_{index}")(x)
     return L.DarknetActivation(name, name=f"{name}_{index}")(x)
 
 
@@ -105,7 +126,24 @@ def _maxpool(network, layer, inputs, fold_bn):
     p = layer.params
     if p["depth"]:
         return L.ChannelMaxPool(p["out_channels"], name=f"maxpool_{layer.index}")(x)
+    padding = keras_pool_padding(x.shape[1:3], p["size"], p["stride"], p["pads"], layer.shape[:2])
+    if padding is not None:  # Keras' own pooling takes the same windows (padding counts as -inf in both)
+        return keras.layers.MaxPooling2D(p["size"], p["stride"], padding=padding, name=f"maxpool_{layer.index}")(x)
     return L.PaddedMaxPool(p["size"], p["stride"], p["pads"], name=f"maxpool_{layer.index}")(x)
+
+
+def keras_pool_padding(in_hw, size, strides, pads, out_hw):
+    """'same' or 'valid' where Keras' MaxPooling2D takes exactly the windows given by `pads` ((top, bottom),
+    (left, right)) and the output size, else None."""
+    fits = {"same": True, "valid": True}
+    for n, s, (before, _), out in zip(in_hw, strides, pads, out_hw):
+        if n is None:
+            return None
+        same_out = -(-n // s)
+        same_before = max((same_out - 1) * s + size - n, 0) // 2
+        fits["same"] &= (same_out, same_before) == (out, before)
+        fits["valid"] &= ((n - size) // s + 1, 0) == (out, before)
+    return "valid" if fits["valid"] else "same" if fits["same"] else None
 
 
 def _avgpool(network, layer, inputs, fold_bn):
@@ -131,12 +169,17 @@ def _route(network, layer, inputs, fold_bn):
 
 def _shortcut(network, layer, inputs, fold_bn):
     p = layer.params
+    if p["weights_type"] == "none" and len({x.shape[-1] for x in inputs}) == 1:  # a plain sum: Keras' Add
+        return _act(p["activation"], layer.index, keras.layers.Add(name=f"shortcut_{layer.index}")(inputs))
     return L.Shortcut(p["activation"], p["weights_type"], p["weights_normalization"],
                       name=f"shortcut_{layer.index}")(inputs)
 
 
 def _upsample(network, layer, inputs, fold_bn):
     p = layer.params
+    if p["stride"] > 0 and p["scale"] == 1.0:  # nearest neighbour by an integer factor: Keras' UpSampling2D
+        return keras.layers.UpSampling2D(p["stride"], interpolation="nearest",
+                                         name=f"upsample_{layer.index}")(inputs[0])
     return L.Upsample(p["stride"], p["scale"], name=f"upsample_{layer.index}")(inputs[0])
 
 
@@ -149,6 +192,8 @@ def _reorg(network, layer, inputs, fold_bn):
 
 
 def _multiply(network, layer, inputs, fold_bn):
+    if layer.params["activation"] == "linear":  # inputs[1] * inputs[0], broadcast: Keras' Multiply
+        return keras.layers.Multiply(name=f"{layer.type}_{layer.index}")(inputs)
     return L.Multiply(layer.params["activation"], name=f"{layer.type}_{layer.index}")(inputs)
 
 

@@ -29,7 +29,7 @@ def weight_plan(network: Network) -> list:
     """What each weighted layer stores, in file order, as the native reader's plan tuples."""
     plan = []
     for layer in network.layers:
-        label = layer.where()
+        label = layer.where().encode("utf-8", "surrogateescape")  # bytes: any file name reaches the core
         if layer.type == "conv":
             p = layer.params
             c_in = _input_channels(network, layer)
@@ -77,5 +77,5 @@ def read_darknet(weights, cfg=None, *, fold_bn: bool = True, network: Network | 
         if not os.path.exists(cfg):
             raise FormatError(f"{weights}: no cfg given and none beside it (looked for {cfg})")
         network = parse_network(cfg)
-    header, per_layer = _core.read_darknet(weights, weight_plan(network), fold_bn, BN_EPSILON, threads)
+    header, per_layer = _core.read_darknet(os.fsencode(weights), weight_plan(network), fold_bn, BN_EPSILON, threads)
     return DarknetWeights(network, header, keras_arrays(network, per_layer))

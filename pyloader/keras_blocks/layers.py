@@ -39,6 +39,17 @@ def activation(name: str, x):
     raise ValueError(f"unknown activation {name!r}")
 
 
+def channels(x, start: int, stop: int):
+    """x[..., start:stop] as a static split: under JAX, basic indexing of a tensor with an unknown batch size
+    becomes a dynamic gather, which TFLite's converter cannot translate (`vhlo.dynamic_gather_v1`)."""
+    c = x.shape[-1]
+    if start == 0 and stop == c:
+        return x
+    cuts = [v for v in (start, stop) if 0 < v < c]
+    parts = ops.split(x, cuts, axis=-1)
+    return parts[1] if start > 0 else parts[0]
+
+
 @_register
 class DarknetActivation(keras.layers.Layer):
     """An activation exactly as darknet computes it (leaky slope 0.1, mish with softplus threshold 20)."""
@@ -116,7 +127,7 @@ class ChannelSlice(keras.layers.Layer):
         self.start, self.stop = int(start), int(stop)
 
     def call(self, x):
-        return x[..., self.start:self.stop]
+        return channels(x, self.start, self.stop)
 
     def compute_output_shape(self, s):
         return (*s[:-1], self.stop - self.start)
@@ -166,7 +177,7 @@ class Shortcut(keras.layers.Layer):
         for i, y in enumerate(others, start=1):
             cy = y.shape[-1]
             if cy > c:
-                y = y[..., :c]
+                y = channels(y, 0, c)
             if w is not None:
                 y = y * (w[i] if cy >= c else w[i][:cy])
             if cy < c:

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from .. import _core
+from ..boundary import short_repr
 from ..errors import FormatError
 from .pickle_reader import StorageType, Storage, load_pickle
 
@@ -25,24 +26,24 @@ def load_torch_checkpoint(path) -> object:
     """The unpickled checkpoint: dicts, lists, numpy arrays (tensors) and inert `Record`s (modules)."""
     path = os.fspath(path)
     try:
-        buf = _core.map_file(path)
+        buf = _core.map_file(os.fsencode(path))
     except FormatError:
         raise
     if buf[:4].tobytes() == b"PK\x03\x04":
         return _load_zip(path, buf)
     if buf[:2].tobytes() == b"\x80\x02":
         return _load_legacy(path, buf)
-    raise FormatError(f"{path}: neither a PyTorch zip archive nor a legacy torch file (first bytes {buf[:8].tobytes()!r})")
+    raise FormatError(f"{path}: neither a PyTorch zip archive nor a legacy torch file (first bytes {short_repr(buf[:8].tobytes())})")
 
 
 def _storage_pid(pid, where):
     if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-        raise FormatError(f"{where}: persistent id {pid!r:.80}: expected ('storage', type, key, location, numel)")
+        raise FormatError(f"{where}: persistent id {short_repr(pid)}: expected ('storage', type, key, location, numel)")
     _, stype, key, _location, numel = pid[:5]
     if not isinstance(stype, StorageType):
-        raise FormatError(f"{where}: persistent id names storage type {stype!r:.60}, not a torch storage class")
+        raise FormatError(f"{where}: persistent id names storage type {short_repr(stype)}, not a torch storage class")
     if not isinstance(key, str) or not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
-        raise FormatError(f"{where}: persistent id with key {key!r:.40} and numel {numel!r:.40}")
+        raise FormatError(f"{where}: persistent id with key {short_repr(key)} and numel {short_repr(numel)}")
     return stype, key, numel
 
 
@@ -57,7 +58,7 @@ def _load_zip(path: str, buf: np.ndarray):
         if name == f"{prefix}/byteorder" and method == 0:
             order = buf[offset : offset + size].tobytes()
             if order.strip() != b"little":
-                raise FormatError(f"{path}: zip entry '{name}': byte order {order[:16]!r}, expected b'little'")
+                raise FormatError(f"{path}: zip entry '{name}': byte order {short_repr(order[:16])}, expected b'little'")
     pkl_offset, pkl_size = index["pickle"]
     cache: dict[str, Storage] = {}
     pkl_where = f"{path}: zip entry '{prefix}/data.pkl'"
@@ -97,16 +98,19 @@ def _load_legacy(path: str, buf: np.ndarray):
         header.append(value)
     magic, protocol, sys_info = header
     if magic != _LEGACY_MAGIC:
-        raise FormatError(f"{path}: legacy torch file: magic number {magic!r}, expected {_LEGACY_MAGIC:#x}")
+        raise FormatError(f"{path}: legacy torch file: magic number {short_repr(magic)}, expected {_LEGACY_MAGIC:#x}")
     if protocol != _LEGACY_PROTOCOL:
-        raise FormatError(f"{path}: legacy torch file: protocol version {protocol!r}, expected {_LEGACY_PROTOCOL}")
+        raise FormatError(f"{path}: legacy torch file: protocol version {short_repr(protocol)}, expected {_LEGACY_PROTOCOL}")
     if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
         raise FormatError(f"{path}: legacy torch file written on a big-endian machine")
     main_start = pos
     where = f"{path}: legacy main pickle"
 
-    # Pass 1: the pickle's storages (type, numel) and its end; tensors are not built yet.
+    # Pass 1: the pickle's storages (type, numel) and its end; tensors are not built yet. Nothing is allocated
+    # for what the pickle claims: every storage must fit in the file (all of them together too), and the
+    # placeholder each tensor views in this pass is the file's own bytes (pass 2 replaces them all).
     seen: dict[str, tuple[StorageType, int]] = {}
+    claimed = [0]
 
     def scan_pid(pid):
         if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
@@ -114,8 +118,14 @@ def _load_legacy(path: str, buf: np.ndarray):
         stype, key, numel = _storage_pid(pid, where)
         if key in seen and seen[key] != (stype, numel):
             raise FormatError(f"{where}: storage '{key}' declared twice differently")
+        nbytes = numel * stype.dtype.itemsize
+        if key not in seen:
+            claimed[0] += nbytes
+        if claimed[0] > len(buf):
+            raise FormatError(f"{where}: storage '{key}' of {numel} elements: the pickle's storages need "
+                              f"{claimed[0]} bytes, more than the file's {len(buf)}")
         seen[key] = (stype, numel)
-        return Storage(stype.dtype, key, numel, np.zeros(numel, stype.dtype), f"{where}: storage '{key}'")
+        return Storage(stype.dtype, key, numel, buf[:nbytes].view(stype.dtype), f"{where}: storage '{key}'")
 
     _, pos = load_pickle(buf, start=main_start, persistent_load=scan_pid, where=where)
     keys, pos = load_pickle(buf, start=pos, where=f"{path}: legacy storage key list")

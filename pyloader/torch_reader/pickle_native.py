@@ -15,16 +15,16 @@ import struct
 from typing import Callable
 
 from .. import _core
+from ..boundary import MAX_NESTING, error_text
 from ..errors import FormatError, UnsafePickleError
 from . import pickle_reader as _pr
 
-__all__ = ["load_pickle", "MAX_NESTING"]
-
-# Values nested deeper than this are refused: CPython hashes and compares nested tuples recursively in C.
-MAX_NESTING = 1000
+__all__ = ["load_pickle"]
 
 
 def _reduce(fn, args):
+    if isinstance(fn, _pr.ClassRef) and (fn.module, fn.name) in _pr._NAMESPACE_CLASSES and args == ():
+        return _pr.Record(fn, ())  # SimpleNamespace subclasses: REDUCE(cls, ()) + BUILD(dict), nothing called
     if id(fn) not in _pr._ALLOWED_CALL_IDS:
         raise UnsafePickleError(f"REDUCE on {_pr._describe(fn)}: only allow-listed rebuild functions are called")
     if not isinstance(args, tuple):
@@ -73,13 +73,17 @@ def _no_storages(pid):
 
 
 def _located(e: BaseException, where: str, pos: int, op: bytes) -> BaseException:
-    name = _pr._OPNAMES.get(op, repr(op))
+    """As load_pickle_reference words an error raised at an opcode."""
+    at = f"{where}, byte {pos} ({_pr._OPNAMES.get(op, repr(op))})"
     if isinstance(e, UnsafePickleError):
-        return UnsafePickleError(f"{where}, byte {pos} ({name}): {e}")
+        return UnsafePickleError(f"{at}: {e}")
     if isinstance(e, FormatError):
-        return FormatError(f"{where}, byte {pos} ({name}): {e}")
-    if isinstance(e, (ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error, RecursionError)):
-        return FormatError(f"{where}, byte {pos} ({name}): malformed pickle: {e}")
+        return FormatError(f"{at}: {e}")
+    if isinstance(e, (MemoryError, RecursionError)):
+        return FormatError(f"{at}: {type(e).__name__} (refused: the pickle needs more memory or nesting than a "
+                           "checkpoint)")
+    if isinstance(e, Exception):
+        return FormatError(f"{at}: malformed pickle: {error_text(e)}")
     return e
 
 
@@ -96,8 +100,9 @@ def load_pickle(data, *, start: int = 0, end: int | None = None, persistent_load
     lo, hi, _ = slice(start, end).indices(len(buf))
     hooks = (_pr.resolve_global, _reduce, _pr._record_new, _newobj_ex, _build,
              persistent_load if persistent_load is not None else _no_storages, _text_value, _pr._NumpyArray,
-             FormatError, tuple(_pr._ALLOWED_CALLS))
-    out = _core.run_pickle(buf, lo, max(lo, hi), hooks, MAX_NESTING)
+             FormatError, tuple(_pr._ALLOWED_CALLS), _pr.check_key)
+    with _pr.pickle_budget(max(lo, hi) - lo):
+        out = _core.run_pickle(buf, lo, max(lo, hi), hooks, MAX_NESTING)
     if out[0] == "ok":
         return out[1], start + out[2]
     pos, op = start + out[1], (bytes([out[2]]) if out[2] >= 0 else b"")

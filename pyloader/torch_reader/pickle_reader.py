@@ -12,7 +12,9 @@ Python's `pickle` module calls whatever a pickle names (`os.system`, `builtins.e
 * a global of a module that exists to run code (os, subprocess, builtins' eval/exec, ...) raises
   `UnsafePickleError` at the GLOBAL opcode, before anything could have run; so do REDUCE/INST/OBJ on anything
   but an allow-listed function (calling a class would run its constructor), the protocol-5 out-of-band buffer
-  opcodes and the extension registry opcodes.
+  opcodes and the extension registry opcodes;
+* BUILD fills records, numpy dtypes/arrays and (only with `{'_metadata': ...}`, what torch's state_dict()
+  OrderedDict carries) a dict; any other BUILD on a plain container is an `UnsafePickleError`.
 
 Module paths are matched by suffix, so `models.common.Conv` and `yolov5.models.common.Conv` read alike.
 """
@@ -20,15 +22,20 @@ Module paths are matched by suffix, so `models.common.Conv` and `yolov5.models.c
 from __future__ import annotations
 
 import codecs
+import contextlib
+import contextvars
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from ..boundary import MAX_NESTING, error_text, short_repr
 from ..errors import FormatError, UnsafePickleError
 
-__all__ = ["ClassRef", "Record", "StorageType", "Storage", "load_pickle", "rebuild_tensor"]
+__all__ = ["ClassRef", "Record", "StorageType", "Storage", "load_pickle", "rebuild_tensor", "is_broadcast",
+           "pickle_budget",
+           "charge", "check_key", "MAX_NESTING"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -88,6 +95,102 @@ class Storage:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Budgets (shared by every interpreter of the policy below)
+#
+# Work per pickle byte is bounded: the opcodes themselves do O(1) work per byte, and whatever an allow-listed
+# function or BUILD copies (items of a dict or set, bytes of a string) is charged, in bytes of memory, against
+# the pickle's budget: BUDGET_PER_BYTE per pickle byte plus BUDGET_BASE. The first copy of a value is free
+# (its items were written out in the pickle, so it is as big as the pickle's own data); copying the same value
+# again is charged. A checkpoint copies each value at most once (a YOLOv5 checkpoint is charged nothing); a
+# pickle that calls OrderedDict or bytes a thousand times on one memo entry runs out of budget and is refused
+# before the copies exist. The nesting-depth limit is MAX_NESTING (pyloader.boundary).
+
+BUDGET_PER_BYTE = 2
+BUDGET_BASE = 1 << 20
+_ITEM_BYTES = {"dict": 64, "set": 32, "tuple": 8, "bytes": 1}  # what one copied item costs in memory
+MAX_INT_BITS = 63  # sizes, strides, offsets and shapes: int64, as torch stores them
+_MAX_KEY_COMPOSITES = 4096  # tuple/frozenset dict keys or set members per pickle (their hashes can be made to collide)
+
+
+class _Budget:
+    __slots__ = ("left", "total", "composite_keys", "copied")
+
+    def __init__(self, nbytes: int):
+        self.total = self.left = BUDGET_PER_BYTE * max(int(nbytes), 0) + BUDGET_BASE
+        self.composite_keys = _MAX_KEY_COMPOSITES
+        self.copied: dict = {}  # id -> value copied once already (kept alive, so ids stay unique)
+
+
+_BUDGET: contextvars.ContextVar = contextvars.ContextVar("pyloader_pickle_budget", default=None)
+
+
+@contextlib.contextmanager
+def pickle_budget(nbytes: int):
+    """The budget of one pickle of `nbytes` bytes; every interpreter runs the policy functions inside one."""
+    token = _BUDGET.set(_Budget(nbytes))
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def charge(source, items: int, kind: str, what: str) -> None:
+    """About to copy `items` items of `source` (kind: 'dict', 'set', 'tuple' or 'bytes' items): free the first
+    time `source` is copied, charged against the current pickle's budget after that."""
+    b = _BUDGET.get()
+    if b is None:
+        raise RuntimeError("pickle policy used outside pickle_budget()")
+    if id(source) not in b.copied:
+        b.copied[id(source)] = source
+        return
+    b.left -= items * _ITEM_BYTES[kind]
+    if b.left < 0:
+        raise FormatError(f"{what}: copying the same value again and again, the pickle would allocate more than "
+                          f"{b.total} bytes ({BUDGET_PER_BYTE} per pickle byte + {BUDGET_BASE}); a checkpoint "
+                          "copies each value at most once (refused: memory amplification)")
+
+
+def copied(value):
+    """`value` is a copy made by a policy function: copying it again is charged (else a chain of copies of
+    copies, each a few pickle bytes, would copy the same items over and over for free)."""
+    b = _BUDGET.get()
+    if b is not None:
+        b.copied[id(value)] = value
+    return value
+
+
+_SIMPLE_KEYS = (str, bytes, bool, type(None), float, np.generic)
+
+
+def check_key(k, what: str = "dict key") -> None:
+    """A dict key or set member: hashing it must be cheap and not recursive. Scalars (ints within 2^61, whose
+    hashes are distinct), model values hashed by identity, and small flat tuples/frozensets of those."""
+    if isinstance(k, _SIMPLE_KEYS):
+        return
+    if isinstance(k, int):
+        if -(1 << 61) < k < (1 << 61):
+            return
+        raise FormatError(f"{what}: integer of {k.bit_length()} bits (beyond 2^61 integer hashes collide)")
+    if isinstance(k, (ClassRef, StorageType, Record, MethodRef)):
+        return
+    if isinstance(k, (tuple, frozenset)):
+        b = _BUDGET.get()
+        if b is not None:
+            b.composite_keys -= 1
+            if b.composite_keys < 0:
+                raise FormatError(f"{what}: more than {_MAX_KEY_COMPOSITES} tuple/frozenset keys in one pickle")
+        if len(k) > 16:
+            raise FormatError(f"{what}: a {type(k).__name__} of {len(k)} items (at most 16 in a key)")
+        for x in k:
+            if not (isinstance(x, _SIMPLE_KEYS) or (isinstance(x, int) and -(1 << 61) < x < (1 << 61))
+                    or isinstance(x, (ClassRef, StorageType))):
+                raise FormatError(f"{what}: a {type(k).__name__} holding a {type(x).__name__} "
+                                  "(keys nest at most one level)")
+        return
+    raise FormatError(f"{what}: a {type(k).__name__} cannot be a key or set member")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The allow-list
 
 
@@ -122,18 +225,40 @@ def _is_int(x) -> bool:
 
 
 def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarray:
-    """torch._utils._rebuild_tensor_v2 as a numpy view: offset, size and stride honoured, bounds-checked."""
+    """torch._utils._rebuild_tensor_v2 as a numpy view: offset, size and stride honoured, bounds-checked.
+
+    Every number is an int64 (as torch stores it) and the arithmetic is checked before numpy sees it. The
+    elements a tensor can reach fit in its storage: overlapping strides that view more elements than the
+    storage holds are refused (a transform or `inspect` would materialise memory from nothing). Zero strides
+    (broadcast tensors, e.g. YOLOv5's Detect.anchor_grid after a validation run, made by `expand`) are kept as
+    views, their non-broadcast dimensions held to the same rule; they are refused where a family uses a
+    tensor as a parameter (`is_broadcast`).
+    """
     if not isinstance(storage, Storage):
         raise FormatError(f"_rebuild_tensor_v2: expected a storage, got {type(storage).__name__}")
     where = storage.where or f"storage '{storage.key}'"
     if not (isinstance(size, tuple) and isinstance(stride, tuple) and all(map(_is_int, size + stride))):
-        raise FormatError(f"{where}: tensor size {size!r} / stride {stride!r} must be tuples of ints")
+        raise FormatError(f"{where}: tensor size {short_repr(size)} / stride {short_repr(stride)} must be tuples "
+                          "of ints")
     if len(size) != len(stride):
-        raise FormatError(f"{where}: tensor size {size} and stride {stride} differ in length")
-    if not _is_int(storage_offset) or storage_offset < 0 or any(s < 0 for s in size + stride):
-        raise FormatError(f"{where}: negative offset/size/stride (offset {storage_offset}, size {size}, stride {stride})")
+        raise FormatError(f"{where}: tensor size {short_repr(size)} and stride {short_repr(stride)} differ in length")
+    if len(size) > 64:
+        raise FormatError(f"{where}: a tensor of {len(size)} dimensions (numpy allows at most 64)")
+    if not _is_int(storage_offset):
+        raise FormatError(f"{where}: storage offset {short_repr(storage_offset)} is not an int")
+    for v in (storage_offset, *size, *stride):
+        if not 0 <= v < 1 << MAX_INT_BITS:
+            raise FormatError(f"{where}: offset/size/stride {short_repr(v)} outside [0, 2^63) (offset "
+                              f"{short_repr(storage_offset)}, size {short_repr(size)}, stride {short_repr(stride)})")
     n = storage.numel
-    if all(size):
+    count = 1
+    for s in size:
+        count *= s  # exact (Python ints); each factor < 2^63, at most 64 of them
+    distinct = 1
+    for s, st in zip(size, stride):
+        if st:
+            distinct *= s  # elements the view can tell apart: the broadcast dimensions repeat them
+    if count:
         last = storage_offset + sum((s - 1) * st for s, st in zip(size, stride))
         if last >= n:
             raise FormatError(
@@ -142,10 +267,13 @@ def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarr
             )
     elif storage_offset > n:
         raise FormatError(f"{where}: storage offset {storage_offset} past a storage of {n} elements")
+    if count and distinct > n - storage_offset:  # overlapping strides: more elements than the storage holds
+        raise FormatError(f"{where}: tensor of size {size} has {distinct} elements, the storage from offset "
+                          f"{storage_offset} holds {n - storage_offset}")
     base = storage.array
     item = base.dtype.itemsize
-    if not all(size):
-        out = np.zeros(size, base.dtype)
+    if not count:
+        out = np.zeros(size, base.dtype)  # no elements: nothing allocated whatever the other dimensions say
         out.flags.writeable = False  # like every other tensor: read-only
     else:
         # ndarray over the storage's buffer (bounds checked above): as_strided does the same, ~10x slower
@@ -153,6 +281,11 @@ def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarr
                          strides=tuple(st * item for st in stride))
         out.flags.writeable = False
     return out
+
+
+def is_broadcast(a: np.ndarray) -> bool:
+    """A view repeating elements (a zero stride on a dimension longer than 1): not a parameter's layout."""
+    return any(st == 0 and s > 1 for s, st in zip(a.shape, a.strides))
 
 
 def _rebuild_tensor_v1(storage, storage_offset, size, stride):
@@ -168,17 +301,40 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_state):
 def _ordered_dict(*args):
     if len(args) > 1:
         raise FormatError(f"OrderedDict: expected at most one argument, got {len(args)}")
-    return dict(*args) if args else {}
+    if not args:
+        return {}
+    items = args[0]
+    if isinstance(items, dict):
+        charge(items, len(items), "dict", "OrderedDict")
+        return copied(dict(items))
+    if not isinstance(items, (list, tuple)):
+        raise FormatError(f"OrderedDict: expected a list of (key, value) pairs, got a {type(items).__name__}")
+    charge(items, len(items), "dict", "OrderedDict")
+    out = {}
+    for pair in items:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise FormatError(f"OrderedDict: expected (key, value) pairs, got a {type(pair).__name__}")
+        check_key(pair[0], "OrderedDict key")
+        out[pair[0]] = pair[1]
+    return copied(out)
 
 
 def _set(*args):
     if len(args) > 1:
         raise FormatError(f"set: expected at most one argument, got {len(args)}")
-    return set(*args) if args else set()
+    if not args:
+        return set()
+    items = args[0]
+    if not isinstance(items, (list, tuple, set, frozenset)):
+        raise FormatError(f"set: expected a list of members, got a {type(items).__name__}")
+    charge(items, len(items), "set", "set")
+    for x in items:
+        check_key(x, "set member")
+    return copied(set(items))
 
 
 def _frozenset(*args):
-    return frozenset(_set(*args))
+    return copied(frozenset(_set(*args)))
 
 
 _SAFE_NUMPY_KINDS = "biufc?"
@@ -193,9 +349,9 @@ class _NumpyDtype:
         try:
             dt = np.dtype(name)
         except TypeError as e:
-            raise FormatError(f"numpy.dtype: unknown type {name!r}") from e
+            raise FormatError(f"numpy.dtype: unknown type {short_repr(name)}") from e
         if dt.kind not in _SAFE_NUMPY_KINDS or dt.fields is not None or dt.subdtype is not None:
-            raise UnsafePickleError(f"numpy.dtype {name!r} (kind {dt.kind!r}): only plain numeric dtypes are read")
+            raise UnsafePickleError(f"numpy.dtype {short_repr(name)} (kind {short_repr(dt.kind)}): only plain numeric dtypes are read")
         self.dtype = dt
 
     def build(self, state):
@@ -208,7 +364,7 @@ class _NumpyArray:
 
     def __init__(self, cls, shape, typecode):
         if not (isinstance(cls, ClassRef) and cls.module == "numpy" and cls.name == "ndarray"):
-            raise UnsafePickleError(f"numpy _reconstruct of {cls!r}: only numpy.ndarray is read")
+            raise UnsafePickleError(f"numpy _reconstruct of {short_repr(cls)}: only numpy.ndarray is read")
         self.array = None
 
     def build(self, state):
@@ -220,10 +376,15 @@ class _NumpyArray:
         if not isinstance(raw, (bytes, bytearray)):
             raise UnsafePickleError("numpy array state: only raw numeric data is read (no object arrays)")
         if not (isinstance(shape, tuple) and all(_is_int(s) and s >= 0 for s in shape)):
-            raise FormatError(f"numpy array state: bad shape {shape!r}")
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            raise FormatError(f"numpy array state: bad shape {short_repr(shape)}")
+        count = 1
+        for s in shape:
+            count *= s  # exact: no int64 wrap-around
         if count * dt.dtype.itemsize != len(raw):
             raise FormatError(f"numpy array of shape {shape} {dt.dtype}: expected {count * dt.dtype.itemsize} bytes, got {len(raw)}")
+        if len(shape) > 64:
+            raise FormatError(f"numpy array of {len(shape)} dimensions")
+        charge(raw, len(raw), "bytes", "numpy array")
         self.array = np.frombuffer(bytes(raw), dt.dtype).reshape(shape, order="F" if fortran else "C")
 
 
@@ -238,8 +399,9 @@ def _numpy_scalar(dt, raw=None):
 def _codecs_encode(text, encoding="utf-8", *rest):
     """Protocol 2 pickles bytes as _codecs.encode(str, 'latin1'): only that, as pure data conversion."""
     if rest or not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise UnsafePickleError(f"_codecs.encode with encoding {encoding!r}: only latin1 byte strings are read")
-    return text.encode("latin1")
+        raise UnsafePickleError(f"_codecs.encode with encoding {short_repr(encoding)}: only latin1 byte strings are read")
+    charge(text, len(text), "bytes", "_codecs.encode")
+    return copied(text.encode("latin1"))
 
 
 def _bytes(*args):
@@ -265,6 +427,8 @@ def _getattr_inert(obj, name, *default):
 
 
 def _device(*args):
+    if len(args) > 2 or not all(isinstance(a, str) or (_is_int(a) and 0 <= a < 1 << 31) for a in args):
+        raise FormatError(f"torch.device: expected (type, index), got {short_repr(args)}")
     return ":".join(str(a) for a in args)
 
 
@@ -272,6 +436,13 @@ def _path(*parts):
     if not all(isinstance(p, str) for p in parts):
         raise FormatError("pathlib path: expected string parts")
     return "/".join(parts)
+
+
+def _torch_size(sizes=()):
+    if not isinstance(sizes, (tuple, list)):
+        raise FormatError(f"torch.Size: expected a tuple of ints, got a {type(sizes).__name__}")
+    charge(sizes, len(sizes), "tuple", "torch.Size")
+    return copied(tuple(sizes))
 
 
 _FUNCTIONS: dict[tuple[str, str], Callable] = {
@@ -295,12 +466,19 @@ _FUNCTIONS: dict[tuple[str, str], Callable] = {
     ("__builtin__", "getattr"): _getattr_inert,
     ("builtins", "getattr"): _getattr_inert,
     ("torch", "device"): _device,
-    ("torch", "Size"): lambda sizes=(): tuple(sizes),
+    ("torch", "Size"): _torch_size,
     ("pathlib", "PosixPath"): _path,
     ("pathlib", "WindowsPath"): _path,
     ("pathlib", "Path"): _path,
 }
 
+
+# Attribute bags that pickle by REDUCE on their class with no arguments (types.SimpleNamespace's __reduce__):
+# Ultralytics' trainer stores its arguments as one. Read as an inert Record, never instantiated.
+_NAMESPACE_CLASSES = frozenset({
+    ("ultralytics.utils", "IterableSimpleNamespace"),
+    ("ultralytics.yolo.utils", "IterableSimpleNamespace"),
+})
 
 _ALLOWED_CALLS = tuple(_FUNCTIONS.values())
 _ALLOWED_CALL_IDS = frozenset(id(f) for f in _ALLOWED_CALLS)  # module-level objects: ids stay valid
@@ -398,16 +576,21 @@ def _describe(x) -> str:
 def _build(obj, state):
     if isinstance(obj, Record):
         if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or isinstance(state[0], dict)):
+            if state[0]:
+                charge(state[0], len(state[0]), "dict", "BUILD")
+            if isinstance(state[1], dict):
+                charge(state[1], len(state[1]), "dict", "BUILD")
             merged = dict(state[0] or {})
             if isinstance(state[1], dict):
                 merged.update(state[1])
-            state = merged
+            state = copied(merged)
         if obj.state is None:
             obj.state = state
         elif isinstance(obj.state, dict) and isinstance(state, dict):
+            charge(state, len(state), "dict", "BUILD")
             obj.state.update(state)
         else:
-            raise FormatError(f"BUILD on {obj!r}: incompatible state {type(state).__name__}")
+            raise FormatError(f"BUILD on {short_repr(obj)}: incompatible state {type(state).__name__}")
         return
     if isinstance(obj, (_NumpyDtype, _NumpyArray)):
         obj.build(state)
@@ -416,6 +599,9 @@ def _build(obj, state):
         return  # a tensor with no Python attributes
     if isinstance(obj, dict) and not state:
         return
+    if isinstance(obj, dict) and isinstance(state, dict) and set(state) == {"_metadata"} \
+            and isinstance(state["_metadata"], dict):
+        return  # torch's state_dict(): an OrderedDict carrying its modules' versions as `_metadata` (dropped)
     raise UnsafePickleError(f"BUILD on {_describe(obj)} is not something a checkpoint does")
 
 
@@ -429,6 +615,11 @@ def load_pickle_reference(data, *, start: int = 0, end: int | None = None,
     """
     if end is None:
         end = len(data)
+    with pickle_budget(end - start):
+        return _interpret(data, start, end, persistent_load, where)
+
+
+def _interpret(data, start, end, persistent_load, where):
     r = _Reader(data, start, end)
     stack: list = []
     marks: list[int] = []
@@ -453,6 +644,28 @@ def load_pickle_reference(data, *, start: int = 0, end: int | None = None,
         if len(stack) <= (marks[-1] if marks else 0):
             raise FormatError("stack underflow")
         return stack[-1]
+
+    # Nesting depth of the containers built (tuples, lists, dicts, sets, records), at most MAX_NESTING. The
+    # containers are kept alive here so that their ids stay unique. Depths are computed when a container is
+    # made or filled (a container filled after it was put into another one does not raise its parents' depth:
+    # only immutable tuples/frozensets are hashed, and check_key keeps those flat).
+    depth: dict = {}
+
+    def nest(c, children):
+        d = 0
+        for x in children:
+            if x is c:  # an allow-listed function that returns its argument (_rebuild_parameter)
+                continue
+            e = depth.get(id(x))
+            if e is not None and e[0] > d:
+                d = e[0]
+        d += 1
+        if d > MAX_NESTING:
+            raise FormatError(f"values nested more than {MAX_NESTING} deep")
+        e = depth.get(id(c))
+        if e is None or e[0] < d:
+            depth[id(c)] = (d, c)
+        return c
 
     def finish_value(v):
         if isinstance(v, _NumpyArray):
@@ -479,11 +692,16 @@ def load_pickle_reference(data, *, start: int = 0, end: int | None = None,
             if op == b"R":
                 args = pop()
                 fn = pop()
+                if isinstance(fn, ClassRef) and (fn.module, fn.name) in _NAMESPACE_CLASSES and args == ():
+                    # SimpleNamespace subclasses pickle as REDUCE(cls, ()) + BUILD(dict): an empty namespace
+                    # whose attributes BUILD sets. Nothing is called; it stays an inert record.
+                    stack.append(Record(fn, ()))
+                    continue
                 if id(fn) not in _ALLOWED_CALL_IDS:
                     raise UnsafePickleError(f"REDUCE on {_describe(fn)}: only allow-listed rebuild functions are called")
                 if not isinstance(args, tuple):
                     raise FormatError(f"REDUCE arguments must be a tuple, got {type(args).__name__}")
-                stack.append(fn(*[finish_value(a) for a in args]))
+                stack.append(nest(fn(*[finish_value(a) for a in args]), args))
                 continue
             if op == b")":
                 stack.append(())
@@ -573,57 +791,76 @@ def load_pickle_reference(data, *, start: int = 0, end: int | None = None,
             elif op == b"\x8f":
                 stack.append(set())
             elif op == b"t":
-                stack.append(tuple(pop_mark()))
+                t = tuple(pop_mark())
+                stack.append(nest(t, t))
             elif op == b"\x85":
-                stack.append((pop(),))
+                t = (pop(),)
+                stack.append(nest(t, t))
             elif op == b"\x86":
                 b = pop()
-                stack.append((pop(), b))
+                t = (pop(), b)
+                stack.append(nest(t, t))
             elif op == b"\x87":
                 c = pop()
                 b = pop()
-                stack.append((pop(), b, c))
+                t = (pop(), b, c)
+                stack.append(nest(t, t))
             elif op == b"l":
-                stack.append(pop_mark())
+                lst = pop_mark()
+                stack.append(nest(lst, lst))
             elif op == b"d":
                 items = pop_mark()
                 if len(items) % 2:
                     raise FormatError("DICT with an odd number of items")
-                stack.append(dict(zip(items[::2], items[1::2])))
+                for k in items[::2]:
+                    check_key(k)
+                stack.append(nest(dict(zip(items[::2], items[1::2])), items))
             elif op == b"a":
                 v = pop()
                 lst = top()
                 if not isinstance(lst, list):
                     raise FormatError(f"APPEND to a {type(lst).__name__}")
                 lst.append(finish_value(v))
+                nest(lst, (v,))
             elif op == b"e":
                 items = pop_mark()
                 lst = top()
                 if not isinstance(lst, list):
                     raise FormatError(f"APPENDS to a {type(lst).__name__}")
                 lst.extend(finish_value(v) for v in items)
+                nest(lst, items)
             elif op == b"s":
                 v = pop()
                 k = pop()
                 d = top()
                 if not isinstance(d, dict):
                     raise FormatError(f"SETITEM on a {type(d).__name__}")
+                check_key(k)
                 d[k] = finish_value(v)
+                nest(d, (k, v))
             elif op == b"u":
                 items = pop_mark()
                 d = top()
                 if not isinstance(d, dict) or len(items) % 2:
                     raise FormatError(f"SETITEMS on a {type(d).__name__} with {len(items)} items")
                 for i in range(0, len(items), 2):
+                    check_key(items[i])
                     d[items[i]] = finish_value(items[i + 1])
+                nest(d, items)
             elif op == b"\x90":
                 items = pop_mark()
                 s = top()
                 if not isinstance(s, set):
                     raise FormatError(f"ADDITEMS on a {type(s).__name__}")
+                for x in items:
+                    check_key(x, "set member")
                 s.update(items)
+                nest(s, items)
             elif op == b"\x91":
-                stack.append(frozenset(pop_mark()))
+                items = pop_mark()
+                for x in items:
+                    check_key(x, "frozenset member")
+                stack.append(nest(frozenset(items), items))
             elif op in (b"q", b"r", b"p"):
                 if op == b"q":
                     idx = r.take(1)[0]
@@ -657,14 +894,14 @@ def load_pickle_reference(data, *, start: int = 0, end: int | None = None,
             elif op == b"\x81":
                 args = pop()
                 cls = pop()
-                stack.append(_record_new(cls, args, "NEWOBJ"))
+                stack.append(nest(_record_new(cls, args, "NEWOBJ"), (args,)))
             elif op == b"\x92":
                 kwargs = pop()
                 args = pop()
                 cls = pop()
                 if kwargs:
                     raise UnsafePickleError("NEWOBJ_EX with keyword arguments")
-                stack.append(_record_new(cls, args, "NEWOBJ_EX"))
+                stack.append(nest(_record_new(cls, args, "NEWOBJ_EX"), (args,)))
             elif op == b"o":
                 items = pop_mark()
                 if not items:
@@ -678,6 +915,7 @@ def load_pickle_reference(data, *, start: int = 0, end: int | None = None,
             elif op == b"b":
                 state = pop()
                 _build(top(), finish_value(state))
+                nest(top(), (state,))
             elif op in (b"Q", b"P"):
                 pid = pop() if op == b"Q" else r.line().decode("ascii", "replace")
                 if persistent_load is None:
@@ -688,13 +926,17 @@ def load_pickle_reference(data, *, start: int = 0, end: int | None = None,
             elif op in (b"\x97", b"\x98"):
                 raise UnsafePickleError(f"{_OPNAMES[op]}: out-of-band buffers are not used by checkpoints")
             else:
-                raise FormatError(f"unknown opcode {op!r}")
+                raise FormatError(f"unknown opcode {short_repr(op)}")
     except UnsafePickleError as e:
         raise UnsafePickleError(f"{where}, byte {op_pos} ({_OPNAMES.get(op, repr(op))}): {e}") from None
     except FormatError as e:
         raise FormatError(f"{where}, byte {op_pos} ({_OPNAMES.get(op, repr(op))}): {e}") from None
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error, RecursionError) as e:
-        raise FormatError(f"{where}, byte {op_pos} ({_OPNAMES.get(op, repr(op))}): malformed pickle: {e}") from None
+    except (MemoryError, RecursionError) as e:
+        raise FormatError(f"{where}, byte {op_pos} ({_OPNAMES.get(op, repr(op))}): {type(e).__name__} "
+                          "(refused: the pickle needs more memory or nesting than a checkpoint)") from None
+    except Exception as e:  # noqa: BLE001 - whatever a malformed pickle causes is a FormatError
+        raise FormatError(f"{where}, byte {op_pos} ({_OPNAMES.get(op, repr(op))}): malformed pickle: "
+                          f"{error_text(e)}") from None
 
 
 def load_pickle(data, *, start: int = 0, end: int | None = None, persistent_load: Callable | None = None,

@@ -3,7 +3,8 @@
 Semantics follow PyTorch exactly:
 * Conv2d padding is symmetric: 'same' only where Keras' 'same' is identical (stride 1, odd kernel, p = k//2),
   else ZeroPadding2D + 'valid';
-* MaxPool2d(k, s, p) pads with -inf (`TorchMaxPool2D`), Upsample is nearest with integer factors;
+* MaxPool2d(k, s, p) pads with -inf: Keras' MaxPooling2D where it takes the same windows, else `TorchMaxPool2D`;
+  Upsample is nearest with integer factors;
 * BatchNorm uses the checkpoint's epsilon (fold_bn=False), or is folded into the conv (fold_bn=True);
 * activations are the ones each module record holds (SiLU, Hardswish, LeakyReLU(slope), ReLU, Sigmoid).
 
@@ -30,117 +31,21 @@ import numpy as np
 import keras
 from keras import layers, ops
 
+from ..boundary import short_repr
 from ..errors import FormatError
 from ..keras_blocks.assign import build_filled
-from .weights import ConvSpec, YoloV5Plan, plan_arrays, read_plan
+from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
+from ..keras_blocks.torch_layers import (
+    FocusSpaceToDepth, Hardswish, TorchMaxPool2D, YoloV5Decode, activation as _activation, conv as _conv, max_pool_layer,
+)
+from ..metadata import output_names, yolov5_metadata
+
+plan_metadata = yolov5_metadata  # the family's metadata (pyloader.metadata), as bulk_convert asks each family
+from .weights import YoloV5Plan, plan_arrays, read_plan
 
 __all__ = ["load_yolov5", "build_yolov5", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
 
 _PKG = "pyloader_yolov5"
-
-
-@keras.saving.register_keras_serializable(package=_PKG)
-class Hardswish(layers.Layer):
-    """PyTorch's Hardswish: x * relu6(x + 3) / 6."""
-
-    def call(self, x):
-        return x * ops.relu6(x + 3.0) / 6.0
-
-
-@keras.saving.register_keras_serializable(package=_PKG)
-class TorchMaxPool2D(layers.Layer):
-    """PyTorch MaxPool2d(kernel, stride, padding): symmetric -inf padding, then a valid max pool."""
-
-    def __init__(self, kernel, stride, padding, **kw):
-        super().__init__(**kw)
-        self.kernel, self.stride, self.padding = tuple(kernel), tuple(stride), tuple(padding)
-
-    def call(self, x):
-        ph, pw = self.padding
-        if ph or pw:
-            x = ops.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=float("-inf"))
-        return ops.max_pool(x, self.kernel, self.stride, padding="valid")
-
-    def get_config(self):
-        return {**super().get_config(), "kernel": self.kernel, "stride": self.stride, "padding": self.padding}
-
-
-@keras.saving.register_keras_serializable(package=_PKG)
-class FocusSpaceToDepth(layers.Layer):
-    """YOLOv5 Focus' slicing: cat(x[::2, ::2], x[1::2, ::2], x[::2, 1::2], x[1::2, 1::2]) over (rows, cols)."""
-
-    def call(self, x):
-        return ops.concatenate(
-            [x[:, ::2, ::2, :], x[:, 1::2, ::2, :], x[:, ::2, 1::2, :], x[:, 1::2, 1::2, :]], axis=-1
-        )
-
-
-@keras.saving.register_keras_serializable(package=_PKG)
-class YoloV5Decode(layers.Layer):
-    """Detect's eval-mode decoding of the raw heads into [B, boxes, 5 + nc] (pixels)."""
-
-    def __init__(self, na, nc, strides, anchors, **kw):
-        super().__init__(**kw)
-        self.na, self.nc = int(na), int(nc)
-        self.strides = [float(s) for s in strides]
-        self.anchors = np.asarray(anchors, np.float32).tolist()  # (nl, na, 2) pixels
-
-    def call(self, heads):
-        no = self.nc + 5
-        outs = []
-        for i, x in enumerate(heads):
-            ny, nx = int(x.shape[1]), int(x.shape[2])
-            y = ops.reshape(x, (-1, ny, nx, self.na, no))
-            y = ops.sigmoid(ops.transpose(y, (0, 3, 1, 2, 4)))  # [B, na, ny, nx, no]
-            yv, xv = np.meshgrid(np.arange(ny, dtype=np.float32), np.arange(nx, dtype=np.float32), indexing="ij")
-            grid = (np.stack((xv, yv), -1) - 0.5).reshape(1, 1, ny, nx, 2).astype(np.float32)
-            anchor = np.asarray(self.anchors[i], np.float32).reshape(1, self.na, 1, 1, 2)
-            xy = (y[..., 0:2] * 2.0 + ops.convert_to_tensor(grid)) * self.strides[i]
-            wh = ops.square(y[..., 2:4] * 2.0) * ops.convert_to_tensor(anchor)
-            y = ops.concatenate([xy, wh, y[..., 4:]], axis=-1)
-            outs.append(ops.reshape(y, (-1, self.na * ny * nx, no)))
-        return ops.concatenate(outs, axis=1)
-
-    def get_config(self):
-        return {**super().get_config(), "na": self.na, "nc": self.nc, "strides": self.strides, "anchors": self.anchors}
-
-
-def _activation(x, act, name):
-    if act is None:
-        return x
-    if act == "silu":
-        return layers.Activation("silu", name=name)(x)
-    if act == "hardswish":
-        return Hardswish(name=name)(x)
-    if act == "relu":
-        return layers.ReLU(name=name)(x)
-    if act == "sigmoid":
-        return layers.Activation("sigmoid", name=name)(x)
-    if isinstance(act, tuple) and act[0] == "leaky":
-        return layers.LeakyReLU(negative_slope=act[1], name=name)(x)
-    raise FormatError(f"activation {act!r} is not supported")
-
-
-def _conv(x, spec: ConvSpec, fold_bn: bool, activation=True):
-    o, _, kh, kw = spec.kernel.shape
-    ph, pw = spec.padding
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    same = (sh, sw) == (1, 1) and kh % 2 == 1 and kw % 2 == 1 and ph == dh * (kh // 2) and pw == dw * (kw // 2)
-    if not same and (ph or pw):
-        x = layers.ZeroPadding2D(((ph, ph), (pw, pw)), name=spec.name + "_pad")(x)
-    folded = spec.bn is not None and fold_bn
-    x = layers.Conv2D(
-        int(o), (int(kh), int(kw)), strides=(sh, sw), padding="same" if same else "valid", dilation_rate=(dh, dw),
-        groups=spec.groups, use_bias=spec.bias is not None or folded, name=spec.name,
-        # The checkpoint's values are assigned right after building: skip the random initialisation
-        # (glorot for ~86M weights of yolov5x costs about a second).
-        kernel_initializer="zeros", bias_initializer="zeros",
-    )(x)
-    if spec.bn is not None and not fold_bn and spec.bn_separate:
-        x = layers.BatchNormalization(epsilon=spec.bn.eps, name=spec.bn.name)(x)
-    if activation:
-        x = _activation(x, spec.act, spec.act_name)
-    return x
 
 
 def _bottleneck(x, b, fold_bn):
@@ -149,7 +54,7 @@ def _bottleneck(x, b, fold_bn):
 
 
 def _pool(x, p):
-    return TorchMaxPool2D(p["kernel"], p["stride"], p["padding"], name=p["name"])(x)
+    return max_pool_layer(p["kernel"], p["stride"], p["padding"], p["name"], x.shape[1:3])(x)
 
 
 def _node(x, node, fold_bn):
@@ -188,7 +93,8 @@ def _node(x, node, fold_bn):
         return _conv(cat, P["cv2"], fold_bn)
     if k == "SPPF":
         x = _conv(x, P["cv1"], fold_bn)
-        pool = TorchMaxPool2D(P["pool"]["kernel"], P["pool"]["stride"], P["pool"]["padding"], name=P["pool"]["name"])
+        pool = max_pool_layer(P["pool"]["kernel"], P["pool"]["stride"], P["pool"]["padding"], P["pool"]["name"],
+                         x.shape[1:3])
         y1 = pool(x)
         y2 = pool(y1)
         return _conv(layers.Concatenate(axis=-1, name=name + "_cat")([x, y1, y2, pool(y2)]), P["cv2"], fold_bn)
@@ -203,7 +109,7 @@ def _node(x, node, fold_bn):
         return layers.ZeroPadding2D(((top, bottom), (left, right)), name=name)(x)
     if k == "Detect":
         return [_conv(xi, c, fold_bn) for xi, c in zip(x, P["convs"])]
-    raise FormatError(f"module kind {k!r} is not supported")
+    raise FormatError(f"module kind {short_repr(k)} is not supported")
 
 
 def default_input_size(plan: YoloV5Plan) -> tuple:
@@ -230,15 +136,24 @@ def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=Non
     heads = x
     det = plan.nodes[-1].parts
     outputs = YoloV5Decode(det["na"], det["nc"], plan.strides, plan.anchors, name="decode")(heads) if decode else heads
+    outputs = name_outputs(outputs, output_names(1 if decode else len(heads), decode))
     stem = os.path.splitext(os.path.basename(plan.path))[0]
     name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or "yolov5"
-    return keras.Model(inp, outputs, name=name)
-
-
-def load_yolov5(path, fold_bn=True, decode=False, input_size=None) -> keras.Model:
-    """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
-    plan = read_plan(path)
-    model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
-                         plan_arrays(plan, fold_bn), os.fspath(path), discard_arrays=True)
-    model.class_names = list(plan.names)
+    model = DetectionModel(inp, outputs, name=name)
+    attach_metadata(model, yolov5_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn))
     return model
+
+
+def model_from_plan(plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
+    """The model of a plan, built and filled; `model.metadata` / `model.class_names` describe it."""
+    model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
+                         plan_arrays(plan, fold_bn), plan.path, discard_arrays=True)
+    size = tuple(model.inputs[0].shape[1:3])
+    attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
+                    plan.path)
+    return model
+
+
+def load_yolov5(path, fold_bn=True, decode=False, input_size=None, ckpt=None) -> keras.Model:
+    """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
+    return model_from_plan(read_plan(path, ckpt), fold_bn=fold_bn, decode=decode, input_size=input_size)

@@ -17,45 +17,22 @@ from typing import Any
 
 import numpy as np
 
-from .. import _core
+from ..boundary import short_repr
 from ..errors import FormatError
-from ..torch_reader.pickle_reader import Record
+from ..torch_reader import state_dict as sd
 from ..torch_reader.checkpoint import load_torch_checkpoint
+from ..torch_reader.pickle_reader import Record
+from ..torch_reader.modules import (  # noqa: F401 (shared with the other .pt families)
+    NN as _NN, YOLO as _YOLO, BatchNorm, ConvSpec, Ctx as _Ctx, activation_of as _act, batchnorm as _bn,
+    bn_arrays, children as _modules, conv2d as _conv2d, conv_arrays, conv_module as _conv_module, is_a as _is,
+    maxpool as _maxpool, pair as _pair, param as _param, select_model, sequence as _sequence,
+)
 
 __all__ = ["read_yolov5", "read_plan", "YoloV5Plan"]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The plan: what to build, with the checkpoint's arrays (OIHW, as stored)
-
-
-@dataclass
-class BatchNorm:
-    name: str  # keras layer name
-    gamma: np.ndarray
-    beta: np.ndarray
-    mean: np.ndarray
-    var: np.ndarray
-    eps: float
-
-
-@dataclass
-class ConvSpec:
-    name: str  # keras layer name
-    kernel: np.ndarray  # OIHW
-    bias: np.ndarray | None
-    stride: tuple
-    padding: tuple
-    dilation: tuple
-    groups: int
-    bn: BatchNorm | None = None  # folded into this conv, or a separate keras layer after it
-    bn_separate: bool = True  # False: bn is a slice of a shared norm (BottleneckCSP), folded only
-    act: Any = None  # None, 'silu', 'hardswish', 'relu', 'sigmoid', ('leaky', slope)
-    act_name: str = ""
-
-    @property
-    def out_channels(self) -> int:
-        return int(self.kernel.shape[0])
 
 
 @dataclass
@@ -86,172 +63,16 @@ class YoloV5Plan:
 # Reading the records
 
 
-class _Ctx:
-    def __init__(self, path):
-        self.path = path
-
-    def err(self, module_path: str, msg: str) -> FormatError:
-        return FormatError(f"{self.path}: module '{module_path}': {msg}")
-
-
-def _modules(rec: Record) -> dict:
-    m = rec.attr("_modules")
-    return m if isinstance(m, dict) else {}
-
-
-def _param(ctx, rec: Record, mpath: str, name: str, required=True):
-    for store in ("_parameters", "_buffers"):
-        d = rec.attr(store)
-        if isinstance(d, dict) and name in d:
-            v = d[name]
-            if v is None and not required:
-                return None
-            if not isinstance(v, np.ndarray):
-                raise ctx.err(mpath, f"{name}: expected a tensor, got {type(v).__name__}")
-            return v
-    if required:
-        raise ctx.err(mpath, f"has no parameter or buffer '{name}'")
-    return None
-
-
-def _is(rec, name: str, *suffixes: str) -> bool:
-    if not isinstance(rec, Record):
-        return False
-    if rec.cls.name != name:
-        return False
-    mod = rec.cls.module
-    return any(mod == s or mod.endswith("." + s) or mod.startswith(s + ".") for s in suffixes)
-
-
-_YOLO = ("models.common", "models.yolo", "models.experimental")
-_NN = ("torch.nn.modules",)
-
-
-def _pair(v, mpath, ctx, what):
-    if isinstance(v, int) and not isinstance(v, bool):
-        return (v, v)
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, int) for x in v):
-        return tuple(v)
-    raise ctx.err(mpath, f"{what}: expected an int or a pair of ints, got {v!r}")
-
-
-def _act(ctx, rec, mpath):
-    """The activation a module record stands for."""
-    if rec is None or _is(rec, "Identity", *_NN):
-        return None
-    n = rec.cls.name if isinstance(rec, Record) else None
-    if isinstance(rec, Record) and (rec.cls.module.startswith("torch.nn.modules.") or rec.cls.module.endswith("utils.activations")):
-        if n == "SiLU":
-            return "silu"
-        if n == "Hardswish":
-            return "hardswish"
-        if n == "LeakyReLU":
-            slope = rec.attr("negative_slope", 0.01)
-            if not isinstance(slope, (int, float)):
-                raise ctx.err(mpath, f"LeakyReLU negative_slope {slope!r}")
-            return ("leaky", float(slope))
-        if n == "ReLU":
-            return "relu"
-        if n == "Sigmoid":
-            return "sigmoid"
-    raise ctx.err(mpath, f"unsupported activation {rec!r}")
-
-
-def _bn(ctx, rec, mpath, kname) -> BatchNorm:
-    if not _is(rec, "BatchNorm2d", *_NN):
-        raise ctx.err(mpath, f"expected a BatchNorm2d, found {rec!r}")
-    eps = rec.attr("eps")
-    if not isinstance(eps, float) or not (0 < eps < 1):
-        raise ctx.err(mpath, f"batch-norm eps {eps!r}: expected a float in (0, 1)")
-    if rec.attr("affine") is False:
-        raise ctx.err(mpath, "batch norm without affine parameters is not supported")
-    g = _param(ctx, rec, mpath, "weight")
-    b = _param(ctx, rec, mpath, "bias")
-    m = _param(ctx, rec, mpath, "running_mean")
-    v = _param(ctx, rec, mpath, "running_var")
-    n = g.shape
-    for what, a in (("bias", b), ("running_mean", m), ("running_var", v)):
-        if a.shape != n or a.ndim != 1:
-            raise ctx.err(mpath, f"{what} has shape {a.shape}, expected {n}")
-    return BatchNorm(kname, g, b, m, v, float(eps))
-
-
-def _conv2d(ctx, rec, mpath, kname) -> ConvSpec:
-    if not _is(rec, "Conv2d", *_NN):
-        raise ctx.err(mpath, f"expected a Conv2d, found {rec!r}")
-    w = _param(ctx, rec, mpath, "weight")
-    b = _param(ctx, rec, mpath, "bias", required=False)
-    if w.ndim != 4:
-        raise ctx.err(mpath, f"weight of shape {w.shape}, expected 4 dims (OIHW)")
-    groups = rec.attr("groups", 1)
-    if rec.attr("padding_mode", "zeros") != "zeros":
-        raise ctx.err(mpath, f"padding_mode {rec.attr('padding_mode')!r} is not supported (only 'zeros')")
-    padding = rec.attr("padding")
-    if isinstance(padding, str):
-        raise ctx.err(mpath, f"string padding {padding!r} is not supported")
-    spec = ConvSpec(
-        name=kname, kernel=w, bias=b, stride=_pair(rec.attr("stride"), mpath, ctx, "stride"),
-        padding=_pair(padding, mpath, ctx, "padding"), dilation=_pair(rec.attr("dilation", 1), mpath, ctx, "dilation"),
-        groups=int(groups),
-    )
-    ks = rec.attr("kernel_size")
-    if ks is not None and _pair(ks, mpath, ctx, "kernel_size") != tuple(w.shape[2:]):
-        raise ctx.err(mpath, f"kernel_size {ks} does not match weight shape {w.shape}")
-    if b is not None and b.shape != (w.shape[0],):
-        raise ctx.err(mpath, f"bias of shape {b.shape}, expected ({w.shape[0]},)")
-    return spec
-
-
-def _conv_module(ctx, rec, mpath) -> ConvSpec:
-    """models.common.Conv: conv + bn + act."""
-    if not _is(rec, "Conv", *_YOLO):
-        raise ctx.err(mpath, f"expected a Conv module, found {rec!r}")
-    mods = _modules(rec)
-    base = mpath.replace(".", "_")
-    spec = _conv2d(ctx, mods.get("conv"), mpath + ".conv", base + "_conv")
-    if "bn" in mods:
-        spec.bn = _bn(ctx, mods["bn"], mpath + ".bn", base + "_bn")
-        if spec.bn.gamma.shape[0] != spec.out_channels:
-            raise ctx.err(mpath, f"bn has {spec.bn.gamma.shape[0]} channels, conv {spec.out_channels}")
-    spec.act = _act(ctx, mods.get("act"), mpath + ".act")
-    spec.act_name = base + "_act"
-    return spec
-
-
 def _bottleneck(ctx, rec, mpath) -> dict:
     if not _is(rec, "Bottleneck", *_YOLO):
-        raise ctx.err(mpath, f"expected a Bottleneck, found {rec!r}")
+        raise ctx.err(mpath, f"expected a Bottleneck, found {short_repr(rec)}")
     mods = _modules(rec)
     add = rec.attr("add")
     if not isinstance(add, bool):
-        raise ctx.err(mpath, f"Bottleneck.add is {add!r}, expected a bool")
+        raise ctx.err(mpath, f"Bottleneck.add is {short_repr(add)}, expected a bool")
     return {"cv1": _conv_module(ctx, mods.get("cv1"), mpath + ".cv1"),
             "cv2": _conv_module(ctx, mods.get("cv2"), mpath + ".cv2"), "add": add,
             "name": mpath.replace(".", "_")}
-
-
-def _sequence(ctx, rec, mpath, what) -> list:
-    if not (_is(rec, "Sequential", *_NN) or _is(rec, "ModuleList", *_NN)):
-        raise ctx.err(mpath, f"expected a Sequential of {what}, found {rec!r}")
-    mods = _modules(rec)
-    keys = list(mods)
-    if keys != [str(k) for k in range(len(keys))]:
-        raise ctx.err(mpath, f"children {keys[:5]} are not numbered 0..{len(keys) - 1}")
-    return [mods[k] for k in keys]
-
-
-def _maxpool(ctx, rec, mpath):
-    if not _is(rec, "MaxPool2d", *_NN):
-        raise ctx.err(mpath, f"expected a MaxPool2d, found {rec!r}")
-    k = _pair(rec.attr("kernel_size"), mpath, ctx, "kernel_size")
-    s = rec.attr("stride")
-    s = k if s is None else _pair(s, mpath, ctx, "stride")
-    p = _pair(rec.attr("padding", 0), mpath, ctx, "padding")
-    if _pair(rec.attr("dilation", 1), mpath, ctx, "dilation") != (1, 1) or rec.attr("ceil_mode", False):
-        raise ctx.err(mpath, "MaxPool2d with dilation or ceil_mode is not supported")
-    if rec.attr("return_indices", False):
-        raise ctx.err(mpath, "MaxPool2d with return_indices is not supported")
-    return {"kernel": k, "stride": s, "padding": p, "name": mpath.replace(".", "_")}
 
 
 def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
@@ -263,11 +84,11 @@ def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
         P["conv"] = _conv_module(ctx, rec, mpath)
     elif kind == "Focus":
         if not _is(rec, "Focus", *_YOLO):
-            raise ctx.err(mpath, f"expected Focus, found {rec!r}")
+            raise ctx.err(mpath, f"expected Focus, found {short_repr(rec)}")
         P["conv"] = _conv_module(ctx, mods.get("conv"), mpath + ".conv")
     elif kind == "C3":
         if not _is(rec, "C3", *_YOLO):
-            raise ctx.err(mpath, f"expected C3, found {rec!r}")
+            raise ctx.err(mpath, f"expected C3, found {short_repr(rec)}")
         for k in ("cv1", "cv2", "cv3"):
             P[k] = _conv_module(ctx, mods.get(k), f"{mpath}.{k}")
         P["m"] = [_bottleneck(ctx, r, f"{mpath}.m.{j}") for j, r in enumerate(_sequence(ctx, mods.get("m"), mpath + ".m", "Bottleneck"))]
@@ -276,7 +97,7 @@ def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
         P.update(_bottleneck(ctx, rec, mpath))
     elif kind == "BottleneckCSP":
         if not _is(rec, "BottleneckCSP", *_YOLO):
-            raise ctx.err(mpath, f"expected BottleneckCSP, found {rec!r}")
+            raise ctx.err(mpath, f"expected BottleneckCSP, found {short_repr(rec)}")
         P["cv1"] = _conv_module(ctx, mods.get("cv1"), mpath + ".cv1")
         P["cv4"] = _conv_module(ctx, mods.get("cv4"), mpath + ".cv4")
         cv2 = _conv2d(ctx, mods.get("cv2"), mpath + ".cv2", name + "_cv2")
@@ -294,7 +115,7 @@ def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
         _check_depth(ctx, mpath, len(P["m"]), yaml_n)
     elif kind in ("SPP", "SPPF"):
         if not _is(rec, kind, *_YOLO):
-            raise ctx.err(mpath, f"expected {kind}, found {rec!r}")
+            raise ctx.err(mpath, f"expected {kind}, found {short_repr(rec)}")
         P["cv1"] = _conv_module(ctx, mods.get("cv1"), mpath + ".cv1")
         P["cv2"] = _conv_module(ctx, mods.get("cv2"), mpath + ".cv2")
         if kind == "SPP":
@@ -303,31 +124,31 @@ def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
             P["pool"] = _maxpool(ctx, mods.get("m"), mpath + ".m")
     elif kind == "Concat":
         if not _is(rec, "Concat", *_YOLO):
-            raise ctx.err(mpath, f"expected Concat, found {rec!r}")
+            raise ctx.err(mpath, f"expected Concat, found {short_repr(rec)}")
         if rec.attr("d") != 1:
-            raise ctx.err(mpath, f"Concat along dimension {rec.attr('d')!r}: only 1 (channels) is supported")
+            raise ctx.err(mpath, f"Concat along dimension {short_repr(rec.attr('d'))}: only 1 (channels) is supported")
     elif kind == "Upsample":
         if not _is(rec, "Upsample", *_NN):
-            raise ctx.err(mpath, f"expected Upsample, found {rec!r}")
+            raise ctx.err(mpath, f"expected Upsample, found {short_repr(rec)}")
         if rec.attr("mode") != "nearest" or rec.attr("size") is not None:
-            raise ctx.err(mpath, f"Upsample mode {rec.attr('mode')!r} size {rec.attr('size')!r}: only nearest by scale_factor")
+            raise ctx.err(mpath, f"Upsample mode {short_repr(rec.attr('mode'))} size {short_repr(rec.attr('size'))}: only nearest by scale_factor")
         sf = rec.attr("scale_factor")
         sf = (sf, sf) if isinstance(sf, (int, float)) else tuple(sf) if isinstance(sf, (tuple, list)) else None
         if sf is None or len(sf) != 2 or any(float(f) != int(f) or f < 1 for f in sf):
-            raise ctx.err(mpath, f"Upsample scale_factor {rec.attr('scale_factor')!r}: only integer factors")
+            raise ctx.err(mpath, f"Upsample scale_factor {short_repr(rec.attr('scale_factor'))}: only integer factors")
         P["size"] = tuple(int(f) for f in sf)
     elif kind == "MaxPool":
         P["pool"] = _maxpool(ctx, rec, mpath)
     elif kind == "ZeroPad":
         if not _is(rec, "ZeroPad2d", *_NN):
-            raise ctx.err(mpath, f"expected ZeroPad2d, found {rec!r}")
+            raise ctx.err(mpath, f"expected ZeroPad2d, found {short_repr(rec)}")
         pad = rec.attr("padding")
         if not (isinstance(pad, (tuple, list)) and len(pad) == 4 and all(isinstance(v, int) and v >= 0 for v in pad)):
-            raise ctx.err(mpath, f"ZeroPad2d padding {pad!r}: expected (left, right, top, bottom) >= 0")
+            raise ctx.err(mpath, f"ZeroPad2d padding {short_repr(pad)}: expected (left, right, top, bottom) >= 0")
         P["padding"] = tuple(pad)
     elif kind == "Detect":
         if not _is(rec, "Detect", *_YOLO):
-            raise ctx.err(mpath, f"expected Detect, found {rec!r}")
+            raise ctx.err(mpath, f"expected Detect, found {short_repr(rec)}")
         nl, na, nc, no = (rec.attr(k) for k in ("nl", "na", "nc", "no"))
         if not all(isinstance(v, int) and v > 0 for v in (nl, na, nc, no)) or no != nc + 5:
             raise ctx.err(mpath, f"Detect nl={nl} na={na} nc={nc} no={no}: inconsistent")
@@ -336,14 +157,14 @@ def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
             raise ctx.err(mpath, f"anchors of shape {anchors.shape}, expected ({nl}, {na}, 2)")
         stride = rec.attr("stride")
         if not isinstance(stride, np.ndarray) or stride.shape != (nl,):
-            raise ctx.err(mpath, f"stride {stride!r:.60}: expected a tensor of {nl} strides")
+            raise ctx.err(mpath, f"stride {short_repr(stride)}: expected a tensor of {nl} strides")
         convs = [_conv2d(ctx, r, f"{mpath}.m.{j}", f"{name}_m_{j}") for j, r in enumerate(_sequence(ctx, mods.get("m"), mpath + ".m", "Conv2d"))]
         if len(convs) != nl or any(c.out_channels != na * no or c.kernel.shape[2:] != (1, 1) for c in convs):
             raise ctx.err(mpath, f"expected {nl} 1x1 convs with {na * no} outputs")
         P.update(convs=convs, nl=nl, na=na, nc=nc, stride=[float(s) for s in stride.astype(np.float32)],
                  anchors=anchors.astype(np.float32))
     else:
-        raise ctx.err(mpath, f"module type {kind!r} is not supported")
+        raise ctx.err(mpath, f"module type {short_repr(kind)} is not supported")
     return node
 
 
@@ -361,28 +182,25 @@ _YAML_KIND = {
 _REPEATED = {"C3", "BottleneckCSP"}  # n is their bottleneck count; other modules repeat as a Sequential
 
 
-def select_model(ckpt, path) -> Record:
-    """`ema` when present and not None, else `model` (YOLOv5's attempt_load)."""
-    if isinstance(ckpt, Record):
-        return ckpt
-    if not isinstance(ckpt, dict):
-        raise FormatError(f"{path}: expected a checkpoint dict or a model, found {type(ckpt).__name__}")
-    model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
-    if not isinstance(model, Record):
-        raise FormatError(f"{path}: checkpoint has no model: 'ema' and 'model' are {type(model).__name__}")
-    return model
-
-
-def read_plan(path) -> YoloV5Plan:
+def read_plan(path, ckpt=None) -> YoloV5Plan:
+    """The plan of a YOLOv5 checkpoint (`ckpt`: the already-unpickled checkpoint, to read the file once)."""
     path = os.fspath(path)
+    model = select_model(load_torch_checkpoint(path) if ckpt is None else ckpt, path)
+    return plan_from_model(model, path)
+
+
+def plan_from_model(model, path) -> YoloV5Plan:
+    """The plan of a YOLOv5 model record (pickled, or built from a yaml and a state_dict)."""
     ctx = _Ctx(path)
-    model = select_model(load_torch_checkpoint(path), path)
     if not (_is(model, "DetectionModel", "models.yolo") or _is(model, "Model", "models.yolo")):
-        raise FormatError(f"{path}: model is {model!r}; expected models.yolo.DetectionModel or models.yolo.Model")
+        raise FormatError(f"{path}: model is {short_repr(model)}; expected models.yolo.DetectionModel or models.yolo.Model")
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
         raise FormatError(f"{path}: the model has no yaml dict with backbone and head rows")
     gd = cfg.get("depth_multiple", 1.0)
+    # Types before use: `n * gd` with a string multiplier would be string repetition (memory from nothing).
+    if isinstance(gd, bool) or not isinstance(gd, (int, float)) or not 0 < gd <= 100:
+        raise FormatError(f"{path}: yaml depth_multiple {short_repr(gd)}: expected a number in (0, 100]")
     rows = cfg["backbone"] + cfg["head"]
     layers = _sequence(ctx, _modules(model).get("model"), "model", "layers")
     if len(layers) != len(rows):
@@ -391,19 +209,19 @@ def read_plan(path) -> YoloV5Plan:
     for i, (row, rec) in enumerate(zip(rows, layers)):
         mpath = f"model.{i}"
         if not (isinstance(row, (list, tuple)) and len(row) == 4):
-            raise ctx.err(mpath, f"yaml row {row!r}: expected [from, number, module, args]")
+            raise ctx.err(mpath, f"yaml row {short_repr(row)}: expected [from, number, module, args]")
         f, n, mname, _args = row
-        kind = _YAML_KIND.get(mname)
+        kind = _YAML_KIND.get(mname) if isinstance(mname, str) else None
         if kind is None:
-            raise ctx.err(mpath, f"yaml module {mname!r} is not supported")
-        if isinstance(n, str) or not isinstance(n, int):
-            raise ctx.err(mpath, f"yaml number {n!r}")
+            raise ctx.err(mpath, f"yaml module {short_repr(mname)} is not supported")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
+            raise ctx.err(mpath, f"yaml number {short_repr(n)}: expected an int in [0, 1000]")
         n_eff = max(round(n * gd), 1) if n > 1 else n
+        if not (isinstance(f, int) or (isinstance(f, list) and all(isinstance(x, int) for x in f))):
+            raise ctx.err(mpath, f"yaml 'from' {short_repr(f)}")
         rf = rec.attr("f")
         if rf is not None and rf != f:
-            raise ctx.err(mpath, f"module 'from' is {rf!r}, the yaml says {f!r}")
-        if not (isinstance(f, int) or (isinstance(f, list) and all(isinstance(x, int) for x in f))):
-            raise ctx.err(mpath, f"yaml 'from' {f!r}")
+            raise ctx.err(mpath, f"module 'from' is {short_repr(rf)}, the yaml says {short_repr(f)}")
         if n_eff > 1 and kind not in _REPEATED:
             children = _sequence(ctx, rec, mpath, mname)
             if len(children) != n_eff:
@@ -422,7 +240,7 @@ def read_plan(path) -> YoloV5Plan:
     if isinstance(names, dict):
         names = [names[k] for k in sorted(names)]
     if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
-        raise FormatError(f"{path}: model.names {names!r:.80} is not a list/dict of strings")
+        raise FormatError(f"{path}: model.names {short_repr(names)} is not a list/dict of strings")
     if names is None:
         names = [f"class{k}" for k in range(det.parts["nc"])]
     if len(names) != det.parts["nc"]:
@@ -432,46 +250,6 @@ def read_plan(path) -> YoloV5Plan:
 
 # ---------------------------------------------------------------------------------------------------------
 # Arrays in Keras layout
-
-
-def _f32(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def _fold(bn: BatchNorm, conv_bias):
-    parts = [bn.gamma, bn.beta, bn.mean, bn.var] + ([conv_bias] if conv_bias is not None else [])
-    if len({p.dtype for p in parts}) != 1 or parts[0].dtype not in (np.float16, np.float32):
-        parts = [_f32(p) for p in parts]
-    return _core.fold_batchnorm(*parts[:4], bn.eps, parts[4] if conv_bias is not None else None)
-
-
-def conv_arrays(spec: ConvSpec, fold_bn: bool, out: dict) -> None:
-    k = spec.kernel
-    if k.dtype not in (np.float16, np.float32):
-        k = _f32(k)
-    if spec.bn is not None and (fold_bn or not spec.bn_separate):
-        if not fold_bn:
-            # BottleneckCSP's shared norm stays a separate layer when not folding: nothing to fold here.
-            out[f"{spec.name}/kernel"] = _core.oihw_to_hwio(k)
-            if spec.bias is not None:
-                out[f"{spec.name}/bias"] = _f32(spec.bias)
-            return
-        scale, bias = _fold(spec.bn, spec.bias)
-        out[f"{spec.name}/kernel"] = _core.oihw_to_hwio(k, scale)
-        out[f"{spec.name}/bias"] = bias
-        return
-    out[f"{spec.name}/kernel"] = _core.oihw_to_hwio(k)
-    if spec.bias is not None:
-        out[f"{spec.name}/bias"] = _f32(spec.bias)
-    if spec.bn is not None:
-        bn_arrays(spec.bn, out)
-
-
-def bn_arrays(bn: BatchNorm, out: dict) -> None:
-    out[f"{bn.name}/gamma"] = _f32(bn.gamma)
-    out[f"{bn.name}/beta"] = _f32(bn.beta)
-    out[f"{bn.name}/moving_mean"] = _f32(bn.mean)
-    out[f"{bn.name}/moving_variance"] = _f32(bn.var)
 
 
 def _convs_of(node: Node):
@@ -517,11 +295,101 @@ def plan_arrays(plan: YoloV5Plan, fold_bn: bool) -> dict:
     return out
 
 
-def read_yolov5(path, fold_bn: bool = True) -> dict:
+def read_yolov5(path, fold_bn: bool = True, ckpt=None) -> dict:
     """The checkpoint's arrays in Keras layout, keyed '<keras layer name>/<variable>' (float32).
 
     Conv kernels are HWIO. With fold_bn, each batch norm is folded into its conv's kernel and bias; without,
     the norms are separate ('<name>_bn/gamma', beta, moving_mean, moving_variance) and convs have no bias
     (Detect's output convs always have one).
     """
-    return plan_arrays(read_plan(path), fold_bn)
+    return plan_arrays(read_plan(path, ckpt), fold_bn)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plain state_dicts: the yaml gives the modules, the state_dict their tensors
+
+_BN_EPS = 1e-3  # YOLOv5's initialize_weights sets every BatchNorm2d's eps to 1e-3
+
+
+def _sd_conv(t, k, s, p, g, act, path) -> Record:
+    kids = {"conv": sd.conv2d(t.sub("conv"), s, sd.autopad(k, p), g), "act": sd.activation(act, "nn.SiLU()", path)}
+    if t.has("bn"):
+        kids["bn"] = sd.batchnorm(t.sub("bn"), _BN_EPS)
+    return sd.record("models.common", "Conv", kids)
+
+
+def _sd_inner(t, name, act, path, s=1, g=1) -> Record:
+    k = int(t.sub(name).sub("conv").tensor("weight").shape[-1])
+    return _sd_conv(t.sub(name), k, s, None, g, act, path)
+
+
+def _sd_row(t, i, row, cfg, path, act, strides) -> Record:
+    f, n, mname, args = row
+    kind = _YAML_KIND.get(mname)
+    a = lambda j, d: args[j] if len(args) > j and args[j] not in (None, "None") else d  # noqa: E731
+    common = "models.common"
+    src = strides[f if isinstance(f, int) else f[0]] if i else 1
+    if kind in ("Conv", "Focus"):
+        k, s = a(1, 1), a(2, 1)
+        strides.append(src * s * (2 if kind == "Focus" else 1))
+        if kind == "Focus":
+            return sd.record(common, "Focus", {"conv": _sd_conv(t.sub("conv"), k, s, a(3, None), a(4, 1), act, path)})
+        return _sd_conv(t, k, s, a(3, None), a(4, 1), act, path)
+    strides.append(src)
+    if kind == "C3":
+        depth = max(round(n * cfg.get("depth_multiple", 1.0)), 1) if n > 1 else n
+        shortcut = a(1, True)
+        m = [sd.record(common, "Bottleneck", {"cv1": _sd_inner(t.sub("m").sub(str(j)), "cv1", act, path),
+                                              "cv2": _sd_inner(t.sub("m").sub(str(j)), "cv2", act, path)},
+                       add=bool(shortcut)) for j in range(depth)]
+        kids = {k: _sd_inner(t, k, act, path) for k in ("cv1", "cv2", "cv3")}
+        kids["m"] = sd.sequential(m)
+        return sd.record(common, "C3", kids)
+    if kind in ("SPPF", "SPP"):
+        kids = {k: _sd_inner(t, k, act, path) for k in ("cv1", "cv2")}
+        if kind == "SPPF":
+            k = a(1, 5)
+            kids["m"] = sd.maxpool(k, 1, k // 2)
+        else:
+            kids["m"] = sd.sequential([sd.maxpool(k, 1, k // 2) for k in a(1, (5, 9, 13))], "ModuleList")
+        return sd.record(common, kind, kids)
+    if kind == "Concat":
+        return sd.record(common, "Concat", d=a(0, 1))
+    if kind == "Upsample":
+        sf = a(1, None)
+        strides[-1] = src / sf if isinstance(sf, (int, float)) and sf > 0 else src
+        return sd.record("torch.nn.modules.upsampling", "Upsample", size=a(0, None), scale_factor=sf,
+                         mode=a(2, "nearest"))
+    if kind == "Detect":
+        anchors = t.tensor("anchors")
+        if anchors.ndim != 3 or anchors.shape[2] != 2:
+            raise FormatError(f"{path}: module 'model.{i}': anchors of shape {anchors.shape}, expected (nl, na, 2)")
+        nl, na = int(anchors.shape[0]), int(anchors.shape[1])
+        nc = cfg.get("nc")
+        stride = np.asarray([strides[j] for j in f], np.float32) if isinstance(f, list) else None
+        convs = [sd.conv2d(t.sub("m").sub(str(j)), 1, 0) for j in range(nl)]
+        return sd.record("models.yolo", "Detect", {"m": sd.sequential(convs, "ModuleList")},
+                         buffers={"anchors": anchors}, nl=nl, na=na, nc=nc,
+                         no=nc + 5 if isinstance(nc, int) else None, stride=stride)
+    raise FormatError(f"{path}: module 'model.{i}': yaml module {short_repr(mname)} is not supported for state_dicts "
+                      f"(Conv, Focus, C3, SPP, SPPF, Concat, nn.Upsample, Detect)")
+
+
+def plan_from_state_dict(state: dict, cfg: dict, path: str) -> YoloV5Plan:
+    """The plan of a YOLOv5 state_dict (`torch.save(model.state_dict())`) with the model's yaml dict."""
+    tree = sd.Tensors(sd.module_tree(state), "", path)
+    model_t = tree.sub("model")
+    act = cfg.get("activation", True)
+    layers, strides = [], []
+    for i, row in enumerate(sd.yaml_rows(cfg)):
+        if not (isinstance(row, (list, tuple)) and len(row) == 4 and isinstance(row[3], list)
+                and isinstance(row[1], int)):
+            raise FormatError(f"{path}: module 'model.{i}': yaml row {short_repr(row)}: expected [from, number, module, args]")
+        if row[1] > 1 and row[2] != "C3":
+            raise FormatError(f"{path}: module 'model.{i}': repeated {row[2]} rows are not supported for state_dicts")
+        t = model_t.sub(str(i)) if model_t.has(str(i)) else sd.Tensors({}, f"model.{i}", path)
+        layers.append(_sd_row(t, i, row, cfg, path, act, strides))
+    names = cfg.get("names")
+    model = sd.record("models.yolo", "DetectionModel", {"model": sd.sequential(layers)}, yaml=cfg,
+                      names=list(names) if isinstance(names, (list, tuple)) else names)
+    return plan_from_model(model, path)

@@ -1,0 +1,81 @@
+"""The keras.Model class pyloader builds: a functional model that carries its metadata into .keras files.
+
+`DetectionModel` is a plain functional model plus `metadata` (a dict, see pyloader/metadata.py) and
+`class_names`. Its saved config is written with Keras' own class path (module `keras.src.models.functional`,
+class_name `Functional`) and the registered name `pyloader>DetectionModel`:
+
+* where pyloader is imported, Keras finds the registered class, which restores `model.metadata` and
+  `model.class_names` from the config entry `pyloader_metadata`;
+* where it is not, Keras falls back to the module path and loads a plain functional model (the metadata stays
+  in the file's config.json, and `pyloader inspect` reads it), so a file made of built-in layers only loads
+  with plain Keras.
+"""
+
+from __future__ import annotations
+
+import keras
+
+__all__ = ["DetectionModel", "name_outputs", "METADATA_KEY"]
+
+METADATA_KEY = "pyloader_metadata"
+
+
+@keras.saving.register_keras_serializable(package="pyloader", name="DetectionModel")
+class DetectionModel(keras.Model):
+    """A functional keras.Model with `metadata` and `class_names` that survive `save` / `load_model`."""
+
+    def get_config(self):
+        config = super().get_config()
+        meta = getattr(self, "metadata", None)
+        if meta:
+            from ..metadata import complete
+
+            meta = complete(_plain(meta), getattr(self, "_pyloader_source_path", None))
+            attach_metadata(self, meta)
+            config[METADATA_KEY] = meta
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        meta = config.get(METADATA_KEY)
+        model = super().from_config({k: v for k, v in config.items() if k != METADATA_KEY}, custom_objects)
+        if meta:
+            attach_metadata(model, meta)
+        return model
+
+
+# The saved config names Keras' own functional class (see the module docstring); the registration above
+# keeps the name pyloader>DetectionModel.
+DetectionModel.__module__ = "keras.src.models.functional"
+DetectionModel.__name__ = "Functional"
+
+
+def attach_metadata(model, meta: dict, source_path=None) -> None:
+    """Set model.metadata (a plain dict) and model.class_names; `source_path`: the checkpoint, hashed at the
+    first save when the metadata's sha256 was left out (pyloader.metadata.complete)."""
+    meta = _plain(meta)
+    model.metadata = meta
+    model.class_names = list(meta.get("class_names") or [])
+    if source_path is not None:
+        model._pyloader_source_path = str(source_path)
+
+
+def name_outputs(outputs, names):
+    """Each output tensor through an Identity layer named `names[i]`: the model's output names."""
+    single = not isinstance(outputs, (list, tuple))
+    outs = [outputs] if single else list(outputs)
+    if len(outs) != len(names):
+        raise ValueError(f"{len(outs)} outputs, {len(names)} names")
+    named = [keras.layers.Identity(name=n)(o) for o, n in zip(outs, names)]
+    return named[0] if single else named
+
+
+def _plain(obj):
+    """JSON-able copies (Keras wraps dicts/lists set as attributes in tracking containers)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        return obj.item()
+    return obj

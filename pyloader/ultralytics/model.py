@@ -1,0 +1,260 @@
+"""Ultralytics .pt checkpoint -> functional keras.Model (Keras layers and keras.ops only: TF, JAX, PyTorch backends).
+
+Semantics follow PyTorch exactly (convolutions, padding, pooling, batch norm: keras_blocks.torch_layers):
+* C2f / C3k2 split cv1's output in two halves and concatenate every block's output after them (C2: the
+  blocks run on the first half, C2PSA: on the second);
+* C2PSA's attention (`PSAAttention`) reproduces Attention.forward: per head, softmax(q^T k * scale) over the
+  keys, v weighted by it, plus the depthwise positional conv `pe` of v, then `proj`;
+* Detect's box branch (cv2) and class branch (cv3; YOLO11's with depthwise stages) per level.
+
+Input: NHWC float32 RGB in [0, 1] (Ultralytics divides by 255), shape (input_size[0], input_size[1], 3); the
+default is the checkpoint's training size (`imgsz`, 640 when it records none). Both sides must be multiples
+of the model's max stride.
+
+Outputs (decode=False): one raw tensor per detection level, NHWC [B, H/stride, W/stride, 4 * reg_max + nc]:
+channels 0..4*reg_max-1 are the box distribution (side-major: left, top, right, bottom, reg_max bins each),
+the rest the class logits before the sigmoid (Ultralytics' Detect cv2[i] and cv3[i] outputs, NCHW there).
+decode=True: one tensor [B, 4 + nc, anchors], what Ultralytics' DetectionModel returns in eval mode: x, y, w, h
+(box centre and size, input pixels; DFL expectation, dist2bbox, times the stride) and the class probabilities
+(sigmoid); anchors ordered per level, then y, then x.
+
+The model's `class_names` attribute is the checkpoint's class-name list (model.names, ordered by class id).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+import keras
+from keras import layers, ops
+
+from ..keras_blocks.assign import build_filled
+from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
+from ..metadata import output_names, ultralytics_metadata as plan_metadata
+from ..keras_blocks.torch_layers import conv as _conv, max_pool_layer
+from .weights import UltralyticsPlan, plan_arrays, read_plan
+
+__all__ = ["load_ultralytics", "build_ultralytics", "PSAAttention", "ChannelSplit", "UltralyticsDecode"]
+
+_PKG = "pyloader_ultralytics"
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class ChannelSplit(layers.Layer):
+    """Channels [start, stop) of an NHWC tensor (torch's chunk/split along dim 1)."""
+
+    def __init__(self, start, stop, **kw):
+        super().__init__(**kw)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, x):
+        return x[..., self.start:self.stop]
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-1], self.stop - self.start)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class PSAAttention(layers.Layer):
+    """Ultralytics Attention's core on qkv (NHWC): returns (attention output, v), both [B, H, W, heads*head_dim].
+
+    Channel layout of qkv per head: key_dim q, key_dim k, head_dim v (qkv.view(B, heads, 2*key_dim+head_dim, N)).
+    """
+
+    def __init__(self, num_heads, key_dim, head_dim, scale, **kw):
+        super().__init__(**kw)
+        self.num_heads, self.key_dim, self.head_dim = int(num_heads), int(key_dim), int(head_dim)
+        self.scale = float(scale)
+
+    def call(self, qkv):
+        h, w = int(qkv.shape[1]), int(qkv.shape[2])
+        nh, kd, hd = self.num_heads, self.key_dim, self.head_dim
+        t = ops.reshape(qkv, (-1, h * w, nh, 2 * kd + hd))
+        t = ops.transpose(t, (0, 2, 1, 3))  # [B, nh, N, 2kd+hd]
+        q, k, v = t[..., :kd], t[..., kd:2 * kd], t[..., 2 * kd:]
+        attn = ops.softmax(ops.matmul(q * self.scale, ops.transpose(k, (0, 1, 3, 2))), axis=-1)  # [B, nh, Nq, Nk]
+        out = ops.matmul(attn, v)  # [B, nh, N, hd]
+        to_map = lambda z: ops.reshape(ops.transpose(z, (0, 2, 1, 3)), (-1, h, w, nh * hd))  # noqa: E731
+        return to_map(out), to_map(v)
+
+    def compute_output_shape(self, shape):
+        s = (*shape[:-1], self.num_heads * self.head_dim)
+        return s, s
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
+                "head_dim": self.head_dim, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class UltralyticsDecode(layers.Layer):
+    """Detect's eval-mode decoding of the raw heads into [B, 4 + nc, anchors] (xywh in pixels, class sigmoid)."""
+
+    def __init__(self, nc, reg_max, strides, dfl, **kw):
+        super().__init__(**kw)
+        self.nc, self.reg_max = int(nc), int(reg_max)
+        self.strides = [float(s) for s in strides]
+        self.dfl = [float(v) for v in dfl]
+
+    def call(self, heads):
+        rm, nc = self.reg_max, self.nc
+        boxes, scores, anchors, strides = [], [], [], []
+        for x, s in zip(heads, self.strides):
+            ny, nx = int(x.shape[1]), int(x.shape[2])
+            x = ops.reshape(x, (-1, ny * nx, 4 * rm + nc))
+            boxes.append(x[..., :4 * rm])
+            scores.append(x[..., 4 * rm:])
+            sy, sx = np.meshgrid(np.arange(ny, dtype=np.float32) + 0.5, np.arange(nx, dtype=np.float32) + 0.5, indexing="ij")
+            anchors.append(np.stack((sx, sy), -1).reshape(-1, 2))
+            strides.append(np.full((ny * nx, 1), s, np.float32))
+        box = ops.concatenate(boxes, axis=1) if len(boxes) > 1 else boxes[0]
+        score = ops.concatenate(scores, axis=1) if len(scores) > 1 else scores[0]
+        a = int(box.shape[1])
+        dist = ops.softmax(ops.reshape(box, (-1, a, 4, rm)), axis=-1)  # DFL: softmax over the bins
+        dist = ops.sum(dist * ops.convert_to_tensor(np.asarray(self.dfl, np.float32)), axis=-1)  # [B, A, 4] ltrb
+        anchor = ops.convert_to_tensor(np.concatenate(anchors)[None])
+        stride = ops.convert_to_tensor(np.concatenate(strides)[None])
+        x1y1 = anchor - dist[..., :2]
+        x2y2 = anchor + dist[..., 2:]
+        xywh = ops.concatenate([(x1y1 + x2y2) / 2.0, x2y2 - x1y1], axis=-1) * stride
+        y = ops.concatenate([xywh, ops.sigmoid(score)], axis=-1)
+        return ops.transpose(y, (0, 2, 1))
+
+    def compute_output_shape(self, shapes):
+        a = sum(int(s[1]) * int(s[2]) for s in shapes)
+        return (shapes[0][0], 4 + self.nc, a)
+
+    def get_config(self):
+        return {**super().get_config(), "nc": self.nc, "reg_max": self.reg_max, "strides": self.strides, "dfl": self.dfl}
+
+
+def _split(x, start, stop, name):
+    return ChannelSplit(start, stop, name=name)(x)
+
+
+def _block(x, B, fold_bn):
+    k = B["kind"]
+    if k == "Bottleneck":
+        y = _conv(_conv(x, B["cv1"], fold_bn), B["cv2"], fold_bn)
+        return layers.Add(name=B["name"] + "_add")([x, y]) if B["add"] else y
+    if k == "C3":
+        y = _conv(x, B["cv1"], fold_bn)
+        for b in B["m"]:
+            y = _block(y, b, fold_bn)
+        z = _conv(x, B["cv2"], fold_bn)
+        return _conv(layers.Concatenate(axis=-1, name=B["name"] + "_cat")([y, z]), B["cv3"], fold_bn)
+    if k == "Sequence":
+        for b in B["items"]:
+            x = _block(x, b, fold_bn)
+        return x
+    if k == "PSABlock":
+        a = _attention(x, B["attn"], fold_bn)
+        x = layers.Add(name=B["name"] + "_add1")([x, a]) if B["add"] else a
+        f = x
+        for spec in B["ffn"]:
+            f = _conv(f, spec, fold_bn)
+        return layers.Add(name=B["name"] + "_add2")([x, f]) if B["add"] else f
+    if k in ("C2f", "C2", "C2PSA"):
+        c, name = B["c"], B["name"]
+        y = _conv(x, B["cv1"], fold_bn)
+        a, b = _split(y, 0, c, name + "_split0"), _split(y, c, 2 * c, name + "_split1")
+        if k == "C2":  # cv2(cat(m(a), b))
+            for blk in B["m"]:
+                a = _block(a, blk, fold_bn)
+            ys = [a, b]
+        elif k == "C2PSA":  # cv2(cat(a, m(b)))
+            for blk in B["m"]:
+                b = _block(b, blk, fold_bn)
+            ys = [a, b]
+        else:
+            ys = [a, b]
+            for blk in B["m"]:
+                ys.append(_block(ys[-1], blk, fold_bn))
+        return _conv(layers.Concatenate(axis=-1, name=name + "_cat")(ys), B["cv2"], fold_bn)
+    if k == "SPPF":
+        y = _conv(x, B["cv1"], fold_bn)
+        p = B["pool"]
+        pool = max_pool_layer(p["kernel"], p["stride"], p["padding"], p["name"], y.shape[1:3])
+        ys = [y]
+        for _ in range(B["n"]):
+            ys.append(pool(ys[-1]))
+        y = _conv(layers.Concatenate(axis=-1, name=B["name"] + "_cat")(ys), B["cv2"], fold_bn)
+        return layers.Add(name=B["name"] + "_add")([y, x]) if B["add"] else y
+    raise ValueError(f"block kind {k!r}")  # pragma: no cover - the reader only makes the kinds above
+
+
+def _attention(x, A, fold_bn):
+    qkv = _conv(x, A["qkv"], fold_bn)
+    out, v = PSAAttention(A["num_heads"], A["key_dim"], A["head_dim"], A["scale"], name=A["name"] + "_core")(qkv)
+    pe = _conv(v, A["pe"], fold_bn)
+    return _conv(layers.Add(name=A["name"] + "_add")([out, pe]), A["proj"], fold_bn)
+
+
+def _node(x, node, fold_bn):
+    P, k = node.parts, node.kind
+    if k == "Sequential":
+        for sub in P["nodes"]:
+            x = _node(x, sub, fold_bn)
+        return x
+    if k == "Conv":
+        return _conv(x, P["conv"], fold_bn)
+    if k == "Concat":
+        return layers.Concatenate(axis=-1, name=node.name)(list(x))
+    if k == "Upsample":
+        return layers.UpSampling2D(size=P["size"], interpolation="nearest", name=node.name)(x)
+    if k == "Detect":
+        outs = []
+        for xi, lv, i in zip(x, P["levels"], range(P["nl"])):
+            branches = []
+            for b in ("cv2", "cv3"):
+                y = xi
+                for spec in lv[b]:
+                    y = _conv(y, spec, fold_bn)
+                branches.append(y)
+            outs.append(layers.Concatenate(axis=-1, name=f"{node.name}_out{i}")(branches))
+        return outs
+    return _block(x, P, fold_bn)
+
+
+def build_ultralytics(plan: UltralyticsPlan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
+    h, w = (plan.imgsz, plan.imgsz) if input_size is None else tuple(int(v) for v in input_size)
+    if h <= 0 or w <= 0 or h % plan.max_stride or w % plan.max_stride:
+        raise ValueError(
+            f"{plan.path}: input_size {(h, w)} must be positive multiples of the model's max stride {plan.max_stride}"
+        )
+    inp = keras.Input(shape=(h, w, 3), name="images")
+    ys, x = [], inp
+    for node in plan.nodes:
+        src = node.source
+        if src != -1:
+            x = ys[src] if isinstance(src, int) else [x if j == -1 else ys[j] for j in src]
+        x = _node(x, node, fold_bn)
+        ys.append(x)
+    heads = x
+    outputs = UltralyticsDecode(plan.nc, plan.reg_max, plan.strides, plan.dfl, name="decode")(heads) if decode else heads
+    stem = os.path.splitext(os.path.basename(plan.path))[0]
+    name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or "ultralytics"
+    outputs = name_outputs(outputs, output_names(1 if decode else len(heads), decode))
+    model = DetectionModel(inp, outputs, name=name)
+    attach_metadata(model, plan_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn))
+    return model
+
+
+def model_from_plan(plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
+    """The model of a plan, built and filled; `model.metadata` / `model.class_names` describe it."""
+    model = build_filled(lambda: build_ultralytics(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
+                         plan_arrays(plan, fold_bn), plan.path, discard_arrays=True)
+    size = tuple(model.inputs[0].shape[1:3])
+    attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
+                    plan.path)
+    return model
+
+
+def load_ultralytics(path, fold_bn=True, decode=False, input_size=None, ckpt=None) -> keras.Model:
+    """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
+    return model_from_plan(read_plan(path, ckpt), fold_bn=fold_bn, decode=decode, input_size=input_size)

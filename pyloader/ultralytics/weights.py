@@ -1,0 +1,483 @@
+"""Ultralytics .pt checkpoints (YOLOv8, YOLO11, YOLOv5u detection) as numpy: the plan and the arrays. No TensorFlow.
+
+The checkpoint is read by `torch_reader.checkpoint` (no torch, no pickle code run). The model is `ema` when
+present and not None, else `model` (as Ultralytics' `attempt_load_one_weight`): the trainer's `last.pt` holds
+`ema` (fp16) with `model` None, a `strip_optimizer`'d `best.pt` holds `model`. The layer graph comes from the
+model's own `yaml` dict (backbone + head rows: from, number, module, args; the scale's depth, width and max
+channels); each row is checked against the pickled module record of the same index (module type, 'from',
+repeats, output channels, and a Conv row's kernel, stride and groups) before any tensor is used, and every
+module's input channels against what feeds it.
+
+Keras names derive from the module path: `model.2.m.0.cv1.conv` -> layer 'model_2_m_0_cv1_conv', its batch
+norm -> 'model_2_m_0_cv1_bn'.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..boundary import short_repr
+from ..errors import FormatError
+from ..torch_reader.checkpoint import load_torch_checkpoint
+from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
+from ..torch_reader.modules import maxpool, sequence
+from ..torch_reader.pickle_reader import Record
+
+__all__ = ["read_ultralytics", "read_plan", "UltralyticsPlan"]
+
+
+@dataclass
+class Node:
+    """One model layer (yaml row): its kind, 'from', and the parts to build (nested blocks are dicts)."""
+
+    index: int
+    kind: str
+    source: Any  # -1, an int, or a list of ints
+    name: str  # keras name prefix, e.g. 'model_4'
+    parts: dict = field(default_factory=dict)
+
+
+@dataclass
+class UltralyticsPlan:
+    path: str
+    nodes: list
+    convs: list  # every ConvSpec, for the arrays
+    nc: int
+    names: list
+    strides: list  # per detection level
+    reg_max: int
+    dfl: list  # the DFL's integral weights (reg_max values; 0..reg_max-1 in every Ultralytics model)
+    max_stride: int
+    imgsz: int  # the training size the checkpoint records (640 when it records none)
+    model_class: str
+
+
+_NN = ("torch.nn.modules",)
+_HEADS = ("Segment", "Segment26", "Pose", "Pose26", "OBB", "OBB26", "Classify", "v10Detect", "WorldDetect",
+          "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "RTDETRDecoder", "LRPCHead", "SemanticSegment", "Depth")
+_TASK_MODELS = {"SegmentationModel": "Segment", "PoseModel": "Pose", "ClassificationModel": "Classify",
+                "OBBModel": "OBB", "RTDETRDetectionModel": "RTDETRDecoder", "WorldModel": "WorldDetect",
+                "YOLOEModel": "YOLOEDetect", "YOLOESegModel": "YOLOESegment"}
+
+
+def _ul(rec, name: str) -> bool:
+    """An Ultralytics module class (`ultralytics.nn.modules.*`, any submodule)."""
+    return isinstance(rec, Record) and rec.cls.name == name and ".nn.modules" in f".{rec.cls.module}"
+
+
+class _Reader:
+    def __init__(self, path):
+        self.ctx = Ctx(path)
+        self.convs: list = []
+
+    def err(self, mpath, msg):
+        return self.ctx.err(mpath, msg)
+
+    def expect(self, rec, mpath, *names):
+        if not any(_ul(rec, n) for n in names):
+            raise self.err(mpath, f"expected {' or '.join(names)}, found {short_repr(rec)}")
+        return children(rec)
+
+    # -- leaves
+
+    def conv(self, rec, mpath) -> ConvSpec:
+        """Conv / DWConv: Conv2d + BatchNorm2d (absent in fused models) + activation."""
+        mods = self.expect(rec, mpath, "Conv", "DWConv")
+        base = mpath.replace(".", "_")
+        spec = conv2d(self.ctx, mods.get("conv"), mpath + ".conv", base + "_conv")
+        if mods.get("bn") is not None:
+            spec.bn = batchnorm(self.ctx, mods["bn"], mpath + ".bn", base + "_bn")
+            if spec.bn.gamma.shape[0] != spec.out_channels:
+                raise self.err(mpath, f"bn has {spec.bn.gamma.shape[0]} channels, conv {spec.out_channels}")
+        spec.act = activation_of(self.ctx, mods.get("act"), mpath + ".act")
+        spec.act_name = base + "_act"
+        self.convs.append(spec)
+        return spec
+
+    def plain_conv(self, rec, mpath) -> ConvSpec:
+        spec = conv2d(self.ctx, rec, mpath, mpath.replace(".", "_"))
+        self.convs.append(spec)
+        return spec
+
+    # -- blocks (dicts with 'kind')
+
+    def bottleneck(self, rec, mpath) -> dict:
+        self.expect(rec, mpath, "Bottleneck")
+        mods = children(rec)
+        add = rec.attr("add")
+        if not isinstance(add, bool):
+            raise self.err(mpath, f"Bottleneck.add is {short_repr(add)}, expected a bool")
+        cv1, cv2 = self.conv(mods.get("cv1"), mpath + ".cv1"), self.conv(mods.get("cv2"), mpath + ".cv2")
+        if add and cv2.out_channels != _cin(cv1):
+            raise self.err(mpath, f"a shortcut adds {_cin(cv1)} input channels to {cv2.out_channels} outputs")
+        return {"kind": "Bottleneck", "cv1": cv1, "cv2": cv2, "add": add, "name": mpath.replace(".", "_")}
+
+    def c3(self, rec, mpath, kind="C3") -> dict:
+        mods = self.expect(rec, mpath, kind)
+        P = {"kind": "C3", "name": mpath.replace(".", "_")}
+        for k in ("cv1", "cv2", "cv3"):
+            P[k] = self.conv(mods.get(k), f"{mpath}.{k}")
+        P["m"] = [self.bottleneck(r, f"{mpath}.m.{j}") for j, r in enumerate(sequence(self.ctx, mods.get("m"), mpath + ".m", "Bottleneck"))]
+        return P
+
+    def attention(self, rec, mpath) -> dict:
+        mods = self.expect(rec, mpath, "Attention")
+        nh, kd, hd, scale = (rec.attr(k) for k in ("num_heads", "key_dim", "head_dim", "scale"))
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (nh, kd, hd)):
+            raise self.err(mpath, f"num_heads={short_repr(nh)} key_dim={short_repr(kd)} head_dim={short_repr(hd)}: expected positive ints")
+        if not isinstance(scale, float) or not scale > 0:
+            raise self.err(mpath, f"scale {short_repr(scale)}: expected a positive float")
+        qkv, proj, pe = (self.conv(mods.get(k), f"{mpath}.{k}") for k in ("qkv", "proj", "pe"))
+        dim = nh * hd
+        checks = ((qkv.out_channels, dim + 2 * nh * kd, "qkv outputs"), (_cin(qkv), dim, "input channels"),
+                  (proj.out_channels, dim, "proj outputs"), (pe.out_channels, dim, "pe outputs"),
+                  (pe.groups, dim, "pe groups"))
+        for got, want, what in checks:
+            if got != want:
+                raise self.err(mpath, f"{what}: expected {want} (num_heads {nh}, key_dim {kd}, head_dim {hd}), got {got}")
+        return {"kind": "Attention", "qkv": qkv, "proj": proj, "pe": pe, "num_heads": nh, "key_dim": kd,
+                "head_dim": hd, "scale": scale, "name": mpath.replace(".", "_")}
+
+    def psablock(self, rec, mpath) -> dict:
+        mods = self.expect(rec, mpath, "PSABlock")
+        add = rec.attr("add")
+        if not isinstance(add, bool):
+            raise self.err(mpath, f"PSABlock.add is {short_repr(add)}, expected a bool")
+        ffn = [self.conv(r, f"{mpath}.ffn.{j}") for j, r in enumerate(sequence(self.ctx, mods.get("ffn"), mpath + ".ffn", "Conv"))]
+        attn = self.attention(mods.get("attn"), mpath + ".attn")
+        return {"kind": "PSABlock", "attn": attn, "ffn": ffn, "add": add, "name": mpath.replace(".", "_")}
+
+    def c2f_item(self, rec, mpath) -> dict:
+        """One entry of C2f/C3k2's m: a Bottleneck, a C3k, or C3k2(attn=True)'s Sequential(Bottleneck, PSABlock)."""
+        if _ul(rec, "Bottleneck"):
+            return self.bottleneck(rec, mpath)
+        if _ul(rec, "C3k"):
+            return self.c3(rec, mpath, "C3k")
+        if is_class(rec, "Sequential", *_NN):
+            items = []
+            for j, r in enumerate(sequence(self.ctx, rec, mpath, "blocks")):
+                items.append(self.bottleneck(r, f"{mpath}.{j}") if _ul(r, "Bottleneck") else self.psablock(r, f"{mpath}.{j}"))
+            return {"kind": "Sequence", "items": items}
+        raise self.err(mpath, f"expected a Bottleneck, C3k or Sequential, found {short_repr(rec)}")
+
+    def c2f(self, rec, mpath, kind) -> dict:
+        mods = self.expect(rec, mpath, kind)
+        c = rec.attr("c")
+        cv1, cv2 = self.conv(mods.get("cv1"), mpath + ".cv1"), self.conv(mods.get("cv2"), mpath + ".cv2")
+        if not isinstance(c, int) or c <= 0 or cv1.out_channels != 2 * c:
+            raise self.err(mpath, f"hidden channels c={short_repr(c)}, cv1 gives {cv1.out_channels} (expected 2 * c)")
+        items = sequence(self.ctx, mods.get("m"), mpath + ".m", "blocks")
+        item = {"C2PSA": self.psablock, "C2": self.bottleneck}.get(kind, self.c2f_item)
+        m = [item(r, f"{mpath}.m.{j}") for j, r in enumerate(items)]
+        want = (2 + len(m)) * c if kind in ("C2f", "C3k2") else 2 * c
+        if _cin(cv2) != want:
+            raise self.err(mpath + ".cv2", f"expected {want} input channels, the weight has {_cin(cv2)}")
+        return {"kind": kind if kind in ("C2", "C2PSA") else "C2f", "cv1": cv1, "cv2": cv2, "c": c, "m": m,
+                "name": mpath.replace(".", "_")}
+
+    def sppf(self, rec, mpath) -> dict:
+        mods = self.expect(rec, mpath, "SPPF")
+        n, add = rec.attr("n", 3), rec.attr("add", False)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 16 or not isinstance(add, bool):
+            raise self.err(mpath, f"SPPF n={short_repr(n)} add={short_repr(add)}")
+        cv1, cv2 = self.conv(mods.get("cv1"), mpath + ".cv1"), self.conv(mods.get("cv2"), mpath + ".cv2")
+        if _cin(cv2) != (n + 1) * cv1.out_channels:
+            raise self.err(mpath + ".cv2", f"expected {(n + 1) * cv1.out_channels} input channels, the weight has {_cin(cv2)}")
+        return {"kind": "SPPF", "cv1": cv1, "cv2": cv2, "n": n, "add": add,
+                "pool": maxpool(self.ctx, mods.get("m"), mpath + ".m"), "name": mpath.replace(".", "_")}
+
+    def detect(self, rec, mpath) -> dict:
+        mods = self.expect(rec, mpath, "Detect")
+        nl, nc, reg_max, no = (rec.attr(k) for k in ("nl", "nc", "reg_max", "no"))
+        if not all(isinstance(v, int) and v > 0 for v in (nl, nc, reg_max, no)) or no != nc + 4 * reg_max:
+            raise self.err(mpath, f"Detect nl={nl} nc={nc} reg_max={reg_max} no={no}: inconsistent")
+        if mods.get("one2one_cv2") is not None or rec.attr("end2end") is True:
+            raise self.err(mpath, "end-to-end (one-to-one, NMS-free) Detect heads are not supported")
+        stride = rec.attr("stride")
+        if not isinstance(stride, np.ndarray) or stride.shape != (nl,):
+            raise self.err(mpath, f"stride {short_repr(stride)}: expected a tensor of {nl} strides")
+        strides = [float(s) for s in stride.astype(np.float32)]
+        if any(s <= 0 or s != int(s) for s in strides):
+            raise self.err(mpath, f"strides {strides}: expected positive integers")
+        dfl = mods.get("dfl")
+        if reg_max == 1 or not _ul(dfl, "DFL"):
+            raise self.err(mpath + ".dfl", f"expected a DFL module (reg_max {reg_max}), found {short_repr(dfl)}")
+        dconv = conv2d(self.ctx, children(dfl).get("conv"), mpath + ".dfl.conv", "")
+        if dconv.kernel.shape != (1, reg_max, 1, 1) or dconv.bias is not None:
+            raise self.err(mpath + ".dfl.conv", f"weight of shape {dconv.kernel.shape}, expected (1, {reg_max}, 1, 1), no bias")
+        levels = []
+        for branch, width in (("cv2", 4 * reg_max), ("cv3", nc)):
+            seqs = sequence(self.ctx, mods.get(branch), f"{mpath}.{branch}", "Sequential")
+            if len(seqs) != nl:
+                raise self.err(f"{mpath}.{branch}", f"{len(seqs)} levels, expected nl={nl}")
+            for i, s in enumerate(seqs):
+                p = f"{mpath}.{branch}.{i}"
+                items = sequence(self.ctx, s, p, "Conv")
+                if len(items) != 3:
+                    raise self.err(p, f"{len(items)} modules, expected 3 (two conv stages and the output Conv2d)")
+                stages = []
+                for j, r in enumerate(items[:2]):
+                    if is_class(r, "Sequential", *_NN):  # YOLO11's class branch: Sequential(DWConv, Conv)
+                        stages.extend(self.conv(q, f"{p}.{j}.{k}") for k, q in enumerate(sequence(self.ctx, r, f"{p}.{j}", "Conv")))
+                    else:
+                        stages.append(self.conv(r, f"{p}.{j}"))
+                out = self.plain_conv(items[2], f"{p}.2")
+                if out.out_channels != width or out.kernel.shape[2:] != (1, 1) or out.bias is None:
+                    raise self.err(f"{p}.2", f"expected a 1x1 Conv2d with bias and {width} outputs, got weight {out.kernel.shape}")
+                if i >= len(levels):
+                    levels.append({})
+                levels[i][branch] = stages + [out]
+        return {"kind": "Detect", "levels": levels, "nl": nl, "nc": nc, "reg_max": reg_max, "strides": strides,
+                "dfl": [float(v) for v in dconv.kernel.astype(np.float32).reshape(-1)], "name": mpath.replace(".", "_")}
+
+
+def _cin(spec: ConvSpec) -> int:
+    return int(spec.kernel.shape[1]) * int(spec.groups)
+
+
+def _make_divisible(x, divisor=8) -> int:
+    return int(math.ceil(x / divisor) * divisor)
+
+
+_KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C2": "C2", "C3": "C3", "SPPF": "SPPF",
+          "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect"}
+_ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA"}  # n is their inner block count, not a Sequential of repeats
+
+
+def select_model(ckpt, path) -> Record:
+    """`ema` when present and not None, else `model` (Ultralytics' attempt_load_one_weight)."""
+    if isinstance(ckpt, Record):
+        return ckpt
+    if not isinstance(ckpt, dict):
+        raise FormatError(f"{path}: expected a checkpoint dict or a model, found {type(ckpt).__name__}")
+    model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+    if not isinstance(model, Record):
+        raise FormatError(f"{path}: checkpoint has no model: 'ema' and 'model' are {type(model).__name__}")
+    return model
+
+
+def _imgsz(model: Record, ckpt) -> int:
+    for args in (model.attr("args"), ckpt.get("train_args") if isinstance(ckpt, dict) else None):
+        if isinstance(args, Record):
+            args = args.state
+        if isinstance(args, dict):
+            v = args.get("imgsz")
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                return v
+    return 640
+
+
+def read_plan(path, ckpt=None) -> UltralyticsPlan:
+    """The plan of a checkpoint file; `ckpt` is the file already loaded by `load_torch_checkpoint`, if it was."""
+    path = os.fspath(path)
+    ckpt = load_torch_checkpoint(path) if ckpt is None else ckpt
+    model = select_model(ckpt, path)
+    cname = model.cls.name
+    if not (model.cls.module.startswith("ultralytics.") and cname == "DetectionModel"):
+        what = f" (its {_TASK_MODELS[cname]} head is not supported yet)" if cname in _TASK_MODELS else ""
+        raise FormatError(f"{path}: model class '{model.cls.qualname}'{what}; pyloader reads Ultralytics "
+                          f"detection models (ultralytics.nn.tasks.DetectionModel with a Detect head)")
+    cfg = model.attr("yaml")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
+        raise FormatError(f"{path}: the model has no yaml dict with backbone and head rows")
+    depth, width = cfg.get("depth_multiple", 1.0), cfg.get("width_multiple", 1.0)
+    max_ch = float("inf")
+    scales = cfg.get("scales")
+    if scales:
+        if not isinstance(scales, dict):
+            raise FormatError(f"{path}: yaml scales {short_repr(scales)}: expected a dict")
+        scale = cfg.get("scale") or next(iter(scales))
+        if not isinstance(scale, str) or scale not in scales or not (isinstance(scales[scale], (list, tuple)) and len(scales[scale]) == 3):
+            raise FormatError(f"{path}: yaml scale {short_repr(scale)} is not one of {list(scales)}")
+        depth, width, max_ch = scales[scale]
+    if not (all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (depth, width, max_ch))
+            and 0 < depth <= 100 and 0 < width <= 100 and max_ch > 0):
+        raise FormatError(f"{path}: yaml depth {short_repr(depth)}, width {short_repr(width)}, max channels {short_repr(max_ch)}")
+    rows = cfg["backbone"] + cfg["head"]
+    layers = sequence(Ctx(path), children(model).get("model"), "model", "layers")
+    if len(layers) != len(rows):
+        raise FormatError(f"{path}: the yaml has {len(rows)} rows, the model {len(layers)} layers")
+    nc_yaml = cfg.get("nc")
+    rd = _Reader(path)
+    nodes, ch = [], []
+    in_ch = cfg.get("channels", cfg.get("ch", 3))
+    for i, (row, rec) in enumerate(zip(rows, layers)):
+        mpath = f"model.{i}"
+        if not (isinstance(row, (list, tuple)) and len(row) == 4):
+            raise rd.err(mpath, f"yaml row {short_repr(row)}: expected [from, number, module, args]")
+        f, n, mname, args = row
+        if not (isinstance(f, int) or (isinstance(f, list) and f and all(isinstance(x, int) for x in f))):
+            raise rd.err(mpath, f"yaml 'from' {short_repr(f)}")
+        srcs = [f] if isinstance(f, int) else f
+        if (srcs != [-1] if i == 0 else any(not -i <= s < i for s in srcs)):
+            raise rd.err(mpath, f"yaml 'from' {short_repr(f)} refers to a layer that does not precede it")
+        cin = [(ch[s] if s >= 0 else ch[i + s]) if i else in_ch for s in srcs]
+        base = mname.rsplit(".", 1)[-1]
+        if base in _HEADS or mname in _HEADS:
+            raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads detection models: Detect)")
+        kind = _KINDS.get(mname)
+        if kind is None:
+            raise rd.err(mpath, f"yaml module {short_repr(mname)} is not supported")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise rd.err(mpath, f"yaml number {short_repr(n)}")
+        if not isinstance(args, list):
+            raise rd.err(mpath, f"yaml args {short_repr(args)}: expected a list")
+        n_eff = max(round(n * depth), 1) if n > 1 else n
+        rf = rec.attr("f") if isinstance(rec, Record) else None
+        if rf is not None and rf != f:
+            raise rd.err(mpath, f"module 'from' is {short_repr(rf)}, the yaml says {short_repr(f)}")
+        if n_eff > 1 and kind not in _ABSORBS_N:
+            reps = sequence(rd.ctx, rec, mpath, mname)
+            if len(reps) != n_eff:
+                raise rd.err(mpath, f"{len(reps)} repeats, the yaml's depth gives {n_eff}")
+            if kind != "Conv":
+                raise rd.err(mpath, f"repeated {mname} rows are not supported")
+            sub = [_row(rd, r, f"{mpath}.{j}", kind, mname, args, cin if j == 0 else [None], width, max_ch, nc_yaml, 1)[0]
+                   for j, r in enumerate(reps)]
+            # each repeat feeds the next: check the chain of channels
+            for a, b in zip(sub, sub[1:]):
+                if _cin(b.parts["conv"]) != a.parts["conv"].out_channels:
+                    raise rd.err(b.name, f"expected {a.parts['conv'].out_channels} input channels, the weight has {_cin(b.parts['conv'])}")
+            node = Node(i, "Sequential", f, mpath.replace(".", "_"), {"nodes": sub})
+            cout = sub[-1].parts["conv"].out_channels
+        else:
+            node, cout = _row(rd, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff)
+            node.source = f
+        node.index = i
+        nodes.append(node)
+        ch.append(cout)
+    det = nodes[-1]
+    if det.kind != "Detect":
+        raise FormatError(f"{path}: the last layer is {det.kind}, expected Detect")
+    P = det.parts
+    names = model.attr("names")
+    if isinstance(names, dict):
+        if not all(isinstance(k, int) for k in names):
+            raise FormatError(f"{path}: model.names keys must be class ids")
+        names = [names[k] for k in sorted(names)]
+    if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
+        raise FormatError(f"{path}: model.names {short_repr(names)} is not a list/dict of strings")
+    if names is None:
+        names = [f"class{k}" for k in range(P["nc"])]
+    if len(names) != P["nc"]:
+        raise FormatError(f"{path}: {len(names)} class names for nc={P['nc']}")
+    max_stride = int(max(P["strides"]))
+    imgsz = _imgsz(model, ckpt)
+    if imgsz % max_stride:
+        imgsz = 640
+    return UltralyticsPlan(path, nodes, rd.convs, P["nc"], names, P["strides"], P["reg_max"], P["dfl"], max_stride,
+                           imgsz, model.cls.qualname)
+
+
+def _check(rd, mpath, what, want, got):
+    if want != got:
+        raise rd.err(mpath, f"{what}: the yaml row gives {want}, the checkpoint has {got}")
+
+
+def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff):
+    """One yaml row's module: parsed, checked against the row and its inputs; returns (Node, output channels)."""
+    node = Node(0, kind, -1, mpath.replace(".", "_"))
+
+    def c2_of(a0):  # the row's output channels as parse_model computes them
+        if not isinstance(a0, (int, float)) or isinstance(a0, bool):
+            raise rd.err(mpath, f"yaml channels {short_repr(a0)}")
+        return _make_divisible(min(a0, max_ch) * width, 8)
+
+    def check_in(spec, sub=""):
+        if cin[0] is not None and _cin(spec) != cin[0]:
+            raise rd.err(mpath + sub, f"expected {cin[0]} input channels (from the layers feeding it), the weight has {_cin(spec)}")
+
+    if kind == "Conv":
+        spec = rd.conv(rec, mpath)
+        if mname == "DWConv" and not _ul(rec, "DWConv"):
+            raise rd.err(mpath, f"expected DWConv, found {short_repr(rec)}")
+        node.parts["conv"] = spec
+        if args:
+            _check(rd, mpath, "output channels", c2_of(args[0]), spec.out_channels)
+        k = args[1] if len(args) > 1 else 1
+        s = args[2] if len(args) > 2 else 1
+        if isinstance(k, int):
+            _check(rd, mpath, "kernel", (k, k), tuple(int(v) for v in spec.kernel.shape[2:]))
+        if isinstance(s, int):
+            _check(rd, mpath, "stride", (s, s), spec.stride)
+        if cin[0] is not None:
+            g = math.gcd(cin[0], spec.out_channels) if mname == "DWConv" else (args[4] if len(args) > 4 and isinstance(args[4], int) else 1)
+            _check(rd, mpath, "groups", g, spec.groups)
+        check_in(spec)
+        return node, spec.out_channels
+    if kind in ("C2f", "C3k2", "C2", "C2PSA"):
+        P = rd.c2f(rec, mpath, kind)
+        if len(P["m"]) != n_eff:
+            raise rd.err(mpath, f"{len(P['m'])} blocks, the yaml's depth gives {n_eff}")
+        _check(rd, mpath, "output channels", c2_of(args[0] if args else None), P["cv2"].out_channels)
+        check_in(P["cv1"], ".cv1")
+        node.parts = P  # node.kind stays the yaml module (C2f, C3k2, C2PSA)
+        return node, P["cv2"].out_channels
+    if kind == "C3":
+        P = rd.c3(rec, mpath)
+        if len(P["m"]) != n_eff:
+            raise rd.err(mpath, f"{len(P['m'])} bottlenecks, the yaml's depth gives {n_eff}")
+        _check(rd, mpath, "output channels", c2_of(args[0] if args else None), P["cv3"].out_channels)
+        check_in(P["cv1"], ".cv1")
+        check_in(P["cv2"], ".cv2")
+        node.parts = P
+        return node, P["cv3"].out_channels
+    if kind == "SPPF":
+        P = rd.sppf(rec, mpath)
+        _check(rd, mpath, "output channels", c2_of(args[0] if args else None), P["cv2"].out_channels)
+        check_in(P["cv1"], ".cv1")
+        if P["add"] and P["cv2"].out_channels != cin[0]:
+            raise rd.err(mpath, f"a shortcut adds {cin[0]} input channels to {P['cv2'].out_channels} outputs")
+        node.parts = P
+        return node, P["cv2"].out_channels
+    if kind == "Concat":
+        rd.expect(rec, mpath, "Concat")
+        if rec.attr("d") != 1:
+            raise rd.err(mpath, f"Concat along dimension {short_repr(rec.attr('d'))}: only 1 (channels) is supported")
+        return node, sum(cin)
+    if kind == "Upsample":
+        if not is_class(rec, "Upsample", *_NN):
+            raise rd.err(mpath, f"expected Upsample, found {short_repr(rec)}")
+        if rec.attr("mode") != "nearest" or rec.attr("size") is not None:
+            raise rd.err(mpath, f"Upsample mode {short_repr(rec.attr('mode'))} size {short_repr(rec.attr('size'))}: only nearest by scale_factor")
+        sf = rec.attr("scale_factor")
+        sf = (sf, sf) if isinstance(sf, (int, float)) else tuple(sf) if isinstance(sf, (tuple, list)) else None
+        if sf is None or len(sf) != 2 or any(float(v) != int(v) or v < 1 for v in sf):
+            raise rd.err(mpath, f"Upsample scale_factor {short_repr(rec.attr('scale_factor'))}: only integer factors")
+        node.parts["size"] = tuple(int(v) for v in sf)
+        return node, cin[0]
+    if kind == "Detect":
+        P = rd.detect(rec, mpath)
+        if isinstance(nc_yaml, int) and not isinstance(nc_yaml, bool):
+            _check(rd, mpath, "classes (nc)", nc_yaml, P["nc"])
+        if len(cin) != P["nl"]:
+            raise rd.err(mpath, f"{len(cin)} inputs in the yaml row, the head has nl={P['nl']} levels")
+        for i, lv in enumerate(P["levels"]):
+            for b in ("cv2", "cv3"):
+                if _cin(lv[b][0]) != cin[i]:
+                    raise rd.err(f"{mpath}.{b}.{i}", f"expected {cin[i]} input channels, the weight has {_cin(lv[b][0])}")
+        node.parts = P
+        return node, 0
+    raise rd.err(mpath, f"module type {short_repr(kind)} is not supported")  # pragma: no cover
+
+
+def plan_arrays(plan: UltralyticsPlan, fold_bn: bool) -> dict:
+    out: dict = {}
+    for spec in plan.convs:
+        conv_arrays(spec, fold_bn, out)
+    return out
+
+
+def read_ultralytics(path, fold_bn: bool = True, ckpt=None) -> dict:
+    """The checkpoint's arrays in Keras layout, keyed '<keras layer name>/<variable>' (float32).
+
+    Conv kernels are HWIO. With fold_bn, each batch norm is folded into its conv's kernel and bias; without,
+    the norms are separate ('<name>_bn/gamma', beta, moving_mean, moving_variance) and convs have no bias
+    (Detect's output convs always have one).
+    """
+    return plan_arrays(read_plan(path, ckpt), fold_bn)

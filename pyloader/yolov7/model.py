@@ -1,0 +1,152 @@
+"""YOLOv7 .pt checkpoint -> functional keras.Model (Keras layers and keras.ops only: TF, JAX, PyTorch backends).
+
+Semantics follow PyTorch exactly (see keras_blocks.torch_layers): symmetric convolution padding, -inf padded
+max pools, nearest upsampling, the checkpoint's batch-norm epsilon (fold_bn=False) or folded batch norm.
+
+Input: NHWC float32 RGB in [0, 1] (YOLOv7 divides by 255); the default size is 640x640, or 1280x1280 for P6
+models (max stride 64); both sides must be multiples of the max stride.
+
+Outputs (decode=False): one raw head tensor per detection level (the main heads; IAuxDetect's auxiliary heads
+are training-only), NHWC [B, H/stride, W/stride, na*(5+nc)]; channel a*(5+nc)+k is anchor a's k-th value
+(tx, ty, tw, th, objectness, classes) before the sigmoid: YOLOv7's eval-mode `x[i]` ([B, na, H, W, 5+nc])
+in NHWC. decode=True: one tensor [B, boxes, 5+nc] as the first output of YOLOv7's model in eval mode: x, y, w, h
+in input pixels, sigmoid objectness and class probabilities; boxes per level, then anchor, then y, then x.
+
+The model's `class_names` attribute is the checkpoint's class-name list.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import layers
+
+from ..boundary import short_repr
+from ..errors import FormatError
+from ..keras_blocks.assign import build_filled
+from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
+from ..keras_blocks.torch_layers import (
+    FocusSpaceToDepth, YoloV5Decode, activation as torch_activation, conv as _conv, max_pool_layer,
+)
+from ..metadata import output_names, yolov5_metadata
+from .weights import YoloV7Plan, plan_arrays, read_plan
+
+__all__ = ["load_yolov7", "build_yolov7", "default_input_size"]
+
+
+def torch_conv(x, spec, fold_bn, activation=True):
+    return _conv(x, spec, fold_bn, with_activation=activation)
+
+
+def _pool(x, p):
+    return max_pool_layer(p["kernel"], p["stride"], p["padding"], p["name"], x.shape[1:3])(x)
+
+
+def plan_metadata(plan, input_size, source=None, **options) -> dict:
+    """The output metadata (pyloader.metadata): YOLOv7's heads and decoding have YOLOv5's layout."""
+    return {**yolov5_metadata(plan, input_size, source, **options), "family": "yolov7"}
+
+
+def _repconv(x, P, fold_bn):
+    if "reparam" in P:
+        y = torch_conv(x, P["reparam"], fold_bn, activation=False)
+    elif fold_bn:
+        d = P["dense"]
+        y = layers.ZeroPadding2D(((1, 1), (1, 1)), name=P["reparam_name"] + "_pad")(x) if d.stride != (1, 1) else x
+        y = layers.Conv2D(
+            int(d.kernel.shape[0]), (3, 3), strides=d.stride, padding="same" if d.stride == (1, 1) else "valid",
+            groups=d.groups, use_bias=True, name=P["reparam_name"], kernel_initializer="zeros",
+            bias_initializer="zeros",
+        )(y)
+    else:
+        branches = [torch_conv(x, P["dense"], False, activation=False), torch_conv(x, P["one"], False, activation=False)]
+        if P["identity"] is not None:
+            branches.append(layers.BatchNormalization(epsilon=P["identity"].eps, name=P["identity"].name)(x))
+        y = layers.Add(name=P["name"] + "_add")(branches)
+    return torch_activation(y, P["act"], P["act_name"])
+
+
+def _node(x, node, fold_bn):
+    P, name, k = node.parts, node.name, node.kind
+    if k == "Conv":
+        return torch_conv(x, P["conv"], fold_bn)
+    if k == "RepConv":
+        return _repconv(x, P, fold_bn)
+    if k == "Concat":
+        return layers.Concatenate(axis=-1, name=name)(list(x))
+    if k == "Shortcut":
+        return layers.Add(name=name)(list(x))
+    if k in ("MP", "SP"):
+        return _pool(x, P["pool"])
+    if k == "ReOrg":  # the same slicing as YOLOv5's Focus
+        return FocusSpaceToDepth(name=name)(x)
+    if k == "Upsample":
+        return layers.UpSampling2D(size=P["size"], interpolation="nearest", name=name)(x)
+    if k == "SPPCSPC":
+        x1 = torch_conv(torch_conv(torch_conv(x, P["cv1"], fold_bn), P["cv3"], fold_bn), P["cv4"], fold_bn)
+        cat = layers.Concatenate(axis=-1, name=name + "_cat1")([x1] + [_pool(x1, p) for p in P["pools"]])
+        y1 = torch_conv(torch_conv(cat, P["cv5"], fold_bn), P["cv6"], fold_bn)
+        y2 = torch_conv(x, P["cv2"], fold_bn)
+        return torch_conv(layers.Concatenate(axis=-1, name=name + "_cat2")([y1, y2]), P["cv7"], fold_bn)
+    if k == "DownC":
+        a = torch_conv(torch_conv(x, P["cv1"], fold_bn), P["cv2"], fold_bn)
+        b = torch_conv(_pool(x, P["pool"]), P["cv3"], fold_bn)
+        return layers.Concatenate(axis=-1, name=name + "_cat")([a, b])
+    if k in ("Detect", "IDetect", "IAuxDetect"):
+        return [torch_conv(xi, c, fold_bn) for xi, c in zip(x, P["convs"])]
+    raise FormatError(f"module kind {short_repr(k)} is not supported")
+
+
+def default_input_size(plan: YoloV7Plan) -> tuple:
+    """640x640, or 1280x1280 for P6 models (max stride 64), as YOLOv7's own defaults."""
+    s = 1280 if plan.max_stride >= 64 else 640
+    return (s, s)
+
+
+def build_yolov7(plan: YoloV7Plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
+    h, w = default_input_size(plan) if input_size is None else tuple(int(v) for v in input_size)
+    if h <= 0 or w <= 0 or h % plan.max_stride or w % plan.max_stride:
+        raise ValueError(
+            f"{plan.path}: input_size {(h, w)} must be positive multiples of the model's max stride {plan.max_stride}"
+        )
+    inp = keras.Input(shape=(h, w, 3), name="images")
+    ys = []
+    x = inp
+    det = plan.nodes[-1]
+    for node in plan.nodes:
+        if node.index not in plan.used:
+            ys.append(None)
+            continue
+        src = node.source
+        if node is det:
+            src = src[: det.parts["nl"]]
+        if src != -1:
+            x = ys[src] if isinstance(src, int) else [x if j == -1 else ys[j] for j in src]
+        else:
+            x = ys[-1] if ys else inp
+        x = _node(x, node, fold_bn)
+        ys.append(x)
+    heads = x
+    P = det.parts
+    outputs = YoloV5Decode(P["na"], P["nc"], plan.strides, plan.anchors, name="decode")(heads) if decode else heads
+    stem = os.path.splitext(os.path.basename(plan.path))[0]
+    name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or "yolov7"
+    outputs = name_outputs(outputs, output_names(1 if decode else len(heads), decode))
+    model = DetectionModel(inp, outputs, name=name)
+    attach_metadata(model, plan_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn))
+    return model
+
+
+def model_from_plan(plan: YoloV7Plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
+    model = build_filled(lambda: build_yolov7(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
+                         plan_arrays(plan, fold_bn), plan.path, discard_arrays=True)
+    size = tuple(model.inputs[0].shape[1:3])
+    attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
+                    plan.path)
+    return model
+
+
+def load_yolov7(path, fold_bn=True, decode=False, input_size=None, ckpt=None) -> keras.Model:
+    """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
+    return model_from_plan(read_plan(path, ckpt), fold_bn=fold_bn, decode=decode, input_size=input_size)

@@ -1,0 +1,577 @@
+"""YOLOv7 .pt checkpoints (WongKinYiu's YOLOv7) as numpy: the architecture plan and the arrays in Keras layout.
+
+No TensorFlow, no torch. The checkpoint is read by `torch_reader.checkpoint` (no pickle code runs); the model is
+`ema` when present and not None, else `model` (YOLOv7's attempt_load). The layer graph comes from the model's
+own `yaml` (backbone + head rows: from, number, module, args); each row is checked against the pickled module
+of the same index: every convolution's channels, kernel, stride and groups must be what the yaml row (and the
+channels flowing into it) give, else a FormatError names the module path, expected and actual.
+
+Modules: Conv, Concat (ELAN blocks are Concat rows), MP, SP, SPPCSPC, RepConv (training form: 3x3+BN, 1x1+BN
+and identity BN; deploy form: rbr_reparam), nn.Upsample, ReOrg, DownC, Shortcut, and the heads Detect, IDetect
+and IAuxDetect. ImplicitA/ImplicitM are folded into the head convolutions (as YOLOv7's fuse() does); of
+IAuxDetect only the main heads are kept (the auxiliary heads and the rows that only feed them are training-only).
+
+Keras names derive from the module path: `model.3.conv` -> 'model_3_conv', `model.3.bn` -> 'model_3_bn'; a
+RepConv folded into one convolution (fold_bn, or the deploy form) is 'model_102_rbr_reparam', its unfolded
+branches 'model_102_rbr_dense_0' / '_1', 'model_102_rbr_1x1_0' / '_1', 'model_102_rbr_identity'; head
+convolutions 'model_105_m_0'.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..boundary import short_repr
+from ..errors import FormatError
+from ..torch_reader.checkpoint import load_torch_checkpoint
+from ..torch_reader.modules import (
+    NN, YOLO, BatchNorm, ConvSpec, Ctx, activation_of, batchnorm, bn_arrays, children, conv2d, conv_arrays, conv_module, is_a,
+    maxpool, param, select_model, sequence,
+)
+from ..torch_reader import state_dict as sd
+from ..torch_reader.pickle_reader import MethodRef, Record
+
+__all__ = ["read_yolov7", "read_plan", "plan_from_model", "YoloV7Plan", "is_yolov7_model", "YOLOV7_MODULES"]
+
+# yaml module names only YOLOv7 uses (YOLOv5 shares Conv, Concat, nn.Upsample and Detect).
+YOLOV7_MODULES = frozenset({"MP", "SP", "SPPCSPC", "RepConv", "IDetect", "IAuxDetect", "ReOrg", "DownC", "Shortcut"})
+
+_YAML_KIND = {
+    "Conv": "Conv", "Concat": "Concat", "MP": "MP", "SP": "SP", "SPPCSPC": "SPPCSPC", "RepConv": "RepConv",
+    "nn.Upsample": "Upsample", "Upsample": "Upsample", "ReOrg": "ReOrg", "DownC": "DownC", "Shortcut": "Shortcut",
+    "Detect": "Detect", "IDetect": "IDetect", "IAuxDetect": "IAuxDetect",
+}
+_HEADS = ("Detect", "IDetect", "IAuxDetect")
+
+
+@dataclass
+class Node:
+    """One model layer (yaml row): kind, its 'from', and the parts to build."""
+
+    index: int
+    kind: str
+    source: Any  # -1, an int, or a list of ints (YOLOv7's `from`)
+    name: str  # keras name prefix, e.g. 'model_4'
+    parts: dict = field(default_factory=dict)
+
+
+@dataclass
+class YoloV7Plan:
+    path: str
+    nodes: list
+    used: set  # indices of the nodes the main heads need (IAuxDetect's auxiliary branches are left out)
+    nc: int
+    names: list
+    strides: list  # per detection level
+    anchors: np.ndarray  # (nl, na, 2) in pixels (Detect.anchor_grid)
+    max_stride: int
+    model_class: str
+
+
+def is_yolov7_model(model) -> bool:
+    """Whether a pickled `models.yolo.Model` is YOLOv7's: its yaml names a module only YOLOv7 has."""
+    cfg = model.attr("yaml") if isinstance(model, Record) else model
+    if not isinstance(cfg, dict):
+        return False
+    rows = (cfg.get("backbone") or []) + (cfg.get("head") or [])
+    return any(isinstance(r, (list, tuple)) and len(r) == 4 and r[2] in YOLOV7_MODULES for r in rows)
+
+
+def _make_divisible(x, divisor=8):
+    return math.ceil(x / divisor) * divisor
+
+
+def _int_arg(ctx, mpath, args, i, default, what):
+    v = args[i] if len(args) > i and args[i] not in (None, "None") else default  # yaml.safe_load: 'None' 
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ctx.err(mpath, f"yaml argument {what} is {short_repr(v)}, expected an int")
+    return v
+
+
+def _check_conv(ctx, mpath, spec: ConvSpec, cin, cout, k, s, g):
+    """A convolution against what its yaml row gives: (out, in/groups, k, k), stride, groups."""
+    want = (cout, cin // g if g and cin % g == 0 else cin, k, k)
+    got = tuple(int(v) for v in spec.kernel.shape)
+    if got != want or spec.stride != (s, s) or spec.groups != g:
+        raise ctx.err(
+            mpath,
+            f"convolution weight {got}, stride {spec.stride}, groups {spec.groups}; the yaml row gives "
+            f"weight {want} (out, in/groups, kernel, kernel), stride {(s, s)}, groups {g}",
+        )
+
+
+def _conv_of(ctx, rec, mpath, cin, cout, k, s, g=1) -> ConvSpec:
+    spec = conv_module(ctx, rec, mpath)
+    _check_conv(ctx, mpath, spec, cin, cout, k, s, g)
+    return spec
+
+
+def _pool(ctx, rec, mpath, k, s, p):
+    pool = maxpool(ctx, rec, mpath)
+    if pool["kernel"] != (k, k) or pool["stride"] != (s, s) or pool["padding"] != (p, p):
+        raise ctx.err(mpath, f"MaxPool2d kernel {pool['kernel']} stride {pool['stride']} padding {pool['padding']}; "
+                             f"the yaml row gives kernel {(k, k)} stride {(s, s)} padding {(p, p)}")
+    return pool
+
+
+def _expect(ctx, rec, mpath, cls):
+    if not is_a(rec, cls, *YOLO):
+        raise ctx.err(mpath, f"expected a {cls} module, found {short_repr(rec)}")
+
+
+def _repconv(ctx, rec, mpath, cin, cout, k, s, g) -> dict:
+    _expect(ctx, rec, mpath, "RepConv")
+    if k != 3:
+        raise ctx.err(mpath, f"RepConv kernel {k}: YOLOv7's RepConv is 3x3 only")
+    mods = children(rec)
+    name = mpath.replace(".", "_")
+    P = {"name": name, "act": activation_of(ctx, mods.get("act"), mpath + ".act"), "act_name": name + "_act"}
+    if isinstance(mods.get("rbr_reparam"), Record):  # the deploy form, or a training form after fuse_repvgg_block
+        spec = conv2d(ctx, mods["rbr_reparam"], mpath + ".rbr_reparam", name + "_rbr_reparam")
+        if spec.bias is None:
+            raise ctx.err(mpath + ".rbr_reparam", "the reparameterised convolution has no bias")
+        _check_conv(ctx, mpath + ".rbr_reparam", spec, cin, cout, 3, s, g)
+        if spec.padding != (1, 1):
+            raise ctx.err(mpath + ".rbr_reparam", f"padding {spec.padding}, expected (1, 1)")
+        P["reparam"] = spec
+        return P
+    branch = {}
+    for b, kk, pad in (("rbr_dense", 3, 1), ("rbr_1x1", 1, 0)):
+        seq = sequence(ctx, mods.get(b), f"{mpath}.{b}", "Conv2d and BatchNorm2d")
+        if len(seq) != 2:
+            raise ctx.err(f"{mpath}.{b}", f"{len(seq)} children, expected Conv2d and BatchNorm2d")
+        spec = conv2d(ctx, seq[0], f"{mpath}.{b}.0", f"{name}_{b}_0")
+        spec.bn = batchnorm(ctx, seq[1], f"{mpath}.{b}.1", f"{name}_{b}_1")
+        _check_conv(ctx, f"{mpath}.{b}.0", spec, cin, cout, kk, s, g)
+        if spec.padding != (pad, pad) or spec.bias is not None or spec.bn.gamma.shape != (cout,):
+            raise ctx.err(f"{mpath}.{b}", f"padding {spec.padding}, bias {spec.bias is not None}, batch norm of "
+                                          f"{spec.bn.gamma.shape}; expected padding {(pad, pad)}, no bias, ({cout},)")
+        branch[b] = spec
+    ident = mods.get("rbr_identity")
+    if ident is not None:
+        if cin != cout or s != 1:
+            raise ctx.err(mpath + ".rbr_identity", f"an identity branch needs in == out channels and stride 1 "
+                                                   f"(in {cin}, out {cout}, stride {s})")
+        ident = batchnorm(ctx, ident, mpath + ".rbr_identity", name + "_rbr_identity")
+        if ident.gamma.shape != (cin,):
+            raise ctx.err(mpath + ".rbr_identity", f"batch norm of {ident.gamma.shape}, expected ({cin},)")
+    elif cin == cout and s == 1:
+        raise ctx.err(mpath, "RepConv with in == out channels and stride 1 has no identity branch (rbr_identity)")
+    P.update(dense=branch["rbr_dense"], one=branch["rbr_1x1"], identity=ident, reparam_name=name + "_rbr_reparam")
+    return P
+
+
+def _head(ctx, rec, mpath, kind, cfg, chs, name) -> dict:
+    _expect(ctx, rec, mpath, kind)
+    mods = children(rec)
+    nl, na, nc, no = (rec.attr(k) for k in ("nl", "na", "nc", "no"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (nl, na, nc, no)) or no != nc + 5:
+        raise ctx.err(mpath, f"{kind} nl={nl} na={na} nc={nc} no={no}: inconsistent")
+    ynl, yna = _yaml_anchors(ctx, mpath, cfg)
+    if (nl, na, nc) != (ynl, yna, cfg.get("nc")):
+        raise ctx.err(mpath, f"{kind} has nl={nl} na={na} nc={nc}; the yaml gives nl={ynl} na={yna} nc={cfg.get('nc')}")
+    n_in = 2 * nl if kind == "IAuxDetect" else nl
+    if len(chs) != n_in:
+        raise ctx.err(mpath, f"the yaml row feeds {len(chs)} layers into {kind}, expected {n_in}")
+    grid = param(ctx, rec, mpath, "anchor_grid")
+    if grid.shape != (nl, 1, na, 1, 1, 2):
+        raise ctx.err(mpath, f"anchor_grid of shape {grid.shape}, expected ({nl}, 1, {na}, 1, 1, 2)")
+    stride = rec.attr("stride")
+    if not isinstance(stride, np.ndarray) or stride.shape != (nl,):
+        raise ctx.err(mpath, f"stride {short_repr(stride)}: expected a tensor of {nl} strides")
+    convs = []
+    for j, r in enumerate(sequence(ctx, mods.get("m"), mpath + ".m", "Conv2d")):
+        spec = conv2d(ctx, r, f"{mpath}.m.{j}", f"{name}_m_{j}")
+        if j < nl:
+            _check_conv(ctx, f"{mpath}.m.{j}", spec, chs[j], na * no, 1, 1, 1)
+        if spec.bias is None:
+            raise ctx.err(f"{mpath}.m.{j}", "head convolution without bias")
+        convs.append(spec)
+    if len(convs) != nl:
+        raise ctx.err(mpath + ".m", f"{len(convs)} convolutions, expected {nl}")
+    fwd = rec.attr("forward")
+    if fwd is not None and not (isinstance(fwd, MethodRef) and fwd.name == "fuseforward"):
+        raise ctx.err(mpath, f"forward is {short_repr(fwd)}; only YOLOv7's fuse() (forward = fuseforward) is known")
+    if kind in ("IDetect", "IAuxDetect") and fwd is None:  # after fuse(), ia/im are already in the convolutions
+        ia = sequence(ctx, mods.get("ia"), mpath + ".ia", "ImplicitA")
+        im = sequence(ctx, mods.get("im"), mpath + ".im", "ImplicitM")
+        if len(ia) != nl or len(im) != nl:
+            raise ctx.err(mpath, f"{len(ia)} ImplicitA and {len(im)} ImplicitM, expected {nl} each")
+        for j in range(nl):
+            _expect(ctx, ia[j], f"{mpath}.ia.{j}", "ImplicitA")
+            _expect(ctx, im[j], f"{mpath}.im.{j}", "ImplicitM")
+            a = param(ctx, ia[j], f"{mpath}.ia.{j}", "implicit")
+            m = param(ctx, im[j], f"{mpath}.im.{j}", "implicit")
+            cin, cout = chs[j], na * no
+            if a.shape != (1, cin, 1, 1) or m.shape != (1, cout, 1, 1):
+                raise ctx.err(f"{mpath}.ia.{j}", f"implicit tensors of {a.shape} and {m.shape}, expected "
+                                                 f"(1, {cin}, 1, 1) and (1, {cout}, 1, 1)")
+            convs[j] = _fold_implicit(convs[j], a, m)
+    return {"convs": convs, "nl": nl, "na": na, "nc": nc, "stride": [float(s) for s in stride.astype(np.float32)],
+            "anchors": np.ascontiguousarray(grid.reshape(nl, na, 2), dtype=np.float32)}
+
+
+def _fold_implicit(spec: ConvSpec, a, m) -> ConvSpec:
+    """IDetect's m(ia(x)) then im: W' = W * m, b' = (b + W a) * m (a 1x1 convolution without padding)."""
+    w = np.asarray(spec.kernel, np.float64)
+    b = np.asarray(spec.bias, np.float64)
+    a = np.asarray(a, np.float64).reshape(-1)
+    m = np.asarray(m, np.float64).reshape(-1)
+    bias = (b + w[:, :, 0, 0] @ a) * m
+    kernel = w * m[:, None, None, None]
+    return ConvSpec(spec.name, kernel.astype(np.float32), bias.astype(np.float32), spec.stride, spec.padding,
+                    spec.dilation, spec.groups)
+
+
+def _yaml_anchors(ctx, mpath, cfg):
+    anchors = cfg.get("anchors")
+    if isinstance(anchors, list) and anchors and all(isinstance(a, (list, tuple)) and a for a in anchors):
+        return len(anchors), len(anchors[0]) // 2
+    raise ctx.err(mpath, f"yaml anchors {short_repr(anchors)}: expected a list of per-level anchor lists")
+
+
+def _layer(ctx, rec, mpath, kind, index, f, args, cin, cfg, gw, no, chs) -> tuple:
+    """(Node, output channels) of one yaml row, checked against its module record."""
+    name = mpath.replace(".", "_")
+    node = Node(index, kind, f, name)
+    P = node.parts
+    mods = children(rec) if isinstance(rec, Record) else {}
+    if kind in ("Conv", "RepConv", "SPPCSPC", "DownC"):
+        c2 = _int_arg(ctx, mpath, args, 0, None, "c2")
+        cout = c2 if c2 == no else _make_divisible(c2 * gw, 8)
+    if kind == "Conv":
+        k = _int_arg(ctx, mpath, args, 1, 1, "k")
+        s = _int_arg(ctx, mpath, args, 2, 1, "s")
+        g = _int_arg(ctx, mpath, args, 4, 1, "g")
+        P["conv"] = _conv_of(ctx, rec, mpath, cin, cout, k, s, g)
+        return node, cout
+    if kind == "RepConv":
+        k = _int_arg(ctx, mpath, args, 1, 3, "k")
+        s = _int_arg(ctx, mpath, args, 2, 1, "s")
+        g = _int_arg(ctx, mpath, args, 4, 1, "g")
+        P.update(_repconv(ctx, rec, mpath, cin, cout, k, s, g))
+        return node, cout
+    if kind == "SPPCSPC":
+        _expect(ctx, rec, mpath, "SPPCSPC")
+        e = args[3] if len(args) > 3 else 0.5
+        ks = args[4] if len(args) > 4 else (5, 9, 13)
+        if not isinstance(e, (int, float)) or not (isinstance(ks, (list, tuple)) and all(isinstance(v, int) for v in ks)):
+            raise ctx.err(mpath, f"SPPCSPC arguments {short_repr(args)}")
+        c_ = int(2 * cout * e)
+        for key, ci, co, k in (("cv1", cin, c_, 1), ("cv2", cin, c_, 1), ("cv3", c_, c_, 3), ("cv4", c_, c_, 1),
+                               ("cv5", (len(ks) + 1) * c_, c_, 1), ("cv6", c_, c_, 3),
+                               ("cv7", 2 * c_, cout, 1)):
+            P[key] = _conv_of(ctx, mods.get(key), f"{mpath}.{key}", ci, co, k, 1)
+        pools = sequence(ctx, mods.get("m"), mpath + ".m", "MaxPool2d")
+        if len(pools) != len(ks):
+            raise ctx.err(mpath + ".m", f"{len(pools)} pools, the yaml row gives {len(ks)}")
+        P["pools"] = [_pool(ctx, r, f"{mpath}.m.{j}", k, 1, k // 2) for j, (r, k) in enumerate(zip(pools, ks))]
+        return node, cout
+    if kind == "DownC":
+        _expect(ctx, rec, mpath, "DownC")
+        k = _int_arg(ctx, mpath, args, 1, 2, "k")
+        P["cv1"] = _conv_of(ctx, mods.get("cv1"), mpath + ".cv1", cin, cin, 1, 1)
+        P["cv2"] = _conv_of(ctx, mods.get("cv2"), mpath + ".cv2", cin, cout // 2, 3, k)
+        P["cv3"] = _conv_of(ctx, mods.get("cv3"), mpath + ".cv3", cin, cout // 2, 1, 1)
+        P["pool"] = _pool(ctx, mods.get("mp"), mpath + ".mp", k, k, 0)
+        return node, 2 * (cout // 2)
+    if kind == "MP":
+        _expect(ctx, rec, mpath, "MP")
+        k = _int_arg(ctx, mpath, args, 0, 2, "k")
+        P["pool"] = _pool(ctx, mods.get("m"), mpath + ".m", k, k, 0)
+        return node, cin
+    if kind == "SP":
+        _expect(ctx, rec, mpath, "SP")
+        k = _int_arg(ctx, mpath, args, 0, 3, "k")
+        s = _int_arg(ctx, mpath, args, 1, 1, "s")
+        P["pool"] = _pool(ctx, mods.get("m"), mpath + ".m", k, s, k // 2)
+        return node, cin
+    if kind == "ReOrg":
+        _expect(ctx, rec, mpath, "ReOrg")
+        return node, 4 * cin
+    if kind == "Concat":
+        _expect(ctx, rec, mpath, "Concat")
+        if rec.attr("d") != 1:
+            raise ctx.err(mpath, f"Concat along dimension {short_repr(rec.attr('d'))}: only 1 (channels) is supported")
+        return node, sum(chs)
+    if kind == "Shortcut":
+        _expect(ctx, rec, mpath, "Shortcut")
+        if len(chs) != 2 or chs[0] != chs[1]:
+            raise ctx.err(mpath, f"Shortcut adds layers of {chs} channels: expected two of the same width")
+        return node, chs[0]
+    if kind == "Upsample":
+        if not is_a(rec, "Upsample", *NN):
+            raise ctx.err(mpath, f"expected Upsample, found {short_repr(rec)}")
+        if rec.attr("mode") != "nearest" or rec.attr("size") is not None:
+            raise ctx.err(mpath, f"Upsample mode {short_repr(rec.attr('mode'))} size {short_repr(rec.attr('size'))}: only nearest by scale_factor")
+        sf = rec.attr("scale_factor")
+        sf = (sf, sf) if isinstance(sf, (int, float)) else tuple(sf) if isinstance(sf, (tuple, list)) else None
+        if sf is None or len(sf) != 2 or any(float(v) != int(v) or v < 1 for v in sf):
+            raise ctx.err(mpath, f"Upsample scale_factor {short_repr(rec.attr('scale_factor'))}: only integer factors")
+        P["size"] = tuple(int(v) for v in sf)
+        return node, cin
+    if kind in _HEADS:
+        P.update(_head(ctx, rec, mpath, kind, cfg, chs, name))
+        return node, None
+    raise ctx.err(mpath, f"module type {short_repr(kind)} is not supported")
+
+
+def _sources(i, f):
+    return [i + j if j < 0 else j for j in ([f] if isinstance(f, int) else f)]
+
+
+def plan_from_model(model: Record, path: str) -> YoloV7Plan:
+    """The plan of a YOLOv7 `models.yolo.Model` record (pickled, or built from a yaml and a state_dict)."""
+    ctx = Ctx(path)
+    cfg = model.attr("yaml")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
+        raise FormatError(f"{path}: the model has no yaml dict with backbone and head rows")
+    gd, gw = cfg.get("depth_multiple", 1.0), cfg.get("width_multiple", 1.0)
+    if not all(isinstance(v, (int, float)) and v > 0 for v in (gd, gw)):
+        raise FormatError(f"{path}: yaml depth_multiple {short_repr(gd)} / width_multiple {short_repr(gw)}")
+    nc = cfg.get("nc")
+    if isinstance(nc, bool) or not isinstance(nc, int) or nc <= 0:
+        raise FormatError(f"{path}: yaml nc {short_repr(nc)}")
+    rows = cfg["backbone"] + cfg["head"]
+    layers = sequence(ctx, children(model).get("model"), "model", "layers")
+    if len(layers) != len(rows):
+        raise FormatError(f"{path}: the yaml has {len(rows)} rows, the model {len(layers)} layers")
+    _, na = _yaml_anchors(ctx, "model", cfg)
+    no = na * (nc + 5)
+    ch = [cfg.get("ch", 3)]
+    nodes = []
+    for i, (row, rec) in enumerate(zip(rows, layers)):
+        mpath = f"model.{i}"
+        if not (isinstance(row, (list, tuple)) and len(row) == 4):
+            raise ctx.err(mpath, f"yaml row {short_repr(row)}: expected [from, number, module, args]")
+        f, n, mname, args = row
+        kind = _YAML_KIND.get(mname)
+        if kind is None:
+            raise ctx.err(mpath, f"yaml module {short_repr(mname)} is not supported (YOLOv7 modules: {', '.join(sorted(_YAML_KIND))})")
+        if not (isinstance(f, int) or (isinstance(f, list) and f and all(isinstance(x, int) for x in f))):
+            raise ctx.err(mpath, f"yaml 'from' {short_repr(f)}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ctx.err(mpath, f"yaml number {short_repr(n)}")
+        if (max(round(n * gd), 1) if n > 1 else n) != 1:
+            raise ctx.err(mpath, f"yaml number {n}: repeated rows are not used by YOLOv7's yamls and not supported")
+        if not isinstance(args, list):
+            raise ctx.err(mpath, f"yaml args {short_repr(args)}")
+        rf = rec.attr("f") if isinstance(rec, Record) else None
+        if rf is not None and rf != f:
+            raise ctx.err(mpath, f"module 'from' is {short_repr(rf)}, the yaml says {short_repr(f)}")
+        srcs = _sources(i, f)
+        if any(not 0 <= j < i for j in srcs) and i > 0:
+            raise ctx.err(mpath, f"yaml 'from' {short_repr(f)} refers to a row that does not precede it")
+        chs = [ch[j + 1] for j in srcs] if i > 0 else [ch[0]]
+        node, c2 = _layer(ctx, rec, mpath, kind, i, f, args, chs[0], cfg, gw, no, chs)
+        nodes.append(node)
+        ch.append(c2)
+    det = nodes[-1]
+    if det.kind not in _HEADS:
+        raise FormatError(f"{path}: the last layer is {det.kind}, expected Detect, IDetect or IAuxDetect")
+    P = det.parts
+    main = _sources(len(nodes) - 1, det.source)[: P["nl"]]
+    used, stack = {det.index}, list(main)
+    while stack:  # the rows the main heads need (row 0 reads the input)
+        j = stack.pop()
+        if j not in used:
+            used.add(j)
+            stack.extend(_sources(j, nodes[j].source) if j > 0 else [])
+    names = model.attr("names")
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names)]
+    if names is None:
+        names = [f"class{k}" for k in range(P["nc"])]
+    if not (isinstance(names, list) and all(isinstance(x, str) for x in names)) or len(names) != P["nc"]:
+        raise FormatError(f"{path}: model.names {short_repr(names)} is not a list of {P['nc']} strings")
+    stride = P["stride"]
+    return YoloV7Plan(path, nodes, used, P["nc"], names, stride, P["anchors"], int(max(stride)), model.cls.qualname)
+
+
+def read_plan(path, ckpt=None) -> YoloV7Plan:
+    """The plan of a YOLOv7 checkpoint (`ckpt`: the already-unpickled checkpoint, to read the file once)."""
+    path = os.fspath(path)
+    model = select_model(load_torch_checkpoint(path) if ckpt is None else ckpt, path)
+    if not is_a(model, "Model", "models.yolo"):
+        raise FormatError(f"{path}: model is {short_repr(model)}; expected YOLOv7's models.yolo.Model")
+    return plan_from_model(model, path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Arrays in Keras layout
+
+
+def _bn_scale(bn: BatchNorm):
+    g, b, m, v = (np.asarray(a, np.float64) for a in (bn.gamma, bn.beta, bn.mean, bn.var))
+    s = g / np.sqrt(v + bn.eps)
+    return s, b - m * s
+
+
+def repconv_folded(P) -> tuple:
+    """RepConv's training form as one 3x3 convolution (YOLOv7's fuse_repvgg_block): HWIO kernel and bias."""
+    dense, one, ident = P["dense"], P["one"], P["identity"]
+    s3, b3 = _bn_scale(dense.bn)
+    k = np.asarray(dense.kernel, np.float64) * s3[:, None, None, None]
+    s1, b1 = _bn_scale(one.bn)
+    k[:, :, 1, 1] += np.asarray(one.kernel, np.float64)[:, :, 0, 0] * s1[:, None]
+    bias = b3 + b1
+    if ident is not None:
+        si, bi = _bn_scale(ident)
+        cin_g = k.shape[1]
+        rows = np.arange(k.shape[0])
+        k[rows, rows % cin_g, 1, 1] += si
+        bias = bias + bi
+    return np.ascontiguousarray(k.transpose(2, 3, 1, 0), dtype=np.float32), bias.astype(np.float32)
+
+
+def _node_arrays(node: Node, fold_bn: bool, out: dict) -> None:
+    P, k = node.parts, node.kind
+    if k == "Conv":
+        conv_arrays(P["conv"], fold_bn, out)
+    elif k == "RepConv":
+        if "reparam" in P:
+            conv_arrays(P["reparam"], fold_bn, out)
+        elif fold_bn:
+            out[f"{P['reparam_name']}/kernel"], out[f"{P['reparam_name']}/bias"] = repconv_folded(P)
+        else:
+            conv_arrays(P["dense"], False, out)
+            conv_arrays(P["one"], False, out)
+            if P["identity"] is not None:
+                bn_arrays(P["identity"], out)
+    elif k == "SPPCSPC":
+        for key in ("cv1", "cv2", "cv3", "cv4", "cv5", "cv6", "cv7"):
+            conv_arrays(P[key], fold_bn, out)
+    elif k == "DownC":
+        for key in ("cv1", "cv2", "cv3"):
+            conv_arrays(P[key], fold_bn, out)
+    elif k in _HEADS:
+        for spec in P["convs"]:
+            conv_arrays(spec, fold_bn, out)
+
+
+def plan_arrays(plan: YoloV7Plan, fold_bn: bool) -> dict:
+    out: dict = {}
+    for node in plan.nodes:
+        if node.index in plan.used:
+            _node_arrays(node, fold_bn, out)
+    return out
+
+
+def read_yolov7(path, fold_bn: bool = True, ckpt=None) -> dict:
+    """The checkpoint's arrays in Keras layout, keyed '<keras layer name>/<variable>' (float32).
+
+    Conv kernels are HWIO. With fold_bn, each batch norm is folded into its conv's kernel and bias and each
+    training-form RepConv into one 3x3 convolution; without, the norms are separate layers
+    ('<name>_bn/gamma', beta, moving_mean, moving_variance). ImplicitA/M are always folded into the heads.
+    """
+    return plan_arrays(read_plan(path, ckpt), fold_bn)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plain state_dicts: the yaml gives the modules, the state_dict their tensors
+
+_BN_EPS = 1e-3  # YOLOv7's initialize_weights sets every BatchNorm2d's eps to 1e-3
+
+
+def _sd_conv(t, k, s, p, g, act, path) -> Record:
+    """models.common.Conv from its tensors (after YOLOv7's fuse() the state_dict has no bn)."""
+    kids = {"conv": sd.conv2d(t.sub("conv"), s, sd.autopad(k, p), g), "act": sd.activation(act, "nn.SiLU()", path)}
+    if t.has("bn"):
+        kids["bn"] = sd.batchnorm(t.sub("bn"), _BN_EPS)
+    return sd.record("models.common", "Conv", kids)
+
+
+def _sd_inner_conv(t, name, path, s=1) -> Record:
+    """A Conv inside a composite module: its kernel size from its tensor, 'same' padding, SiLU."""
+    k = int(t.sub(name).sub("conv").tensor("weight").shape[-1])
+    return _sd_conv(t.sub(name), k, s, None, 1, True, path)
+
+
+def _sd_row(t, i, row, cfg, path, fused) -> Record:
+    f, _, mname, args = row
+    kind = _YAML_KIND.get(mname)
+    a = lambda j, d: args[j] if len(args) > j and args[j] not in (None, "None") else d  # noqa: E731
+    common = "models.common"
+    if kind == "Conv":
+        return _sd_conv(t, a(1, 1), a(2, 1), a(3, None), a(4, 1), a(5, True), path)
+    if kind == "RepConv":
+        k, s, p, g = a(1, 3), a(2, 1), a(3, None), a(4, 1)
+        kids = {"act": sd.activation(a(5, True), "nn.SiLU()", path)}
+        if t.has("rbr_reparam"):
+            kids["rbr_reparam"] = sd.conv2d(t.sub("rbr_reparam"), s, sd.autopad(k, p), g)
+        else:
+            for b, pad in (("rbr_dense", sd.autopad(k, p)), ("rbr_1x1", sd.autopad(k, p) - k // 2)):
+                kids[b] = sd.sequential([sd.conv2d(t.sub(b).sub("0"), s, pad, g), sd.batchnorm(t.sub(b).sub("1"), _BN_EPS)])
+            kids["rbr_identity"] = sd.batchnorm(t.sub("rbr_identity"), _BN_EPS) if t.has("rbr_identity") else None
+        return sd.record(common, "RepConv", kids)
+    if kind == "SPPCSPC":
+        ks = a(4, (5, 9, 13))
+        kids = {f"cv{j}": _sd_inner_conv(t, f"cv{j}", path) for j in range(1, 8)}
+        kids["m"] = sd.sequential([sd.maxpool(k, 1, k // 2) for k in ks], "ModuleList")
+        return sd.record(common, "SPPCSPC", kids)
+    if kind == "DownC":
+        k = a(1, 2)
+        kids = {"cv1": _sd_inner_conv(t, "cv1", path), "cv2": _sd_inner_conv(t, "cv2", path, s=k),
+                "cv3": _sd_inner_conv(t, "cv3", path), "mp": sd.maxpool(k, k, 0)}
+        return sd.record(common, "DownC", kids)
+    if kind == "MP":
+        k = a(0, 2)
+        return sd.record(common, "MP", {"m": sd.maxpool(k, k, 0)})
+    if kind == "SP":
+        k = a(0, 3)
+        return sd.record(common, "SP", {"m": sd.maxpool(k, a(1, 1), k // 2)})
+    if kind in ("Concat", "Shortcut"):
+        return sd.record(common, kind, d=a(0, 1 if kind == "Concat" else 0))
+    if kind == "ReOrg":
+        return sd.record(common, "ReOrg")
+    if kind == "Upsample":
+        return sd.record("torch.nn.modules.upsampling", "Upsample", size=a(0, None), scale_factor=a(1, None),
+                         mode=a(2, "nearest"))
+    if kind in _HEADS:
+        nl, na = _yaml_anchors(Ctx(path), f"model.{i}", cfg)
+        nc = cfg.get("nc")
+        anchors, grid = t.tensor("anchors"), t.tensor("anchor_grid")
+        if anchors.shape != (nl, na, 2) or grid.shape != (nl, 1, na, 1, 1, 2):
+            raise FormatError(f"{path}: module 'model.{i}': anchors {anchors.shape} / anchor_grid {grid.shape}, "
+                              f"the yaml gives ({nl}, {na}, 2) / ({nl}, 1, {na}, 1, 1, 2)")
+        # The strides are not in a state_dict: anchor_grid (pixels) / anchors (grid units) gives them.
+        ratio = np.asarray(grid, np.float64).reshape(nl, na, 2) / np.asarray(anchors, np.float64)
+        stride = np.round(ratio.reshape(nl, -1).mean(1))
+        if not np.allclose(ratio, stride[:, None, None], rtol=1e-2) or np.any(stride < 1):
+            raise FormatError(f"{path}: module 'model.{i}': anchor_grid / anchors is not one stride per level")
+        n_m = len([k for k in t.sub("m").tree])
+        kids = {"m": sd.sequential([sd.conv2d(t.sub("m").sub(str(j)), 1, 0) for j in range(n_m)], "ModuleList")}
+        if kind != "Detect" and t.has("ia"):
+            for key, cls in (("ia", "ImplicitA"), ("im", "ImplicitM")):
+                n = len(t.sub(key).tree)
+                kids[key] = sd.sequential([sd.record(common, cls, params={"implicit": t.sub(key).sub(str(j)).tensor("implicit")})
+                                           for j in range(n)], "ModuleList")
+        return sd.record("models.yolo", kind, kids, buffers={"anchors": anchors, "anchor_grid": grid},
+                         nl=nl, na=na, nc=nc, no=nc + 5 if isinstance(nc, int) else None,
+                         stride=stride.astype(np.float32),
+                         forward=MethodRef(None, "fuseforward") if fused and kind != "Detect" else None)
+    raise FormatError(f"{path}: module 'model.{i}': yaml module {short_repr(mname)} is not supported")
+
+
+def plan_from_state_dict(state: dict, cfg: dict, path: str) -> YoloV7Plan:
+    """The plan of a YOLOv7 state_dict (`torch.save(model.state_dict())`) with the model's yaml dict."""
+    tree = sd.Tensors(sd.module_tree(state), "", path)
+    model_t = tree.sub("model")
+    # After YOLOv7's fuse() no batch norm is left, and the heads' convolutions already hold ImplicitA/M
+    # (which fuse() keeps as modules, so their tensors are still in the state_dict).
+    fused = not any(".bn." in k or ".rbr_dense." in k for k in state)
+    layers = []
+    for i, row in enumerate(sd.yaml_rows(cfg)):
+        if not (isinstance(row, (list, tuple)) and len(row) == 4 and isinstance(row[3], list)):
+            raise FormatError(f"{path}: module 'model.{i}': yaml row {short_repr(row)}: expected [from, number, module, args]")
+        t = model_t.sub(str(i)) if model_t.has(str(i)) else sd.Tensors({}, f"model.{i}", path)
+        layers.append(_sd_row(t, i, row, cfg, path, fused))
+    names = cfg.get("names")
+    model = sd.record("models.yolo", "Model", {"model": sd.sequential(layers)}, yaml=cfg,
+                      names=list(names) if isinstance(names, (list, tuple)) else names)
+    return plan_from_model(model, path)
