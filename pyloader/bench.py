@@ -626,6 +626,9 @@ def bench_pickle(pt, repeat: int, small: bool) -> dict:
             row[meth] = {"median_s": med, "mb_per_s": len(data) / 1e6 / med}
         row["speedup"] = _ratio(row["python"]["median_s"], row["native"]["median_s"])
         sec[name] = row
+    return sec
+
+
 ULTRALYTICS_YAMLS = ("yolov8x.yaml", "yolo11x.yaml")
 
 
