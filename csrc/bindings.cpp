@@ -3,13 +3,17 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "darknet.h"
 #include "errors.h"
 #include "parallel.h"
+#include "pickle_vm.h"
 #include "transform.h"
 #include "zip_archive.h"  // PyTorch zip section
 
@@ -87,6 +91,297 @@ DType dtype_of(const py::array& a) {
     if (a.dtype().is(py::dtype::of<float>())) return DType::F32;
     if (a.dtype().kind() == 'f' && a.dtype().itemsize() == 2) return DType::F16;
     throw FormatError("expected a float32 or float16 array, got dtype " + py::str(a.dtype()).cast<std::string>());
+}
+
+
+// ---- pickle: replays the program of pickle_vm as Python objects, calling the Python policy at effects ----
+
+// Owned references to the values of a pickle program, released together.
+struct PyValues {
+    std::vector<PyObject*> v;
+    explicit PyValues(std::size_t n) : v(n, nullptr) {}
+    ~PyValues() {
+        for (PyObject* o : v) Py_XDECREF(o);
+    }
+};
+
+std::string type_name(PyObject* o) {
+    PyObject* n = PyObject_GetAttrString(reinterpret_cast<PyObject*>(Py_TYPE(o)), "__name__");
+    if (!n) {
+        PyErr_Clear();
+        return Py_TYPE(o)->tp_name;
+    }
+    const char* u = PyUnicode_Check(n) ? PyUnicode_AsUTF8(n) : nullptr;
+    std::string out = u ? u : Py_TYPE(o)->tp_name;
+    if (!u) PyErr_Clear();
+    Py_DECREF(n);
+    return out;
+}
+
+struct PickleHooks {
+    PyObject *resolve_global, *reduce, *record_new, *newobj_ex, *build, *persistent_load, *text_value,
+        *numpy_array_type, *format_error, *allowed_calls, *check_key;
+};
+
+// The value a container or STOP receives: a numpy array built by _reconstruct + BUILD is unwrapped.
+PyObject* finish_value(const PickleHooks& h, PyObject* v) {
+    if (reinterpret_cast<PyObject*>(Py_TYPE(v)) != h.numpy_array_type) {
+        Py_INCREF(v);
+        return v;
+    }
+    PyObject* a = PyObject_GetAttrString(v, "array");
+    if (a == Py_None) {
+        Py_DECREF(a);
+        PyErr_SetString(h.format_error, "numpy array without state");
+        return nullptr;
+    }
+    return a;
+}
+
+PyObject* call(PyObject* fn, std::initializer_list<PyObject*> args) {
+    PyObject* argv[4];
+    std::size_t k = 0;
+    for (PyObject* a : args) argv[k++] = a;
+    return PyObject_Vectorcall(fn, argv, k, nullptr);
+}
+
+// pickle_reader.check_key(k, what) for a dict key or set member; str and ints within 2^61 pass here directly.
+bool key_ok(const PickleHooks& h, PyObject* k, const char* what) {
+    if (PyUnicode_CheckExact(k)) return true;
+    if (PyLong_CheckExact(k)) {
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(k, &overflow);
+        if (!overflow && v > -(1LL << 61) && v < (1LL << 61)) return true;
+        PyErr_Clear();
+    }
+    PyObject* w = PyUnicode_FromString(what);
+    if (!w) return false;
+    PyObject* r = call(h.check_key, {k, w});
+    Py_DECREF(w);
+    Py_XDECREF(r);
+    return r != nullptr;
+}
+
+// Returns the Python result of a program: ("ok", value, end), ("error", pos, op, exception) for a failure at an
+// effect, or ("vm", pos, op, unsafe, message) for a malformed pickle whose earlier effects all succeeded.
+py::tuple replay_pickle(const PickleProgram& P, const std::byte* data, const PickleHooks& h) {
+    PyValues val(P.events.size());
+    PyObject** V = val.v.data();
+    V[0] = Py_None;
+    V[1] = Py_True;
+    V[2] = Py_False;
+    Py_INCREF(Py_None);
+    Py_INCREF(Py_True);
+    Py_INCREF(Py_False);
+    V[3] = PyTuple_New(0);
+    const char* base = reinterpret_cast<const char*>(data);
+    std::size_t i = 4;
+    auto format_error = [&](const std::string& msg) { PyErr_SetString(h.format_error, msg.c_str()); };
+    auto fetch = [&]() -> py::tuple {
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        if (tb) PyException_SetTraceback(v, tb);
+        Py_XDECREF(t);
+        Py_XDECREF(tb);
+        const PickleEvent& e = P.events[i];
+        return py::make_tuple("error", e.pos, int(e.op), py::reinterpret_steal<py::object>(v));
+    };
+    for (; i < P.events.size(); ++i) {
+        const PickleEvent& e = P.events[i];
+        const std::uint32_t* R = P.refs.data() + e.x;
+        PyObject* r = nullptr;
+        bool ok = true;  // for effects
+        switch (e.kind) {
+            case PickleKind::None: case PickleKind::True: case PickleKind::False: case PickleKind::EmptyTuple:
+                format_error("pickle program: a constant after the start");
+                return fetch();
+            case PickleKind::Int: r = PyLong_FromLongLong(static_cast<long long>(e.x)); break;
+            case PickleKind::Float: {
+                double d;
+                std::memcpy(&d, &e.x, sizeof d);
+                r = PyFloat_FromDouble(d);
+                break;
+            }
+            case PickleKind::BigInt:
+                r = _PyLong_FromByteArray(reinterpret_cast<const unsigned char*>(base + e.x), e.n, 1, 1);
+                break;
+            case PickleKind::Utf8: r = PyUnicode_DecodeUTF8(base + e.x, e.n, "surrogatepass"); break;
+            case PickleKind::Latin1: r = PyUnicode_DecodeLatin1(base + e.x, e.n, nullptr); break;
+            case PickleKind::Bytes: r = PyBytes_FromStringAndSize(base + e.x, e.n); break;
+            case PickleKind::ByteArray: r = PyByteArray_FromStringAndSize(base + e.x, e.n); break;
+            case PickleKind::Utf8Replace: r = PyUnicode_DecodeUTF8(base + e.x, e.n, "replace"); break;
+            case PickleKind::AsciiReplace: r = PyUnicode_DecodeASCII(base + e.x, e.n, "replace"); break;
+            case PickleKind::TextLine: {
+                PyObject* line = PyBytes_FromStringAndSize(base + e.x, e.n);
+                PyObject* op = line ? PyLong_FromLong(e.op) : nullptr;
+                if (op) r = call(h.text_value, {op, line});
+                Py_XDECREF(op);
+                Py_XDECREF(line);
+                break;
+            }
+            case PickleKind::Tuple:
+                r = PyTuple_New(e.n);
+                if (r)
+                    for (std::uint32_t k = 0; k < e.n; ++k) {
+                        Py_INCREF(V[R[k]]);
+                        PyTuple_SET_ITEM(r, k, V[R[k]]);
+                    }
+                break;
+            case PickleKind::List:
+                r = PyList_New(e.n);
+                if (r)
+                    for (std::uint32_t k = 0; k < e.n; ++k) {
+                        Py_INCREF(V[R[k]]);
+                        PyList_SET_ITEM(r, k, V[R[k]]);
+                    }
+                break;
+            case PickleKind::Dict:
+                for (std::uint32_t k = 0; k < e.n; k += 2)
+                    if (!key_ok(h, V[R[k]], "dict key")) goto failed;
+                r = PyDict_New();
+                for (std::uint32_t k = 0; r && k < e.n; k += 2)
+                    if (PyDict_SetItem(r, V[R[k]], V[R[k + 1]]) < 0) Py_CLEAR(r);
+                break;
+            case PickleKind::EmptySet: r = PySet_New(nullptr); break;
+            case PickleKind::FrozenSet: {
+                for (std::uint32_t k = 0; k < e.n; ++k)
+                    if (!key_ok(h, V[R[k]], "frozenset member")) goto failed;
+                PyObject* items = PyTuple_New(e.n);
+                if (!items) break;
+                for (std::uint32_t k = 0; k < e.n; ++k) {
+                    Py_INCREF(V[R[k]]);
+                    PyTuple_SET_ITEM(items, k, V[R[k]]);
+                }
+                r = PyFrozenSet_New(items);
+                Py_DECREF(items);
+                break;
+            }
+            case PickleKind::Global:
+                if (e.op == 0x93 && !(PyUnicode_Check(V[R[0]]) && PyUnicode_Check(V[R[1]]))) {
+                    format_error("STACK_GLOBAL needs two strings");
+                    break;
+                }
+                r = call(h.resolve_global, {V[R[0]], V[R[1]]});
+                break;
+            case PickleKind::Reduce: {
+                // An allow-listed function on a plain tuple is called here directly; anything else goes to the
+                // reduce hook, which checks and words the refusal.
+                PyObject *fn = V[R[0]], *args = V[R[1]];
+                bool direct = PyTuple_CheckExact(args);
+                if (direct) {
+                    direct = false;
+                    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(h.allowed_calls); ++k)
+                        if (PyTuple_GET_ITEM(h.allowed_calls, k) == fn) direct = true;
+                    for (Py_ssize_t k = 0; direct && k < PyTuple_GET_SIZE(args); ++k)
+                        if (reinterpret_cast<PyObject*>(Py_TYPE(PyTuple_GET_ITEM(args, k))) == h.numpy_array_type)
+                            direct = false;
+                }
+                r = direct ? PyObject_Call(fn, args, nullptr) : call(h.reduce, {fn, args});
+                break;
+            }
+            case PickleKind::NewObj: {
+                PyObject* name = PyUnicode_FromString("NEWOBJ");
+                if (name) r = call(h.record_new, {V[R[0]], V[R[1]], name});
+                Py_XDECREF(name);
+                break;
+            }
+            case PickleKind::NewObjEx: r = call(h.newobj_ex, {V[R[0]], V[R[1]], V[R[2]]}); break;
+            case PickleKind::Obj: case PickleKind::Inst: {
+                PyObject* args = PyTuple_New(e.n - 1);
+                PyObject* name = PyUnicode_FromString(e.kind == PickleKind::Obj ? "OBJ" : "INST");
+                if (args && name) {
+                    for (std::uint32_t k = 1; k < e.n; ++k) {
+                        Py_INCREF(V[R[k]]);
+                        PyTuple_SET_ITEM(args, k - 1, V[R[k]]);
+                    }
+                    r = call(h.record_new, {V[R[0]], args, name});
+                }
+                Py_XDECREF(args);
+                Py_XDECREF(name);
+                break;
+            }
+            case PickleKind::PersId: r = call(h.persistent_load, {V[R[0]]}); break;
+            case PickleKind::Build: {
+                PyObject* res = call(h.build, {V[R[0]], V[R[1]]});
+                ok = res != nullptr;
+                Py_XDECREF(res);
+                break;
+            }
+            case PickleKind::Append: case PickleKind::Appends: {
+                PyObject* lst = V[R[0]];
+                if (!PyList_Check(lst)) {
+                    format_error(std::string(e.kind == PickleKind::Append ? "APPEND" : "APPENDS") + " to a " +
+                                 type_name(lst));
+                    ok = false;
+                    break;
+                }
+                for (std::uint32_t k = 1; ok && k < e.n; ++k) {
+                    PyObject* v = finish_value(h, V[R[k]]);
+                    ok = v && PyList_Append(lst, v) == 0;
+                    Py_XDECREF(v);
+                }
+                break;
+            }
+            case PickleKind::SetItem: case PickleKind::SetItems: {
+                PyObject* d = V[R[0]];
+                if (e.kind == PickleKind::SetItem && !PyDict_Check(d)) {
+                    format_error("SETITEM on a " + type_name(d));
+                    ok = false;
+                    break;
+                }
+                if (e.kind == PickleKind::SetItems && (!PyDict_Check(d) || (e.n - 1) % 2)) {
+                    format_error("SETITEMS on a " + type_name(d) + " with " + std::to_string(e.n - 1) + " items");
+                    ok = false;
+                    break;
+                }
+                for (std::uint32_t k = 1; ok && k + 1 < e.n; k += 2) {
+                    if (!key_ok(h, V[R[k]], "dict key")) goto failed;
+                    PyObject* v = finish_value(h, V[R[k + 1]]);
+                    ok = v && PyDict_SetItem(d, V[R[k]], v) == 0;
+                    Py_XDECREF(v);
+                }
+                break;
+            }
+            case PickleKind::AddItems: {
+                PyObject* st = V[R[0]];
+                if (!PySet_Check(st)) {
+                    format_error("ADDITEMS on a " + type_name(st));
+                    ok = false;
+                    break;
+                }
+                for (std::uint32_t k = 1; ok && k < e.n; ++k)
+                    ok = key_ok(h, V[R[k]], "set member") && PySet_Add(st, V[R[k]]) == 0;
+                break;
+            }
+        }
+        if (false) {
+        failed:
+            ok = false;
+            r = nullptr;
+        }
+        const bool is_effect = e.kind >= PickleKind::Build;
+        if (is_effect ? !ok : r == nullptr) {
+            if (!PyErr_Occurred()) format_error("pickle program: a value could not be made");
+            return fetch();
+        }
+        V[i] = r;
+    }
+    if (P.failed)
+        return py::make_tuple("vm", P.error_pos, P.error_op, P.unsafe,
+                              py::reinterpret_steal<py::object>(
+                                  PyUnicode_DecodeUTF8(P.error.data(), py::ssize_t(P.error.size()), "replace")));
+    PyObject* root = finish_value(h, V[P.root]);
+    if (!root) {
+        i = P.events.size() - 1;  // never used as a position: STOP's own position is below
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        Py_XDECREF(t);
+        Py_XDECREF(tb);
+        return py::make_tuple("error", P.end - 1, int('.'), py::reinterpret_steal<py::object>(v));
+    }
+    return py::make_tuple("ok", py::reinterpret_steal<py::object>(root), P.end);
 }
 
 }  // namespace
@@ -276,4 +571,34 @@ PYBIND11_MODULE(_core, m) {
         py::arg("buffer"), py::arg("start"), py::arg("element_sizes"),
         "Legacy torch format: (offset, numel) of each raw storage after `start` (int64 numel + bytes each).");
     // ---- end PyTorch zip ----
+    // ---- pickle ----
+    m.def(
+        "run_pickle",
+        [](const py::buffer& buf, std::uint64_t start, std::uint64_t end, const py::tuple& hooks,
+           std::uint32_t max_depth) {
+            py::buffer_info info = buf.request();
+            if (info.ndim != 1 || info.itemsize != 1) throw FormatError("run_pickle: expected a 1-d byte buffer");
+            const std::uint64_t size = std::uint64_t(info.size);
+            end = std::min(end, size);
+            start = std::min(start, end);
+            if (hooks.size() != 11 || !PyTuple_Check(hooks[9].ptr()))
+                throw std::invalid_argument("run_pickle: 11 hooks expected");
+            PickleHooks h{hooks[0].ptr(), hooks[1].ptr(), hooks[2].ptr(), hooks[3].ptr(), hooks[4].ptr(),
+                          hooks[5].ptr(), hooks[6].ptr(), hooks[7].ptr(), hooks[8].ptr(), hooks[9].ptr(),
+                          hooks[10].ptr()};
+            const std::byte* data = static_cast<const std::byte*>(info.ptr) + start;
+            PickleLimits limits;
+            limits.max_depth = max_depth;
+            PickleProgram P;
+            {
+                py::gil_scoped_release release;
+                P = run_pickle(data, std::size_t(end - start), limits);
+            }
+            return replay_pickle(P, data, h);
+        },
+        py::arg("buffer"), py::arg("start"), py::arg("end"), py::arg("hooks"), py::arg("max_depth"),
+        "Run the pickle in buffer[start:end] (pickle_vm) and build its value, calling the hooks\n"
+        "(resolve_global, reduce, record_new, newobj_ex, build, persistent_load, text_value, numpy array type,\n"
+        "FormatError, the allow-listed callables) at its effects. Positions returned are relative to `start`.");
+    // ---- end pickle ----
 }

@@ -579,6 +579,56 @@ def bench_pt(pt, repeat):
     return sec
 
 
+def _pickle_inputs(pt, small: bool) -> dict:
+    """Pickles for the pickle section: cheap opcodes (a list of small ints and repeated BINGETs) and, when a
+    .pt is measured, its data.pkl (read through the zip index)."""
+    import pickle
+
+    n = 250_000 if small else 2_500_000
+    cheap = b"\x80\x02]q\x00(" + b"K\x07" * n + b"h\x00" * n + b"e."
+    out = {f"cheap opcodes ({len(cheap) / 1e6:.0f} MB: BININT1, BINGET)": (cheap, None),
+           "pickle.dumps(list of small ints)": (pickle.dumps(list(range(200)) * (n // 100), protocol=2), None)}
+    if pt and "path" in pt:
+        from . import _core
+
+        buf = _core.map_file(pt["path"])
+        index = _core.torch_zip_index(buf)
+        off, size = index["pickle"]
+        out[f"{os.path.basename(pt['path'])} data.pkl ({size / 1e6:.2f} MB)"] = (bytes(buf[off:off + size]), True)
+    return out
+
+
+def bench_pickle(pt, repeat: int, small: bool) -> dict:
+    """The pickle stage alone: load_pickle (native opcode machine) against load_pickle_reference (Python), in MB/s.
+    Storages are stubbed (zero arrays, cached per key) so that only the pickle is timed."""
+    import numpy as np
+
+    from .torch_reader import pickle_reader as PR
+
+    sec = {}
+    for name, (data, storages) in _pickle_inputs(pt, small).items():
+        _log(f"pickle/{name}")
+        row = {"bytes": len(data)}
+        for meth, fn in (("python", PR.load_pickle_reference), ("native", PR.load_pickle)):
+            times = []
+            for _ in range(repeat + 1):
+                cache = {}
+
+                def persistent_load(pid, cache=cache):
+                    if pid[2] not in cache:
+                        cache[pid[2]] = PR.Storage(pid[1].dtype, pid[2], pid[4], np.zeros(pid[4], pid[1].dtype))
+                    return cache[pid[2]]
+
+                t0 = time.perf_counter()
+                fn(data, persistent_load=persistent_load if storages else None)
+                times.append(time.perf_counter() - t0)
+            med = statistics.median(times[1:])
+            row[meth] = {"median_s": med, "mb_per_s": len(data) / 1e6 / med}
+        row["speedup"] = _ratio(row["python"]["median_s"], row["native"]["median_s"])
+        sec[name] = row
+    return sec
+
+
 ULTRALYTICS_YAMLS = ("yolov8x.yaml", "yolo11x.yaml")
 
 
@@ -692,6 +742,9 @@ def _targets(res: dict) -> list:
     pr = peak / pt["param_bytes"] if peak and pt.get("param_bytes") else None
     add(f"peak memory of pyloader.load ({label}) <= 1.3x parameter bytes above baseline", pr, 1.3,
         None if pr is None else pr <= 1.3, pt.get("error", ""))
+    for name, row in (res.get("pickle") or {}).items():
+        v = row["native"]["mb_per_s"]
+        add(f"pickle stage >= 20 MB/s: {name}", v, 20.0, v >= 20.0)
     ul = res.get("ultralytics") or {}
     sp = [m.get("speedup_pyloader_vs_ultralytics") for m in (ul.get("models") or {}).values()]
     s = min(sp) if sp and all(sp) else None
@@ -765,6 +818,14 @@ def markdown(res: dict) -> str:
                          f"{_fmt(bd.get('read'))}, build {_fmt(bd.get('build'))}, assign {_fmt(bd.get('assign'))}; "
                          f"build with zero initializers {_fmt(bd.get('build_zeros_init'))}, under "
                          f"keras.StatelessScope {_fmt(bd.get('build_stateless_scope'))} | | |")
+    lines += ["", "### Pickle stage (load_pickle: native opcode machine vs the Python reference interpreter)", ""]
+    if not res.get("pickle"):
+        lines.append("not run (not in --sections)")
+    else:
+        lines += ["| pickle | python MB/s | native MB/s | speedup |", "|---|---|---|---|"]
+        for name, row in res["pickle"].items():
+            lines.append(f"| {name} | {_fmt(row['python']['mb_per_s'])} | {_fmt(row['native']['mb_per_s'])} | "
+                         f"{_fmt(row['speedup'])} |")
     lines += ["", "### YOLOv5 .pt", ""]
     pt = res.get("pt") or {}
     if not pt or "error" in pt:
@@ -882,8 +943,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=os.path.join("bench", "results"),
                         help="folder for results.json, results.md, chart.png (default bench/results)")
     parser.add_argument("--sections", default=None,
-                        help="comma-separated subset of weights,model,pt,ultralytics,bulk (default: all; with "
-                             "--small: weights,model,bulk)")
+                        help="comma-separated subset of weights,model,pt,ultralytics,pickle,bulk (default: all; "
+                             "with --small: weights,model,pickle,bulk)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold page cache runs")
     parser.add_argument("--bulk-count", type=int, default=None, help="checkpoints in the bulk section (default 20)")
     parser.add_argument("--bulk-model", default=None, help="embedded model for the bulk section (default "
@@ -899,7 +960,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pyloader bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_intermixed_args(argv)  # files before and after --cfg
-    default = "weights,model,bulk" if args.small else "weights,model,pt,ultralytics,bulk"
+    default = "weights,model,pickle,bulk" if args.small else "weights,model,pt,ultralytics,pickle,bulk"
     sections = {s.strip() for s in (args.sections or default).split(",") if s.strip()}
     repeat = max(1, args.repeat)
     out = os.path.abspath(args.out)
@@ -908,6 +969,7 @@ def main(argv=None) -> int:
     cold, cold_info = (None, "skipped (--no-cold)") if args.no_cold else cold_method()
     res = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "repeat": repeat, "cold": cold, "cold_info": cold_info,
            "machine": machine(), "models": {}, "weights": {}, "model": {}, "pt": None, "ultralytics": None,
+           "pickle": None,
            "bulk": None}
     try:
         pt_yaml = args.pt_yaml or ("yolov5n.yaml" if args.small else "yolov5x.yaml")
@@ -953,6 +1015,8 @@ def main(argv=None) -> int:
                 res["ultralytics"] = bench_ultralytics(yamls, repeat, tmp)
         else:
             res["ultralytics"] = {"error": "skipped (not in --sections" + (", --small)" if args.small else ")")}
+        if "pickle" in sections:
+            res["pickle"] = bench_pickle(pt, repeat, args.small)
         if "bulk" in sections and darknet:
             bname = args.bulk_model or ("small" if args.small or "yolov4-size" not in darknet else "yolov4-size")
             if bname not in darknet:

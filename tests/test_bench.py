@@ -62,6 +62,10 @@ def test_bench_small(tmp_path):
     assert "skipped" in res["pt"]["error"]  # --small leaves the .pt section out
     assert "skipped" in res["ultralytics"]["error"]  # and the Ultralytics one
 
+    assert len(res["pickle"]) == 2  # cheap opcodes and pickle.dumps of ints (no .pt with --small)
+    for name, row in res["pickle"].items():
+        assert _positive(row["python"]["mb_per_s"]) and _positive(row["native"]["mb_per_s"]), name
+
     b = res["bulk"]
     assert b["checkpoints"] == 2 and b["model"] == "small"
     sep = b["methods"]["bulk_separate"]
@@ -75,4 +79,4 @@ def test_bench_small(tmp_path):
         assert "not available" in conv["error"]
 
     names = [t["target"] for t in res["targets"]]
-    assert len(names) == 9 and all(t["met"] in (True, False, None) for t in res["targets"])
+    assert len(names) == 11 and all(t["met"] in (True, False, None) for t in res["targets"])  # 9 + 2 pickle
