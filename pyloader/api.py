@@ -125,6 +125,9 @@ def torch_plan(weights, cfg=None, *, ckpt=None):
     from .torch_reader.state_dict import is_state_dict, read_yaml
 
     path = fs_str(weights)
+    if cfg is not None and not isinstance(cfg, dict) and not str(cfg).endswith((".yaml", ".yml")):
+        raise FormatError(f"{shown(path)}: a PyTorch checkpoint carries its architecture; cfg must be None (or, "
+                          f"for a plain state_dict, the model's .yaml)")
     if ckpt is None:
         ckpt = load_torch_checkpoint(path)
     if is_state_dict(ckpt):

@@ -401,7 +401,7 @@ def test_any_exception_becomes_format_error(tmp_path, monkeypatch):
             raise exc
         monkeypatch.setattr(y5, "read_yolov5", boom)
         monkeypatch.setattr(y5, "read_plan", boom)
-        monkeypatch.setattr(api, "load_torch", boom)  # the .pt dispatch, before any family reader
+        monkeypatch.setattr(api, "torch_plan", boom)  # the .pt dispatch, before any family reader
         for fn in (pyloader.read, inspect):
             msg = refused(path, type(exc).__name__, fn)
             assert len(msg) < 1000
