@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     c.add_argument("--tflite-fp16", action="store_true", help="with --format tflite: float16 weights")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    c.add_argument("-v", "--verbose", action="store_true",
+                   help="say how each output was written where the exporter ran instead of a template")
+    c.add_argument("--no-templates", dest="templates", action="store_false",
+                   help="run the format's exporter for every checkpoint (default: write the checkpoints of an "
+                        "architecture after the first from a template output where that is exact)")
     c.set_defaults(func=_convert_cmd)
 
     i = sub.add_parser(
@@ -198,8 +203,12 @@ def _convert_cmd(args) -> int:
     progress = None if args.quiet else ProgressBar()
     results = convert(args.sources, args.out_dir, cfg=args.cfg, format=args.format, fold_bn=args.fold_bn,
                       decode=args.decode, input_size=args.input_size, overwrite=args.overwrite,
-                      tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress)
+                      tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress, templates=args.templates)
     print(summary_table(results))
+    if args.verbose:
+        for r in results:
+            if getattr(r, "note", ""):
+                print(f"pyloader convert: {r.source}: {r.note}", file=sys.stderr)
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         print(f"pyloader convert: failed: {r.source}: {r.reason}", file=sys.stderr)
