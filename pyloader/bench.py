@@ -259,6 +259,61 @@ def _bulk_worker(spec: dict) -> dict:
             "peak_above_baseline_bytes": peak - base, "peak_reset": reset, "output_bytes": out_bytes}
 
 
+def _tree_bytes(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return os.path.getsize(path)
+
+
+def _bulk_format_worker(spec: dict) -> dict:
+    """pyloader.convert of every source to one format (templates on): per-checkpoint seconds, and the floor
+    for a checkpoint after the first: pyloader.read of one + writing the output's bytes to a new file."""
+    import numpy as np
+
+    import pyloader
+    from pyloader.bulk_convert import convert
+
+    sources, cfg, out, fmt = spec["sources"], spec["cfg"], spec["out"], spec["format"]
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    base = _status_bytes("VmRSS")
+    reset = _reset_peak()
+    t0 = time.perf_counter()
+    results = convert(sources, out, cfg=cfg, format=fmt, overwrite=True)
+    total = time.perf_counter() - t0
+    peak = _peak_bytes()
+    bad = [r for r in results if r.status != "converted"]
+    if bad:
+        raise RuntimeError(f"convert: {bad[0].source}: {bad[0].status}: {bad[0].reason}")
+    by_src = {r.source: r for r in results}
+    per = [by_src[s].seconds for s in sources]
+    notes = sorted({r.note for r in results if r.note})
+    nbytes = _tree_bytes(by_src[sources[-1]].output)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    read_s, write_s = [], []
+    buf = np.ones(nbytes, np.uint8)  # pre-faulted
+    for i in range(spec.get("repeat", 3) + 1):
+        a = time.perf_counter()
+        arrays = pyloader.read(sources[-1], cfg)
+        b = time.perf_counter()
+        del arrays
+        path = os.path.join(out, f"floor{i}")
+        c = time.perf_counter()
+        with open(path, "wb") as f:
+            f.write(memoryview(buf))
+        d = time.perf_counter()
+        os.unlink(path)
+        if i:
+            read_s.append(b - a)
+            write_s.append(d - c)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"total_s": total, "per_checkpoint_s": per, "first_s": per[0],
+            "median_after_first_s": statistics.median(per[1:]) if len(per) > 1 else None,
+            "read_s": statistics.median(read_s), "write_output_bytes_s": statistics.median(write_s),
+            "output_bytes": nbytes, "notes": notes, "peak_above_baseline_bytes": peak - base, "peak_reset": reset}
+
+
 def _breakdown(spec: dict) -> dict:
     """Where pyloader.load's time goes (darknet): parse, read, build, assign; and the build with zero
     initializers instead of Keras' random ones (a prototype of a cheaper build)."""
@@ -320,6 +375,9 @@ def _breakdown(spec: dict) -> dict:
 
 def worker(spec_json: str) -> None:
     spec = json.loads(spec_json)
+    if spec["method"] == "bulk_format":
+        print("@@RESULT " + json.dumps(_bulk_format_worker(spec)), flush=True)
+        return
     if spec["method"].startswith("bulk_"):
         print("@@RESULT " + json.dumps(_bulk_worker(spec)), flush=True)
         return
@@ -554,6 +612,9 @@ def bench_pt(pt, repeat):
     return sec
 
 
+BULK_FORMATS = ("keras", "weights.h5", "savedmodel", "tflite")
+
+
 def bench_bulk(name, m, count, tmp):
     from . import bench_models as BM
 
@@ -580,6 +641,16 @@ def bench_bulk(name, m, count, tmp):
             if r["save_s"]:
                 r["median_save_s"] = statistics.median(r["save_s"])
         sec["methods"][meth] = r
+    sec["formats"] = {}
+    if _have("pyloader.templates"):
+        for fmt in BULK_FORMATS:
+            _log(f"bulk/{name}/{fmt} (templates) x{count}")
+            r = _run_worker({"method": "bulk_format", "format": fmt, "sources": sources, "cfg": m["cfg"],
+                             "out": os.path.join(tmp, "bulk_out"), "repeat": 3})
+            if "error" not in r and r.get("median_after_first_s"):
+                r["floor_s"] = r["read_s"] + r["write_output_bytes_s"]
+                r["after_first_over_floor"] = r["median_after_first_s"] / r["floor_s"]
+            sec["formats"][fmt] = r
     shutil.rmtree(folder, ignore_errors=True)
     a = sec["methods"]["bulk_convert"].get("mean_per_checkpoint_s")
     b = sec["methods"]["bulk_separate"].get("mean_per_checkpoint_s")
@@ -635,6 +706,10 @@ def _targets(res: dict) -> list:
     r = per / ref if per and ref else None
     add("bulk per-checkpoint time within 2x of (weights stage + writing the output)", r, 2.0,
         None if r is None else r <= 2.0, bc.get("error", ""))
+    for fmt, f in (bulk.get("formats") or {}).items():
+        r = f.get("after_first_over_floor")
+        add(f"bulk {fmt} (templates): per checkpoint after the first within 2x of (read + writing its bytes)", r, 2.0,
+            None if r is None else r <= 2.0, f.get("error", ""))
     return t
 
 
@@ -722,6 +797,21 @@ def markdown(res: dict) -> str:
                 lines.append(f"| {meth} | {_fmt(r['total_s'])} | {_fmt(r['mean_per_checkpoint_s'])} | "
                              f"{_fmt(r.get('median_save_s'))} | {r['peak_above_baseline_bytes'] / 1e6:.0f} |")
         lines.append(f"| speedup (separate / convert) | {_fmt(bulk.get('speedup_convert_vs_separate'))} | | | |")
+        if bulk.get("formats"):
+            lines += ["", f"Per format, `pyloader.convert` of the {bulk['checkpoints']} checkpoints (templates: the "
+                      "first runs the exporter on probe weights, the others are written from its bytes); floor = "
+                      "`pyloader.read` of one checkpoint + writing the output's bytes to a new file", "",
+                      "| format | output MB | first s | median after first s | read s | write s | after first / floor "
+                      "| total s | peak MB above baseline | notes |", "|---|---|---|---|---|---|---|---|---|---|"]
+            for fmt, r in bulk["formats"].items():
+                if "error" in r:
+                    lines.append(f"| {fmt} | {r['error']} | | | | | | | | |")
+                    continue
+                lines.append(f"| {fmt} | {r['output_bytes'] / 1e6:.1f} | {_fmt(r['first_s'])} | "
+                             f"{_fmt(r.get('median_after_first_s'))} | {_fmt(r['read_s'])} | "
+                             f"{_fmt(r['write_output_bytes_s'])} | {_fmt(r.get('after_first_over_floor'))} | "
+                             f"{_fmt(r['total_s'])} | {r['peak_above_baseline_bytes'] / 1e6:.0f} | "
+                             f"{'; '.join(r.get('notes') or [])[:200]} |")
     lines += ["", "### Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
     for t in res["targets"]:
         met = "n/a" if t["met"] is None else ("met" if t["met"] else "missed")

@@ -211,8 +211,9 @@ class Template:
 
     def _bundle_fixups(self, patches: dict) -> None:
         index = bytearray(self.files[_BUNDLE_INDEX])
+        at = {off: b for off, b in patches.get(_BUNDLE_DATA, [])}
         for s in self.slots:
-            buf = next(b for off, b in patches[s.file] if off == s.offset)
+            buf = at[s.offset]
             index[s.crc_at:s.crc_at + 4] = struct.pack("<I", _mask(_crc32c(buf)))
         for off, size in self.blocks:  # block contents + type byte, masked CRC-32C after them
             index[off + size + 1:off + size + 5] = struct.pack("<I", _mask(_crc32c(bytes(index[off:off + size + 1]))))
