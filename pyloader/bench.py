@@ -314,6 +314,72 @@ def _bulk_format_worker(spec: dict) -> dict:
             "output_bytes": nbytes, "notes": notes, "peak_above_baseline_bytes": peak - base, "peak_reset": reset}
 
 
+def _backend_worker(spec: dict) -> dict:
+    """pyloader.load on this process' Keras backend (KERAS_BACKEND): first call, median of the repeats, and
+    where a load's time goes: reading (file -> arrays), the symbolic build (Keras layers, no variables
+    initialised) and creating the variables from the arrays."""
+    import gc
+
+    sys.modules.setdefault("triton", None)  # torch after TensorFlow: see tests/conftest.py
+    import keras
+
+    import pyloader
+    from pyloader.keras_blocks.assign import _matched
+
+    w, cfg = spec["weights"], spec.get("cfg")
+    if cfg:
+        from pyloader.darknet.cfg import parse_network
+        from pyloader.darknet.model import build_darknet_model, reachable_arrays
+        from pyloader.darknet.weights import read_darknet
+
+        def read():
+            net = parse_network(cfg)
+            return net, reachable_arrays(net, read_darknet(w, network=net).arrays)
+
+        def build(net):
+            return build_darknet_model(net)
+    else:
+        from pyloader.yolov5.model import build_yolov5
+        from pyloader.yolov5.weights import plan_arrays, read_plan
+
+        def read():
+            plan = read_plan(w)
+            return plan, plan_arrays(plan, True)
+
+        def build(plan):
+            return build_yolov5(plan)
+    total, parts = [], {"read": [], "build": [], "variables": []}
+    first = None
+    for i in range(spec["repeat"] + 1):
+        t0 = time.perf_counter()
+        model = pyloader.load(w, cfg) if cfg else pyloader.load(w)
+        t = time.perf_counter() - t0
+        del model
+        _clear_keras()
+        if i == 0:
+            first = t
+            continue
+        total.append(t)
+        a = time.perf_counter()
+        arch, arrays = read()
+        b = time.perf_counter()
+        with keras.StatelessScope(initialize_variables=False):
+            model = build(arch)
+        c = time.perf_counter()
+        for v, arr in _matched(model, arrays, w).values():
+            v._initialize(arr)
+        d = time.perf_counter()
+        parts["read"].append(b - a)
+        parts["build"].append(c - b)
+        parts["variables"].append(d - c)
+        del model, arrays
+        _clear_keras()
+        gc.collect()
+    return {"backend": keras.backend.backend(), "first_call_s": first, "warm_s": total,
+            "warm_median_s": statistics.median(total),
+            "breakdown_s": {k: statistics.median(v) for k, v in parts.items()}}
+
+
 def _breakdown(spec: dict) -> dict:
     """Where pyloader.load's time goes (darknet): parse, read, build, assign; and the build with zero
     initializers instead of Keras' random ones (a prototype of a cheaper build)."""
@@ -375,6 +441,9 @@ def _breakdown(spec: dict) -> dict:
 
 def worker(spec_json: str) -> None:
     spec = json.loads(spec_json)
+    if spec["method"] == "backend_load":
+        print("@@RESULT " + json.dumps(_backend_worker(spec)), flush=True)
+        return
     if spec["method"] == "bulk_format":
         print("@@RESULT " + json.dumps(_bulk_format_worker(spec)), flush=True)
         return
@@ -427,7 +496,7 @@ def worker(spec_json: str) -> None:
 
 def _run_worker(spec: dict, timeout: float = 3600) -> dict:
     code = "import sys; from pyloader.bench import worker; worker(sys.argv[1])"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore", **spec.get("env", {}))
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
                        timeout=timeout, env=env)
@@ -615,6 +684,24 @@ def bench_pt(pt, repeat):
 BULK_FORMATS = ("keras", "weights.h5", "savedmodel", "tflite")
 
 
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def bench_backends(targets: dict, repeat: int) -> dict:
+    """pyloader.load per Keras backend for each {label: (weights, cfg or None)}."""
+    sec = {}
+    for label, (w, cfg) in targets.items():
+        sec[label] = {}
+        for b in BACKENDS:
+            if b != "tensorflow" and not _have(b):
+                sec[label][b] = {"error": f"{b} is not installed"}
+                continue
+            _log(f"backends/{label}/{b}")
+            sec[label][b] = _run_worker({"method": "backend_load", "weights": w, "cfg": cfg, "repeat": repeat,
+                                         "env": {"KERAS_BACKEND": b}})
+    return sec
+
+
 def bench_bulk(name, m, count, tmp):
     from . import bench_models as BM
 
@@ -782,6 +869,21 @@ def markdown(res: dict) -> str:
                 lines.append(f"| {meth} | {_fmt(r.get('warm_median_s'))} | {_fmt(r.get('first_call_s'))} | "
                              f"{r['peak_above_baseline_bytes'] / 1e6:.0f} |")
         lines.append(f"| speedup (yolov5 TF / pyloader) | {_fmt(pt.get('speedup_pyloader_vs_yolov5_tf'))} | | |")
+    lines += ["", "### pyloader.load per Keras backend", ""]
+    be = res.get("backends") or {}
+    if not be:
+        lines.append("not run (not in --sections)")
+    else:
+        lines += ["| model | backend | median s | first call s | read s | symbolic build s | create variables s |",
+                  "|---|---|---|---|---|---|---|"]
+        for label, per in be.items():
+            for b, r in per.items():
+                if "error" in r:
+                    lines.append(f"| {label} | {b} | {r['error']} | | | | |")
+                    continue
+                bd = r.get("breakdown_s") or {}
+                lines.append(f"| {label} | {b} | {_fmt(r['warm_median_s'])} | {_fmt(r['first_call_s'])} | "
+                             f"{_fmt(bd.get('read'))} | {_fmt(bd.get('build'))} | {_fmt(bd.get('variables'))} |")
     lines += ["", "### Bulk", ""]
     bulk = res.get("bulk") or {}
     if not bulk or "error" in bulk:
@@ -877,7 +979,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=os.path.join("bench", "results"),
                         help="folder for results.json, results.md, chart.png (default bench/results)")
     parser.add_argument("--sections", default=None,
-                        help="comma-separated subset of weights,model,pt,bulk (default: all; with --small: "
+                        help="comma-separated subset of weights,model,pt,backends,bulk (default: all; with --small: "
                              "weights,model,bulk)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold page cache runs")
     parser.add_argument("--bulk-count", type=int, default=None, help="checkpoints in the bulk section (default 20)")
@@ -891,7 +993,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pyloader bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_intermixed_args(argv)  # files before and after --cfg
-    default = "weights,model,bulk" if args.small else "weights,model,pt,bulk"
+    default = "weights,model,bulk" if args.small else "weights,model,pt,backends,bulk"
     sections = {s.strip() for s in (args.sections or default).split(",") if s.strip()}
     repeat = max(1, args.repeat)
     out = os.path.abspath(args.out)
@@ -899,7 +1001,7 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="pyloader-bench-", dir=args.tmp)
     cold, cold_info = (None, "skipped (--no-cold)") if args.no_cold else cold_method()
     res = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "repeat": repeat, "cold": cold, "cold_info": cold_info,
-           "machine": machine(), "models": {}, "weights": {}, "model": {}, "pt": None, "bulk": None}
+           "machine": machine(), "models": {}, "weights": {}, "model": {}, "pt": None, "bulk": None, "backends": {}}
     try:
         pt_yaml = args.pt_yaml or ("yolov5n.yaml" if args.small else "yolov5x.yaml")
         if args.files:
@@ -913,7 +1015,8 @@ def main(argv=None) -> int:
                         "cfg": os.path.abspath(cfg), "weights": os.path.abspath(f), "description": os.path.basename(f)}
         else:
             _log(f"writing the embedded models to {tmp}")
-            d = _prepare_default(tmp, args.small, "pt" in sections and _have("torch") and _have("yolov5"), pt_yaml)
+            want_pt = ("pt" in sections or "backends" in sections) and _have("torch") and _have("yolov5")
+            d = _prepare_default(tmp, args.small, want_pt, pt_yaml)
             darknet, pt = d["darknet"], d["pt"]
             for m in darknet.values():
                 m["generated"] = True
@@ -936,6 +1039,14 @@ def main(argv=None) -> int:
             else:
                 res["pt"] = {"description": pt["description"], "path": pt["path"],
                              "param_bytes": _param_bytes(pt["path"], None), **bench_pt(pt, repeat)}
+        if "backends" in sections:
+            targets = {}
+            if darknet:
+                big = "yolov4-size" if "yolov4-size" in darknet else next(iter(darknet))
+                targets[big] = (darknet[big]["weights"], darknet[big]["cfg"])
+            if pt and "error" not in pt:
+                targets[os.path.basename(pt["path"])] = (pt["path"], None)
+            res["backends"] = bench_backends(targets, repeat)
         if "bulk" in sections and darknet:
             bname = args.bulk_model or ("small" if args.small or "yolov4-size" not in darknet else "yolov4-size")
             if bname not in darknet:
