@@ -113,6 +113,12 @@ PYBIND11_MODULE(_core, m) {
         "CRC-32C (Castagnoli) of a contiguous buffer, continuing from `crc`; as TensorFlow checksums bundles.");
 
     m.def(
+        "arena_pool_clear", [] { ArenaPool::instance().clear(); },
+        "Unmap the arena kept for the next read (reads reuse the last freed one; PYLOADER_ARENA_POOL=0: none).");
+    m.def("arena_pool_bytes", [] { return ArenaPool::instance().kept_bytes(); },
+          "Bytes of the arena kept for the next read.");
+
+    m.def(
         "discard_memory",
         [](const py::array& a) { discard_pages(a.data(), std::size_t(a.nbytes())); },
         py::arg("array"),
