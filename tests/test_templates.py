@@ -150,3 +150,24 @@ def test_metadata_blobs_are_rewritten(sources, tmp_path):
     assert all(np.array_equal(v.numpy(), arrays[v.path]) for v in model.weights)
     with pytest.raises(templates.NoTemplate, match="bytes"):
         tpl.write(arrays, str(tmp_path / "bad.weights.h5"), blobs=[blob + b" "])
+
+
+def test_reads_reuse_a_freed_arena(sources):
+    """A read reuses the last freed arena; arrays still alive are never handed out again."""
+    from pyloader import _core
+
+    if "darknet" not in sources:
+        pytest.skip("no ../shared/cfg")
+    (a, b), kw = sources["darknet"]
+    first = pyloader.read(a, kw["cfg"])
+    keep = {k: v.copy() for k, v in first.items()}
+    second = pyloader.read(b, kw["cfg"])  # first is alive: a fresh arena
+    assert all(np.array_equal(first[k], keep[k]) for k in keep)
+    del second
+    assert _core.arena_pool_bytes() > 0
+    third = pyloader.read(b, kw["cfg"])  # reuses second's arena
+    assert _core.arena_pool_bytes() == 0
+    assert all(np.array_equal(first[k], keep[k]) for k in keep)
+    ref = pyloader.read(b, kw["cfg"])
+    assert all(np.array_equal(third[k], ref[k]) for k in ref)
+    _core.arena_pool_clear()
