@@ -31,8 +31,8 @@ import keras
 from keras import layers, ops
 
 from ..errors import FormatError
-from ..keras_blocks.assign import build_filled
-from .weights import ConvSpec, YoloV5Plan, plan_arrays, read_plan
+from ..keras_blocks.assign import build_streamed
+from .weights import ArrayChunks, ConvSpec, YoloV5Plan, read_plan
 
 __all__ = ["load_yolov5", "build_yolov5", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
 
@@ -258,7 +258,7 @@ def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=Non
 def load_yolov5(path, fold_bn=True, decode=False, input_size=None) -> keras.Model:
     """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
     plan = read_plan(path)
-    model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
-                         plan_arrays(plan, fold_bn), os.fspath(path), discard_arrays=True)
+    model = build_streamed(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
+                           ArrayChunks(plan, fold_bn), os.fspath(path), discard_arrays=True)
     model.class_names = list(plan.names)
     return model
