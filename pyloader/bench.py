@@ -702,7 +702,7 @@ def bench_backends(targets: dict, repeat: int) -> dict:
     return sec
 
 
-def bench_bulk(name, m, count, tmp):
+def bench_bulk(name, m, count, tmp, formats=BULK_FORMATS):
     from . import bench_models as BM
 
     folder = os.path.join(tmp, "bulk")
@@ -730,7 +730,7 @@ def bench_bulk(name, m, count, tmp):
         sec["methods"][meth] = r
     sec["formats"] = {}
     if _have("pyloader.templates"):
-        for fmt in BULK_FORMATS:
+        for fmt in formats:
             _log(f"bulk/{name}/{fmt} (templates) x{count}")
             r = _run_worker({"method": "bulk_format", "format": fmt, "sources": sources, "cfg": m["cfg"],
                              "out": os.path.join(tmp, "bulk_out"), "repeat": 3})
@@ -1052,7 +1052,9 @@ def main(argv=None) -> int:
             if bname not in darknet:
                 bname = next(iter(darknet))
             count = args.bulk_count or (2 if args.small else 20)
-            res["bulk"] = bench_bulk(bname, darknet[bname], count, tmp)
+            # --small: the cheap formats only (the SavedModel and TFLite exporters take 20 s each even there)
+            res["bulk"] = bench_bulk(bname, darknet[bname], count, tmp,
+                                     ("keras", "weights.h5") if args.small else BULK_FORMATS)
         if "pt" not in sections:
             res["pt"] = {"error": "skipped (not in --sections" + (", --small)" if args.small else ")")}
         res["targets"] = _targets(res)
