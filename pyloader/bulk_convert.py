@@ -65,6 +65,7 @@ class Result:
     seconds: float = 0.0
     bytes: int = 0
     import_seconds: float = 0.0  # the one-time framework import in the worker, not part of `seconds`
+    note: str = ""  # how it was written when that is worth saying (`pyloader convert -v`): template fallbacks
 
 
 @dataclass
@@ -82,6 +83,7 @@ class Job:
     tflite_fp16: bool = False
     bytes: int = 0
     names: str | None = None  # darknet .names file (class names)
+    template: bool = True  # write from a per-architecture template output where exact (pyloader.templates)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -243,7 +245,8 @@ def _remove(path: str) -> None:
 
 
 def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=False, input_size=None,
-            overwrite=False, tflite_fp16=False, jobs=1, executor=None, progress=None, names=None) -> list:
+            overwrite=False, tflite_fp16=False, jobs=1, executor=None, progress=None, names=None,
+            templates=True) -> list:
     """Convert checkpoints into `out_dir`; returns one Result per source (sources order, then problems).
 
     A bad checkpoint never stops the run: its Result has status 'failed' and the reason. `executor`: any
@@ -254,6 +257,8 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
     Raises ModuleNotFoundError (saying what to install) when Keras, its backend or, for savedmodel / tflite,
     TensorFlow is missing; ValueError for an executor that forks after TensorFlow or JAX was loaded, or a
     SavedModel / TFLite format under Keras' PyTorch backend.
+    templates=False runs the format's exporter for every checkpoint (by default, checkpoints of one
+    architecture after the first are written from a template output: pyloader.templates).
     """
     check_framework(format)
     check_executor(executor)
@@ -263,6 +268,8 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
     todo, results = plan_jobs(sources, out_dir, cfg=cfg, format=format, fold_bn=fold_bn, decode=decode,
                               input_size=input_size, overwrite=overwrite, tflite_fp16=tflite_fp16,
                               names=names)
+    for job in todo:
+        job.template = bool(templates)
     total = len(todo) + len(results)
     bytes_total = sum(j.bytes for j in todo) + sum(r.bytes for r in results)
     state = {"done": 0, "bytes": 0}
@@ -396,14 +403,17 @@ def run_job(job: Job) -> Result:
         imported = import_framework(job.format)
         t0 = time.perf_counter()
         model = _model_for(job)
-        _write_atomically(model, job)
+        note = _write_from_template(model, job)
+        if note is not None:
+            _write_atomically(model, job)
     except Exception as e:  # noqa: BLE001 - one bad checkpoint must not stop the run
         reason = str(e) if isinstance(e, FormatError) else error_text(e)
         if reason.startswith(job.source + ": "):  # the summary already names the source
             reason = reason[len(job.source) + 2:]
         return Result(job.source, None, "failed", reason.strip() or type(e).__name__,
                       time.perf_counter() - t0, job.bytes, imported)
-    return Result(job.source, job.output, "converted", "", time.perf_counter() - t0, job.bytes, imported)
+    return Result(job.source, job.output, "converted", "", time.perf_counter() - t0, job.bytes, imported,
+                  note or "")
 
 
 def import_framework(format: str) -> float:
@@ -454,8 +464,9 @@ class _Held:
 class _Loaded:
     """A model filled with one checkpoint's weights, held (locked) until written."""
 
-    def __init__(self, held, fill):
+    def __init__(self, held, fill, key=None, arrays=None):
         self.held, self.fill = held, fill
+        self.key, self.arrays = key, arrays  # the architecture key and the checkpoint's {variable path: array}
 
     def __enter__(self):
         model = self.held.__enter__()
@@ -509,7 +520,9 @@ def _darknet_model(job: Job):
         assign_weights(model, reachable_arrays(network, data.arrays), job.source)
         attach_metadata(model, meta)
 
-    return _Loaded(_Held(key, build), fill)
+    from .darknet.model import reachable_arrays
+
+    return _Loaded(_Held(key, build), fill, key, reachable_arrays(network, data.arrays))
 
 
 def _torch_model(job: Job):
@@ -537,7 +550,7 @@ def _torch_model(job: Job):
         attach_metadata(model, fam.model().plan_metadata(plan, size, job.source, decode=job.decode,
                                                          fold_bn=job.fold_bn))
 
-    return _Loaded(_Held(key, build), fill)
+    return _Loaded(_Held(key, build), fill, key, arrays)
 
 
 _WEIGHT_FIELDS = {"kernel", "bias", "gamma", "beta", "mean", "var"}
@@ -586,11 +599,14 @@ def _tmp_path(final: str) -> str:
     return os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}")
 
 
-def _write_atomically(loaded, job: Job) -> None:
+def _write_atomically(loaded, job: Job, write=None) -> None:
     tmp = _tmp_path(job.output)
     try:
-        with loaded as model:
-            _write(model, tmp, job)
+        if write is not None:
+            write(tmp)
+        else:
+            with loaded as model:
+                _write(model, tmp, job)
         if job.format == "savedmodel":
             _rename_folder(tmp, job.output, job.overwrite)
         else:
@@ -680,3 +696,54 @@ def _tflite_bytes(model, tmp: str, fp16: bool) -> bytes:
         return converter.convert()
     finally:
         _remove(saved)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Template outputs (pyloader.templates): the exporter runs once per architecture and format, on probe weights;
+# each checkpoint's file is then the template's bytes with its weights (and metadata blobs) put in.
+
+
+_TEMPLATES: OrderedDict = OrderedDict()  # (architecture key, format, fp16) -> Template or the reason for none
+
+
+def _metadata_blobs(job: Job, loaded, probe: bool) -> tuple:
+    """Hook for per-output metadata that a format stores (class names, source name and hash, ...): the byte
+    strings that differ per checkpoint besides the weights, each of a fixed length per architecture. With
+    probe=True, the blobs that the template export (on probe weights) wrote. None so far."""
+    return ()
+
+
+def _write_from_template(loaded, job: Job):
+    """Write job's output from its architecture's template; None when done, else why the exporter must run."""
+    from . import templates
+
+    if not job.template or job.format not in templates.FORMATS or getattr(job, "tflite_int8", False):
+        return "exporter (templates off)" if not job.template else f"exporter ({job.format})"
+    if loaded.key is None or loaded.arrays is None:
+        return "exporter (no architecture key)"
+    tkey = (loaded.key, job.format, job.tflite_fp16 if job.format == "tflite" else False)
+    with _CACHE_LOCK:
+        tpl = _TEMPLATES.get(tkey)
+    if tpl is None:
+        work = _tmp_path(os.path.join(os.path.dirname(job.output), "template"))
+        os.makedirs(work)
+        try:
+            with loaded.held as model:
+                tpl = templates.learn(job.format, model, lambda m, p: _write(m, p, job), fp16=job.tflite_fp16,
+                                      blobs=_metadata_blobs(job, loaded, True), workdir=work)
+        except templates.NoTemplate as e:
+            tpl = f"no template: {e}"
+        finally:
+            _remove(work)
+        with _CACHE_LOCK:
+            _TEMPLATES[tkey] = tpl
+            while len(_TEMPLATES) > _MODEL_CACHE_SIZE:
+                _TEMPLATES.popitem(last=False)
+    if isinstance(tpl, str):
+        return "exporter, " + tpl
+    try:
+        tpl.check(loaded.arrays)
+        _write_atomically(loaded, job, lambda tmp: tpl.write(loaded.arrays, tmp, _metadata_blobs(job, loaded, False)))
+    except templates.NoTemplate as e:
+        return f"exporter, this checkpoint: {e}"
+    return None
