@@ -464,9 +464,10 @@ class _Held:
 class _Loaded:
     """A model filled with one checkpoint's weights, held (locked) until written."""
 
-    def __init__(self, held, fill, key=None, arrays=None):
+    def __init__(self, held, fill, key=None, arrays=None, meta=None):
         self.held, self.fill = held, fill
         self.key, self.arrays = key, arrays  # the architecture key and the checkpoint's {variable path: array}
+        self.meta = meta  # meta(input size (h, w)) -> this checkpoint's metadata, as `fill` attaches it
 
     def __enter__(self):
         model = self.held.__enter__()
@@ -522,7 +523,7 @@ def _darknet_model(job: Job):
 
     from .darknet.model import reachable_arrays
 
-    return _Loaded(_Held(key, build), fill, key, reachable_arrays(network, data.arrays))
+    return _Loaded(_Held(key, build), fill, key, reachable_arrays(network, data.arrays), lambda size: meta)
 
 
 def _torch_model(job: Job):
@@ -541,16 +542,21 @@ def _torch_model(job: Job):
         build_family = getattr(fam.model(), fam.builder)
         return build_family(plan, fold_bn=job.fold_bn, decode=job.decode, input_size=job.input_size)
 
+    def meta(size):
+        return fam.model().plan_metadata(plan, size, job.source, decode=job.decode, fold_bn=job.fold_bn)
+
     def fill(model):
         from .keras_blocks.assign import assign_weights
         from .keras_blocks.model import attach_metadata
 
         assign_weights(model, arrays, job.source)
-        size = tuple(model.inputs[0].shape[1:3])
-        attach_metadata(model, fam.model().plan_metadata(plan, size, job.source, decode=job.decode,
-                                                         fold_bn=job.fold_bn))
+        attach_metadata(model, meta(_input_size(model)))
 
-    return _Loaded(_Held(key, build), fill, key, arrays)
+    return _Loaded(_Held(key, build), fill, key, arrays, meta)
+
+
+def _input_size(model) -> tuple:
+    return tuple(int(v) for v in model.inputs[0].shape[1:3])
 
 
 _WEIGHT_FIELDS = {"kernel", "bias", "gamma", "beta", "mean", "var"}
@@ -706,11 +712,14 @@ def _tflite_bytes(model, tmp: str, fp16: bool) -> bytes:
 _TEMPLATES: OrderedDict = OrderedDict()  # (architecture key, format, fp16) -> Template or the reason for none
 
 
-def _metadata_blobs(job: Job, loaded, probe: bool) -> tuple:
-    """Hook for per-output metadata that a format stores (class names, source name and hash, ...): the byte
-    strings that differ per checkpoint besides the weights, each of a fixed length per architecture. With
-    probe=True, the blobs that the template export (on probe weights) wrote. None so far."""
-    return ()
+def _metadata_blobs(job: Job, meta: dict) -> list:
+    """The per-output metadata (class names, source name, size and SHA-256, ...) exactly as job's format stores
+    it: the byte strings that differ per checkpoint besides the weights. pyloader.metadata pads them to a
+    fixed length bucket, so checkpoints of one architecture give equally long blobs (one that does not is
+    written by the exporter: Template.write raises NoTemplate)."""
+    from . import metadata as M
+
+    return M.stored_blobs(M.complete(meta, job.source), job.format)
 
 
 def _write_from_template(loaded, job: Job):
@@ -719,7 +728,7 @@ def _write_from_template(loaded, job: Job):
 
     if not job.template or job.format not in templates.FORMATS or getattr(job, "tflite_int8", False):
         return "exporter (templates off)" if not job.template else f"exporter ({job.format})"
-    if loaded.key is None or loaded.arrays is None:
+    if loaded.key is None or loaded.arrays is None or loaded.meta is None:
         return "exporter (no architecture key)"
     tkey = (loaded.key, job.format, job.tflite_fp16 if job.format == "tflite" else False)
     with _CACHE_LOCK:
@@ -729,8 +738,14 @@ def _write_from_template(loaded, job: Job):
         os.makedirs(work)
         try:
             with loaded.held as model:
+                from .keras_blocks.model import attach_metadata
+
+                size = _input_size(model)
+                meta = loaded.meta(size)  # the template export carries this checkpoint's metadata: its blobs
+                attach_metadata(model, meta)
                 tpl = templates.learn(job.format, model, lambda m, p: _write(m, p, job), fp16=job.tflite_fp16,
-                                      blobs=_metadata_blobs(job, loaded, True), workdir=work)
+                                      blobs=_metadata_blobs(job, meta), workdir=work)
+                tpl.input_size = size
         except templates.NoTemplate as e:
             tpl = f"no template: {e}"
         finally:
@@ -743,7 +758,8 @@ def _write_from_template(loaded, job: Job):
         return "exporter, " + tpl
     try:
         tpl.check(loaded.arrays)
-        _write_atomically(loaded, job, lambda tmp: tpl.write(loaded.arrays, tmp, _metadata_blobs(job, loaded, False)))
+        blobs = _metadata_blobs(job, loaded.meta(tpl.input_size))
+        _write_atomically(loaded, job, lambda tmp: tpl.write(loaded.arrays, tmp, blobs))
     except templates.NoTemplate as e:
         return f"exporter, this checkpoint: {e}"
     return None

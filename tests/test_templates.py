@@ -41,8 +41,8 @@ def sources(tmp_path_factory):
             write_weights(str(d / f"dk{s}.weights"), CFG, seed=s)
         out["darknet"] = ([str(d / "dk0.weights"), str(d / "dk1.weights")], dict(cfg=CFG, input_size=(64, 96)))
     if make_pt(str(d / "v5n0.pt"), seed=0) is not None:
-        make_pt(str(d / "v5n1.pt"), seed=1)
-        out["yolov5"] = ([str(d / "v5n0.pt"), str(d / "v5n1.pt")], dict(input_size=(64, 64)))
+        make_pt(str(d / "other-v5n1.pt"), seed=1, names=lambda k: f"b{k}-name")  # other class names
+        out["yolov5"] = ([str(d / "v5n0.pt"), str(d / "other-v5n1.pt")], dict(input_size=(64, 64)))
     return out
 
 
@@ -68,16 +68,23 @@ def _keras_members(path: str) -> dict:
 
 
 SAVEDMODEL_OUTPUTS = r"""
-import sys, numpy as np, tensorflow as tf
+import json, sys, numpy as np, tensorflow as tf
 x = np.random.default_rng(0).uniform(0, 1, size=tuple(int(v) for v in sys.argv[3:])).astype(np.float32)
-outs = []
+outs, metas = [], []
 for path in sys.argv[1:3]:
-    fn = tf.saved_model.load(path).signatures["serving_default"]
-    r = fn(tf.constant(x))
+    loaded = tf.saved_model.load(path)
+    r = loaded.signatures["serving_default"](tf.constant(x))
     outs.append([r[k].numpy() for k in sorted(r)])
+    metas.append(json.loads(loaded.signatures["metadata"]()["pyloader_metadata"].numpy().decode()))
 for a, b in zip(*outs):
     assert np.array_equal(a, b), float(np.abs(a - b).max())
-print("same", len(outs[0]))
+assert metas[0] == metas[1], (metas[0]["source"], metas[1]["source"])
+print("same", len(outs[0]), json.dumps(metas[0]["source"]))
+"""
+
+KERAS_METADATA = r"""
+import json, sys, keras, pyloader
+print(json.dumps(keras.saving.load_model(sys.argv[1], compile=False).metadata))
 """
 
 
@@ -113,6 +120,28 @@ def test_template_output_is_the_exporters(sources, tmp_path, arch, fmt):
         assert p.returncode == 0 and "same" in p.stdout, p.stderr[-3000:]
     else:
         assert filecmp.cmp(mine, theirs, shallow=False)
+    _check_metadata(mine, theirs, b, fmt)
+
+
+def _check_metadata(mine: str, theirs: str, source: str, fmt: str) -> None:
+    """The template-written output carries its own checkpoint's metadata: the exporter's for that checkpoint."""
+    from pyloader.metadata import file_sha256, read_metadata
+
+    meta = read_metadata(mine)
+    assert meta == read_metadata(theirs)
+    assert meta["source"] == {"name": os.path.basename(source), "bytes": os.path.getsize(source),
+                              "sha256": file_sha256(source)}
+    if source.endswith(".pt"):
+        assert meta["class_names"][:2] == ["b0-name", "b1-name"]
+    p = subprocess.run([sys.executable, "-m", "pyloader", "inspect", "--json", mine], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout)["metadata"] == meta
+    if fmt == "keras":  # a user's fresh process: load_model restores model.metadata
+        p = subprocess.run([sys.executable, "-c", KERAS_METADATA, mine], capture_output=True, text=True,
+                           timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert json.loads(p.stdout.strip().splitlines()[-1]) == meta
 
 
 def test_exporter_fallback_says_why(sources, tmp_path):
