@@ -3,6 +3,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
+#include <utility>
 #include <new>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -20,6 +22,71 @@ inline void discard_pages(const void* p, std::size_t n) {
     if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
+// Freed arenas kept for the next read (one, the most recent): a read into memory that is already faulted in
+// skips the page faults, and with transparent huge pages the kernel's direct compaction for fresh 2 MiB pages,
+// which made the first read after another one 3-10x slower than the next. PYLOADER_ARENA_POOL=0 turns it off;
+// arena_pool_clear() unmaps what is kept.
+class ArenaPool {
+public:
+    static ArenaPool& instance() {
+        static ArenaPool pool;
+        return pool;
+    }
+    // A kept mapping of at least `bytes` (and not much larger), or {nullptr, 0}.
+    std::pair<void*, std::size_t> take(std::size_t bytes) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (kept_ != nullptr && kept_size_ >= bytes && kept_size_ <= 2 * bytes + (std::size_t(2) << 20)) {
+            auto out = std::make_pair(kept_, kept_size_);
+            kept_ = nullptr;
+            kept_size_ = 0;
+            return out;
+        }
+        return {nullptr, 0};
+    }
+    void give(void* p, std::size_t size) {
+        if (!enabled_) {
+            ::munmap(p, size);
+            return;
+        }
+        void* old = nullptr;
+        std::size_t old_size = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            old = kept_;
+            old_size = kept_size_;
+            kept_ = p;
+            kept_size_ = size;
+        }
+        if (old != nullptr) ::munmap(old, old_size);
+    }
+    void clear() {
+        void* old = nullptr;
+        std::size_t old_size = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            old = kept_;
+            old_size = kept_size_;
+            kept_ = nullptr;
+            kept_size_ = 0;
+        }
+        if (old != nullptr) ::munmap(old, old_size);
+    }
+    std::size_t kept_bytes() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return kept_size_;
+    }
+
+private:
+    ArenaPool() {
+        const char* e = std::getenv("PYLOADER_ARENA_POOL");
+        enabled_ = !(e != nullptr && e[0] == '0');
+    }
+    std::mutex mutex_;
+    void* kept_ = nullptr;
+    std::size_t kept_size_ = 0;
+    bool enabled_ = true;
+};
+
 class Arena {
 public:
     static constexpr std::size_t kAlign = 64;
@@ -34,21 +101,29 @@ public:
     // Allocate once all reservations are made: anonymous pages, transparent huge pages where the kernel
     // offers them (512x fewer page faults than 4 KiB pages; faults cost more than the transform). Pages
     // are not touched here: the worker that writes a region takes its faults, spread over the threads.
+    // A kept arena (ArenaPool) is reused when one fits: its pages are usually faulted in already.
     void allocate() {
         if (size_ == 0) return;
+        auto kept = ArenaPool::instance().take(size_);
+        if (kept.first != nullptr) {
+            base_ = static_cast<std::byte*>(kept.first);
+            mapped_ = kept.second;
+            return;
+        }
         void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) throw std::bad_alloc();
 #ifdef MADV_HUGEPAGE
         ::madvise(p, size_, MADV_HUGEPAGE);
 #endif
         base_ = static_cast<std::byte*>(p);
+        mapped_ = size_;
     }
     std::byte* at(std::size_t offset) const { return base_ + offset; }
     std::size_t size() const { return size_; }
 
     Arena() = default;
     ~Arena() {
-        if (base_ != nullptr) ::munmap(base_, size_);
+        if (base_ != nullptr) ArenaPool::instance().give(base_, mapped_);
     }
     Arena(const Arena&) = delete;
     Arena& operator=(const Arena&) = delete;
@@ -56,6 +131,7 @@ public:
 private:
     std::byte* base_ = nullptr;
     std::size_t size_ = 0;
+    std::size_t mapped_ = 0;
 };
 
 }  // namespace pyloader

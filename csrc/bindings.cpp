@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "crc32c.h"
 #include "darknet.h"
 #include "errors.h"
 #include "parallel.h"
@@ -402,6 +403,26 @@ PYBIND11_MODULE(_core, m) {
     });
 
     m.def("default_threads", &default_threads);
+
+    m.def(
+        "crc32c",
+        [](const py::buffer& data, std::uint32_t crc) {
+            py::buffer_info info = data.request();
+            if (!PyBuffer_IsContiguous(info.view(), 'C'))
+                throw std::invalid_argument("crc32c needs a C-contiguous buffer");
+            const auto* p = static_cast<const std::byte*>(info.ptr);
+            const std::size_t n = std::size_t(info.size) * std::size_t(info.itemsize);
+            py::gil_scoped_release nogil;
+            return crc32c_extend(crc, p, n);
+        },
+        py::arg("data"), py::arg("crc") = 0,
+        "CRC-32C (Castagnoli) of a contiguous buffer, continuing from `crc`; as TensorFlow checksums bundles.");
+
+    m.def(
+        "arena_pool_clear", [] { ArenaPool::instance().clear(); },
+        "Unmap the arena kept for the next read (reads reuse the last freed one; PYLOADER_ARENA_POOL=0: none).");
+    m.def("arena_pool_bytes", [] { return ArenaPool::instance().kept_bytes(); },
+          "Bytes of the arena kept for the next read.");
 
     m.def(
         "discard_memory",

@@ -284,6 +284,127 @@ def _bulk_worker(spec: dict) -> dict:
             "peak_above_baseline_bytes": peak - base, "peak_reset": reset, "output_bytes": out_bytes}
 
 
+def _tree_bytes(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return os.path.getsize(path)
+
+
+def _bulk_format_worker(spec: dict) -> dict:
+    """pyloader.convert of every source to one format (templates on): per-checkpoint seconds, and the floor
+    for a checkpoint after the first: pyloader.read of one + writing the output's bytes to a new file."""
+    import numpy as np
+
+    import pyloader
+    from pyloader.bulk_convert import convert
+
+    sources, cfg, out, fmt = spec["sources"], spec["cfg"], spec["out"], spec["format"]
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    base = _status_bytes("VmRSS")
+    reset = _reset_peak()
+    t0 = time.perf_counter()
+    results = convert(sources, out, cfg=cfg, format=fmt, overwrite=True)
+    total = time.perf_counter() - t0
+    peak = _peak_bytes()
+    bad = [r for r in results if r.status != "converted"]
+    if bad:
+        raise RuntimeError(f"convert: {bad[0].source}: {bad[0].status}: {bad[0].reason}")
+    by_src = {r.source: r for r in results}
+    per = [by_src[s].seconds for s in sources]
+    notes = sorted({r.note for r in results if r.note})
+    nbytes = _tree_bytes(by_src[sources[-1]].output)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    read_s, write_s = [], []
+    buf = np.ones(nbytes, np.uint8)  # pre-faulted
+    for i in range(spec.get("repeat", 3) + 1):
+        a = time.perf_counter()
+        arrays = pyloader.read(sources[-1], cfg)
+        b = time.perf_counter()
+        del arrays
+        path = os.path.join(out, f"floor{i}")
+        c = time.perf_counter()
+        with open(path, "wb") as f:
+            f.write(memoryview(buf))
+        d = time.perf_counter()
+        os.unlink(path)
+        if i:
+            read_s.append(b - a)
+            write_s.append(d - c)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"total_s": total, "per_checkpoint_s": per, "first_s": per[0],
+            "median_after_first_s": statistics.median(per[1:]) if len(per) > 1 else None,
+            "read_s": statistics.median(read_s), "write_output_bytes_s": statistics.median(write_s),
+            "output_bytes": nbytes, "notes": notes, "peak_above_baseline_bytes": peak - base, "peak_reset": reset}
+
+
+def _backend_worker(spec: dict) -> dict:
+    """pyloader.load on this process' Keras backend (KERAS_BACKEND): first call, median of the repeats, and
+    where a load's time goes: reading (file -> arrays), the symbolic build (Keras layers, no variables
+    initialised) and creating the variables from the arrays."""
+    import gc
+
+    sys.modules.setdefault("triton", None)  # torch after TensorFlow: see tests/conftest.py
+    import keras
+
+    import pyloader
+    from pyloader.keras_blocks.assign import _matched
+
+    w, cfg = spec["weights"], spec.get("cfg")
+    if cfg:
+        from pyloader.darknet.cfg import parse_network
+        from pyloader.darknet.model import build_darknet_model, reachable_arrays
+        from pyloader.darknet.weights import read_darknet
+
+        def read():
+            net = parse_network(cfg)
+            return net, reachable_arrays(net, read_darknet(w, network=net).arrays)
+
+        def build(net):
+            return build_darknet_model(net)
+    else:
+        from pyloader.yolov5.model import build_yolov5
+        from pyloader.yolov5.weights import plan_arrays, read_plan
+
+        def read():
+            plan = read_plan(w)
+            return plan, plan_arrays(plan, True)
+
+        def build(plan):
+            return build_yolov5(plan)
+    total, parts = [], {"read": [], "build": [], "variables": []}
+    first = None
+    for i in range(spec["repeat"] + 1):
+        t0 = time.perf_counter()
+        model = pyloader.load(w, cfg) if cfg else pyloader.load(w)
+        t = time.perf_counter() - t0
+        del model
+        _clear_keras()
+        if i == 0:
+            first = t
+            continue
+        total.append(t)
+        a = time.perf_counter()
+        arch, arrays = read()
+        b = time.perf_counter()
+        with keras.StatelessScope(initialize_variables=False):
+            model = build(arch)
+        c = time.perf_counter()
+        for v, arr in _matched(model, arrays, w).values():
+            v._initialize(arr)
+        d = time.perf_counter()
+        parts["read"].append(b - a)
+        parts["build"].append(c - b)
+        parts["variables"].append(d - c)
+        del model, arrays
+        _clear_keras()
+        gc.collect()
+    return {"backend": keras.backend.backend(), "first_call_s": first, "warm_s": total,
+            "warm_median_s": statistics.median(total),
+            "breakdown_s": {k: statistics.median(v) for k, v in parts.items()}}
+
+
 def _breakdown(spec: dict) -> dict:
     """Where pyloader.load's time goes (darknet): parse, read, build, assign; and the build with zero
     initializers instead of Keras' random ones (a prototype of a cheaper build)."""
@@ -345,6 +466,12 @@ def _breakdown(spec: dict) -> dict:
 
 def worker(spec_json: str) -> None:
     spec = json.loads(spec_json)
+    if spec["method"] == "backend_load":
+        print("@@RESULT " + json.dumps(_backend_worker(spec)), flush=True)
+        return
+    if spec["method"] == "bulk_format":
+        print("@@RESULT " + json.dumps(_bulk_format_worker(spec)), flush=True)
+        return
     if spec["method"].startswith("bulk_"):
         print("@@RESULT " + json.dumps(_bulk_worker(spec)), flush=True)
         return
@@ -394,7 +521,7 @@ def worker(spec_json: str) -> None:
 
 def _run_worker(spec: dict, timeout: float = 3600) -> dict:
     code = "import sys; from pyloader.bench import worker; worker(sys.argv[1])"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore", **spec.get("env", {}))
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
                        timeout=timeout, env=env)
@@ -672,7 +799,28 @@ def bench_ultralytics(yamls, repeat, tmp) -> dict:
     return sec
 
 
-def bench_bulk(name, m, count, tmp):
+BULK_FORMATS = ("keras", "weights.h5", "savedmodel", "tflite")
+
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def bench_backends(targets: dict, repeat: int) -> dict:
+    """pyloader.load per Keras backend for each {label: (weights, cfg or None)}."""
+    sec = {}
+    for label, (w, cfg) in targets.items():
+        sec[label] = {}
+        for b in BACKENDS:
+            if b != "tensorflow" and not _have(b):
+                sec[label][b] = {"error": f"{b} is not installed"}
+                continue
+            _log(f"backends/{label}/{b}")
+            sec[label][b] = _run_worker({"method": "backend_load", "weights": w, "cfg": cfg, "repeat": repeat,
+                                         "env": {"KERAS_BACKEND": b}})
+    return sec
+
+
+def bench_bulk(name, m, count, tmp, formats=BULK_FORMATS):
     from . import bench_models as BM
 
     folder = os.path.join(tmp, "bulk")
@@ -698,6 +846,16 @@ def bench_bulk(name, m, count, tmp):
             if r["save_s"]:
                 r["median_save_s"] = statistics.median(r["save_s"])
         sec["methods"][meth] = r
+    sec["formats"] = {}
+    if _have("pyloader.templates"):
+        for fmt in formats:
+            _log(f"bulk/{name}/{fmt} (templates) x{count}")
+            r = _run_worker({"method": "bulk_format", "format": fmt, "sources": sources, "cfg": m["cfg"],
+                             "out": os.path.join(tmp, "bulk_out"), "repeat": 3})
+            if "error" not in r and r.get("median_after_first_s"):
+                r["floor_s"] = r["read_s"] + r["write_output_bytes_s"]
+                r["after_first_over_floor"] = r["median_after_first_s"] / r["floor_s"]
+            sec["formats"][fmt] = r
     shutil.rmtree(folder, ignore_errors=True)
     a = sec["methods"]["bulk_convert"].get("mean_per_checkpoint_s")
     b = sec["methods"]["bulk_separate"].get("mean_per_checkpoint_s")
@@ -761,6 +919,10 @@ def _targets(res: dict) -> list:
     r = per / ref if per and ref else None
     add("bulk per-checkpoint time within 2x of (weights stage + writing the output)", r, 2.0,
         None if r is None else r <= 2.0, bc.get("error", ""))
+    for fmt, f in (bulk.get("formats") or {}).items():
+        r = f.get("after_first_over_floor")
+        add(f"bulk {fmt} (templates): per checkpoint after the first within 2x of (read + writing its bytes)", r, 2.0,
+            None if r is None else r <= 2.0, f.get("error", ""))
     return t
 
 
@@ -859,6 +1021,21 @@ def markdown(res: dict) -> str:
                     lines.append(f"| {name} | {meth} | {_fmt(x.get('warm_median_s'))} | {_fmt(x.get('first_call_s'))} "
                                  f"| {x['peak_above_baseline_bytes'] / 1e6:.0f} |")
             lines.append(f"| {name} | speedup (ultralytics / pyloader) | {_fmt(r.get('speedup_pyloader_vs_ultralytics'))} | | |")
+    lines += ["", "### pyloader.load per Keras backend", ""]
+    be = res.get("backends") or {}
+    if not be:
+        lines.append("not run (not in --sections)")
+    else:
+        lines += ["| model | backend | median s | first call s | read s | symbolic build s | create variables s |",
+                  "|---|---|---|---|---|---|---|"]
+        for label, per in be.items():
+            for b, r in per.items():
+                if "error" in r:
+                    lines.append(f"| {label} | {b} | {r['error']} | | | | |")
+                    continue
+                bd = r.get("breakdown_s") or {}
+                lines.append(f"| {label} | {b} | {_fmt(r['warm_median_s'])} | {_fmt(r['first_call_s'])} | "
+                             f"{_fmt(bd.get('read'))} | {_fmt(bd.get('build'))} | {_fmt(bd.get('variables'))} |")
     lines += ["", "### Bulk", ""]
     bulk = res.get("bulk") or {}
     if not bulk or "error" in bulk:
@@ -874,6 +1051,21 @@ def markdown(res: dict) -> str:
                 lines.append(f"| {meth} | {_fmt(r['total_s'])} | {_fmt(r['mean_per_checkpoint_s'])} | "
                              f"{_fmt(r.get('median_save_s'))} | {r['peak_above_baseline_bytes'] / 1e6:.0f} |")
         lines.append(f"| speedup (separate / convert) | {_fmt(bulk.get('speedup_convert_vs_separate'))} | | | |")
+        if bulk.get("formats"):
+            lines += ["", f"Per format, `pyloader.convert` of the {bulk['checkpoints']} checkpoints (templates: the "
+                      "first runs the exporter on probe weights, the others are written from its bytes); floor = "
+                      "`pyloader.read` of one checkpoint + writing the output's bytes to a new file", "",
+                      "| format | output MB | first s | median after first s | read s | write s | after first / floor "
+                      "| total s | peak MB above baseline | notes |", "|---|---|---|---|---|---|---|---|---|---|"]
+            for fmt, r in bulk["formats"].items():
+                if "error" in r:
+                    lines.append(f"| {fmt} | {r['error']} | | | | | | | | |")
+                    continue
+                lines.append(f"| {fmt} | {r['output_bytes'] / 1e6:.1f} | {_fmt(r['first_s'])} | "
+                             f"{_fmt(r.get('median_after_first_s'))} | {_fmt(r['read_s'])} | "
+                             f"{_fmt(r['write_output_bytes_s'])} | {_fmt(r.get('after_first_over_floor'))} | "
+                             f"{_fmt(r['total_s'])} | {r['peak_above_baseline_bytes'] / 1e6:.0f} | "
+                             f"{'; '.join(r.get('notes') or [])[:200]} |")
     lines += ["", "### Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
     for t in res["targets"]:
         met = "n/a" if t["met"] is None else ("met" if t["met"] else "missed")
@@ -943,8 +1135,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=os.path.join("bench", "results"),
                         help="folder for results.json, results.md, chart.png (default bench/results)")
     parser.add_argument("--sections", default=None,
-                        help="comma-separated subset of weights,model,pt,ultralytics,pickle,bulk (default: all; "
-                             "with --small: weights,model,pickle,bulk)")
+                        help="comma-separated subset of weights,model,pt,ultralytics,pickle,backends,bulk (default: "
+                             "all; with --small: weights,model,pickle,bulk)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold page cache runs")
     parser.add_argument("--bulk-count", type=int, default=None, help="checkpoints in the bulk section (default 20)")
     parser.add_argument("--bulk-model", default=None, help="embedded model for the bulk section (default "
@@ -960,7 +1152,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pyloader bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_intermixed_args(argv)  # files before and after --cfg
-    default = "weights,model,pickle,bulk" if args.small else "weights,model,pt,ultralytics,pickle,bulk"
+    default = "weights,model,pickle,bulk" if args.small else "weights,model,pt,ultralytics,pickle,backends,bulk"
     sections = {s.strip() for s in (args.sections or default).split(",") if s.strip()}
     repeat = max(1, args.repeat)
     out = os.path.abspath(args.out)
@@ -969,8 +1161,7 @@ def main(argv=None) -> int:
     cold, cold_info = (None, "skipped (--no-cold)") if args.no_cold else cold_method()
     res = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "repeat": repeat, "cold": cold, "cold_info": cold_info,
            "machine": machine(), "models": {}, "weights": {}, "model": {}, "pt": None, "ultralytics": None,
-           "pickle": None,
-           "bulk": None}
+           "pickle": None, "bulk": None, "backends": {}}
     try:
         pt_yaml = args.pt_yaml or ("yolov5n.yaml" if args.small else "yolov5x.yaml")
         if args.files:
@@ -984,7 +1175,8 @@ def main(argv=None) -> int:
                         "cfg": os.path.abspath(cfg), "weights": os.path.abspath(f), "description": os.path.basename(f)}
         else:
             _log(f"writing the embedded models to {tmp}")
-            d = _prepare_default(tmp, args.small, "pt" in sections and _have("torch") and _have("yolov5"), pt_yaml)
+            want_pt = ("pt" in sections or "backends" in sections) and _have("torch") and _have("yolov5")
+            d = _prepare_default(tmp, args.small, want_pt, pt_yaml)
             darknet, pt = d["darknet"], d["pt"]
             for m in darknet.values():
                 m["generated"] = True
@@ -1017,12 +1209,22 @@ def main(argv=None) -> int:
             res["ultralytics"] = {"error": "skipped (not in --sections" + (", --small)" if args.small else ")")}
         if "pickle" in sections:
             res["pickle"] = bench_pickle(pt, repeat, args.small)
+        if "backends" in sections:
+            targets = {}
+            if darknet:
+                big = "yolov4-size" if "yolov4-size" in darknet else next(iter(darknet))
+                targets[big] = (darknet[big]["weights"], darknet[big]["cfg"])
+            if pt and "error" not in pt:
+                targets[os.path.basename(pt["path"])] = (pt["path"], None)
+            res["backends"] = bench_backends(targets, repeat)
         if "bulk" in sections and darknet:
             bname = args.bulk_model or ("small" if args.small or "yolov4-size" not in darknet else "yolov4-size")
             if bname not in darknet:
                 bname = next(iter(darknet))
             count = args.bulk_count or (2 if args.small else 20)
-            res["bulk"] = bench_bulk(bname, darknet[bname], count, tmp)
+            # --small: the cheap formats only (the SavedModel and TFLite exporters take 20 s each even there)
+            res["bulk"] = bench_bulk(bname, darknet[bname], count, tmp,
+                                     ("keras", "weights.h5") if args.small else BULK_FORMATS)
         if "pt" not in sections:
             res["pt"] = {"error": "skipped (not in --sections" + (", --small)" if args.small else ")")}
         res["targets"] = _targets(res)

@@ -66,6 +66,7 @@ class Result:
     bytes: int = 0
     import_seconds: float = 0.0  # the one-time framework import in the worker, not part of `seconds`
     verify: float | None = None  # with verify=True: max relative difference of the written output
+    note: str = ""  # how it was written when that is worth saying (`pyloader convert -v`): template fallbacks
 
 
 @dataclass
@@ -88,6 +89,8 @@ class Job:
     int8_io: bool = False  # with int8: integer input and outputs too
     calibration: str | None = None
     verify: bool = False  # run the written output in its own runtime and compare with the model
+    template: bool = True  # write from a per-architecture template output where exact (pyloader.templates)
+    verified: float | None = None  # set when a template-written output was verified
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -282,7 +285,7 @@ def _remove(path: str) -> None:
 
 def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=False, input_size=None,
             overwrite=False, tflite_fp16=False, jobs=1, executor=None, progress=None, names=None, nms=None,
-            int8=False, int8_io=False, calibration=None, verify=False) -> list:
+            int8=False, int8_io=False, calibration=None, verify=False, templates=True) -> list:
     """Convert checkpoints into `out_dir`; returns one Result per source (sources order, then problems).
 
     A bad checkpoint never stops the run: its Result has status 'failed' and the reason. `executor`: any
@@ -297,6 +300,8 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
     int8 weights and activations calibrated on the images in the folder `calibration`; int8_io: integer input
     and outputs as well. verify: run each written output in its own runtime on one image and compare it with
     the model (Result.verify: max relative difference; a failed check fails the source, nothing is written).
+    templates=False runs the format's exporter for every checkpoint (by default, checkpoints of one
+    architecture after the first are written from a template output: pyloader.templates).
     """
     check_framework(format)
     check_executor(executor)
@@ -308,6 +313,8 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
                               input_size=input_size, overwrite=overwrite, tflite_fp16=tflite_fp16,
                               names=names, nms=nms, int8=int8, int8_io=int8_io, calibration=calibration,
                               verify=verify)
+    for job in todo:
+        job.template = bool(templates)
     total = len(todo) + len(results)
     bytes_total = sum(j.bytes for j in todo) + sum(r.bytes for r in results)
     state = {"done": 0, "bytes": 0}
@@ -454,7 +461,11 @@ def run_job(job: Job) -> Result:
         imported = import_framework(job.format)
         t0 = time.perf_counter()
         model = _model_for(job)
-        diff = _write_atomically(model, job)
+        diff, note = None, _write_from_template(model, job)
+        if note is not None:
+            diff = _write_atomically(model, job)
+        elif job.verify:
+            diff = job.verified
     except Exception as e:  # noqa: BLE001 - one bad checkpoint must not stop the run
         reason = str(e) if isinstance(e, FormatError) else error_text(e)
         if reason.startswith(job.source + ": "):  # the summary already names the source
@@ -462,7 +473,7 @@ def run_job(job: Job) -> Result:
         return Result(job.source, None, "failed", reason.strip() or type(e).__name__,
                       time.perf_counter() - t0, job.bytes, imported)
     return Result(job.source, job.output, "converted", "", time.perf_counter() - t0, job.bytes, imported,
-                  verify=diff)
+                  verify=diff, note=note or "")
 
 
 def import_framework(format: str) -> float:
@@ -513,8 +524,10 @@ class _Held:
 class _Loaded:
     """A model filled with one checkpoint's weights, held (locked) until written."""
 
-    def __init__(self, held, fill):
+    def __init__(self, held, fill, key=None, arrays=None, meta=None):
         self.held, self.fill = held, fill
+        self.key, self.arrays = key, arrays  # the architecture key and the checkpoint's {variable path: array}
+        self.meta = meta  # meta(input size (h, w)) -> this checkpoint's metadata, as `fill` attaches it
 
     def __enter__(self):
         model = self.held.__enter__()
@@ -570,7 +583,9 @@ def _darknet_model(job: Job):
         assign_weights(model, reachable_arrays(network, data.arrays), job.source)
         attach_metadata(model, _nms_metadata(meta, job))
 
-    return _Loaded(_Held(key, build), fill)
+    from .darknet.model import reachable_arrays
+
+    return _Loaded(_Held(key, build), fill, key, reachable_arrays(network, data.arrays), lambda size: meta)
 
 
 def _torch_model(job: Job):
@@ -595,16 +610,21 @@ def _torch_model(job: Job):
             model = family_nms(fam.name, model, job.nms, job.source)
         return model
 
+    def meta(size):
+        return fam.model().plan_metadata(plan, size, job.source, decode=job.decode, fold_bn=job.fold_bn)
+
     def fill(model):
         from .keras_blocks.assign import assign_weights
         from .keras_blocks.model import attach_metadata
 
         assign_weights(model, arrays, job.source)
-        size = tuple(model.inputs[0].shape[1:3])
-        attach_metadata(model, _nms_metadata(fam.model().plan_metadata(plan, size, job.source, decode=job.decode,
-                                                                       fold_bn=job.fold_bn), job))
+        attach_metadata(model, meta(_input_size(model)))
 
-    return _Loaded(_Held(key, build), fill)
+    return _Loaded(_Held(key, build), fill, key, arrays, meta)
+
+
+def _input_size(model) -> tuple:
+    return tuple(int(v) for v in model.inputs[0].shape[1:3])
 
 
 _WEIGHT_FIELDS = {"kernel", "bias", "gamma", "beta", "mean", "var"}
@@ -653,15 +673,22 @@ def _tmp_path(final: str) -> str:
     return os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}")
 
 
-def _write_atomically(loaded, job: Job):
-    """Write, verify (with job.verify; returns the difference, else None) and rename into place."""
+def _write_atomically(loaded, job: Job, write=None):
+    """Write (with the model, or by `write(tmp)`: a template), verify (with job.verify; returns the difference,
+    else None) and rename into place."""
     tmp = _tmp_path(job.output)
     diff = None
     try:
-        with loaded as model:
-            _write(model, tmp, job)
+        if write is not None:
+            write(tmp)
             if job.verify:
-                diff = _verify(model, tmp, job)
+                with loaded as model:
+                    diff = _verify(model, tmp, job)
+        else:
+            with loaded as model:
+                _write(model, tmp, job)
+                if job.verify:
+                    diff = _verify(model, tmp, job)
         if job.format == "savedmodel":
             _rename_folder(tmp, job.output, job.overwrite)
         else:
@@ -800,3 +827,64 @@ def _tflite_bytes(model, tmp: str, fp16: bool, int8=None) -> bytes:
         return converter.convert()
     finally:
         _remove(saved)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Template outputs (pyloader.templates): the exporter runs once per architecture and format, on probe weights;
+# each checkpoint's file is then the template's bytes with its weights (and metadata blobs) put in.
+
+
+_TEMPLATES: OrderedDict = OrderedDict()  # (architecture key, format, fp16) -> Template or the reason for none
+
+
+def _metadata_blobs(job: Job, meta: dict) -> list:
+    """The per-output metadata (class names, source name, size and SHA-256, ...) exactly as job's format stores
+    it: the byte strings that differ per checkpoint besides the weights. pyloader.metadata pads them to a
+    fixed length bucket, so checkpoints of one architecture give equally long blobs (one that does not is
+    written by the exporter: Template.write raises NoTemplate)."""
+    from . import metadata as M
+
+    return M.stored_blobs(M.complete(meta, job.source), job.format)
+
+
+def _write_from_template(loaded, job: Job):
+    """Write job's output from its architecture's template; None when done, else why the exporter must run."""
+    from . import templates
+
+    if not job.template or job.format not in templates.FORMATS or job.int8:
+        return "exporter (templates off)" if not job.template else f"exporter ({job.format})"
+    if loaded.key is None or loaded.arrays is None or loaded.meta is None:
+        return "exporter (no architecture key)"
+    tkey = (loaded.key, job.format, job.tflite_fp16 if job.format == "tflite" else False)
+    with _CACHE_LOCK:
+        tpl = _TEMPLATES.get(tkey)
+    if tpl is None:
+        work = _tmp_path(os.path.join(os.path.dirname(job.output), "template"))
+        os.makedirs(work)
+        try:
+            with loaded.held as model:
+                from .keras_blocks.model import attach_metadata
+
+                size = _input_size(model)
+                meta = loaded.meta(size)  # the template export carries this checkpoint's metadata: its blobs
+                attach_metadata(model, meta)
+                tpl = templates.learn(job.format, model, lambda m, p: _write(m, p, job), fp16=job.tflite_fp16,
+                                      blobs=_metadata_blobs(job, meta), workdir=work)
+                tpl.input_size = size
+        except templates.NoTemplate as e:
+            tpl = f"no template: {e}"
+        finally:
+            _remove(work)
+        with _CACHE_LOCK:
+            _TEMPLATES[tkey] = tpl
+            while len(_TEMPLATES) > _MODEL_CACHE_SIZE:
+                _TEMPLATES.popitem(last=False)
+    if isinstance(tpl, str):
+        return "exporter, " + tpl
+    try:
+        tpl.check(loaded.arrays)
+        blobs = _metadata_blobs(job, loaded.meta(tpl.input_size))
+        job.verified = _write_atomically(loaded, job, lambda tmp: tpl.write(loaded.arrays, tmp, blobs))
+    except templates.NoTemplate as e:
+        return f"exporter, this checkpoint: {e}"
+    return None

@@ -86,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: class0, class1, ...)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     c.add_argument("-v", "--verbose", action="store_true",
-                   help="keep TensorFlow's own log lines (silenced by default)")
+                   help="keep TensorFlow's own log lines (silenced by default) and say how each output was "
+                        "written where the exporter ran instead of a template")
+    c.add_argument("--no-templates", dest="templates", action="store_false",
+                   help="run the format's exporter for every checkpoint (default: write the checkpoints of an "
+                        "architecture after the first from a template output where that is exact)")
     _add_detect_options(c)
     c.set_defaults(func=_convert_cmd)
 
@@ -310,13 +314,18 @@ def _convert_run(args) -> int:
                       decode=args.decode, input_size=args.input_size, overwrite=args.overwrite,
                       tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress, names=args.names,
                       nms=nms, int8=args.int8, int8_io=args.int8_io, calibration=args.calibration,
-                      verify=args.verify)
+                      verify=args.verify,
+                      templates=args.templates)
     for r in results:
         r.reason = cli_reason(r.reason)
     print(summary_table(results))
     imported = max((r.import_seconds for r in results), default=0.0)
     if imported:
         print(f"framework import: {imported:.1f} s (once per process; not in the times above)")
+    if args.verbose:
+        for r in results:
+            if getattr(r, "note", ""):
+                print(f"pyloader convert: {r.source}: {r.note}", file=sys.stderr)
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         print(f"pyloader convert: failed: {r.source}: {r.reason}", file=sys.stderr)

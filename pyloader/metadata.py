@@ -6,10 +6,11 @@ writer that patches weights into a previously exported file rewrites only those 
 SHA-256 to the first save, `complete`); `read_metadata(path)` reads it back from
 any output (without importing TensorFlow or Keras).
 
-Where it lives, per format (the JSON text is the same everywhere, key `pyloader_metadata`):
+Where it lives, per format (the JSON text is the same everywhere, key `pyloader_metadata`; it is padded with
+trailing spaces to a multiple of BUCKET bytes, see `to_json`, so that a template output can patch it in place):
 
 * in memory: `model.metadata` (dict) and `model.class_names` (pyloader.keras_blocks.model.DetectionModel);
-* `.keras`: `config.json` -> `config` -> `pyloader_metadata`; restored on `keras.saving.load_model` wherever
+* `.keras`: `config.json` -> `config` -> `pyloader_metadata` (the JSON text as a string); restored on `keras.saving.load_model` wherever
   pyloader is imported (the registered `pyloader>DetectionModel`), ignored by plain Keras;
 * `.weights.h5`: the HDF5 root attribute `pyloader_metadata` (a JSON string);
 * SavedModel: `assets.extra/pyloader_metadata.json` (the SavedModel convention for files beside the graph)
@@ -207,8 +208,39 @@ def ultralytics_metadata(plan, input_size, source=None, *, decode=False, fold_bn
     return with_source(meta, source, digest) if source is not None else meta
 
 
+BUCKET = 4096  # stored metadata is padded with trailing spaces to a multiple of this many bytes
+
+
+def _padded(text: str, escaped_len: int) -> str:
+    return text + " " * (-escaped_len % BUCKET)
+
+
 def to_json(meta: dict) -> str:
-    return json.dumps(meta, sort_keys=False, separators=(",", ":"))
+    """The stored JSON text (ASCII): compact, padded with trailing spaces to a multiple of BUCKET bytes, so that
+    checkpoints of one architecture store equally long metadata (template outputs patch it in place)."""
+    text = json.dumps(meta, sort_keys=False, separators=(",", ":"), ensure_ascii=True)
+    return _padded(text, len(text))
+
+
+def config_text(meta: dict) -> str:
+    """The JSON text kept in a .keras config (a string value): padded so that its escaped form in config.json
+    (json.dumps of the string, quotes included, as Keras writes it) is a multiple of BUCKET bytes."""
+    text = json.dumps(meta, sort_keys=False, separators=(",", ":"), ensure_ascii=True)
+    return _padded(text, len(json.dumps(text)))
+
+
+def stored_blobs(meta: dict, fmt: str) -> list:
+    """The metadata's bytes exactly as a `fmt` output stores them (pyloader.templates' per-checkpoint blobs)."""
+    if fmt == "keras":
+        return [json.dumps(config_text(meta)).encode()]
+    return [to_json(meta).encode()]
+
+
+def parse(value):
+    """A stored metadata value (a dict, or JSON text as written by to_json / config_text) as a dict."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    return json.loads(value) if isinstance(value, str) else value
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -284,13 +316,13 @@ def read_metadata(path) -> dict | None:
 
         with zipfile.ZipFile(path) as z:
             config = json.loads(z.read("config.json"))
-        return (config.get("config") or {}).get(KEY)
+        return parse((config.get("config") or {}).get(KEY))
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         import h5py
 
         with h5py.File(path, "r") as f:
             v = f.attrs.get(KEY)
-        return None if v is None else json.loads(v if isinstance(v, str) else v.decode())
+        return None if v is None else parse(v)
     if head[4:8] == b"TFL3":
         with open(path, "rb") as f:
             return _tflite_metadata(f.read())

@@ -78,5 +78,11 @@ def test_bench_small(tmp_path):
     else:
         assert "not available" in conv["error"]
 
+    formats = b.get("formats") or {}
+    assert sorted(formats) == ["keras", "weights.h5"]  # --small: the cheap formats
+    for f in formats.values():
+        assert "error" not in f, f
+        assert len(f["per_checkpoint_s"]) == 2 and _positive(f["after_first_over_floor"]), f
+
     names = [t["target"] for t in res["targets"]]
-    assert len(names) == 11 and all(t["met"] in (True, False, None) for t in res["targets"])  # 9 + 2 pickle
+    assert len(names) == 11 + len(formats) and all(t["met"] in (True, False, None) for t in res["targets"])  # 9 + 2 pickle + bulk formats

@@ -34,8 +34,9 @@ def run_cli(*args, timeout=600, **kw):
                           timeout=timeout, env=env, **kw)
 
 
-def make_pt(path, seed=0):
-    """A YOLOv5n checkpoint saved as YOLOv5's train.py does, or None without torch/yolov5."""
+def make_pt(path, seed=0, names=None):
+    """A YOLOv5n checkpoint saved as YOLOv5's train.py does (class names c0.. unless `names` maps k to one), or
+    None without torch/yolov5."""
     try:
         import torch
         import yolov5.models.yolo as Y5Y
@@ -55,7 +56,7 @@ def make_pt(path, seed=0):
             elif isinstance(m, torch.nn.BatchNorm2d):
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
-    model.names = [f"c{k}" for k in range(model.yaml["nc"])]
+    model.names = [names(k) if names else f"c{k}" for k in range(model.yaml["nc"])]
     torch.save({"epoch": 3, "model": copy.deepcopy(model).half(), "ema": copy.deepcopy(model).half()}, path)
     return path
 

@@ -68,3 +68,53 @@ def build_filled(build, arrays: dict, source: str, *, discard_arrays: bool = Fal
         pending = global_state.get_global_attribute("uninitialized_variables", [])
         global_state.set_global_attribute("uninitialized_variables", [v for v in pending if id(v) not in ours])
     return model
+
+
+def build_streamed(build, chunks, source: str, *, discard_arrays: bool = False):
+    """Like build_filled, but the arrays come in chunks ({path: array} per layer, from an iterable) made
+    while the variables are created: only one chunk's arrays exist at a time, so a load's peak is about the
+    variables plus one layer. After each chunk, `chunks.done(chunk)` (if the iterable has it) may hand back
+    what the chunk was made from (file pages). Every variable must get exactly one array of its shape."""
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:  # pragma: no cover - other Keras layouts
+        global_state = None
+    if global_state is None or not hasattr(keras, "StatelessScope"):
+        arrays = {}
+        for chunk in chunks:
+            arrays.update(chunk)
+        model = build()
+        assign_weights(model, arrays, source)
+        return model
+    with keras.StatelessScope(initialize_variables=False):
+        model = build()
+    variables = {v.path: v for v in model.weights}
+    ours = {id(v) for v in variables.values()}
+    done: set = set()
+    discard = discard_arrays and keras.backend.backend() == "tensorflow"
+    if discard:
+        from .. import _core
+    try:
+        for chunk in chunks:
+            for path, a in chunk.items():
+                v = variables.get(path)
+                if v is None or path in done:
+                    what = "has no variable" if v is None else "comes twice"
+                    raise FormatError(f"{source}: the checkpoint's arrays do not match the model: {path} {what}")
+                if tuple(v.shape) != tuple(a.shape):
+                    raise FormatError(f"{source}: {path}: expected shape {tuple(v.shape)}, got {tuple(a.shape)}")
+                v._initialize(a)
+                v._initializer = None
+                done.add(path)
+                if discard:
+                    _core.discard_memory(a)
+            if hasattr(chunks, "done"):
+                chunks.done(chunk)
+        missing = sorted(set(variables) - done)
+        if missing:
+            raise FormatError(f"{source}: the checkpoint's arrays do not match the model: {len(missing)} model "
+                              f"variables have no array (first: {missing[:3]})")
+    finally:  # take ours off Keras' list of variables still waiting for their initializer
+        pending = global_state.get_global_attribute("uninitialized_variables", [])
+        global_state.set_global_attribute("uninitialized_variables", [v for v in pending if id(v) not in ours])
+    return model

@@ -28,11 +28,11 @@ class DetectionModel(keras.Model):
         config = super().get_config()
         meta = getattr(self, "metadata", None)
         if meta:
-            from ..metadata import complete
+            from ..metadata import complete, config_text
 
             meta = complete(_plain(meta), getattr(self, "_pyloader_source_path", None))
             attach_metadata(self, meta)
-            config[METADATA_KEY] = meta
+            config[METADATA_KEY] = config_text(meta)  # JSON text of a fixed length bucket (templates)
         return config
 
     @classmethod
@@ -40,7 +40,9 @@ class DetectionModel(keras.Model):
         meta = config.get(METADATA_KEY)
         model = super().from_config({k: v for k, v in config.items() if k != METADATA_KEY}, custom_objects)
         if meta:
-            attach_metadata(model, meta)
+            from ..metadata import parse
+
+            attach_metadata(model, parse(meta))
         return model
 
 

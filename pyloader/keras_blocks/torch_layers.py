@@ -31,6 +31,9 @@ class Hardswish(layers.Layer):
     def call(self, x):
         return x * ops.relu6(x + 3.0) / 6.0
 
+    def compute_output_shape(self, input_shape):  # no trace of call() while building
+        return tuple(input_shape)
+
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class TorchMaxPool2D(layers.Layer):
@@ -46,6 +49,13 @@ class TorchMaxPool2D(layers.Layer):
             x = ops.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=float("-inf"))
         return ops.max_pool(x, self.kernel, self.stride, padding="valid")
 
+    def compute_output_shape(self, s):  # without it Keras runs a real max-pool while building (slow on torch)
+        def out(n, k, st, p):
+            return None if n is None else (n + 2 * p - k) // st + 1
+
+        return (s[0], out(s[1], self.kernel[0], self.stride[0], self.padding[0]),
+                out(s[2], self.kernel[1], self.stride[1], self.padding[1]), s[3])
+
     def get_config(self):
         return {**super().get_config(), "kernel": self.kernel, "stride": self.stride, "padding": self.padding}
 
@@ -58,6 +68,12 @@ class FocusSpaceToDepth(layers.Layer):
         return ops.concatenate(
             [x[:, ::2, ::2, :], x[:, 1::2, ::2, :], x[:, ::2, 1::2, :], x[:, 1::2, 1::2, :]], axis=-1
         )
+
+    def compute_output_shape(self, s):
+        if any(n is not None and n % 2 for n in s[1:3]):
+            raise ValueError(f"Focus needs an even height and width; got {tuple(s[1:3])}")
+        return (s[0], None if s[1] is None else s[1] // 2, None if s[2] is None else s[2] // 2,
+                None if s[3] is None else 4 * s[3])
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
@@ -85,6 +101,10 @@ class YoloV5Decode(layers.Layer):
             y = ops.concatenate([xy, wh, y[..., 4:]], axis=-1)
             outs.append(ops.reshape(y, (-1, self.na * ny * nx, no)))
         return ops.concatenate(outs, axis=1)
+
+    def compute_output_shape(self, shapes):
+        cells = sum(int(s[1]) * int(s[2]) for s in shapes)
+        return (shapes[0][0], self.na * cells, self.nc + 5)
 
     def get_config(self):
         return {**super().get_config(), "na": self.na, "nc": self.nc, "strides": self.strides, "anchors": self.anchors}

@@ -33,7 +33,7 @@ from keras import layers, ops
 
 from ..boundary import short_repr
 from ..errors import FormatError
-from ..keras_blocks.assign import build_filled
+from ..keras_blocks.assign import build_streamed
 from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
 from ..keras_blocks.torch_layers import (
     FocusSpaceToDepth, Hardswish, TorchMaxPool2D, YoloV5Decode, activation as _activation, conv as _conv, max_pool_layer,
@@ -41,7 +41,7 @@ from ..keras_blocks.torch_layers import (
 from ..metadata import output_names, yolov5_metadata
 
 plan_metadata = yolov5_metadata  # the family's metadata (pyloader.metadata), as bulk_convert asks each family
-from .weights import YoloV5Plan, plan_arrays, read_plan
+from .weights import ArrayChunks, YoloV5Plan, read_plan
 
 __all__ = ["load_yolov5", "build_yolov5", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
 
@@ -146,8 +146,9 @@ def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=Non
 
 def model_from_plan(plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
     """The model of a plan, built and filled; `model.metadata` / `model.class_names` describe it."""
-    model = build_filled(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
-                         plan_arrays(plan, fold_bn), plan.path, discard_arrays=True)
+    # One conv's arrays at a time (and its file pages dropped once copied): a load's peak is about the variables.
+    model = build_streamed(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
+                           ArrayChunks(plan, fold_bn), plan.path, discard_arrays=True)
     size = tuple(model.inputs[0].shape[1:3])
     attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
                     plan.path)
