@@ -186,7 +186,8 @@ def nms_metadata(meta: dict, options: dict) -> dict:
     meta["outputs"] = [
         {"name": "boxes", "shape": [None, options["max_det"], 4],
          "layout": "x1, y1, x2, y2 in input pixels; rows past num_detections are 0"},
-        {"name": "scores", "shape": [None, options["max_det"]], "layout": "objectness x class probability"},
+        {"name": "scores", "shape": [None, options["max_det"]],
+         "layout": "class probability" if meta.get("family") == "ultralytics" else "objectness x class probability"},
         {"name": "classes", "shape": [None, options["max_det"]], "layout": "int32 class id, -1 past num_detections"},
         {"name": "num_detections", "shape": [None], "layout": "int32 detections kept per image"},
     ]
