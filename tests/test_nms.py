@@ -5,6 +5,9 @@
   or `cv2.dnn.NMSBoxes` (class-agnostic).
 - YOLOv5: the `yolov5` package's PyTorch model on the same checkpoint; its decoded output goes through the
   package's `non_max_suppression` and through torchvision's `batched_nms`.
+- Ultralytics (yolov8n, 80 classes, no objectness) and YOLOv7 (yolov7-tiny, 3 classes): likewise, the
+  `ultralytics` package's `non_max_suppression` / `yolov7detect`'s, and torchvision, on the PyTorch model's
+  decoded output.
 
 The networks are yolov3-tiny (3 classes) and yolov5n (3 classes) with random well-scaled weights, the head
 convolutions' objectness and class biases raised so that each image has tens of boxes above the score
@@ -204,6 +207,120 @@ def test_yolov5_nms_matches_yolov5_and_torchvision(yolov5_case, agnostic):
                    what + " vs torchvision")
             counts.append(len(keep))
     print(f"yolov5 agnostic={agnostic}: (candidates, kept) {counts}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ultralytics (YOLOv8) and YOLOv7 against their own packages' NMS and torchvision
+
+ULTRA_SIZE = (96, 128)
+YOLOV7_SIZE = (128, 160)
+
+
+def _torchvision_nms(xywh, conf, cls, agnostic):
+    import torch
+    import torchvision
+
+    sel = conf > SCORE
+    xy, wh = xywh[sel, :2], xywh[sel, 2:4]
+    boxes = torch.cat([xy - wh / 2, xy + wh / 2], 1)
+    keep = (torchvision.ops.nms(boxes, conf[sel], IOU) if agnostic
+            else torchvision.ops.batched_nms(boxes, conf[sel], cls[sel], IOU))[:300]
+    return int(sel.sum()), (boxes[keep].numpy(), conf[sel][keep].numpy(), cls[sel][keep].numpy())
+
+
+def _check_family(path, pred, size, images, agnostic, family_nms, torchvision_inputs, what):
+    """pred: the reference model's decoded output; family_nms(pred) -> per-image [n, 6] (xyxy, conf, cls)."""
+    want = family_nms(pred)
+    model = pyloader.load(path, input_size=size, nms={"iou": IOU, "score": SCORE, "agnostic": agnostic})
+    counts = []
+    for use_tf_op in (None, False):
+        model.get_layer("nms").use_tf_op = use_tf_op
+        outs = dict(zip(model.output_names, model(images)))
+        for i in range(len(images)):
+            got = _ours(outs, i)
+            d = want[i].numpy()
+            w = f"{what} image {i} agnostic={agnostic} tf_op={use_tf_op}"
+            _match(got, (d[:, :4], d[:, 4], d[:, 5].astype(int)), size, w + " vs own NMS")
+            n, tv = _torchvision_nms(*torchvision_inputs(pred[i]), agnostic)
+            _match(got, tv, size, w + " vs torchvision")
+            counts.append((n, len(tv[1])))
+    print(f"{what} agnostic={agnostic}: (candidates, kept) {counts}")
+
+
+@pytest.fixture(scope="module")
+def ultralytics_case(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("ultralytics")
+    from pyloader.bench_models import write_ultralytics_checkpoint
+
+    path = str(tmp_path_factory.mktemp("nms_ultra") / "v8n.pt")
+    write_ultralytics_checkpoint(path, "yolov8n.yaml", seed=5)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    with torch.no_grad():  # lower the class logits: 80 classes put every anchor over the threshold
+        for seq in ckpt["ema"].model[-1].cv3:
+            seq[-1].bias -= 2.5
+    torch.save(ckpt, path)
+    return path, copy.deepcopy(ckpt["ema"]).float().eval()
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_ultralytics_nms_matches_ultralytics_and_torchvision(ultralytics_case, agnostic):
+    import torch
+    try:
+        from ultralytics.utils.nms import non_max_suppression
+    except ImportError:  # older ultralytics
+        from ultralytics.utils.ops import non_max_suppression
+
+    path, ref = ultralytics_case
+    images = _images(3, ULTRA_SIZE, seed=4)
+    with torch.no_grad():
+        pred = ref(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))[0]  # [B, 4 + nc, anchors]
+
+    def tv_inputs(p):  # [4 + nc, anchors]: no objectness
+        p = p.T
+        conf, cls = p[:, 4:].max(1)
+        return p[:, :4], conf, cls
+
+    _check_family(path, pred, ULTRA_SIZE, images, agnostic,
+                  lambda p: non_max_suppression(p.clone(), SCORE, IOU, agnostic=agnostic, max_det=300),
+                  tv_inputs, "ultralytics yolov8n")
+
+
+@pytest.fixture(scope="module")
+def yolov7_case(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("yolov7")
+    import yolov7_archs as ARCH
+    from test_yolov7_reference import build_torch_model, save_checkpoint
+
+    model = build_torch_model(ARCH.yolov7_tiny(nc=NC), seed=7)
+    with torch.no_grad():  # wider boxes, lower objectness (as for YOLOv5)
+        for conv in model.model[-1].m:
+            b = conv.bias.view(3, 5 + NC)
+            b[:, 2:4] += 1.0
+            b[:, 4] -= 1.0
+    path = str(tmp_path_factory.mktemp("nms_yolov7") / "y7tiny.pt")
+    saved = save_checkpoint(model, path)
+    return path, copy.deepcopy(saved).float().eval()
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_yolov7_nms_matches_yolov7_and_torchvision(yolov7_case, agnostic):
+    import torch
+    from yolov7.utils.general import non_max_suppression
+
+    path, ref = yolov7_case
+    images = _images(3, YOLOV7_SIZE, seed=6)
+    with torch.no_grad():
+        pred = ref(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))[0]
+
+    def tv_inputs(p):
+        conf, cls = (p[:, 5:] * p[:, 4:5]).max(1)
+        return p[:, :4], conf, cls
+
+    _check_family(path, pred, YOLOV7_SIZE, images, agnostic,
+                  lambda p: non_max_suppression(p.clone(), SCORE, IOU, agnostic=agnostic),
+                  tv_inputs, "yolov7-tiny")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -186,7 +186,8 @@ def nms_metadata(meta: dict, options: dict) -> dict:
     meta["outputs"] = [
         {"name": "boxes", "shape": [None, options["max_det"], 4],
          "layout": "x1, y1, x2, y2 in input pixels; rows past num_detections are 0"},
-        {"name": "scores", "shape": [None, options["max_det"]], "layout": "objectness x class probability"},
+        {"name": "scores", "shape": [None, options["max_det"]],
+         "layout": "class probability" if meta.get("family") == "ultralytics" else "objectness x class probability"},
         {"name": "classes", "shape": [None, options["max_det"]], "layout": "int32 class id, -1 past num_detections"},
         {"name": "num_detections", "shape": [None], "layout": "int32 detections kept per image"},
     ]
@@ -194,10 +195,11 @@ def nms_metadata(meta: dict, options: dict) -> dict:
 
 
 # How each .pt family's decode=True output feeds DetectionNMS (checked against the family's own NMS before a
-# family is listed): YOLOv5 [B, boxes, 5 + nc] in pixels with objectness. Darknet is wired in darknet/model.py
-# (normalised boxes). An anchor-free family ([B, 4 + nc, anchors], no objectness) would be
-# dict(layout="xywh_cls", channels_first=True).
-FAMILY_LAYOUTS = {"yolov5": dict(layout="xywh_obj_cls")}
+# family is listed, tests/test_nms.py): YOLOv5 and YOLOv7 [B, boxes, 5 + nc] in pixels with objectness;
+# Ultralytics [B, 4 + nc, anchors] in pixels, class probabilities without objectness. Darknet is wired in
+# darknet/model.py (normalised boxes).
+FAMILY_LAYOUTS = {"yolov5": dict(layout="xywh_obj_cls"), "yolov7": dict(layout="xywh_obj_cls"),
+                  "ultralytics": dict(layout="xywh_cls", channels_first=True)}
 
 
 def family_nms(family: str, model, options: dict, source: str = ""):
