@@ -62,6 +62,15 @@ def attach_metadata(model, meta: dict, source_path=None) -> None:
         model._pyloader_source_path = str(source_path)
 
 
+def attach_plan_metadata(model, plan, plan_metadata, *, decode: bool, fold_bn: bool):
+    """attach_metadata for a .pt family's filled model: `plan_metadata(plan, input size, source, ...)` is the
+    family's metadata function; the source is hashed at the first save. Returns the model."""
+    size = tuple(int(v) for v in model.inputs[0].shape[1:3])
+    attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
+                    plan.path)
+    return model
+
+
 def name_outputs(outputs, names):
     """Each output tensor through an Identity layer named `names[i]`: the model's output names."""
     single = not isinstance(outputs, (list, tuple))

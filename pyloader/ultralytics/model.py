@@ -31,7 +31,7 @@ import keras
 from keras import layers, ops
 
 from ..keras_blocks.assign import build_filled
-from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
+from ..keras_blocks.model import DetectionModel, attach_metadata, attach_plan_metadata, name_outputs
 from ..metadata import output_names, ultralytics_metadata as plan_metadata
 from ..keras_blocks.torch_layers import conv as _conv, max_pool_layer
 from .weights import UltralyticsPlan, plan_arrays, read_plan
@@ -249,10 +249,7 @@ def model_from_plan(plan, *, fold_bn=True, decode=False, input_size=None) -> ker
     """The model of a plan, built and filled; `model.metadata` / `model.class_names` describe it."""
     model = build_filled(lambda: build_ultralytics(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
                          plan_arrays(plan, fold_bn), plan.path, discard_arrays=True)
-    size = tuple(model.inputs[0].shape[1:3])
-    attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
-                    plan.path)
-    return model
+    return attach_plan_metadata(model, plan, plan_metadata, decode=decode, fold_bn=fold_bn)
 
 
 def load_ultralytics(path, fold_bn=True, decode=False, input_size=None, ckpt=None) -> keras.Model:

@@ -25,7 +25,7 @@ from ..boundary import short_repr
 from ..errors import FormatError
 from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
-from ..torch_reader.modules import maxpool, sequence
+from ..torch_reader.modules import maxpool, select_model, sequence  # ema when not None, else model (as Ultralytics)
 from ..torch_reader.pickle_reader import Record
 
 __all__ = ["read_ultralytics", "read_plan", "UltralyticsPlan"]
@@ -247,18 +247,6 @@ def _make_divisible(x, divisor=8) -> int:
 _KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C2": "C2", "C3": "C3", "SPPF": "SPPF",
           "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect"}
 _ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA"}  # n is their inner block count, not a Sequential of repeats
-
-
-def select_model(ckpt, path) -> Record:
-    """`ema` when present and not None, else `model` (Ultralytics' attempt_load_one_weight)."""
-    if isinstance(ckpt, Record):
-        return ckpt
-    if not isinstance(ckpt, dict):
-        raise FormatError(f"{path}: expected a checkpoint dict or a model, found {type(ckpt).__name__}")
-    model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
-    if not isinstance(model, Record):
-        raise FormatError(f"{path}: checkpoint has no model: 'ema' and 'model' are {type(model).__name__}")
-    return model
 
 
 def _imgsz(model: Record, ckpt) -> int:

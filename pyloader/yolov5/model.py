@@ -34,7 +34,7 @@ from keras import layers, ops
 from ..boundary import short_repr
 from ..errors import FormatError
 from ..keras_blocks.assign import build_streamed
-from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
+from ..keras_blocks.model import DetectionModel, attach_metadata, attach_plan_metadata, name_outputs
 from ..keras_blocks.torch_layers import (
     FocusSpaceToDepth, Hardswish, TorchMaxPool2D, YoloV5Decode, activation as _activation, conv as _conv, max_pool_layer,
 )
@@ -149,10 +149,7 @@ def model_from_plan(plan, *, fold_bn=True, decode=False, input_size=None) -> ker
     # One conv's arrays at a time (and its file pages dropped once copied): a load's peak is about the variables.
     model = build_streamed(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
                            ArrayChunks(plan, fold_bn), plan.path, discard_arrays=True)
-    size = tuple(model.inputs[0].shape[1:3])
-    attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
-                    plan.path)
-    return model
+    return attach_plan_metadata(model, plan, plan_metadata, decode=decode, fold_bn=fold_bn)
 
 
 def load_yolov5(path, fold_bn=True, decode=False, input_size=None, ckpt=None) -> keras.Model:

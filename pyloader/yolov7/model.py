@@ -25,7 +25,7 @@ from keras import layers
 from ..boundary import short_repr
 from ..errors import FormatError
 from ..keras_blocks.assign import build_filled
-from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
+from ..keras_blocks.model import DetectionModel, attach_metadata, attach_plan_metadata, name_outputs
 from ..keras_blocks.torch_layers import (
     FocusSpaceToDepth, YoloV5Decode, activation as torch_activation, conv as _conv, max_pool_layer,
 )
@@ -141,10 +141,7 @@ def build_yolov7(plan: YoloV7Plan, *, fold_bn=True, decode=False, input_size=Non
 def model_from_plan(plan: YoloV7Plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
     model = build_filled(lambda: build_yolov7(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
                          plan_arrays(plan, fold_bn), plan.path, discard_arrays=True)
-    size = tuple(model.inputs[0].shape[1:3])
-    attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
-                    plan.path)
-    return model
+    return attach_plan_metadata(model, plan, plan_metadata, decode=decode, fold_bn=fold_bn)
 
 
 def load_yolov7(path, fold_bn=True, decode=False, input_size=None, ckpt=None) -> keras.Model:
