@@ -122,7 +122,178 @@ std::string type_name(PyObject* o) {
 struct PickleHooks {
     PyObject *resolve_global, *reduce, *record_new, *newobj_ex, *build, *persistent_load, *text_value,
         *numpy_array_type, *format_error, *allowed_calls, *check_key;
+    // The policy functions with a fast path here (pickle_reader's rebuild_tensor, _rebuild_parameter,
+    // _ordered_dict, _set) and its Storage class.
+    PyObject *rebuild_tensor, *rebuild_parameter, *ordered_dict, *set, *storage_type;
+    // When persistent_load is a checkpoint.ZipStorages: its buf, records, cache and entry_where, and the
+    // StorageType class (else all null).
+    PyObject *zip_buf = nullptr, *zip_records = nullptr, *zip_cache = nullptr, *zip_entry_where = nullptr,
+             *storage_type_class = nullptr;
 };
+
+// A non-negative int below 2^63 (an exact int, not a bool or a subclass), else false with no error set.
+bool small_index(PyObject* o, std::uint64_t* out) {
+    if (!PyLong_CheckExact(o)) return false;
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return false;
+    }
+    if (overflow || v < 0) return false;
+    *out = std::uint64_t(v);
+    return true;
+}
+
+// pickle_reader.rebuild_tensor(storage, offset, size, stride, ...) in the case every checkpoint tensor takes,
+// without calling Python: a read-only numpy view of storage.array (its base), bounds-checked by
+// strided_view_fits. Returns nullptr with no error set when the case is anything else (the Python function then
+// decides and words any refusal), nullptr with an error set when Python itself fails (memory).
+PyObject* fast_tensor_view(const PickleHooks& h, PyObject* args) {
+    if (PyTuple_GET_SIZE(args) < 4) return nullptr;
+    PyObject *storage = PyTuple_GET_ITEM(args, 0), *size = PyTuple_GET_ITEM(args, 2),
+             *stride = PyTuple_GET_ITEM(args, 3);
+    if (reinterpret_cast<PyObject*>(Py_TYPE(storage)) != h.storage_type || !PyTuple_CheckExact(size) ||
+        !PyTuple_CheckExact(stride))
+        return nullptr;
+    constexpr Py_ssize_t max_dims = 32;  // numpy 1.x's limit; checkpoints use at most 5
+    const Py_ssize_t nd = PyTuple_GET_SIZE(size);
+    if (nd != PyTuple_GET_SIZE(stride) || nd > max_dims) return nullptr;
+    std::uint64_t offset = 0, numel = 0, sz[max_dims], st[max_dims];
+    if (!small_index(PyTuple_GET_ITEM(args, 1), &offset)) return nullptr;
+    for (Py_ssize_t k = 0; k < nd; ++k)
+        if (!small_index(PyTuple_GET_ITEM(size, k), &sz[k]) || !small_index(PyTuple_GET_ITEM(stride, k), &st[k]))
+            return nullptr;
+    static PyObject* numel_name = PyUnicode_InternFromString("numel");
+    static PyObject* array_name = PyUnicode_InternFromString("array");
+    if (!numel_name || !array_name) return nullptr;
+    PyObject* numel_obj = PyObject_GetAttr(storage, numel_name);
+    if (!numel_obj) {
+        PyErr_Clear();
+        return nullptr;
+    }
+    const bool numel_ok = small_index(numel_obj, &numel);
+    Py_DECREF(numel_obj);
+    if (!numel_ok) return nullptr;
+    PyObject* base = PyObject_GetAttr(storage, array_name);
+    if (!base) {
+        PyErr_Clear();
+        return nullptr;
+    }
+    auto& api = py::detail::npy_api::get();
+    py::object hold = py::reinterpret_steal<py::object>(base);
+    if (Py_TYPE(base) != api.PyArray_Type_) return nullptr;
+    const auto arr = py::reinterpret_borrow<py::array>(base);
+    if (arr.ndim() != 1 || !(arr.flags() & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) ||
+        std::uint64_t(arr.shape(0)) < numel)
+        return nullptr;
+    const auto itemsize = std::uint64_t(arr.itemsize());
+    if (!strided_view_fits(offset, sz, st, std::size_t(nd), numel, itemsize)) return nullptr;
+    Py_intptr_t dims[max_dims], strides[max_dims];
+    for (Py_ssize_t k = 0; k < nd; ++k) {
+        dims[k] = Py_intptr_t(sz[k]);
+        strides[k] = Py_intptr_t(st[k] * itemsize);  // below 2^63: checked
+    }
+    const char* data = static_cast<const char*>(arr.data()) + offset * itemsize;
+    py::dtype dt = arr.dtype();
+    // flags 0: read-only, as every tensor; numpy works out contiguity and alignment itself
+    PyObject* out = api.PyArray_NewFromDescr_(api.PyArray_Type_, dt.release().ptr(), int(nd), dims, strides,
+                                              const_cast<char*>(data), 0, nullptr);
+    if (!out) return nullptr;
+    Py_INCREF(base);
+    if (api.PyArray_SetBaseObject_(out, base) < 0) {
+        Py_DECREF(out);
+        return nullptr;
+    }
+    return out;
+}
+
+// checkpoint.ZipStorages(pid) in its plain case, without calling Python: ('storage', StorageType, key, location,
+// numel) for a key not seen before whose record holds the storage; the Storage made is the one __call__ makes
+// (a read-only view of the record, the same `where`) and goes in the cache. nullptr with no error set: call it
+// (also for an empty storage).
+PyObject* fast_zip_storage(const PickleHooks& h, PyObject* pid) {
+    if (!h.zip_buf || !PyTuple_CheckExact(pid) || PyTuple_GET_SIZE(pid) != 5) return nullptr;
+    PyObject *tag = PyTuple_GET_ITEM(pid, 0), *stype = PyTuple_GET_ITEM(pid, 1), *key = PyTuple_GET_ITEM(pid, 2);
+    std::uint64_t numel = 0, offset = 0, size = 0;
+    if (!PyUnicode_CheckExact(tag) || PyUnicode_CompareWithASCIIString(tag, "storage") != 0 ||
+        reinterpret_cast<PyObject*>(Py_TYPE(stype)) != h.storage_type_class || !PyUnicode_CheckExact(key) ||
+        !small_index(PyTuple_GET_ITEM(pid, 4), &numel))
+        return nullptr;
+    const int cached = PyDict_Contains(h.zip_cache, key);
+    if (cached != 0) {
+        if (cached < 0) PyErr_Clear();
+        return nullptr;
+    }
+    PyObject* rec = PyDict_GetItemWithError(h.zip_records, key);  // borrowed
+    if (!rec) {
+        PyErr_Clear();
+        return nullptr;
+    }
+    if (!PyTuple_CheckExact(rec) || PyTuple_GET_SIZE(rec) != 2 || !small_index(PyTuple_GET_ITEM(rec, 0), &offset) ||
+        !small_index(PyTuple_GET_ITEM(rec, 1), &size))
+        return nullptr;
+    static PyObject* dtype_name = PyUnicode_InternFromString("dtype");
+    if (!dtype_name) return nullptr;
+    py::object dt = py::reinterpret_steal<py::object>(PyObject_GetAttr(stype, dtype_name));
+    if (!dt) {
+        PyErr_Clear();
+        return nullptr;
+    }
+    auto& api = py::detail::npy_api::get();
+    if (!api.PyArrayDescr_Check_(dt.ptr())) return nullptr;
+    const auto itemsize = std::uint64_t(py::reinterpret_borrow<py::dtype>(dt).itemsize());
+    std::uint64_t need = 0;
+    // (an empty storage takes the Python path: numpy places an empty slice at the start of the map)
+    if (numel == 0 || itemsize == 0 || __builtin_mul_overflow(numel, itemsize, &need) || size < need) return nullptr;
+    const auto buf = py::reinterpret_borrow<py::array>(h.zip_buf);
+    if (!range_inside(offset, need, std::uint64_t(buf.shape(0)))) return nullptr;
+    Py_intptr_t dims[1] = {Py_intptr_t(numel)};
+    Py_intptr_t strides[1] = {Py_intptr_t(itemsize)};
+    const char* data = static_cast<const char*>(buf.data()) + offset;
+    PyObject* arr = api.PyArray_NewFromDescr_(api.PyArray_Type_, dt.inc_ref().ptr(), 1, dims, strides,
+                                              const_cast<char*>(data), 0, nullptr);  // read-only
+    if (!arr) return nullptr;
+    Py_INCREF(h.zip_buf);
+    if (api.PyArray_SetBaseObject_(arr, h.zip_buf) < 0) {
+        Py_DECREF(arr);
+        return nullptr;
+    }
+    py::object view = py::reinterpret_steal<py::object>(arr);
+    py::object where = py::reinterpret_steal<py::object>(PyUnicode_Concat(h.zip_entry_where, key));
+    if (!where) return nullptr;
+    py::object quote = py::reinterpret_steal<py::object>(PyUnicode_FromString("'"));
+    if (!quote) return nullptr;
+    where = py::reinterpret_steal<py::object>(PyUnicode_Concat(where.ptr(), quote.ptr()));
+    if (!where) return nullptr;
+    py::object n = py::reinterpret_steal<py::object>(PyLong_FromUnsignedLongLong(numel));
+    if (!n) return nullptr;
+    PyObject* argv[5] = {dt.ptr(), key, n.ptr(), view.ptr(), where.ptr()};
+    PyObject* storage = PyObject_Vectorcall(h.storage_type, argv, 5, nullptr);
+    if (storage && PyDict_SetItem(h.zip_cache, key, storage) < 0) Py_CLEAR(storage);
+    return storage;
+}
+
+// The allow-listed calls that checkpoints make thousands of times, done here when the arguments are the plain
+// case: nullptr with no error set means "call the Python function" (which also words any refusal).
+PyObject* fast_call(const PickleHooks& h, PyObject* fn, PyObject* args) {
+    const Py_ssize_t n = PyTuple_GET_SIZE(args);
+    if (fn == h.rebuild_tensor) return fast_tensor_view(h, args);
+    if (fn == h.rebuild_parameter && n >= 1 &&
+        Py_TYPE(PyTuple_GET_ITEM(args, 0)) == py::detail::npy_api::get().PyArray_Type_) {
+        PyObject* data = PyTuple_GET_ITEM(args, 0);
+        Py_INCREF(data);
+        return data;
+    }
+    if (fn == h.ordered_dict && n == 0) return PyDict_New();  // OrderedDict(): an empty dict, nothing copied
+    if (fn == h.set && n == 1) {  // set([]): nothing to copy or check
+        PyObject* items = PyTuple_GET_ITEM(args, 0);
+        if ((PyList_CheckExact(items) && PyList_GET_SIZE(items) == 0) ||
+            (PyTuple_CheckExact(items) && PyTuple_GET_SIZE(items) == 0))
+            return PySet_New(nullptr);
+    }
+    return nullptr;
+}
 
 // The value a container or STOP receives: a numpy array built by _reconstruct + BUILD is unwrapped.
 PyObject* finish_value(const PickleHooks& h, PyObject* v) {
@@ -165,6 +336,8 @@ bool key_ok(const PickleHooks& h, PyObject* k, const char* what) {
 
 // Returns the Python result of a program: ("ok", value, end), ("error", pos, op, exception) for a failure at an
 // effect, or ("vm", pos, op, unsafe, message) for a malformed pickle whose earlier effects all succeeded.
+py::object h_attr(const py::handle& o, const char* name) { return o.attr(name); }
+
 py::tuple replay_pickle(const PickleProgram& P, const std::byte* data, const PickleHooks& h) {
     PyValues val(P.events.size());
     PyObject** V = val.v.data();
@@ -278,7 +451,12 @@ py::tuple replay_pickle(const PickleProgram& P, const std::byte* data, const Pic
                         if (reinterpret_cast<PyObject*>(Py_TYPE(PyTuple_GET_ITEM(args, k))) == h.numpy_array_type)
                             direct = false;
                 }
-                r = direct ? PyObject_Call(fn, args, nullptr) : call(h.reduce, {fn, args});
+                if (direct) {
+                    r = fast_call(h, fn, args);
+                    if (!r && !PyErr_Occurred()) r = PyObject_Call(fn, args, nullptr);
+                } else {
+                    r = call(h.reduce, {fn, args});
+                }
                 break;
             }
             case PickleKind::NewObj: {
@@ -302,7 +480,10 @@ py::tuple replay_pickle(const PickleProgram& P, const std::byte* data, const Pic
                 Py_XDECREF(name);
                 break;
             }
-            case PickleKind::PersId: r = call(h.persistent_load, {V[R[0]]}); break;
+            case PickleKind::PersId:
+                r = fast_zip_storage(h, V[R[0]]);
+                if (!r && !PyErr_Occurred()) r = call(h.persistent_load, {V[R[0]]});
+                break;
             case PickleKind::Build: {
                 PyObject* res = call(h.build, {V[R[0]], V[R[1]]});
                 ok = res != nullptr;
@@ -602,11 +783,35 @@ PYBIND11_MODULE(_core, m) {
             const std::uint64_t size = std::uint64_t(info.size);
             end = std::min(end, size);
             start = std::min(start, end);
-            if (hooks.size() != 11 || !PyTuple_Check(hooks[9].ptr()))
-                throw std::invalid_argument("run_pickle: 11 hooks expected");
+            if (hooks.size() != 12 || !PyTuple_Check(hooks[9].ptr()) || !PyTuple_Check(hooks[11].ptr()) ||
+                PyTuple_GET_SIZE(hooks[11].ptr()) != 7)
+                throw std::invalid_argument("run_pickle: 12 hooks expected");
+            const py::tuple fast = hooks[11];
             PickleHooks h{hooks[0].ptr(), hooks[1].ptr(), hooks[2].ptr(), hooks[3].ptr(), hooks[4].ptr(),
                           hooks[5].ptr(), hooks[6].ptr(), hooks[7].ptr(), hooks[8].ptr(), hooks[9].ptr(),
-                          hooks[10].ptr()};
+                          hooks[10].ptr(), fast[0].ptr(), fast[1].ptr(), fast[2].ptr(), fast[3].ptr(),
+                          fast[4].ptr()};
+            py::object zip_buf, zip_records, zip_cache, zip_entry_where;  // hold them while the replay runs
+            if (reinterpret_cast<PyObject*>(Py_TYPE(h.persistent_load)) == fast[5].ptr()) {
+                zip_buf = h_attr(hooks[5], "buf");
+                zip_records = h_attr(hooks[5], "records");
+                zip_cache = h_attr(hooks[5], "cache");
+                zip_entry_where = h_attr(hooks[5], "entry_where");
+                const auto& api = py::detail::npy_api::get();
+                if (Py_TYPE(zip_buf.ptr()) == api.PyArray_Type_ &&
+                    py::reinterpret_borrow<py::array>(zip_buf).ndim() == 1 &&
+                    py::reinterpret_borrow<py::array>(zip_buf).itemsize() == 1 &&
+                    (py::reinterpret_borrow<py::array>(zip_buf).flags() &
+                     py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) &&
+                    PyDict_CheckExact(zip_records.ptr()) && PyDict_CheckExact(zip_cache.ptr()) &&
+                    PyUnicode_CheckExact(zip_entry_where.ptr())) {
+                    h.zip_buf = zip_buf.ptr();
+                    h.zip_records = zip_records.ptr();
+                    h.zip_cache = zip_cache.ptr();
+                    h.zip_entry_where = zip_entry_where.ptr();
+                    h.storage_type_class = fast[6].ptr();
+                }
+            }
             const std::byte* data = static_cast<const std::byte*>(info.ptr) + start;
             PickleLimits limits;
             limits.max_depth = max_depth;
@@ -620,6 +825,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("buffer"), py::arg("start"), py::arg("end"), py::arg("hooks"), py::arg("max_depth"),
         "Run the pickle in buffer[start:end] (pickle_vm) and build its value, calling the hooks\n"
         "(resolve_global, reduce, record_new, newobj_ex, build, persistent_load, text_value, numpy array type,\n"
-        "FormatError, the allow-listed callables) at its effects. Positions returned are relative to `start`.");
+        "FormatError, the allow-listed callables, check_key, and (rebuild_tensor, rebuild_parameter, ordered_dict, set,\n"
+        "Storage): the policy functions done natively in their plain case) at its effects. Positions returned are relative to `start`.");
     // ---- end pickle ----
 }

@@ -495,4 +495,24 @@ const char* pickle_opname(int op) {
     }
 }
 
+bool strided_view_fits(std::uint64_t offset, const std::uint64_t* size, const std::uint64_t* stride,
+                       std::size_t ndim, std::uint64_t numel, std::uint64_t itemsize) {
+    constexpr std::uint64_t limit = std::uint64_t(1) << 63;
+    if (itemsize == 0 || offset >= limit || numel >= limit) return false;
+    std::uint64_t count = 1, distinct = 1, last = offset, t = 0;
+    for (std::size_t k = 0; k < ndim; ++k) {
+        const std::uint64_t s = size[k], st = stride[k];
+        if (s == 0 || s >= limit || st >= limit) return false;  // no elements: the exact path makes the zeros
+        if (__builtin_mul_overflow(count, s, &count) || count >= limit) return false;
+        if (st != 0 && (__builtin_mul_overflow(distinct, s, &distinct) || distinct >= limit)) return false;
+        if (__builtin_mul_overflow(s - 1, st, &t) || __builtin_add_overflow(last, t, &last) || last >= limit)
+            return false;
+        if (__builtin_mul_overflow(st, itemsize, &t) || t >= limit) return false;
+    }
+    if (last >= numel || distinct > numel - offset) return false;
+    if (__builtin_mul_overflow(count, itemsize, &t) || t >= limit) return false;
+    if (__builtin_mul_overflow(last + 1, itemsize, &t) || t >= limit) return false;  // covers offset * itemsize
+    return true;
+}
+
 }  // namespace pyloader

@@ -34,7 +34,9 @@ def same(a, b, seen=None, depth=0) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, np.ndarray):
-        return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+        return (a.shape == b.shape and a.dtype == b.dtype and a.strides == b.strides and
+                all(a.flags[f] == b.flags[f] for f in ("C_CONTIGUOUS", "F_CONTIGUOUS", "WRITEABLE", "ALIGNED")) and
+                np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
     if isinstance(a, float):
         return a == b or (math.isnan(a) and math.isnan(b))
     if isinstance(a, (tuple, list)):

@@ -171,6 +171,64 @@ def test_tensors_match_torch(tmp_path, legacy):
     assert np.shares_memory(got["float"], got["view"])
 
 
+def _same_array(a, b, what):
+    assert (a.dtype, a.shape, a.strides) == (b.dtype, b.shape, b.strides), what
+    for f in ("C_CONTIGUOUS", "F_CONTIGUOUS", "WRITEABLE", "ALIGNED", "OWNDATA"):
+        assert a.flags[f] == b.flags[f], (what, f)
+    if a.size:  # the same bytes of the map (an empty tensor is a new empty array on both paths)
+        assert a.__array_interface__["data"][0] == b.__array_interface__["data"][0], what
+    np.testing.assert_array_equal(a, b, err_msg=what)
+
+
+@needs_torch
+def test_native_fast_paths_give_what_the_python_policy_gives(tmp_path, monkeypatch):
+    """The binding makes storages (ZipStorages' plain case) and tensor views (rebuild_tensor's plain case) itself:
+    the same storages and arrays (dtype, shape, strides, flags, the same bytes of the map) as the Python policy run
+    by the reference interpreter; ZipStorages.__call__ is reached only for what the fast path leaves (a storage
+    seen before)."""
+    from pyloader.torch_reader import checkpoint
+    from pyloader.torch_reader.pickle_reader import load_pickle, load_pickle_reference
+
+    base = torch.randn(6, 10)
+    obj = {"half": torch.randn(3, 4, 5).half(), "float": base, "view": base[1:5, 2:9:3], "t": base.t(),
+           "bcast": torch.randn(3, 1).expand(3, 4), "param": torch.nn.Parameter(torch.randn(2, 3)),
+           "long": torch.arange(-5, 5), "bool": torch.tensor([True, False]), "empty": torch.zeros(0, 3),
+           "scalar": torch.tensor(3.5), "odd": torch.randn(7).half()[1:], "byte": torch.arange(5, dtype=torch.uint8)}
+    path = tmp_path / "t.pt"
+    torch.save(obj, path)
+    buf = _core.map_file(str(path))
+    index = _core.torch_zip_index(buf)
+    off, size = index["pickle"]
+
+    def read(interpreter):
+        storages = checkpoint.ZipStorages(str(path), buf, index["prefix"], index["records"])
+        value, _ = interpreter(buf, start=off, end=off + size, persistent_load=storages, where=storages.where)
+        return value, storages.cache
+
+    calls = []
+    plain_call = checkpoint.ZipStorages.__call__
+    monkeypatch.setattr(checkpoint.ZipStorages, "__call__",
+                        lambda self, pid: calls.append(pid[2]) or plain_call(self, pid))
+    got, got_storages = read(load_pickle)
+    # base's storage again for "view" and "t", and the empty one: every other first use was native
+    empty = [k for k, st in got_storages.items() if st.numel == 0]
+    again = [c for c in calls if c not in empty]
+    assert calls.count(empty[0]) == 1 and len(again) == 2 and len(set(again)) == 1, calls
+    calls.clear()
+    ref, ref_storages = read(load_pickle_reference)
+    assert len(calls) == len(obj)  # the reference calls the Python policy for each
+    assert list(got_storages) == list(ref_storages)
+    for key, s in got_storages.items():
+        r = ref_storages[key]
+        assert (type(s), s.dtype, s.key, s.numel, s.where) == (type(r), r.dtype, r.key, r.numel, r.where), key
+        assert s.where.endswith(f"t.pt: zip entry '{index['prefix']}/data/{key}'")
+        _same_array(s.array, r.array, f"storage {key}")
+    assert list(got) == list(ref)
+    for k in obj:
+        assert type(got[k]) is type(ref[k]) is np.ndarray, k
+        _same_array(got[k], ref[k], k)
+
+
 @needs_torch
 def test_legacy_storage_table_validated(tmp_path):
     """Legacy format: a storage's element count that runs past the file is a FormatError naming it."""

@@ -60,33 +60,49 @@ def _load_zip(path: str, buf: np.ndarray):
             if order.strip() != b"little":
                 raise FormatError(f"{path}: zip entry '{name}': byte order {short_repr(order[:16])}, expected b'little'")
     pkl_offset, pkl_size = index["pickle"]
-    cache: dict[str, Storage] = {}
-    pkl_where = f"{path}: zip entry '{prefix}/data.pkl'"
+    storages = ZipStorages(path, buf, prefix, records)
+    obj, _ = load_pickle(buf, start=pkl_offset, end=pkl_offset + pkl_size, persistent_load=storages,
+                         where=storages.where)
+    return obj
 
-    def persistent_load(pid):
-        stype, key, numel = _storage_pid(pid, pkl_where)
-        entry = f"{prefix}/data/{key}"
-        where = f"{path}: zip entry '{entry}'"
-        if key in cache:
-            s = cache[key]
+
+class ZipStorages:
+    """The persistent_load of a zip checkpoint: ('storage', type, key, location, numel) -> a `Storage` viewing the
+    record `<prefix>/data/<key>` (zero-copy), one per key, checked against the record's size.
+
+    The native pickle replay (pickle_native) does the plain case itself from these attributes (a 5-tuple id of a
+    key not seen before whose record is big enough: the same Storage, `where` and view) and calls this object
+    for anything else, so `__call__` is the definition and words every refusal.
+    """
+
+    __slots__ = ("buf", "records", "cache", "where", "entry_where")
+
+    def __init__(self, path: str, buf: np.ndarray, prefix: str, records: dict):
+        self.buf = buf
+        self.records = records  # key -> (offset, size), validated by the zip index
+        self.cache: dict[str, Storage] = {}
+        self.where = f"{path}: zip entry '{prefix}/data.pkl'"
+        self.entry_where = f"{path}: zip entry '{prefix}/data/"  # + key + "'"
+
+    def __call__(self, pid):
+        stype, key, numel = _storage_pid(pid, self.where)
+        where = f"{self.entry_where}{key}'"
+        if key in self.cache:
+            s = self.cache[key]
             if s.dtype != stype.dtype:
                 raise FormatError(f"{where}: viewed as {s.dtype} and as {stype.dtype}")
             return s
-        if key not in records:
+        if key not in self.records:
             raise FormatError(f"{where}: the pickle refers to storage '{key}', but the archive has no such record")
-        offset, size = records[key]
+        offset, size = self.records[key]
         need = numel * stype.dtype.itemsize
         if size < need:
             raise FormatError(
                 f"{where}: {stype.name} of {numel} elements needs {need} bytes, the record holds {size}"
             )
-        arr = buf[offset : offset + need].view(stype.dtype)
-        s = cache[key] = Storage(stype.dtype, key, numel, arr, where)
+        arr = self.buf[offset : offset + need].view(stype.dtype)
+        s = self.cache[key] = Storage(stype.dtype, key, numel, arr, where)
         return s
-
-    obj, _ = load_pickle(buf, start=pkl_offset, end=pkl_offset + pkl_size, persistent_load=persistent_load,
-                         where=pkl_where)
-    return obj
 
 
 def _load_legacy(path: str, buf: np.ndarray):

@@ -18,6 +18,7 @@ from .. import _core
 from ..boundary import MAX_NESTING, error_text
 from ..errors import FormatError, UnsafePickleError
 from . import pickle_reader as _pr
+from .checkpoint import ZipStorages as _ZipStorages
 
 __all__ = ["load_pickle"]
 
@@ -68,6 +69,13 @@ def _text_value(op: int, s: bytes):
     return codecs.decode(s, "raw-unicode-escape")  # V
 
 
+# Policy functions the binding runs natively in the plain case every checkpoint takes (a tensor view of a
+# storage, a parameter, an empty OrderedDict or set; a zip checkpoint's storage when persistent_load is a
+# checkpoint.ZipStorages), falling back to these Python functions for anything else.
+_FAST = (_pr.rebuild_tensor, _pr._rebuild_parameter, _pr._ordered_dict, _pr._set, _pr.Storage, _ZipStorages,
+         _pr.StorageType)
+
+
 def _no_storages(pid):
     raise FormatError("a persistent id, but this pickle has no storages")
 
@@ -100,7 +108,7 @@ def load_pickle(data, *, start: int = 0, end: int | None = None, persistent_load
     lo, hi, _ = slice(start, end).indices(len(buf))
     hooks = (_pr.resolve_global, _reduce, _pr._record_new, _newobj_ex, _build,
              persistent_load if persistent_load is not None else _no_storages, _text_value, _pr._NumpyArray,
-             FormatError, tuple(_pr._ALLOWED_CALLS), _pr.check_key)
+             FormatError, tuple(_pr._ALLOWED_CALLS), _pr.check_key, _FAST)
     with _pr.pickle_budget(max(lo, hi) - lo):
         out = _core.run_pickle(buf, lo, max(lo, hi), hooks, MAX_NESTING)
     if out[0] == "ok":
