@@ -457,3 +457,15 @@ def test_repeated_unknown_option_still_refused():
     text = NET + "[convolutional]\nfilters=2\nsize=1\nflipped=1\nflipped=0\n"
     with pytest.raises(FormatError, match="unsupported option 'flipped'"):
         build_network(parse_cfg_text(text, "repeat.cfg"))
+
+
+def test_budgets_script_runs_every_worst_input():
+    # fuzz/budgets.py (the measurement quoted in the README) as a command: each worst input is refused with a
+    # FormatError in its fresh capped process, none crashes or hits the cap, and the 10 MB pickle is read.
+    script = os.path.join(os.path.dirname(__file__), "..", "fuzz", "budgets.py")
+    r = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [ln for ln in r.stdout.splitlines()[1:] if ln.strip()]
+    assert len(rows) == 11, r.stdout
+    assert all("CRASHED" not in ln and "CAPPED" not in ln for ln in rows), r.stdout
+    assert sum("FormatError" in ln for ln in rows) == 10, r.stdout  # all but the import-only baseline
