@@ -13,9 +13,13 @@ class_name `Functional`) and the registered name `pyloader>DetectionModel`:
 
 from __future__ import annotations
 
+import os
+
 import keras
 
-__all__ = ["DetectionModel", "name_outputs", "METADATA_KEY"]
+from ..metadata import output_names
+
+__all__ = ["DetectionModel", "name_outputs", "METADATA_KEY", "plan_input", "run_nodes", "finish_plan_model"]
 
 METADATA_KEY = "pyloader_metadata"
 
@@ -68,6 +72,47 @@ def attach_plan_metadata(model, plan, plan_metadata, *, decode: bool, fold_bn: b
     size = tuple(int(v) for v in model.inputs[0].shape[1:3])
     attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
                     plan.path)
+    return model
+
+
+def plan_input(plan, input_size, default_size) -> tuple:
+    """The `images` input of a .pt family's model and its (h, w): `input_size`, else `default_size`, each a
+    positive multiple of the plan's max stride (ValueError naming the checkpoint otherwise)."""
+    h, w = default_size if input_size is None else tuple(int(v) for v in input_size)
+    if h <= 0 or w <= 0 or h % plan.max_stride or w % plan.max_stride:
+        raise ValueError(
+            f"{plan.path}: input_size {(h, w)} must be positive multiples of the model's max stride {plan.max_stride}"
+        )
+    return keras.Input(shape=(h, w, 3), name="images"), (h, w)
+
+
+def run_nodes(inp, nodes, build_node, *, used=None, source=lambda node: node.source):
+    """The yaml graph of a .pt family: each node built by `build_node(x, node)` from its `from` column (-1: the
+    node before, or the input; an index; a list of those). Nodes outside `used` (when given) are skipped.
+    Returns the last node's output."""
+    ys, x = [], inp
+    for node in nodes:
+        if used is not None and node.index not in used:
+            ys.append(None)
+            continue
+        src = source(node)
+        if src != -1:
+            x = ys[src] if isinstance(src, int) else [x if j == -1 else ys[j] for j in src]
+        else:
+            x = ys[-1] if ys else inp
+        x = build_node(x, node)
+        ys.append(x)
+    return x
+
+
+def finish_plan_model(inp, heads, outputs, plan, default_name: str, metadata: dict, *, decode: bool):
+    """A .pt family's DetectionModel: outputs named (head_i, or detections when decoded), the model named after
+    the checkpoint's file (`default_name` when nothing of it is usable), metadata attached."""
+    stem = os.path.splitext(os.path.basename(plan.path))[0]
+    name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or default_name
+    outputs = name_outputs(outputs, output_names(1 if decode else len(heads), decode))
+    model = DetectionModel(inp, outputs, name=name)
+    attach_metadata(model, metadata)
     return model
 
 

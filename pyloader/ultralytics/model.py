@@ -23,7 +23,6 @@ The model's `class_names` attribute is the checkpoint's class-name list (model.n
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
@@ -31,8 +30,8 @@ import keras
 from keras import layers, ops
 
 from ..keras_blocks.assign import build_filled
-from ..keras_blocks.model import DetectionModel, attach_metadata, attach_plan_metadata, name_outputs
-from ..metadata import output_names, ultralytics_metadata as plan_metadata
+from ..keras_blocks.model import attach_plan_metadata, finish_plan_model, plan_input, run_nodes
+from ..metadata import ultralytics_metadata as plan_metadata
 from ..keras_blocks.torch_layers import conv as _conv, max_pool_layer
 from .weights import UltralyticsPlan, plan_arrays, read_plan
 
@@ -222,27 +221,11 @@ def _node(x, node, fold_bn):
 
 
 def build_ultralytics(plan: UltralyticsPlan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
-    h, w = (plan.imgsz, plan.imgsz) if input_size is None else tuple(int(v) for v in input_size)
-    if h <= 0 or w <= 0 or h % plan.max_stride or w % plan.max_stride:
-        raise ValueError(
-            f"{plan.path}: input_size {(h, w)} must be positive multiples of the model's max stride {plan.max_stride}"
-        )
-    inp = keras.Input(shape=(h, w, 3), name="images")
-    ys, x = [], inp
-    for node in plan.nodes:
-        src = node.source
-        if src != -1:
-            x = ys[src] if isinstance(src, int) else [x if j == -1 else ys[j] for j in src]
-        x = _node(x, node, fold_bn)
-        ys.append(x)
-    heads = x
+    inp, (h, w) = plan_input(plan, input_size, (plan.imgsz, plan.imgsz))
+    heads = run_nodes(inp, plan.nodes, lambda x, node: _node(x, node, fold_bn))
     outputs = UltralyticsDecode(plan.nc, plan.reg_max, plan.strides, plan.dfl, name="decode")(heads) if decode else heads
-    stem = os.path.splitext(os.path.basename(plan.path))[0]
-    name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or "ultralytics"
-    outputs = name_outputs(outputs, output_names(1 if decode else len(heads), decode))
-    model = DetectionModel(inp, outputs, name=name)
-    attach_metadata(model, plan_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn))
-    return model
+    return finish_plan_model(inp, heads, outputs, plan, "ultralytics",
+                             plan_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn), decode=decode)
 
 
 def model_from_plan(plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:

@@ -24,21 +24,17 @@ The model's `class_names` attribute is the checkpoint's class-name list (model.n
 
 from __future__ import annotations
 
-import os
-
-import numpy as np
-
 import keras
-from keras import layers, ops
+from keras import layers
 
 from ..boundary import short_repr
 from ..errors import FormatError
 from ..keras_blocks.assign import build_streamed
-from ..keras_blocks.model import DetectionModel, attach_metadata, attach_plan_metadata, name_outputs
+from ..keras_blocks.model import attach_plan_metadata, finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import (
     FocusSpaceToDepth, Hardswish, TorchMaxPool2D, YoloV5Decode, activation as _activation, conv as _conv, max_pool_layer,
 )
-from ..metadata import output_names, yolov5_metadata
+from ..metadata import yolov5_metadata
 
 plan_metadata = yolov5_metadata  # the family's metadata (pyloader.metadata), as bulk_convert asks each family
 from .weights import ArrayChunks, YoloV5Plan, read_plan
@@ -119,29 +115,12 @@ def default_input_size(plan: YoloV5Plan) -> tuple:
 
 
 def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
-    h, w = default_input_size(plan) if input_size is None else tuple(int(v) for v in input_size)
-    if h <= 0 or w <= 0 or h % plan.max_stride or w % plan.max_stride:
-        raise ValueError(
-            f"{plan.path}: input_size {(h, w)} must be positive multiples of the model's max stride {plan.max_stride}"
-        )
-    inp = keras.Input(shape=(h, w, 3), name="images")
-    ys = []
-    x = inp
-    for node in plan.nodes:
-        src = node.source
-        if src != -1:
-            x = ys[src] if isinstance(src, int) else [x if j == -1 else ys[j] for j in src]
-        x = _node(x, node, fold_bn)
-        ys.append(x)
-    heads = x
+    inp, (h, w) = plan_input(plan, input_size, default_input_size(plan))
+    heads = run_nodes(inp, plan.nodes, lambda x, node: _node(x, node, fold_bn))
     det = plan.nodes[-1].parts
     outputs = YoloV5Decode(det["na"], det["nc"], plan.strides, plan.anchors, name="decode")(heads) if decode else heads
-    outputs = name_outputs(outputs, output_names(1 if decode else len(heads), decode))
-    stem = os.path.splitext(os.path.basename(plan.path))[0]
-    name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or "yolov5"
-    model = DetectionModel(inp, outputs, name=name)
-    attach_metadata(model, yolov5_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn))
-    return model
+    return finish_plan_model(inp, heads, outputs, plan, "yolov5",
+                             yolov5_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn), decode=decode)
 
 
 def model_from_plan(plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:

@@ -17,7 +17,6 @@ The model's `class_names` attribute is the checkpoint's class-name list.
 
 from __future__ import annotations
 
-import os
 
 import keras
 from keras import layers
@@ -25,11 +24,11 @@ from keras import layers
 from ..boundary import short_repr
 from ..errors import FormatError
 from ..keras_blocks.assign import build_filled
-from ..keras_blocks.model import DetectionModel, attach_metadata, attach_plan_metadata, name_outputs
+from ..keras_blocks.model import attach_plan_metadata, finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import (
     FocusSpaceToDepth, YoloV5Decode, activation as torch_activation, conv as _conv, max_pool_layer,
 )
-from ..metadata import output_names, yolov5_metadata
+from ..metadata import yolov5_metadata
 from .weights import YoloV7Plan, plan_arrays, read_plan
 
 __all__ = ["load_yolov7", "build_yolov7", "default_input_size"]
@@ -105,37 +104,14 @@ def default_input_size(plan: YoloV7Plan) -> tuple:
 
 
 def build_yolov7(plan: YoloV7Plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
-    h, w = default_input_size(plan) if input_size is None else tuple(int(v) for v in input_size)
-    if h <= 0 or w <= 0 or h % plan.max_stride or w % plan.max_stride:
-        raise ValueError(
-            f"{plan.path}: input_size {(h, w)} must be positive multiples of the model's max stride {plan.max_stride}"
-        )
-    inp = keras.Input(shape=(h, w, 3), name="images")
-    ys = []
-    x = inp
+    inp, (h, w) = plan_input(plan, input_size, default_input_size(plan))
     det = plan.nodes[-1]
-    for node in plan.nodes:
-        if node.index not in plan.used:
-            ys.append(None)
-            continue
-        src = node.source
-        if node is det:
-            src = src[: det.parts["nl"]]
-        if src != -1:
-            x = ys[src] if isinstance(src, int) else [x if j == -1 else ys[j] for j in src]
-        else:
-            x = ys[-1] if ys else inp
-        x = _node(x, node, fold_bn)
-        ys.append(x)
-    heads = x
+    heads = run_nodes(inp, plan.nodes, lambda x, node: _node(x, node, fold_bn), used=plan.used,
+                      source=lambda node: node.source[: det.parts["nl"]] if node is det else node.source)
     P = det.parts
     outputs = YoloV5Decode(P["na"], P["nc"], plan.strides, plan.anchors, name="decode")(heads) if decode else heads
-    stem = os.path.splitext(os.path.basename(plan.path))[0]
-    name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or "yolov7"
-    outputs = name_outputs(outputs, output_names(1 if decode else len(heads), decode))
-    model = DetectionModel(inp, outputs, name=name)
-    attach_metadata(model, plan_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn))
-    return model
+    return finish_plan_model(inp, heads, outputs, plan, "yolov7",
+                             plan_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn), decode=decode)
 
 
 def model_from_plan(plan: YoloV7Plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
