@@ -48,29 +48,9 @@ public:
             ::munmap(p, size);
             return;
         }
-        void* old = nullptr;
-        std::size_t old_size = 0;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            old = kept_;
-            old_size = kept_size_;
-            kept_ = p;
-            kept_size_ = size;
-        }
-        if (old != nullptr) ::munmap(old, old_size);
+        keep(p, size);
     }
-    void clear() {
-        void* old = nullptr;
-        std::size_t old_size = 0;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            old = kept_;
-            old_size = kept_size_;
-            kept_ = nullptr;
-            kept_size_ = 0;
-        }
-        if (old != nullptr) ::munmap(old, old_size);
-    }
+    void clear() { keep(nullptr, 0); }
     std::size_t kept_bytes() {
         std::lock_guard<std::mutex> lock(mutex_);
         return kept_size_;
@@ -80,6 +60,19 @@ private:
     ArenaPool() {
         const char* e = std::getenv("PYLOADER_ARENA_POOL");
         enabled_ = !(e != nullptr && e[0] == '0');
+    }
+    // Keep p (or nothing, for nullptr) in place of what was kept, which is unmapped outside the lock.
+    void keep(void* p, std::size_t size) {
+        void* old = nullptr;
+        std::size_t old_size = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            std::swap(old, kept_);
+            std::swap(old_size, kept_size_);
+            kept_ = p;
+            kept_size_ = size;
+        }
+        if (old != nullptr) ::munmap(old, old_size);
     }
     std::mutex mutex_;
     void* kept_ = nullptr;

@@ -706,11 +706,11 @@ def bench_pt(pt, repeat):
     return sec
 
 
-def _pickle_inputs(pt, small: bool) -> dict:
-    """Pickles for the pickle section: cheap opcodes (a list of small ints and repeated BINGETs) and, when a
-    .pt is measured, its data.pkl read as load_torch_checkpoint reads it (from the file's map, its storages
-    made by checkpoint.ZipStorages: zero-copy views of the records). Each value: (buffer, start, end, path of the
-    checkpoint or None)."""
+def _pickle_inputs(pt_paths, small: bool) -> dict:
+    """Pickles for the pickle section: cheap opcodes (a list of small ints and repeated BINGETs) and each .pt's
+    data.pkl read as load_torch_checkpoint reads it (from the file's map, its storages made by
+    checkpoint.ZipStorages: zero-copy views of the records). Each value: (buffer, start, end, (path, zip index)
+    of the checkpoint or None)."""
     import pickle
 
     n = 250_000 if small else 2_500_000
@@ -718,32 +718,34 @@ def _pickle_inputs(pt, small: bool) -> dict:
     dumped = pickle.dumps(list(range(200)) * (n // 100), protocol=2)
     out = {f"cheap opcodes ({len(cheap) / 1e6:.0f} MB: BININT1, BINGET)": (cheap, 0, len(cheap), None),
            "pickle.dumps(list of small ints)": (dumped, 0, len(dumped), None)}
-    for path in ([pt["path"]] if pt and "path" in pt else []) + list((pt or {}).get("more_pickles", ())):
+    for path in pt_paths:
         from . import _core
 
         buf = _core.map_file(path)
-        off, size = _core.torch_zip_index(buf)["pickle"]
-        out[f"{os.path.basename(path)} data.pkl ({size / 1e6:.2f} MB)"] = (buf, off, off + size, path)
+        index = _core.torch_zip_index(buf)
+        off, size = index["pickle"]
+        out[f"{os.path.basename(path)} data.pkl ({size / 1e6:.2f} MB)"] = (buf, off, off + size, (path, index))
     return out
 
 
-def bench_pickle(pt, repeat: int, small: bool) -> dict:
+def bench_pickle(pt_paths, repeat: int, small: bool) -> dict:
     """The pickle stage alone: load_pickle (native opcode machine, with its fast paths) against
     load_pickle_reference (the Python interpreter), in MB/s of pickle. A checkpoint's storages are made as
     load_torch_checkpoint makes them (checkpoint.ZipStorages over the file's map), fresh for every run."""
-    from . import _core
     from .torch_reader import pickle_reader as PR
     from .torch_reader.checkpoint import ZipStorages
 
     sec = {}
-    for name, (data, start, end, path) in _pickle_inputs(pt, small).items():
+    for name, (data, start, end, ckpt) in _pickle_inputs(pt_paths, small).items():
         _log(f"pickle/{name}")
         row = {"bytes": end - start}
-        index = _core.torch_zip_index(data) if path else None
         for meth, fn in (("python", PR.load_pickle_reference), ("native", PR.load_pickle)):
             times = []
             for _ in range(repeat + 1):
-                storages = ZipStorages(path, data, index["prefix"], index["records"]) if path else None
+                storages = None
+                if ckpt:
+                    path, index = ckpt
+                    storages = ZipStorages(path, data, index["prefix"], index["records"])
                 t0 = time.perf_counter()
                 fn(data, start=start, end=end, persistent_load=storages)
                 times.append(time.perf_counter() - t0)
@@ -1165,12 +1167,11 @@ def main(argv=None) -> int:
     try:
         pt_yaml = args.pt_yaml or ("yolov5n.yaml" if args.small else "yolov5x.yaml")
         if args.files:
-            darknet, pt = {}, None
+            darknet, pt, pt_paths = {}, None, []
             for f in args.files:
-                if f.endswith((".pt", ".pth")) and pt is None:
-                    pt = {"path": os.path.abspath(f), "description": os.path.basename(f)}
-                elif f.endswith((".pt", ".pth")):  # the pt section measures the first; pickle measures all
-                    pt.setdefault("more_pickles", []).append(os.path.abspath(f))
+                if f.endswith((".pt", ".pth")):  # the pt section measures the first; pickle measures all
+                    pt_paths.append(os.path.abspath(f))
+                    pt = pt or {"path": pt_paths[0], "description": os.path.basename(f)}
                 else:
                     cfg = args.cfg or os.path.splitext(f)[0] + ".cfg"
                     darknet[os.path.splitext(os.path.basename(f))[0]] = {
@@ -1180,6 +1181,7 @@ def main(argv=None) -> int:
             want_pt = ("pt" in sections or "backends" in sections) and _have("torch") and _have("yolov5")
             d = _prepare_default(tmp, args.small, want_pt, pt_yaml)
             darknet, pt = d["darknet"], d["pt"]
+            pt_paths = [pt["path"]] if pt and "path" in pt else []
             for m in darknet.values():
                 m["generated"] = True
             if pt is None and "pt" in sections:
@@ -1210,7 +1212,7 @@ def main(argv=None) -> int:
         else:
             res["ultralytics"] = {"error": "skipped (not in --sections" + (", --small)" if args.small else ")")}
         if "pickle" in sections:
-            res["pickle"] = bench_pickle(pt, repeat, args.small)
+            res["pickle"] = bench_pickle(pt_paths, repeat, args.small)
         if "backends" in sections:
             targets = {}
             if darknet:

@@ -227,6 +227,7 @@ def test_native_fast_paths_give_what_the_python_policy_gives(tmp_path, monkeypat
     for k in obj:
         assert type(got[k]) is type(ref[k]) is np.ndarray, k
         _same_array(got[k], ref[k], k)
+        np.testing.assert_array_equal(got[k], obj[k].detach().numpy(), err_msg=k)  # and what torch holds
 
 
 @needs_torch
