@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 from .errors import FormatError, UnsafePickleError
 from .api import load, read
-from .bulk_convert import Result, convert
+from .bulk import Result, convert
 from . import keras_registration as _keras_registration
 
 __all__ = ["load", "read", "convert", "FormatError", "UnsafePickleError"]

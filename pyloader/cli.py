@@ -144,7 +144,7 @@ def _add_detect_options(c) -> None:
 
 def _detect_options(args):
     """(nms options or None, usage error message or None) for the --nms/--int8/--verify flags."""
-    from .bulk_convert import check_detect_options
+    from .bulk import check_detect_options
 
     extra = {k: v for k, v in (("iou", args.iou), ("score", args.score), ("max_det", args.max_det)) if v is not None}
     if args.agnostic:
@@ -268,7 +268,7 @@ def summary_table(results) -> str:
 
 
 def _convert_cmd(args) -> int:
-    from .bulk_convert import convert
+    from .bulk import convert
 
     if args.tflite_fp16 and args.format != "tflite":
         print("pyloader convert: --tflite-fp16 needs --format tflite", file=sys.stderr)
@@ -289,7 +289,7 @@ def _convert_cmd(args) -> int:
 
 
 def _convert_run(args) -> int:
-    from .bulk_convert import check_framework, convert
+    from .bulk import check_framework, convert
 
     try:
         check_framework(args.format)
@@ -392,7 +392,7 @@ def cli_reason(reason: str) -> str:
 
 def list_found(sources, stream) -> None:
     """What the sources expand to, before converting (folders are searched with their subfolders)."""
-    from .bulk_convert import find_checkpoints
+    from .bulk import find_checkpoints
 
     found, _ = find_checkpoints(sources)
     if not found:

@@ -17,14 +17,15 @@ import sys
 
 __all__ = ["install", "register_now"]
 
-# The modules that define (and register) pyloader's Keras classes.
-MODULES = ("pyloader.keras_blocks.layers", "pyloader.keras_blocks.model", "pyloader.keras_blocks.torch_layers",
-           "pyloader.keras_blocks.nms",
-           "pyloader.yolov5.model", "pyloader.ultralytics.model")
+# The shared modules that define (and register) pyloader's Keras classes; each family declares its own
+# (pyloader.family.Family.keras_modules).
+SHARED_MODULES = ("pyloader.keras_blocks.model", "pyloader.keras_blocks.nms")
 
 
 def register_now() -> None:
-    for name in MODULES:
+    from .registry import families
+
+    for name in SHARED_MODULES + tuple(m for fam in families() for m in fam.keras_modules):
         importlib.import_module(name)
 
 

@@ -1,6 +1,7 @@
 """What every output says about itself: classes, strides, anchors, input size, outputs, source, pyloader version.
 
-`darknet_metadata(...)` / `yolov5_metadata(...)` build the dict from a checkpoint (no Keras, no TensorFlow);
+`model_metadata(family, plan, input size, options)` builds the dict from what a family declares (no Keras, no
+TensorFlow);
 `with_source(meta, path)` refreshes the per-checkpoint fields (`source`: file name, size and SHA-256) -- a
 writer that patches weights into a previously exported file rewrites only those (`pyloader.load` leaves the
 SHA-256 to the first save, `complete`); `read_metadata(path)` reads it back from
@@ -29,8 +30,8 @@ import json
 import os
 import struct
 
-__all__ = ["KEY", "darknet_metadata", "yolov5_metadata", "with_source", "source_fields", "read_names_file",
-           "to_json", "read_metadata", "write_h5", "write_savedmodel_files", "tflite_with_metadata"]
+__all__ = ["KEY", "model_metadata", "nms_metadata", "anchor_outputs", "class_names", "with_source",
+           "source_fields", "read_names_file", "to_json", "read_metadata", "write_h5", "write_savedmodel_files", "tflite_with_metadata"]
 
 KEY = "pyloader_metadata"
 SAVEDMODEL_FILE = os.path.join("assets.extra", KEY + ".json")
@@ -94,7 +95,8 @@ def read_names_file(path) -> list:
     return lines
 
 
-def _class_names(names, nc: int, where: str) -> list:
+def class_names(names, nc: int, where: str) -> list:
+    """The class names: `names` (a list or a .names file), checked against `nc`; class0, class1, ... when None."""
     from .errors import FormatError
 
     if names is None:
@@ -111,101 +113,45 @@ def output_names(count: int, decode: bool) -> list:
     return ["detections"] if decode else [f"head_{i}" for i in range(count)]
 
 
-def darknet_metadata(network, source=None, *, names=None, decode=False, fold_bn=True, digest=True) -> dict:
-    """Metadata of a darknet network (pyloader.darknet.cfg.Network) with its model's outputs."""
-    heads = network.heads
-    nc = heads[0].params["classes"] if heads else 0
-    outputs = []
-    if decode:
-        outputs.append({"name": "detections", "layout": "[batch, boxes, 5 + classes]: x, y, w, h (normalised "
-                        "to the input), objectness, class probabilities; boxes per head by y, x, anchor"})
-    else:
-        for i, h in enumerate(network.outputs):
-            gh, gw, c = h.shape
-            entry = {"name": f"head_{i}", "layer": h.name, "shape": [None, gh, gw, c]}
-            if h.type in ("yolo", "region"):
-                entry["layout"] = "NHWC; channel a * (5 + classes) + k: tx, ty, tw, th, objectness, classes"
-                entry["stride"] = [network.height // gh, network.width // gw]
-                entry["anchors"] = [list(a) for a in h.params["anchors"]]
-                entry["anchor_units"] = "pixels" if h.type == "yolo" else "grid cells"
-            outputs.append(entry)
-    meta = {
-        "format": "pyloader",
-        "pyloader_version": _version(),
-        "family": "darknet",
-        "architecture": os.path.basename(network.path),
-        "input": {"name": "image", "shape": [None, network.height, network.width, network.channels],
-                  "layout": "NHWC float32 in [0, 1]", "size": [network.height, network.width]},
-        "class_names": _class_names(names, nc, network.path),
-        "strides": [o["stride"] for o in outputs if "stride" in o],
-        "anchors": [o["anchors"] for o in outputs if "anchors" in o],
-        "outputs": outputs,
-        "decode": bool(decode),
-        "fold_bn": bool(fold_bn),
-    }
-    return with_source(meta, source, digest) if source is not None else meta
-
-
-def yolov5_metadata(plan, input_size, source=None, *, decode=False, fold_bn=True, digest=True) -> dict:
+def anchor_outputs(strides, anchors, nc: int, input_size, decoded: str | None) -> list:
+    """The outputs entries of an anchor-based YOLO head (objectness + classes per anchor): one raw head per stride
+    ([None, h / s, w / s, na * (5 + nc)], anchors in pixels), or `decoded`'s one entry (its layout text) when given."""
+    if decoded is not None:
+        return [{"name": "detections", "layout": decoded}]
     h, w = (int(v) for v in input_size)
-    na = len(plan.anchors[0]) if len(plan.anchors) else 0
-    outputs = []
-    if decode:
-        outputs.append({"name": "detections", "layout": "[batch, boxes, 5 + classes]: x, y, w, h in input "
-                        "pixels, objectness, class probabilities (YOLOv5 Detect, eval mode)"})
-    else:
-        for i, s in enumerate(plan.strides):
-            s = int(s)
-            outputs.append({"name": f"head_{i}", "shape": [None, h // s, w // s, na * (5 + plan.nc)],
-                            "layout": "NHWC; channel a * (5 + classes) + k: tx, ty, tw, th, objectness, classes "
-                                      "(before the sigmoid)",
-                            "stride": [s, s], "anchors": [[float(v) for v in a] for a in plan.anchors[i]],
-                            "anchor_units": "pixels"})
-    meta = {
-        "format": "pyloader",
-        "pyloader_version": _version(),
-        "family": "yolov5",
-        "architecture": plan.model_class,
-        "input": {"name": "images", "shape": [None, h, w, 3], "layout": "NHWC float32 RGB in [0, 1]",
-                  "size": [h, w]},
-        "class_names": _class_names(list(plan.names), plan.nc, plan.path),
-        "strides": [[int(s), int(s)] for s in plan.strides],
-        "anchors": [[[float(v) for v in a] for a in lvl] for lvl in plan.anchors],
-        "outputs": outputs,
-        "decode": bool(decode),
-        "fold_bn": bool(fold_bn),
-    }
+    na = len(anchors[0]) if len(anchors) else 0
+    return [{"name": f"head_{i}", "shape": [None, h // int(s), w // int(s), na * (5 + nc)],
+             "layout": "NHWC; channel a * (5 + classes) + k: tx, ty, tw, th, objectness, classes (before the sigmoid)",
+             "stride": [int(s), int(s)], "anchors": [[float(v) for v in a] for a in anchors[i]],
+             "anchor_units": "pixels"} for i, s in enumerate(strides)]
+
+
+def model_metadata(family, plan, input_size, options, source=None, *, digest=True) -> dict:
+    """The metadata of the model `family` builds from `plan` with `options` (pyloader.family), for outputs of
+    `input_size` (h, w): the family's fields (architecture, input, class names, strides, anchors, outputs), the
+    NMS outputs when options.nms, and the source checkpoint (`source`; digest=False leaves its SHA-256 to the
+    first save). Every route (load, convert, templates) takes its metadata from here."""
+    fields = family.metadata(plan, tuple(int(v) for v in input_size), options)
+    meta = {"format": "pyloader", "pyloader_version": _version(), "family": family.name, **fields,
+            "decode": bool(options.decode), "fold_bn": bool(options.fold_bn)}
+    if options.nms is not None:
+        meta = nms_metadata(meta, options.nms, family.layout(plan).score)
     return with_source(meta, source, digest) if source is not None else meta
 
 
-def ultralytics_metadata(plan, input_size, source=None, *, decode=False, fold_bn=True, digest=True) -> dict:
-    h, w = (int(v) for v in input_size)
-    outputs = []
-    if decode:
-        outputs.append({"name": "detections", "layout": "[batch, 4 + classes, anchors]: x, y, w, h in input "
-                        "pixels, class probabilities (Ultralytics Detect, eval mode)"})
-    else:
-        for i, s in enumerate(plan.strides):
-            s = int(s)
-            outputs.append({"name": f"head_{i}", "shape": [None, h // s, w // s, 4 * plan.reg_max + plan.nc],
-                            "layout": f"NHWC; channels 0..{4 * plan.reg_max - 1}: DFL distance bins (l, t, r, b; "
-                                      f"{plan.reg_max} each), then class logits",
-                            "stride": [s, s]})
-    meta = {
-        "format": "pyloader",
-        "pyloader_version": _version(),
-        "family": "ultralytics",
-        "architecture": plan.model_class,
-        "input": {"name": "images", "shape": [None, h, w, 3], "layout": "NHWC float32 RGB in [0, 1]",
-                  "size": [h, w]},
-        "class_names": _class_names(list(plan.names), plan.nc, plan.path),
-        "strides": [[int(s), int(s)] for s in plan.strides],
-        "anchors": [],
-        "outputs": outputs,
-        "decode": bool(decode),
-        "fold_bn": bool(fold_bn),
-    }
-    return with_source(meta, source, digest) if source is not None else meta
+def nms_metadata(meta: dict, options: dict, score: str) -> dict:
+    """`meta` for a model whose outputs are the NMS outputs (keras_blocks.nms); `score`: what a score is."""
+    meta = dict(meta)
+    meta["decode"] = True
+    meta["nms"] = dict(options)
+    meta["outputs"] = [
+        {"name": "boxes", "shape": [None, options["max_det"], 4],
+         "layout": "x1, y1, x2, y2 in input pixels; rows past num_detections are 0"},
+        {"name": "scores", "shape": [None, options["max_det"]], "layout": score},
+        {"name": "classes", "shape": [None, options["max_det"]], "layout": "int32 class id, -1 past num_detections"},
+        {"name": "num_detections", "shape": [None], "layout": "int32 detections kept per image"},
+    ]
+    return meta
 
 
 BUCKET = 4096  # stored metadata is padded with trailing spaces to a multiple of this many bytes

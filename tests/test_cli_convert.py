@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import pyloader
-from pyloader.bulk_convert import TMP_PREFIX, Result
+from pyloader.bulk import TMP_PREFIX, Result
 
 from darknet_synth import write_weights
 

@@ -391,6 +391,7 @@ def test_any_exception_becomes_format_error(tmp_path, monkeypatch):
     # The boundary by construction: a failure nobody foresaw (simulated: the YOLOv5 reader raising KeyError,
     # RecursionError, MemoryError) leaves read and inspect as a FormatError naming the file and the type.
     import pyloader.api as api
+    import pyloader.inspect_checkpoint as ic
     import pyloader.yolov5.weights as y5
     from pyloader.inspect_checkpoint import inspect
 
@@ -399,9 +400,10 @@ def test_any_exception_becomes_format_error(tmp_path, monkeypatch):
     for exc in (KeyError("k" * 10 ** 6), RecursionError(), MemoryError()):
         def boom(*a, **k):
             raise exc
-        monkeypatch.setattr(y5, "read_yolov5", boom)
+        monkeypatch.setattr(y5, "plan_from_model", boom)
         monkeypatch.setattr(y5, "read_plan", boom)
-        monkeypatch.setattr(api, "torch_plan", boom)  # the .pt dispatch, before any family reader
+        monkeypatch.setattr(api, "open_checkpoint", boom)  # the dispatch, before any family reader
+        monkeypatch.setattr(ic, "open_checkpoint", boom)
         for fn in (pyloader.read, inspect):
             msg = refused(path, type(exc).__name__, fn)
             assert len(msg) < 1000

@@ -21,7 +21,7 @@ from conftest import SHARED_CFG  # noqa: E402
 from darknet_synth import write_weights  # noqa: E402
 
 import pyloader  # noqa: E402
-from pyloader import bulk_convert  # noqa: E402
+from pyloader.bulk import write as bulk_write  # noqa: E402
 
 SIZE = (160, 224)
 NC = 3
@@ -134,22 +134,22 @@ def test_verify_catches_a_corrupted_output(case, tmp_path, monkeypatch, fmt):
     """A writer that perturbs one kernel of what it writes (the in-memory model stays right): --verify fails
     the source and nothing is left in the output folder."""
     weights, cfg, _ = case
-    real_write = bulk_convert._write
+    real_write = bulk_write.write_output
 
-    def corrupting_write(model, tmp, job):
+    def corrupting_write(model, tmp, job, *args):
         v = next(w for w in model.weights if w.path.endswith("kernel") and "conv_15" in w.path)
         keep = np.asarray(v.numpy()).copy()
         v.assign(keep * 1.5)
         try:
-            real_write(model, tmp, job)
+            real_write(model, tmp, job, *args)
         finally:
             v.assign(keep)
 
-    monkeypatch.setattr(bulk_convert, "_write", corrupting_write)
+    monkeypatch.setattr(bulk_write, "write_output", corrupting_write)
     (res,) = pyloader.convert([weights], tmp_path, cfg=cfg, format=fmt, verify=True)
     assert res.status == "failed" and "verify" in res.reason and "differs" in res.reason, res
     assert os.listdir(tmp_path) == []
-    monkeypatch.setattr(bulk_convert, "_write", real_write)
+    monkeypatch.setattr(bulk_write, "write_output", real_write)
     (res,) = pyloader.convert([weights], tmp_path, cfg=cfg, format=fmt, verify=True, overwrite=True)
     assert res.status == "converted" and res.verify is not None and res.verify < 1e-4, res
 

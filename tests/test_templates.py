@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import pyloader
-from pyloader.bulk_convert import convert
+from pyloader.bulk import convert
 
 from darknet_synth import write_weights
 from test_cli_convert import make_pt

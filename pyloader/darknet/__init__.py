@@ -1,2 +1,131 @@
-"""Darknet `.cfg` + `.weights`: the cfg parser (cfg.py), the weights reader (weights.py, numpy only) and the
-Keras model builder (model.py)."""
+"""Darknet `.cfg` + `.weights`: the cfg parser (cfg.py), the weights reader (weights.py, numpy only), the Keras model
+builder (model.py), and this family's declaration (FAMILY, pyloader.family)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from ..boundary import open_regular
+from ..errors import FormatError
+from ..family import Family, OutputLayout
+from ..metadata import class_names
+
+
+@dataclass
+class DarknetPlan:
+    path: str  # the .weights file
+    cfg: str  # its .cfg
+    network: object  # pyloader.darknet.cfg.Network
+    cfg_sha256: str
+
+
+def recognise(ckpt) -> bool:
+    return ckpt.container == "darknet"
+
+
+def read_plan(ckpt, options) -> DarknetPlan:
+    from .cfg import build_network, read_cfg
+    from .weights import default_cfg
+
+    cfg = ckpt.cfg if ckpt.cfg is not None else default_cfg(ckpt.path)
+    if not os.path.exists(cfg):
+        raise FormatError(f"{ckpt.path}: no cfg given and none beside it (looked for {cfg})")
+    with open_regular(cfg) as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return DarknetPlan(ckpt.path, cfg, build_network(read_cfg(cfg), options.input_size), digest)
+
+
+def arrays(plan: DarknetPlan, fold_bn: bool) -> dict:
+    from .weights import read_darknet
+
+    return read_darknet(plan.path, network=plan.network, fold_bn=fold_bn).arrays
+
+
+def model_arrays(plan: DarknetPlan, arrays: dict) -> dict:
+    """The arrays of layers that feed an output: the others are not part of the Keras graph."""
+    network = plan.network
+    needed, stack = set(), [h.index for h in network.outputs]
+    while stack:
+        i = stack.pop()
+        if i >= 0 and i not in needed:
+            needed.add(i)
+            stack.extend(network.layers[i].inputs)
+    return {k: v for k, v in arrays.items() if int(k.split("/", 1)[0].rsplit("_", 1)[1]) in needed}
+
+
+def metadata(plan: DarknetPlan, input_size, options) -> dict:
+    network = plan.network
+    heads = network.heads
+    nc = heads[0].params["classes"] if heads else 0
+    outputs = []
+    if options.decode:
+        outputs.append({"name": "detections", "layout": "[batch, boxes, 5 + classes]: x, y, w, h (normalised "
+                        "to the input), objectness, class probabilities; boxes per head by y, x, anchor"})
+    else:
+        for i, h in enumerate(network.outputs):
+            gh, gw, c = h.shape
+            entry = {"name": f"head_{i}", "layer": h.name, "shape": [None, gh, gw, c]}
+            if h.type in ("yolo", "region"):
+                entry["layout"] = "NHWC; channel a * (5 + classes) + k: tx, ty, tw, th, objectness, classes"
+                entry["stride"] = [network.height // gh, network.width // gw]
+                entry["anchors"] = [list(a) for a in h.params["anchors"]]
+                entry["anchor_units"] = "pixels" if h.type == "yolo" else "grid cells"
+            outputs.append(entry)
+    return {
+        "architecture": os.path.basename(network.path),
+        "input": {"name": "image", "shape": [None, network.height, network.width, network.channels],
+                  "layout": "NHWC float32 in [0, 1]", "size": [network.height, network.width]},
+        "class_names": class_names(options.names, nc, network.path),
+        "strides": [o["stride"] for o in outputs if "stride" in o],
+        "anchors": [o["anchors"] for o in outputs if "anchors" in o],
+        "outputs": outputs,
+    }
+
+
+def summary(plan: DarknetPlan, content) -> tuple:
+    from collections import Counter
+
+    from .. import _core
+
+    network = plan.network
+    header = _core.darknet_header(os.fsencode(plan.path))
+    heads = []
+    for h in network.heads:
+        p = h.params
+        anchors = p.get("anchors")
+        heads.append({"layer": h.name, "type": h.type, "grid": "x".join(map(str, h.shape)),
+                      "classes": p.get("classes"),
+                      "anchors": " ".join(f"{a[0]:g},{a[1]:g}" for a in anchors) if anchors else None})
+    return "darknet .weights", {
+        "version": f"{header['major']}.{header['minor']}.{header['revision']}", "seen": header["seen"],
+        "header_bytes": header["header_bytes"]}, {
+        "cfg": plan.cfg,
+        "input": (network.height, network.width, network.channels),
+        "layers": len(network.layers),
+        "by_type": dict(Counter(l.type for l in network.layers).most_common()),
+        "heads": heads,
+    }
+
+
+def layout(plan: DarknetPlan) -> OutputLayout:
+    # decoded boxes are normalised to the input: NMS scales them into pixels
+    return OutputLayout("xywh_obj_cls", box_scale=(plan.network.width, plan.network.height))
+
+
+FAMILY = Family(
+    name="darknet",
+    reads="Darknet .weights with its .cfg",
+    recognise=recognise,
+    plan=read_plan,
+    arrays=arrays,
+    metadata=metadata,
+    layout=layout,
+    summary=summary,
+    keras="pyloader.darknet.model",
+    keras_modules=("pyloader.keras_blocks.layers",),
+    model_arrays=model_arrays,
+    fingerprint=lambda plan: f"{plan.cfg_sha256}:{plan.network.height}x{plan.network.width}",
+    takes_names=True,
+)

@@ -11,18 +11,24 @@ import os
 import keras
 
 from ..keras_blocks import layers as L
-from ..keras_blocks.model import DetectionModel, attach_metadata, name_outputs
-from .cfg import Network, parse_network
-from .weights import BN_EPSILON, default_cfg, is_depthwise, read_darknet
 from ..errors import FormatError
-from ..keras_blocks.assign import build_filled
-from ..metadata import darknet_metadata, output_names
+from ..keras_blocks.model import DetectionModel, name_outputs
+from ..metadata import output_names
+from .cfg import Network
+from .weights import BN_EPSILON, is_depthwise
+
+
+def build(plan, options) -> keras.Model:
+    """The family's empty model (pyloader.family): named after the cfg, raw heads or decoded (options)."""
+    stem = os.path.splitext(os.path.basename(plan.cfg))[0]
+    return build_darknet_model(plan.network, fold_bn=options.fold_bn, decode=options.decoded, name=_model_name(stem),
+                               for_nms=options.nms is not None)
 
 
 def build_darknet_model(network: Network, *, fold_bn: bool = True, decode: bool = False,
-                        name: str | None = None, nms: dict | None = None) -> keras.Model:
-    """The keras.Model for `network` (weights zero until assigned). `nms`: options from
-    keras_blocks.nms.nms_options; the outputs are then boxes, scores, classes, num_detections."""
+                        name: str | None = None, for_nms: bool = False) -> keras.Model:
+    """The keras.Model for `network` (weights zero until assigned). for_nms: the decoded boxes feed NMS
+    (pyloader.assemble adds it)."""
     image = keras.Input((network.height, network.width, network.channels), name="image")
     out: dict = {-1: image}
     for layer in network.layers:
@@ -31,11 +37,9 @@ def build_darknet_model(network: Network, *, fold_bn: bool = True, decode: bool 
             raise FormatError(f"{network.path}: {layer.where()}: Keras computed {tuple(out[layer.index].shape[1:])}"
                               f", darknet {layer.shape}")
     heads = network.outputs
-    if nms is not None:
-        decode = True
     if decode:
         if not network.heads:
-            raise FormatError(f"{network.path}: {'nms' if nms is not None else 'decode=True'} needs [yolo] or "
+            raise FormatError(f"{network.path}: {'nms' if for_nms else 'decode=True'} needs [yolo] or "
                               "[region] layers; the cfg has none")
         classes = {h.params["classes"] for h in network.heads}
         if len(classes) != 1:
@@ -43,53 +47,13 @@ def build_darknet_model(network: Network, *, fold_bn: bool = True, decode: bool 
                               "cannot concatenate decoded boxes")
         decoded = [_decode(network, h, out[h.inputs[0]]) for h in network.heads]
         outputs = decoded[0] if len(decoded) == 1 else keras.layers.Concatenate(
-            axis=1, name="decoded" if nms is not None else "boxes")(decoded)
-        if nms is None:
+            axis=1, name="decoded" if for_nms else "boxes")(decoded)
+        if not for_nms:
             outputs = name_outputs(outputs, output_names(1, True))
     else:
         outputs = [out[h.index] for h in heads]  # a head's output is its raw input (see _identity)
         outputs = name_outputs(outputs, output_names(len(outputs), False))
-    model = DetectionModel(image, outputs, name=name or "darknet")
-    attach_metadata(model, darknet_metadata(network, decode=decode, fold_bn=fold_bn))
-    if nms is not None:  # decoded boxes are normalised to the input: scale them into pixels
-        from ..keras_blocks.nms import add_nms
-
-        model = add_nms(model, nms, layout="xywh_obj_cls", box_scale=(network.width, network.height))
-    return model
-
-
-def load_darknet(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input_size=None,
-                 names=None, nms: dict | None = None) -> keras.Model:
-    """names: the class names (a list, or a darknet .names file: one name per line); default class0, ...
-    nms: options from keras_blocks.nms_options (outputs boxes, scores, classes, num_detections)."""
-    weights = os.fspath(weights)
-    cfg = default_cfg(weights) if cfg is None else os.fspath(cfg)
-    if not os.path.exists(cfg):
-        raise FormatError(f"{weights}: no cfg given and none beside it (looked for {cfg})")
-    network = parse_network(cfg, input_size)
-    meta = darknet_metadata(network, weights, names=names, decode=decode, fold_bn=fold_bn, digest=False)
-    data = read_darknet(weights, network=network, fold_bn=fold_bn)
-    stem = os.path.splitext(os.path.basename(cfg))[0]
-    model = build_filled(
-        lambda: build_darknet_model(network, fold_bn=fold_bn, decode=decode, name=_model_name(stem), nms=nms),
-        reachable_arrays(network, data.arrays), weights, discard_arrays=True)
-    if nms is not None:
-        from ..keras_blocks.nms import nms_metadata
-
-        meta = nms_metadata(meta, nms)
-    attach_metadata(model, meta, weights)
-    return model
-
-
-def reachable_arrays(network: Network, arrays: dict) -> dict:
-    """The arrays of layers that feed an output: the others are not part of the Keras graph."""
-    needed, stack = set(), [h.index for h in network.outputs]
-    while stack:
-        i = stack.pop()
-        if i >= 0 and i not in needed:
-            needed.add(i)
-            stack.extend(network.layers[i].inputs)
-    return {k: v for k, v in arrays.items() if int(k.split("/", 1)[0].rsplit("_", 1)[1]) in needed}
+    return DetectionModel(image, outputs, name=name or "darknet")
 
 
 def _model_name(stem: str) -> str:

@@ -66,15 +66,6 @@ def attach_metadata(model, meta: dict, source_path=None) -> None:
         model._pyloader_source_path = str(source_path)
 
 
-def attach_plan_metadata(model, plan, plan_metadata, *, decode: bool, fold_bn: bool):
-    """attach_metadata for a .pt family's filled model: `plan_metadata(plan, input size, source, ...)` is the
-    family's metadata function; the source is hashed at the first save. Returns the model."""
-    size = tuple(int(v) for v in model.inputs[0].shape[1:3])
-    attach_metadata(model, plan_metadata(plan, size, plan.path, decode=decode, fold_bn=fold_bn, digest=False),
-                    plan.path)
-    return model
-
-
 def plan_input(plan, input_size, default_size) -> tuple:
     """The `images` input of a .pt family's model and its (h, w): `input_size`, else `default_size`, each a
     positive multiple of the plan's max stride (ValueError naming the checkpoint otherwise)."""
@@ -105,15 +96,13 @@ def run_nodes(inp, nodes, build_node, *, used=None, source=lambda node: node.sou
     return x
 
 
-def finish_plan_model(inp, heads, outputs, plan, default_name: str, metadata: dict, *, decode: bool):
+def finish_plan_model(inp, heads, outputs, plan, default_name: str, *, decode: bool):
     """A .pt family's DetectionModel: outputs named (head_i, or detections when decoded), the model named after
-    the checkpoint's file (`default_name` when nothing of it is usable), metadata attached."""
+    the checkpoint's file (`default_name` when nothing of it is usable)."""
     stem = os.path.splitext(os.path.basename(plan.path))[0]
     name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or default_name
     outputs = name_outputs(outputs, output_names(1 if decode else len(heads), decode))
-    model = DetectionModel(inp, outputs, name=name)
-    attach_metadata(model, metadata)
-    return model
+    return DetectionModel(inp, outputs, name=name)
 
 
 def name_outputs(outputs, names):

@@ -28,8 +28,7 @@ from keras import ops
 
 from .nms_options import DEFAULTS, NMS_OUTPUTS, nms_options
 
-__all__ = ["DetectionNMS", "nms_options", "add_nms", "family_nms", "nms_metadata", "NMS_OUTPUTS", "DEFAULTS",
-           "FAMILY_LAYOUTS"]
+__all__ = ["DetectionNMS", "nms_options", "add_nms", "NMS_OUTPUTS", "DEFAULTS"]
 
 LAYOUTS = ("xywh_obj_cls", "xywh_cls")
 
@@ -160,53 +159,15 @@ def _select(xyxy, scores, cls, keep, max_det):
     return boxes, out_scores, ops.cast(out_cls, "int32"), ops.cast(num, "int32")
 
 
-def add_nms(model, options: dict, *, layout: str, box_scale=(1.0, 1.0), channels_first=False):
-    """A model on `model`'s inputs whose outputs are boxes, scores, classes, num_detections (in that order,
-    named so), computed from `model`'s single decoded output; its metadata (if any) says so."""
-    from .model import DetectionModel, attach_metadata, name_outputs
+def add_nms(model, options: dict, layout):
+    """A model on `model`'s inputs whose outputs are boxes, scores, classes, num_detections (in that order, named
+    so), computed from `model`'s single decoded output laid out as `layout` (pyloader.family.OutputLayout)."""
+    from .model import DetectionModel, name_outputs
 
     outs = model.outputs
     if len(outs) != 1:
         raise ValueError(f"NMS needs one decoded output; the model has {len(outs)}")
-    results = DetectionNMS(layout=layout, box_scale=box_scale, channels_first=channels_first, name="nms",
-                           **options)(outs[0])
+    results = DetectionNMS(layout=layout.boxes, box_scale=layout.box_scale or (1.0, 1.0),
+                           channels_first=layout.channels_first, name="nms", **options)(outs[0])
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    new = DetectionModel(inputs, name_outputs(list(results), list(NMS_OUTPUTS)), name=model.name)
-    meta = getattr(model, "metadata", None)
-    if meta:
-        attach_metadata(new, nms_metadata(meta, options), getattr(model, "_pyloader_source_path", None))
-    return new
-
-
-def nms_metadata(meta: dict, options: dict) -> dict:
-    """`meta` (pyloader/metadata.py) for a model whose outputs are the NMS outputs."""
-    meta = dict(meta)
-    meta["decode"] = True
-    meta["nms"] = dict(options)
-    meta["outputs"] = [
-        {"name": "boxes", "shape": [None, options["max_det"], 4],
-         "layout": "x1, y1, x2, y2 in input pixels; rows past num_detections are 0"},
-        {"name": "scores", "shape": [None, options["max_det"]],
-         "layout": "class probability" if meta.get("family") == "ultralytics" else "objectness x class probability"},
-        {"name": "classes", "shape": [None, options["max_det"]], "layout": "int32 class id, -1 past num_detections"},
-        {"name": "num_detections", "shape": [None], "layout": "int32 detections kept per image"},
-    ]
-    return meta
-
-
-# How each .pt family's decode=True output feeds DetectionNMS (checked against the family's own NMS before a
-# family is listed, tests/test_nms.py): YOLOv5 and YOLOv7 [B, boxes, 5 + nc] in pixels with objectness;
-# Ultralytics [B, 4 + nc, anchors] in pixels, class probabilities without objectness. Darknet is wired in
-# darknet/model.py (normalised boxes).
-FAMILY_LAYOUTS = {"yolov5": dict(layout="xywh_obj_cls"), "yolov7": dict(layout="xywh_obj_cls"),
-                  "ultralytics": dict(layout="xywh_cls", channels_first=True)}
-
-
-def family_nms(family: str, model, options: dict, source: str = ""):
-    """add_nms on a .pt family's decoded model; FormatError for a family NMS is not wired for yet."""
-    if family not in FAMILY_LAYOUTS:
-        from ..errors import FormatError
-
-        raise FormatError(f"{source}: nms is not available for {family} checkpoints yet (available for Darknet "
-                          f"and {', '.join(sorted(FAMILY_LAYOUTS))})")
-    return add_nms(model, options, **FAMILY_LAYOUTS[family])
+    return DetectionModel(inputs, name_outputs(list(results), list(NMS_OUTPUTS)), name=model.name)

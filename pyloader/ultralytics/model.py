@@ -29,13 +29,11 @@ import numpy as np
 import keras
 from keras import layers, ops
 
-from ..keras_blocks.assign import build_filled
-from ..keras_blocks.model import attach_plan_metadata, finish_plan_model, plan_input, run_nodes
-from ..metadata import ultralytics_metadata as plan_metadata
+from ..keras_blocks.model import finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import conv as _conv, max_pool_layer
-from .weights import UltralyticsPlan, plan_arrays, read_plan
+from .weights import UltralyticsPlan
 
-__all__ = ["load_ultralytics", "build_ultralytics", "PSAAttention", "ChannelSplit", "UltralyticsDecode"]
+__all__ = ["build", "PSAAttention", "ChannelSplit", "UltralyticsDecode"]
 
 _PKG = "pyloader_ultralytics"
 
@@ -220,21 +218,10 @@ def _node(x, node, fold_bn):
     return _block(x, P, fold_bn)
 
 
-def build_ultralytics(plan: UltralyticsPlan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
-    inp, (h, w) = plan_input(plan, input_size, (plan.imgsz, plan.imgsz))
-    heads = run_nodes(inp, plan.nodes, lambda x, node: _node(x, node, fold_bn))
-    outputs = UltralyticsDecode(plan.nc, plan.reg_max, plan.strides, plan.dfl, name="decode")(heads) if decode else heads
-    return finish_plan_model(inp, heads, outputs, plan, "ultralytics",
-                             plan_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn), decode=decode)
-
-
-def model_from_plan(plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
-    """The model of a plan, built and filled; `model.metadata` / `model.class_names` describe it."""
-    model = build_filled(lambda: build_ultralytics(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
-                         plan_arrays(plan, fold_bn), plan.path, discard_arrays=True)
-    return attach_plan_metadata(model, plan, plan_metadata, decode=decode, fold_bn=fold_bn)
-
-
-def load_ultralytics(path, fold_bn=True, decode=False, input_size=None, ckpt=None) -> keras.Model:
-    """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
-    return model_from_plan(read_plan(path, ckpt), fold_bn=fold_bn, decode=decode, input_size=input_size)
+def build(plan: UltralyticsPlan, options) -> keras.Model:
+    """The family's empty model (pyloader.family): raw heads, or Ultralytics' decoded eval output."""
+    inp, _ = plan_input(plan, options.input_size, (plan.imgsz, plan.imgsz))
+    heads = run_nodes(inp, plan.nodes, lambda x, node: _node(x, node, options.fold_bn))
+    outputs = (UltralyticsDecode(plan.nc, plan.reg_max, plan.strides, plan.dfl, name="decode")(heads)
+               if options.decoded else heads)
+    return finish_plan_model(inp, heads, outputs, plan, "ultralytics", decode=options.decoded)

@@ -28,7 +28,7 @@ from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, chil
 from ..torch_reader.modules import maxpool, select_model, sequence  # ema when not None, else model (as Ultralytics)
 from ..torch_reader.pickle_reader import Record
 
-__all__ = ["read_ultralytics", "read_plan", "UltralyticsPlan"]
+__all__ = ["read_plan", "UltralyticsPlan"]
 
 
 @dataclass
@@ -459,13 +459,3 @@ def plan_arrays(plan: UltralyticsPlan, fold_bn: bool) -> dict:
     for spec in plan.convs:
         conv_arrays(spec, fold_bn, out)
     return out
-
-
-def read_ultralytics(path, fold_bn: bool = True, ckpt=None) -> dict:
-    """The checkpoint's arrays in Keras layout, keyed '<keras layer name>/<variable>' (float32).
-
-    Conv kernels are HWIO. With fold_bn, each batch norm is folded into its conv's kernel and bias; without,
-    the norms are separate ('<name>_bn/gamma', beta, moving_mean, moving_variance) and convs have no bias
-    (Detect's output convs always have one).
-    """
-    return plan_arrays(read_plan(path, ckpt), fold_bn)

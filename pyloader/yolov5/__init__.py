@@ -1,2 +1,77 @@
-"""YOLOv5 `.pt` checkpoints (github.com/ultralytics/yolov5, v6.x and v7.0): the reader (weights.py, numpy only,
-on the shared safe torch reader) and the Keras model builder (model.py)."""
+"""YOLOv5 `.pt` checkpoints (github.com/ultralytics/yolov5, v6.x and v7.0): the reader (weights.py, numpy only, on
+the shared safe torch reader), the Keras model builder (model.py), and this family's declaration (FAMILY)."""
+
+from __future__ import annotations
+
+from ..family import Family, OutputLayout
+from ..metadata import anchor_outputs, class_names
+from ..summary import anchor_heads, plan_summary
+
+
+def _models_yolo(model) -> bool:
+    module = model.cls.module
+    return (module == "models.yolo" or module.endswith(".models.yolo")) and model.cls.name in ("Model",
+                                                                                              "DetectionModel")
+
+
+def recognise(ckpt) -> bool:
+    """A pickled models.yolo.Model / DetectionModel (YOLOv7 is asked first), or a state_dict with a yaml."""
+    return ckpt.model is not None and _models_yolo(ckpt.model) or ckpt.model is None and ckpt.yaml is not None
+
+
+def read_plan(ckpt, options):
+    from .weights import plan_from_model, plan_from_state_dict
+
+    if ckpt.model is None:
+        return plan_from_state_dict(ckpt.content, ckpt.yaml, ckpt.path)
+    return plan_from_model(ckpt.model, ckpt.path)
+
+
+def arrays(plan, fold_bn: bool) -> dict:
+    from .weights import plan_arrays
+
+    return plan_arrays(plan, fold_bn)
+
+
+def array_chunks(plan, fold_bn: bool):
+    from .weights import ArrayChunks
+
+    return ArrayChunks(plan, fold_bn)
+
+
+def metadata(plan, input_size, options) -> dict:
+    h, w = input_size
+    decoded = ("[batch, boxes, 5 + classes]: x, y, w, h in input pixels, objectness, class probabilities "
+               "(YOLOv5 Detect, eval mode)") if options.decode else None
+    return {
+        "architecture": plan.model_class,
+        "input": {"name": "images", "shape": [None, h, w, 3], "layout": "NHWC float32 RGB in [0, 1]", "size": [h, w]},
+        "class_names": class_names(list(plan.names), plan.nc, plan.path),
+        "strides": [[int(s), int(s)] for s in plan.strides],
+        "anchors": [[[float(v) for v in a] for a in lvl] for lvl in plan.anchors],
+        "outputs": anchor_outputs(plan.strides, plan.anchors, plan.nc, input_size, decoded),
+    }
+
+
+def summary(plan, content) -> tuple:
+    from ..torch_reader.state_dict import is_state_dict
+
+    s = 1280 if plan.max_stride >= 64 else 640  # the family's default size (model.default_input_size)
+    kind = "state_dict with the given yaml" if is_state_dict(content) else "checkpoint"
+    return f"YOLOv5 PyTorch {kind}", {}, plan_summary(plan, plan.nodes, anchor_heads(plan), (s, s))
+
+
+FAMILY = Family(
+    name="yolov5",
+    reads="YOLOv5 (models.yolo.Model, models.yolo.DetectionModel)",
+    recognise=recognise,
+    plan=read_plan,
+    arrays=arrays,
+    metadata=metadata,
+    layout=lambda plan: OutputLayout("xywh_obj_cls"),
+    summary=summary,
+    keras="pyloader.yolov5.model",
+    keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.yolov5.model"),
+    array_chunks=array_chunks,
+    letterbox=True,
+)

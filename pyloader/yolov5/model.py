@@ -29,17 +29,13 @@ from keras import layers
 
 from ..boundary import short_repr
 from ..errors import FormatError
-from ..keras_blocks.assign import build_streamed
-from ..keras_blocks.model import attach_plan_metadata, finish_plan_model, plan_input, run_nodes
+from ..keras_blocks.model import finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import (
     FocusSpaceToDepth, Hardswish, TorchMaxPool2D, YoloV5Decode, activation as _activation, conv as _conv, max_pool_layer,
 )
-from ..metadata import yolov5_metadata
+from .weights import YoloV5Plan
 
-plan_metadata = yolov5_metadata  # the family's metadata (pyloader.metadata), as bulk_convert asks each family
-from .weights import ArrayChunks, YoloV5Plan, read_plan
-
-__all__ = ["load_yolov5", "build_yolov5", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
+__all__ = ["build", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
 
 _PKG = "pyloader_yolov5"
 
@@ -114,23 +110,11 @@ def default_input_size(plan: YoloV5Plan) -> tuple:
     return (s, s)
 
 
-def build_yolov5(plan: YoloV5Plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
-    inp, (h, w) = plan_input(plan, input_size, default_input_size(plan))
-    heads = run_nodes(inp, plan.nodes, lambda x, node: _node(x, node, fold_bn))
+def build(plan: YoloV5Plan, options) -> keras.Model:
+    """The family's empty model (pyloader.family): raw heads, or YOLOv5's decoded eval output."""
+    inp, _ = plan_input(plan, options.input_size, default_input_size(plan))
+    heads = run_nodes(inp, plan.nodes, lambda x, node: _node(x, node, options.fold_bn))
     det = plan.nodes[-1].parts
-    outputs = YoloV5Decode(det["na"], det["nc"], plan.strides, plan.anchors, name="decode")(heads) if decode else heads
-    return finish_plan_model(inp, heads, outputs, plan, "yolov5",
-                             yolov5_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn), decode=decode)
-
-
-def model_from_plan(plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
-    """The model of a plan, built and filled; `model.metadata` / `model.class_names` describe it."""
-    # One conv's arrays at a time (and its file pages dropped once copied): a load's peak is about the variables.
-    model = build_streamed(lambda: build_yolov5(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
-                           ArrayChunks(plan, fold_bn), plan.path, discard_arrays=True)
-    return attach_plan_metadata(model, plan, plan_metadata, decode=decode, fold_bn=fold_bn)
-
-
-def load_yolov5(path, fold_bn=True, decode=False, input_size=None, ckpt=None) -> keras.Model:
-    """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
-    return model_from_plan(read_plan(path, ckpt), fold_bn=fold_bn, decode=decode, input_size=input_size)
+    outputs = (YoloV5Decode(det["na"], det["nc"], plan.strides, plan.anchors, name="decode")(heads)
+               if options.decoded else heads)
+    return finish_plan_model(inp, heads, outputs, plan, "yolov5", decode=options.decoded)

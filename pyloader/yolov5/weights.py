@@ -29,7 +29,7 @@ from ..torch_reader.modules import (  # noqa: F401 (shared with the other .pt fa
     maxpool as _maxpool, pair as _pair, param as _param, select_model, sequence as _sequence,
 )
 
-__all__ = ["read_yolov5", "read_plan", "YoloV5Plan"]
+__all__ = ["read_plan", "YoloV5Plan"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -337,16 +337,6 @@ def _in_file_map(a: np.ndarray) -> bool:
             return isinstance(obj, np.ndarray) and not obj.flags.writeable
         obj = nxt
     return False
-
-
-def read_yolov5(path, fold_bn: bool = True, ckpt=None) -> dict:
-    """The checkpoint's arrays in Keras layout, keyed '<keras layer name>/<variable>' (float32).
-
-    Conv kernels are HWIO. With fold_bn, each batch norm is folded into its conv's kernel and bias; without,
-    the norms are separate ('<name>_bn/gamma', beta, moving_mean, moving_variance) and convs have no bias
-    (Detect's output convs always have one).
-    """
-    return plan_arrays(read_plan(path, ckpt), fold_bn)
 
 
 # ---------------------------------------------------------------------------------------------------------

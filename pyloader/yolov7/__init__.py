@@ -1,2 +1,72 @@
-"""YOLOv7 `.pt` checkpoints (github.com/WongKinYiu/yolov7; PyPI `yolov7detect`): the reader (weights.py, numpy
-only, on the shared safe torch reader) and the Keras model builder (model.py)."""
+"""YOLOv7 `.pt` checkpoints (github.com/WongKinYiu/yolov7; PyPI `yolov7detect`): the reader (weights.py, numpy only,
+on the shared safe torch reader), the Keras model builder (model.py), and this family's declaration (FAMILY)."""
+
+from __future__ import annotations
+
+from ..family import Family, OutputLayout
+from ..metadata import anchor_outputs, class_names
+from ..summary import anchor_heads, plan_summary
+
+
+def recognise(ckpt) -> bool:
+    """models.yolo.Model as YOLOv5 pickles it, told apart by its yaml's modules (MP, SPPCSPC, RepConv, IDetect...);
+    a state_dict whose yaml has them."""
+    from .weights import is_yolov7_model
+
+    if ckpt.model is None:
+        return ckpt.yaml is not None and is_yolov7_model(ckpt.yaml)
+    module = ckpt.model.cls.module
+    return ((module == "models.yolo" or module.endswith(".models.yolo"))
+            and ckpt.model.cls.name in ("Model", "DetectionModel") and is_yolov7_model(ckpt.model))
+
+
+def read_plan(ckpt, options):
+    from .weights import plan_from_state_dict, read_plan as read_model_plan
+
+    if ckpt.model is None:
+        return plan_from_state_dict(ckpt.content, ckpt.yaml, ckpt.path)
+    return read_model_plan(ckpt.path, ckpt.content)
+
+
+def arrays(plan, fold_bn: bool) -> dict:
+    from .weights import plan_arrays
+
+    return plan_arrays(plan, fold_bn)
+
+
+def metadata(plan, input_size, options) -> dict:
+    """YOLOv7's heads and decoding have YOLOv5's layout."""
+    h, w = input_size
+    decoded = ("[batch, boxes, 5 + classes]: x, y, w, h in input pixels, objectness, class probabilities "
+               "(YOLOv5 Detect, eval mode)") if options.decode else None
+    return {
+        "architecture": plan.model_class,
+        "input": {"name": "images", "shape": [None, h, w, 3], "layout": "NHWC float32 RGB in [0, 1]", "size": [h, w]},
+        "class_names": class_names(list(plan.names), plan.nc, plan.path),
+        "strides": [[int(s), int(s)] for s in plan.strides],
+        "anchors": [[[float(v) for v in a] for a in lvl] for lvl in plan.anchors],
+        "outputs": anchor_outputs(plan.strides, plan.anchors, plan.nc, input_size, decoded),
+    }
+
+
+def summary(plan, content) -> tuple:
+    from ..torch_reader.state_dict import is_state_dict
+
+    s = 1280 if plan.max_stride >= 64 else 640  # the family's default size (model.default_input_size)
+    kind = "state_dict with the given yaml" if is_state_dict(content) else "checkpoint"
+    return f"YOLOv7 PyTorch {kind}", {}, plan_summary(plan, [n for n in plan.nodes if n.index in plan.used], anchor_heads(plan), (s, s))
+
+
+FAMILY = Family(
+    name="yolov7",
+    reads="YOLOv7 (models.yolo.Model whose yaml has YOLOv7 modules)",
+    recognise=recognise,
+    plan=read_plan,
+    arrays=arrays,
+    metadata=metadata,
+    layout=lambda plan: OutputLayout("xywh_obj_cls"),
+    summary=summary,
+    keras="pyloader.yolov7.model",
+    keras_modules=("pyloader.keras_blocks.torch_layers",),
+    letterbox=True,
+)

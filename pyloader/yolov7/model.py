@@ -23,15 +23,13 @@ from keras import layers
 
 from ..boundary import short_repr
 from ..errors import FormatError
-from ..keras_blocks.assign import build_filled
-from ..keras_blocks.model import attach_plan_metadata, finish_plan_model, plan_input, run_nodes
+from ..keras_blocks.model import finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import (
     FocusSpaceToDepth, YoloV5Decode, activation as torch_activation, conv as _conv, max_pool_layer,
 )
-from ..metadata import yolov5_metadata
-from .weights import YoloV7Plan, plan_arrays, read_plan
+from .weights import YoloV7Plan
 
-__all__ = ["load_yolov7", "build_yolov7", "default_input_size"]
+__all__ = ["build", "default_input_size"]
 
 
 def torch_conv(x, spec, fold_bn, activation=True):
@@ -40,11 +38,6 @@ def torch_conv(x, spec, fold_bn, activation=True):
 
 def _pool(x, p):
     return max_pool_layer(p["kernel"], p["stride"], p["padding"], p["name"], x.shape[1:3])(x)
-
-
-def plan_metadata(plan, input_size, source=None, **options) -> dict:
-    """The output metadata (pyloader.metadata): YOLOv7's heads and decoding have YOLOv5's layout."""
-    return {**yolov5_metadata(plan, input_size, source, **options), "family": "yolov7"}
 
 
 def _repconv(x, P, fold_bn):
@@ -103,23 +96,13 @@ def default_input_size(plan: YoloV7Plan) -> tuple:
     return (s, s)
 
 
-def build_yolov7(plan: YoloV7Plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
-    inp, (h, w) = plan_input(plan, input_size, default_input_size(plan))
+def build(plan: YoloV7Plan, options) -> keras.Model:
+    """The family's empty model (pyloader.family): the main heads, or YOLOv7's decoded eval output."""
+    inp, _ = plan_input(plan, options.input_size, default_input_size(plan))
     det = plan.nodes[-1]
-    heads = run_nodes(inp, plan.nodes, lambda x, node: _node(x, node, fold_bn), used=plan.used,
+    heads = run_nodes(inp, plan.nodes, lambda x, node: _node(x, node, options.fold_bn), used=plan.used,
                       source=lambda node: node.source[: det.parts["nl"]] if node is det else node.source)
     P = det.parts
-    outputs = YoloV5Decode(P["na"], P["nc"], plan.strides, plan.anchors, name="decode")(heads) if decode else heads
-    return finish_plan_model(inp, heads, outputs, plan, "yolov7",
-                             plan_metadata(plan, (h, w), decode=decode, fold_bn=fold_bn), decode=decode)
-
-
-def model_from_plan(plan: YoloV7Plan, *, fold_bn=True, decode=False, input_size=None) -> keras.Model:
-    model = build_filled(lambda: build_yolov7(plan, fold_bn=fold_bn, decode=decode, input_size=input_size),
-                         plan_arrays(plan, fold_bn), plan.path, discard_arrays=True)
-    return attach_plan_metadata(model, plan, plan_metadata, decode=decode, fold_bn=fold_bn)
-
-
-def load_yolov7(path, fold_bn=True, decode=False, input_size=None, ckpt=None) -> keras.Model:
-    """A keras.Model with the checkpoint's weights; `model.class_names` holds its class names."""
-    return model_from_plan(read_plan(path, ckpt), fold_bn=fold_bn, decode=decode, input_size=input_size)
+    outputs = (YoloV5Decode(P["na"], P["nc"], plan.strides, plan.anchors, name="decode")(heads)
+               if options.decoded else heads)
+    return finish_plan_model(inp, heads, outputs, plan, "yolov7", decode=options.decoded)

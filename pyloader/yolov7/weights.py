@@ -36,7 +36,7 @@ from ..torch_reader.modules import (
 from ..torch_reader import state_dict as sd
 from ..torch_reader.pickle_reader import MethodRef, Record
 
-__all__ = ["read_yolov7", "read_plan", "plan_from_model", "YoloV7Plan", "is_yolov7_model", "YOLOV7_MODULES"]
+__all__ = ["read_plan", "plan_from_model", "YoloV7Plan", "is_yolov7_model", "YOLOV7_MODULES"]
 
 # yaml module names only YOLOv7 uses (YOLOv5 shares Conv, Concat, nn.Upsample and Detect).
 YOLOV7_MODULES = frozenset({"MP", "SP", "SPPCSPC", "RepConv", "IDetect", "IAuxDetect", "ReOrg", "DownC", "Shortcut"})
@@ -460,16 +460,6 @@ def plan_arrays(plan: YoloV7Plan, fold_bn: bool) -> dict:
         if node.index in plan.used:
             _node_arrays(node, fold_bn, out)
     return out
-
-
-def read_yolov7(path, fold_bn: bool = True, ckpt=None) -> dict:
-    """The checkpoint's arrays in Keras layout, keyed '<keras layer name>/<variable>' (float32).
-
-    Conv kernels are HWIO. With fold_bn, each batch norm is folded into its conv's kernel and bias and each
-    training-form RepConv into one 3x3 convolution; without, the norms are separate layers
-    ('<name>_bn/gamma', beta, moving_mean, moving_variance). ImplicitA/M are always folded into the heads.
-    """
-    return plan_arrays(read_plan(path, ckpt), fold_bn)
 
 
 # ---------------------------------------------------------------------------------------------------------

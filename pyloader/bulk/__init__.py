@@ -1,0 +1,37 @@
+"""Bulk conversion of checkpoints into deployable files (`pyloader.convert`, `pyloader convert`): jobs.py finds
+the sources and names the outputs, schedule.py runs the jobs, worker.py converts one (pyloader.assemble builds and
+fills the model), write.py writes a format, atomic.py renames a finished output into place.
+
+* Sources: files, folders (their .weights / .pt / .pth files, in subfolders too: training-run folders such as
+  runs/train/exp3/weights/best.pt) or glob patterns. A .weights file takes `cfg` or the .cfg of the same stem
+  beside it; a .pt file carries its architecture. A folder with no checkpoint is a failed source.
+* Outputs, named after the source's stem in `out_dir` (a checkpoint found in a folder's subfolder: after its
+  path relative to that folder, `train-exp3-best`, leaving out `weights` folders): `<stem>.keras` (default),
+  `<stem>.weights.h5`, `<stem>_saved_model/` (a TF SavedModel folder) or `<stem>.tflite` (float32, or float16
+  weights with tflite_fp16=True). Every output carries pyloader's metadata and names its outputs
+  (pyloader/metadata.py); SavedModel and TFLite need the TensorFlow or JAX backend.
+* Atomic outputs: everything is written under a temporary name in out_dir,
+  `.pyloader-tmp-<pid>-<random>-<output name>` (hidden, and never an output name), then renamed into place
+  (os.replace for files; for a folder, os.rename, after moving an old one aside when overwriting). An error or
+  Ctrl-C removes the temporary entry; SIGKILL cannot be caught, so it may leave one behind: every run starts by
+  removing the temporary entries of processes that no longer exist (`clean_stale_temporaries`).
+* Model reuse: checkpoints that share an architecture (same cfg text + input size + options for darknet; the
+  same .pt family plan structure, anchors and options for .pt) build the Keras model once per process and only
+  reassign the weights. The cached model keeps the name of the first checkpoint that built it.
+* `executor=`: a concurrent.futures.Executor whose workers can import pyloader: ThreadPoolExecutor, a
+  ProcessPoolExecutor with the 'spawn' or 'forkserver' context, Dask's `Client.get_executor()`. Jobs are the
+  picklable `Job` and run `run_job` in the workers, each of which keeps its own model cache. A process pool
+  that forks is refused once TensorFlow or JAX is loaded in this process (their thread pools do not survive a
+  fork: the workers would hang). Ray ships no concurrent.futures.Executor. `jobs=N` without an executor uses a
+  ProcessPoolExecutor of N spawned processes.
+
+This module does not import TensorFlow, Keras or torch until a conversion runs.
+"""
+
+from .atomic import clean_stale_temporaries
+from .jobs import FORMATS, TMP_PREFIX, Job, Result, find_checkpoints, output_name, plan_jobs
+from .schedule import check_framework, convert
+from .worker import run_job
+
+__all__ = ["Result", "Job", "convert", "plan_jobs", "run_job", "output_name", "find_checkpoints",
+           "clean_stale_temporaries", "check_framework", "FORMATS", "TMP_PREFIX"]

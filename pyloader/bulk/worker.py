@@ -1,0 +1,207 @@
+"""One job in a worker: the model of its checkpoint (built once per architecture and process, filled per
+checkpoint, pyloader.assemble), written from a template output where exact, else by the format's exporter."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from ..boundary import error_text
+from ..errors import FormatError
+from ..family import Family, Options
+from .atomic import remove, tmp_path, write_atomically
+from .jobs import Job, Result
+from . import write
+
+_MODEL_CACHE_SIZE = 4  # built models kept per process (least recently used goes first)
+
+
+def run_job(job: Job) -> Result:
+    """Convert one checkpoint (in whichever process runs it); never raises for a bad checkpoint."""
+    if os.path.lexists(job.output) and not job.overwrite:
+        return Result(job.source, job.output, "skipped", "output exists (use overwrite)", 0.0, job.bytes)
+    imported = 0.0
+    t0 = time.perf_counter()
+    try:
+        imported = import_framework(job.format)
+        t0 = time.perf_counter()
+        prepared = _prepare(job)
+        note, diff = _write_from_template(prepared, job)
+        if note is not None:
+            diff = _write_with_exporter(prepared, job)
+    except Exception as e:  # noqa: BLE001 - one bad checkpoint must not stop the run
+        reason = str(e) if isinstance(e, FormatError) else error_text(e)
+        if reason.startswith(job.source + ": "):  # the summary already names the source
+            reason = reason[len(job.source) + 2:]
+        return Result(job.source, None, "failed", reason.strip() or type(e).__name__,
+                      time.perf_counter() - t0, job.bytes, imported)
+    return Result(job.source, job.output, "converted", "", time.perf_counter() - t0, job.bytes, imported,
+                  verify=diff, note=note or "")
+
+
+def import_framework(format: str) -> float:
+    """Import Keras (and TensorFlow for SavedModel / TFLite) once per process; the seconds it took (0 when
+    already imported). Kept out of each checkpoint's time."""
+    wanted = ["keras"] + (["tensorflow"] if format in ("savedmodel", "tflite") else [])
+    if all(m in sys.modules for m in wanted):
+        return 0.0
+    t0 = time.perf_counter()
+    import importlib
+
+    for m in wanted:
+        importlib.import_module(m)
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Models, built once per architecture and process, filled per checkpoint
+
+
+@dataclass
+class Prepared:
+    """A job's checkpoint read: its family, plan, options, architecture key and the arrays its model takes."""
+
+    family: Family
+    plan: object
+    options: Options
+    key: tuple
+    arrays: dict
+
+    def metadata(self, input_size) -> dict:
+        from ..metadata import model_metadata
+
+        return model_metadata(self.family, self.plan, input_size, self.options, self.plan.path)
+
+
+def _prepare(job: Job) -> Prepared:
+    from ..assemble import model_arrays
+    from ..registry import container_of, open_checkpoint
+
+    cfg = job.cfg
+    if cfg is not None and not str(cfg).endswith((".yaml", ".yml")) and container_of(job.source) == "torch":
+        cfg = None  # --cfg names the .cfg of the .weights sources; a .pt carries its architecture
+    options = Options(job.fold_bn, job.decode, job.input_size, job.names, job.nms)
+    family, plan = open_checkpoint(job.source, cfg, options)
+    arrays = model_arrays(family, plan, job.fold_bn)  # validates before any model work
+    return Prepared(family, plan, options, (family.name, family.architecture(plan), options.key()), arrays)
+
+
+_CACHE: OrderedDict = OrderedDict()  # key -> [model or None, lock]
+_CACHE_LOCK = threading.Lock()
+
+
+@contextmanager
+def _built(p: Prepared):
+    """The cached model of p's architecture (built on first use), locked while one job fills and writes it."""
+    from ..assemble import build_model
+
+    with _CACHE_LOCK:
+        entry = _CACHE.get(p.key)
+        if entry is None:
+            entry = _CACHE[p.key] = [None, threading.Lock()]
+        _CACHE.move_to_end(p.key)
+        while len(_CACHE) > _MODEL_CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    with entry[1]:
+        if entry[0] is None:
+            entry[0] = build_model(p.family, p.plan, p.options)
+        yield entry[0]
+
+
+@contextmanager
+def _filled(p: Prepared):
+    """The model of p's architecture holding p's weights and metadata."""
+    from ..assemble import fill_model
+
+    with _built(p) as model:
+        yield fill_model(model, p.family, p.plan, p.options, p.arrays)
+
+
+def _write_with_exporter(p: Prepared, job: Job):
+    """The format's exporter on the filled model; returns the verify difference (None without verify)."""
+    def produce(tmp):
+        with _filled(p) as model:
+            write.write_output(model, tmp, job, p.family.letterbox)
+            return write.verify_written(model, tmp, job, p.family.letterbox) if job.verify else None
+
+    return write_atomically(job.output, job.overwrite, produce)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Template outputs (pyloader.templates): the exporter runs once per architecture and format, on probe weights;
+# each checkpoint's file is then the template's bytes with its weights (and metadata blobs) put in.
+
+
+_TEMPLATES: OrderedDict = OrderedDict()  # (architecture key, format, fp16) -> Template or the reason for none
+
+
+def _metadata_blobs(job: Job, meta: dict) -> list:
+    """The per-output metadata (class names, source name, size and SHA-256, ...) exactly as job's format stores
+    it: the byte strings that differ per checkpoint besides the weights. pyloader.metadata pads them to a
+    fixed length bucket, so checkpoints of one architecture give equally long blobs (one that does not is
+    written by the exporter: Template.write raises NoTemplate)."""
+    from .. import metadata as M
+
+    return M.stored_blobs(M.complete(meta, job.source), job.format)
+
+
+def _template_for(p: Prepared, job: Job):
+    """The template of p's architecture in job's format (learned on first use), or the reason there is none."""
+    from .. import templates
+    from ..assemble import input_size_of
+    from ..keras_blocks.model import attach_metadata
+
+    tkey = (p.key, job.format, job.tflite_fp16 if job.format == "tflite" else False)
+    with _CACHE_LOCK:
+        tpl = _TEMPLATES.get(tkey)
+    if tpl is not None:
+        return tpl
+    work = tmp_path(os.path.join(os.path.dirname(job.output), "template"))
+    os.makedirs(work)
+    try:
+        with _built(p) as model:
+            size = input_size_of(model)
+            meta = p.metadata(size)  # the template export carries this checkpoint's metadata: its blobs
+            attach_metadata(model, meta)
+            tpl = templates.learn(job.format, model, lambda m, path: write.write_output(m, path, job, p.family.letterbox),
+                                  fp16=job.tflite_fp16, blobs=_metadata_blobs(job, meta), workdir=work)
+            tpl.input_size = size
+    except templates.NoTemplate as e:
+        tpl = f"no template: {e}"
+    finally:
+        remove(work)
+    with _CACHE_LOCK:
+        _TEMPLATES[tkey] = tpl
+        while len(_TEMPLATES) > _MODEL_CACHE_SIZE:
+            _TEMPLATES.popitem(last=False)
+    return tpl
+
+
+def _write_from_template(p: Prepared, job: Job) -> tuple:
+    """Write job's output from its architecture's template: (None, verify difference) when done, else (why the
+    exporter must run, None)."""
+    from .. import templates
+
+    if not job.template or job.format not in templates.FORMATS or job.int8:
+        return ("exporter (templates off)" if not job.template else f"exporter ({job.format})"), None
+    tpl = _template_for(p, job)
+    if isinstance(tpl, str):
+        return "exporter, " + tpl, None
+
+    def produce(tmp):
+        tpl.write(p.arrays, tmp, _metadata_blobs(job, p.metadata(tpl.input_size)))
+        if job.verify:
+            with _filled(p) as model:
+                return write.verify_written(model, tmp, job, p.family.letterbox)
+        return None
+
+    try:
+        tpl.check(p.arrays)
+        return None, write_atomically(job.output, job.overwrite, produce)
+    except templates.NoTemplate as e:
+        return f"exporter, this checkpoint: {e}", None

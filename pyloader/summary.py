@@ -1,0 +1,28 @@
+"""Architecture summaries for `pyloader inspect` that several families share (a family's `summary` calls them)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+__all__ = ["plan_summary", "anchor_heads"]
+
+
+def plan_summary(plan, nodes, heads: list, input_hw) -> dict:
+    """The architecture entry of a .pt family's plan: its model class, default input, node kinds, heads, classes."""
+    h, w = input_hw
+    return {
+        "model": plan.model_class,
+        "input": (h, w, 3),
+        "layers": len(nodes),
+        "by_type": dict(Counter(n.kind for n in nodes).most_common()),
+        "heads": heads,
+        "classes": plan.nc,
+        "names": ", ".join(plan.names[:8]) + (" ..." if len(plan.names) > 8 else ""),
+    }
+
+
+def anchor_heads(plan) -> list:
+    """The heads of an anchor-based plan (YOLOv5-style Detect): level, kind, stride, classes, anchors per cell."""
+    det = plan.nodes[-1].parts
+    return [{"layer": f"level {i}", "type": plan.nodes[-1].kind, "stride": int(st), "classes": plan.nc,
+             "anchors": int(det.get("na", len(plan.anchors[i])))} for i, st in enumerate(plan.strides)]
