@@ -30,7 +30,7 @@ import json
 import os
 import struct
 
-__all__ = ["KEY", "model_metadata", "nms_metadata", "anchor_outputs", "class_names", "with_source",
+__all__ = ["KEY", "model_metadata", "nms_metadata", "anchor_outputs", "anchor_plan_fields", "class_names", "with_source",
            "source_fields", "read_names_file", "to_json", "read_metadata", "write_h5", "write_savedmodel_files", "tflite_with_metadata"]
 
 KEY = "pyloader_metadata"
@@ -124,6 +124,20 @@ def anchor_outputs(strides, anchors, nc: int, input_size, decoded: str | None) -
              "layout": "NHWC; channel a * (5 + classes) + k: tx, ty, tw, th, objectness, classes (before the sigmoid)",
              "stride": [int(s), int(s)], "anchors": [[float(v) for v in a] for a in anchors[i]],
              "anchor_units": "pixels"} for i, s in enumerate(strides)]
+
+
+def anchor_plan_fields(plan, input_size, options, decoded: str) -> dict:
+    """A family's metadata fields for a plan of an anchor-based .pt model (model_class, names, nc, strides, anchors
+    in pixels; RGB input in [0, 1] named `images`); `decoded`: the layout text of its decode=True output."""
+    h, w = input_size
+    return {
+        "architecture": plan.model_class,
+        "input": {"name": "images", "shape": [None, h, w, 3], "layout": "NHWC float32 RGB in [0, 1]", "size": [h, w]},
+        "class_names": class_names(list(plan.names), plan.nc, plan.path),
+        "strides": [[int(s), int(s)] for s in plan.strides],
+        "anchors": [[[float(v) for v in a] for a in lvl] for lvl in plan.anchors],
+        "outputs": anchor_outputs(plan.strides, plan.anchors, plan.nc, input_size, decoded if options.decode else None),
+    }
 
 
 def model_metadata(family, plan, input_size, options, source=None, *, digest=True) -> dict:

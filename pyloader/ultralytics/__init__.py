@@ -4,6 +4,7 @@ Keras builder (model.py), and this family's declaration (FAMILY)."""
 from __future__ import annotations
 
 from ..family import Family, OutputLayout
+from .weights import plan_arrays
 from ..metadata import class_names
 from ..summary import plan_summary
 
@@ -12,12 +13,6 @@ def read_plan(ckpt, options):
     from .weights import read_plan as read_model_plan
 
     return read_model_plan(ckpt.path, ckpt.content)
-
-
-def arrays(plan, fold_bn: bool) -> dict:
-    from .weights import plan_arrays
-
-    return plan_arrays(plan, fold_bn)
 
 
 def metadata(plan, input_size, options) -> dict:
@@ -54,7 +49,7 @@ FAMILY = Family(
     reads="Ultralytics YOLOv8/YOLO11/YOLOv5u detection (ultralytics.nn.tasks.DetectionModel)",
     recognise=lambda ckpt: ckpt.model is not None and ckpt.model.cls.module.startswith("ultralytics.nn.tasks"),
     plan=read_plan,
-    arrays=arrays,
+    arrays=plan_arrays,
     metadata=metadata,
     layout=lambda plan: OutputLayout("xywh_cls", channels_first=True, score="class probability"),
     summary=summary,

@@ -4,7 +4,8 @@ the shared safe torch reader), the Keras model builder (model.py), and this fami
 from __future__ import annotations
 
 from ..family import Family, OutputLayout
-from ..metadata import anchor_outputs, class_names
+from .weights import plan_arrays
+from ..metadata import anchor_plan_fields
 from ..summary import anchor_heads, plan_summary
 
 
@@ -27,12 +28,6 @@ def read_plan(ckpt, options):
     return plan_from_model(ckpt.model, ckpt.path)
 
 
-def arrays(plan, fold_bn: bool) -> dict:
-    from .weights import plan_arrays
-
-    return plan_arrays(plan, fold_bn)
-
-
 def array_chunks(plan, fold_bn: bool):
     from .weights import ArrayChunks
 
@@ -40,17 +35,8 @@ def array_chunks(plan, fold_bn: bool):
 
 
 def metadata(plan, input_size, options) -> dict:
-    h, w = input_size
-    decoded = ("[batch, boxes, 5 + classes]: x, y, w, h in input pixels, objectness, class probabilities "
-               "(YOLOv5 Detect, eval mode)") if options.decode else None
-    return {
-        "architecture": plan.model_class,
-        "input": {"name": "images", "shape": [None, h, w, 3], "layout": "NHWC float32 RGB in [0, 1]", "size": [h, w]},
-        "class_names": class_names(list(plan.names), plan.nc, plan.path),
-        "strides": [[int(s), int(s)] for s in plan.strides],
-        "anchors": [[[float(v) for v in a] for a in lvl] for lvl in plan.anchors],
-        "outputs": anchor_outputs(plan.strides, plan.anchors, plan.nc, input_size, decoded),
-    }
+    return anchor_plan_fields(plan, input_size, options, "[batch, boxes, 5 + classes]: x, y, w, h in input pixels, "
+                              "objectness, class probabilities (YOLOv5 Detect, eval mode)")
 
 
 def summary(plan, content) -> tuple:
@@ -66,7 +52,7 @@ FAMILY = Family(
     reads="YOLOv5 (models.yolo.Model, models.yolo.DetectionModel)",
     recognise=recognise,
     plan=read_plan,
-    arrays=arrays,
+    arrays=plan_arrays,
     metadata=metadata,
     layout=lambda plan: OutputLayout("xywh_obj_cls"),
     summary=summary,

@@ -4,7 +4,8 @@ on the shared safe torch reader), the Keras model builder (model.py), and this f
 from __future__ import annotations
 
 from ..family import Family, OutputLayout
-from ..metadata import anchor_outputs, class_names
+from .weights import plan_arrays
+from ..metadata import anchor_plan_fields
 from ..summary import anchor_heads, plan_summary
 
 
@@ -28,25 +29,10 @@ def read_plan(ckpt, options):
     return read_model_plan(ckpt.path, ckpt.content)
 
 
-def arrays(plan, fold_bn: bool) -> dict:
-    from .weights import plan_arrays
-
-    return plan_arrays(plan, fold_bn)
-
-
 def metadata(plan, input_size, options) -> dict:
     """YOLOv7's heads and decoding have YOLOv5's layout."""
-    h, w = input_size
-    decoded = ("[batch, boxes, 5 + classes]: x, y, w, h in input pixels, objectness, class probabilities "
-               "(YOLOv5 Detect, eval mode)") if options.decode else None
-    return {
-        "architecture": plan.model_class,
-        "input": {"name": "images", "shape": [None, h, w, 3], "layout": "NHWC float32 RGB in [0, 1]", "size": [h, w]},
-        "class_names": class_names(list(plan.names), plan.nc, plan.path),
-        "strides": [[int(s), int(s)] for s in plan.strides],
-        "anchors": [[[float(v) for v in a] for a in lvl] for lvl in plan.anchors],
-        "outputs": anchor_outputs(plan.strides, plan.anchors, plan.nc, input_size, decoded),
-    }
+    return anchor_plan_fields(plan, input_size, options, "[batch, boxes, 5 + classes]: x, y, w, h in input pixels, "
+                              "objectness, class probabilities (YOLOv5 Detect, eval mode)")
 
 
 def summary(plan, content) -> tuple:
@@ -54,7 +40,8 @@ def summary(plan, content) -> tuple:
 
     s = 1280 if plan.max_stride >= 64 else 640  # the family's default size (model.default_input_size)
     kind = "state_dict with the given yaml" if is_state_dict(content) else "checkpoint"
-    return f"YOLOv7 PyTorch {kind}", {}, plan_summary(plan, [n for n in plan.nodes if n.index in plan.used], anchor_heads(plan), (s, s))
+    nodes = [n for n in plan.nodes if n.index in plan.used]  # IAuxDetect's auxiliary branches left out
+    return f"YOLOv7 PyTorch {kind}", {}, plan_summary(plan, nodes, anchor_heads(plan), (s, s))
 
 
 FAMILY = Family(
@@ -62,7 +49,7 @@ FAMILY = Family(
     reads="YOLOv7 (models.yolo.Model whose yaml has YOLOv7 modules)",
     recognise=recognise,
     plan=read_plan,
-    arrays=arrays,
+    arrays=plan_arrays,
     metadata=metadata,
     layout=lambda plan: OutputLayout("xywh_obj_cls"),
     summary=summary,
