@@ -1,3 +1,4 @@
+// The .weights layout this reads (header, blocks, checks): docs/FORMATS.md, section 1 (Darknet .weights).
 #include "darknet.h"
 
 #include <cstring>

@@ -1,5 +1,5 @@
 // Darknet .weights reader: header, size validation against the cfg's layer plan, and per-layer arrays in
-// Keras layout. Takes raw bytes; knows nothing of Python. The format is written down in docs/FORMATS.md.
+// Keras layout. Takes raw bytes; knows nothing of Python. The format: docs/FORMATS.md, section 1 (Darknet .weights).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -1,7 +1,6 @@
 """Darknet .cfg parser and shape inference: sections, typed options, and per-layer output shapes.
 
-Pure Python (no TensorFlow, no numpy). Semantics follow AlexeyAB/darknet's parser.c; where darknet is
-lenient (unknown options or activations, mismatched layer sizes) pyloader raises FormatError instead.
+Pure Python (no TensorFlow, no numpy). The semantics: docs/FORMATS.md, section 2 (Darknet .cfg).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from ..errors import FormatError
 
 # Activations pyloader computes exactly as darknet does. 'silu' is not a darknet activation (darknet falls
 # back to relu for unknown names); WongKinYiu's yolov7 darknet cfgs use it meaning SiLU (x * sigmoid(x),
-# what their PyTorch models were trained with), so pyloader computes it as swish. See README.
+# what their PyTorch models were trained with), so pyloader computes it as swish. See docs/FORMATS.md, 2.3.
 ACTIVATIONS = {"linear", "leaky", "relu", "logistic", "tanh", "mish", "swish", "silu"}
 
 _REQUIRED = object()
