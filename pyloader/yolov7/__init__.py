@@ -22,7 +22,8 @@ def recognise(ckpt) -> bool:
 
 
 def read_plan(ckpt, options):
-    from .weights import plan_from_state_dict, read_plan as read_model_plan
+    from .state_dict import plan_from_state_dict
+    from .weights import read_plan as read_model_plan
 
     if ckpt.model is None:
         return plan_from_state_dict(ckpt.content, ckpt.yaml, ckpt.path)
