@@ -466,37 +466,19 @@ def _inspect_output(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# bench (pyloader/bench.py, imported only when asked for)
+# bench: the benchmark is the package pyloader_bench (bench/pyloader_bench), imported only when asked for
 
 
 def _bench_cmd(argv) -> int:
     try:
-        import importlib
-
-        bench = importlib.import_module("pyloader.bench")
+        from pyloader_bench.cli import main
     except ModuleNotFoundError as e:
-        if e.name != "pyloader.bench":
+        if e.name not in ("pyloader_bench", "pyloader_bench.cli"):
             raise
-        print("pyloader bench: not available in this installation (the module pyloader.bench is missing)",
+        print("pyloader bench: not available in this installation (the package pyloader_bench is missing)",
               file=sys.stderr)
         return 2
-    if hasattr(bench, "main"):
-        rc = bench.main(argv)
-        return 0 if rc is None else int(rc)
-    if hasattr(bench, "add_parser"):
-        parser = argparse.ArgumentParser(prog="pyloader")
-        sub = parser.add_subparsers(dest="command")
-        bench.add_parser(sub)
-        args = parser.parse_args(["bench", *argv])
-        func = getattr(args, "func", None) or getattr(bench, "run", None)
-        if func is None:
-            print("pyloader bench: pyloader.bench defines no command function", file=sys.stderr)
-            return 2
-        rc = func(args)
-        return 0 if rc is None else int(rc)
-    print("pyloader bench: pyloader.bench has neither main(argv) nor add_parser(subparsers)", file=sys.stderr)
-    return 2
-
+    return main(argv)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

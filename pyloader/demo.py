@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .bench_models import write_weights
+from .darknet.synthetic import write_weights
 
 # A tiny-YOLOv4-style network (CSP blocks with grouped routes, maxpools, an upsample, two yolo heads, 3 classes).
 DEMO_CFG = """[net]
@@ -184,7 +184,7 @@ def write_demo(directory, seed: int = 0):
     weights = os.path.join(directory, "demo-yolo.weights")
     with open(cfg, "w") as f:
         f.write(DEMO_CFG)
-    write_weights(weights, cfg, seed=seed)  # well-scaled random values, the benchmark's generator
+    write_weights(weights, cfg, seed=seed)  # well-scaled random values
     return weights, cfg
 
 

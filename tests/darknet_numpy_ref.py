@@ -2,7 +2,7 @@
 
 The reference for what OpenCV computes differently from darknet (BN epsilon, default activation, shortcut
 weights) or not at all (old reorg, negative upsample, maxpool_depth). Slow; for small test networks only.
-It reads weights from darknet_synth's tensors, not from pyloader.
+It reads weights from pyloader.darknet.synthetic's tensors, not from pyloader's reader.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def upsample(x, p):
 
 
 def forward(network, tensors, image_chw):
-    """Outputs (C, H, W) of every layer; `tensors` as written by darknet_synth.write_weights."""
+    """Outputs (C, H, W) of every layer; `tensors` as written by pyloader.darknet.synthetic.write_weights."""
     outs = {}
     x = image_chw.astype(np.float32)
     for layer in network.layers:

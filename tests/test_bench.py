@@ -17,7 +17,7 @@ def _command(out):
     if importlib.util.find_spec("pyloader.cli") is not None and importlib.util.find_spec("pyloader.__main__"):
         head = [sys.executable, "-m", "pyloader", "bench"]
     else:  # the CLI is not installed in this tree: the module itself
-        head = [sys.executable, "-m", "pyloader.bench"]
+        head = [sys.executable, "-m", "pyloader_bench"]
     return head + ["--small", "--repeat", "1", "--out", str(out)]
 
 

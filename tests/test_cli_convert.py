@@ -23,7 +23,7 @@ import pytest
 import pyloader
 from pyloader.bulk import TMP_PREFIX, Result
 
-from darknet_synth import write_weights
+from pyloader.darknet.synthetic import write_weights
 
 SMALL = (96, 128)  # fully convolutional: a small input keeps inference cheap
 
@@ -340,8 +340,8 @@ def test_bench_is_registered_lazily():
     import importlib.util
 
     p = run_cli("bench", "--help", timeout=300)
-    if importlib.util.find_spec("pyloader.bench") is None:
-        assert p.returncode == 2 and "pyloader.bench" in p.stderr
+    if importlib.util.find_spec("pyloader_bench") is None:
+        assert p.returncode == 2 and "pyloader_bench" in p.stderr
     else:
         assert p.returncode == 0, p.stderr
 

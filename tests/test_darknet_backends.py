@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import darknet_numpy_ref as ref  # noqa: E402
-from darknet_synth import write_weights  # noqa: E402
+from pyloader.darknet.synthetic import write_weights  # noqa: E402
 from test_darknet_semantics import CFGS, NET  # noqa: E402
 
 from pyloader.darknet.cfg import parse_network  # noqa: E402

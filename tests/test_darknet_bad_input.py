@@ -3,7 +3,6 @@
 Every test writes its own small files; none may crash the interpreter or leave anything behind.
 """
 
-import os
 import subprocess
 import sys
 
@@ -128,8 +127,7 @@ def test_old_header_size_counts(tmp_path):
 
 def test_weights_of_a_different_cfg(tmp_path, cfg_dir):
     # yolov3-tiny's weights read with yolov4-tiny's cfg: sizes disagree; name where the file runs out.
-    sys.path.insert(0, os.path.dirname(__file__))
-    from darknet_synth import write_weights
+    from pyloader.darknet.synthetic import write_weights
 
     weights = tmp_path / "v3tiny.weights"
     write_weights(weights, cfg_dir / "yolov3-tiny.cfg")

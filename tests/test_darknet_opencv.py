@@ -31,7 +31,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import FULL, shared_cfgs  # noqa: E402
 import darknet_numpy_ref as ref  # noqa: E402
-from darknet_synth import write_weights  # noqa: E402
+from pyloader.darknet.synthetic import write_weights  # noqa: E402
 
 cv2 = pytest.importorskip("cv2") if os.environ.get("CI") != "true" else __import__("cv2")
 

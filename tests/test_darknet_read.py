@@ -1,17 +1,14 @@
 """pyloader.read on darknet files: Keras layout, exact values, zero-copy views, no TensorFlow import."""
 
 import gc
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from darknet_synth import write_weights  # noqa: E402
-
-import pyloader  # noqa: E402
+import pyloader
+from pyloader.darknet.synthetic import write_weights
 
 
 @pytest.fixture(scope="module")

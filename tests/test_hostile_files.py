@@ -24,7 +24,7 @@ from pyloader.boundary import MAX_NESTING, short_repr
 from pyloader.errors import FormatError
 from pyloader.darknet.cfg import parse_cfg_text, build_network
 
-from darknet_synth import write_weights
+from pyloader.darknet.synthetic import write_weights
 from test_pickle_asm import (BUILD, EMPTY_DICT, EMPTY_TUPLE, MARK, NEWOBJ, REDUCE, SETITEM, STOP, TUPLE, TUPLE1,
                              PROTO2, BINPERSID, NEWFALSE, dict_of, glob, i, s, write_torch_zip)
 

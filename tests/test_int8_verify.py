@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import SHARED_CFG  # noqa: E402
-from darknet_synth import write_weights  # noqa: E402
+from pyloader.darknet.synthetic import write_weights  # noqa: E402
 
 import pyloader  # noqa: E402
 from pyloader.bulk import write as bulk_write  # noqa: E402

@@ -31,7 +31,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import SHARED_CFG  # noqa: E402
-from darknet_synth import write_weights  # noqa: E402
+from pyloader.darknet.synthetic import write_weights  # noqa: E402
 
 import pyloader  # noqa: E402
 
@@ -150,7 +150,7 @@ def test_darknet_nms_matches_opencv(darknet_case, agnostic, max_det):
 def yolov5_case(tmp_path_factory):
     torch = pytest.importorskip("torch")
     Y5Y = pytest.importorskip("yolov5.models.yolo")
-    from pyloader.bench_models import randomize_yolov5
+    from pyloader_bench.synthetic_pt import randomize_yolov5
 
     cfg = {"nc": NC, "depth_multiple": 0.33, "width_multiple": 0.25,
            "anchors": [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]}
@@ -251,7 +251,7 @@ def _check_family(path, pred, size, images, agnostic, family_nms, torchvision_in
 def ultralytics_case(tmp_path_factory):
     torch = pytest.importorskip("torch")
     pytest.importorskip("ultralytics")
-    from pyloader.bench_models import write_ultralytics_checkpoint
+    from pyloader_bench.synthetic_pt import write_ultralytics_checkpoint
 
     path = str(tmp_path_factory.mktemp("nms_ultra") / "v8n.pt")
     write_ultralytics_checkpoint(path, "yolov8n.yaml", seed=5)

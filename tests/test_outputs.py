@@ -23,7 +23,7 @@ import pytest
 import pyloader
 from pyloader.metadata import read_metadata
 
-from darknet_synth import write_weights
+from pyloader.darknet.synthetic import write_weights
 from test_cli_convert import make_pt
 
 SMALL = (64, 96)

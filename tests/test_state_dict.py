@@ -40,7 +40,7 @@ def _yolov5n_yaml() -> dict:
 
 @pytest.fixture(scope="module")
 def yolov5n(tmp_path_factory):
-    from pyloader.bench_models import randomize_yolov5
+    from pyloader_bench.synthetic_pt import randomize_yolov5
 
     cfg = _yolov5n_yaml()
     model = randomize_yolov5(Y5Y.DetectionModel(copy.deepcopy(cfg)), 3).eval()

@@ -25,7 +25,7 @@ import pytest
 import pyloader
 from pyloader.bulk import convert
 
-from darknet_synth import write_weights
+from pyloader.darknet.synthetic import write_weights
 from test_cli_convert import make_pt
 
 CFG = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "cfg", "yolov3-tiny.cfg")

@@ -2,7 +2,7 @@
 
 Each yaml (a name shipped inside the package: 'yolov8n.yaml', 'yolo11n.yaml', 'yolov5nu.yaml', 'yolov8n-p6.yaml'
 ...) is built by ultralytics itself (`DetectionModel`), given random but well-scaled weights and batch-norm
-statistics (`pyloader.bench_models.write_ultralytics_checkpoint`) and saved as its trainer saves `last.pt`
+statistics (`pyloader_bench.synthetic_pt.write_ultralytics_checkpoint`) and saved as its trainer saves `last.pt`
 (fp16 `ema`, `model` None, AdamW optimizer state, scaler, train_args, the IterableSimpleNamespace args); then
 ultralytics' own `strip_optimizer` writes `best.pt` (fp16 `model`, dict args, dates and versions). Nothing is
 downloaded. The reference is the checkpoint's model as `attempt_load_one_weight` takes it (`ema` or `model`,
@@ -37,7 +37,7 @@ except ImportError as e:  # pragma: no cover - depends on the install
         raise RuntimeError(f"CI needs torch and ultralytics for the Ultralytics reference tests: {e}") from e
     pytest.skip(f"torch/ultralytics not installed: {e}", allow_module_level=True)
 
-from pyloader.bench_models import randomize_ultralytics, write_ultralytics_checkpoint
+from pyloader_bench.synthetic_pt import randomize_ultralytics, write_ultralytics_checkpoint
 
 FULL = os.environ.get("PYLOADER_FULL") == "1"
 RTOL = 1e-4

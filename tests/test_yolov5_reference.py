@@ -141,7 +141,7 @@ _FULL_MARKED = {"m6", "l", "x", "l6", "x6"}
 
 def randomize(model, seed: int):
     """Random weights that keep activations at a sane scale through ~100 layers (the benchmark's generator)."""
-    from pyloader.bench_models import randomize_yolov5
+    from pyloader_bench.synthetic_pt import randomize_yolov5
 
     return randomize_yolov5(model, seed)
 

@@ -26,7 +26,6 @@ from pyloader.errors import FormatError
 
 try:
     import torch
-    import torch.nn as nn
     import yolov7  # noqa: F401
     import yolov7.models.common as Y7C
     import yolov7.models.experimental as Y7E
@@ -38,6 +37,7 @@ except ImportError as e:  # pragma: no cover - depends on the install
 
 sys.path.insert(0, os.path.dirname(__file__))
 import yolov7_archs as ARCH  # noqa: E402
+from pyloader_bench.synthetic_pt import randomize_yolov5  # noqa: E402
 
 FULL = os.environ.get("PYLOADER_FULL") == "1"
 RTOL = 1e-4
@@ -45,25 +45,16 @@ P5_SIZE = (96, 128)
 P6_SIZE = (128, 192)
 
 
+def _implicit(m, g):
+    if isinstance(m, Y7C.ImplicitA):
+        m.implicit.copy_(torch.randn(m.implicit.shape, generator=g) * 0.3)
+    elif isinstance(m, Y7C.ImplicitM):
+        m.implicit.copy_(1 + torch.randn(m.implicit.shape, generator=g) * 0.3)
+
+
 def randomize(model, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
-            elif isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            elif isinstance(m, Y7C.ImplicitA):
-                m.implicit.copy_(torch.randn(m.implicit.shape, generator=g) * 0.3)
-            elif isinstance(m, Y7C.ImplicitM):
-                m.implicit.copy_(1 + torch.randn(m.implicit.shape, generator=g) * 0.3)
-    return model
+    """The benchmark's well-scaled random weights, and YOLOv7's implicit layers drawn in module order."""
+    return randomize_yolov5(model, seed, other=_implicit)
 
 
 @contextlib.contextmanager

@@ -1,14 +1,15 @@
-"""Synthetic darknet .weights for real cfgs: well-scaled random values written in darknet's file layout.
+"""Synthetic Darknet .weights for any cfg: well-scaled random values in Darknet's file layout.
 
-Written from the format description (header; per convolutional layer biases, [scales, mean, variance],
-OIHW weights; shortcut weights), independently of pyloader's reader.
+The demo, the benchmark and the tests write their checkpoints with it. Written from the format description
+(header; per convolutional layer biases, [scales, mean, variance], OIHW weights; shortcut weights),
+independently of pyloader's reader (darknet/weights.py), so that the tests check the reader against it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pyloader.darknet.cfg import parse_network
+from .cfg import parse_network
 
 HEADERS = {
     "v0.2.5": (0, 2, 5, 64),  # AlexeyAB: 64-bit `seen`, 20-byte header

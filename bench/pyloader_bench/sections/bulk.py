@@ -1,0 +1,55 @@
+"""The bulk section: N checkpoints of one architecture through pyloader.convert vs N separate load + save,
+and per output format with templates against a floor."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+
+from pyloader.darknet.synthetic import write_weights
+
+from ..driver import have, log, ratio, run_worker
+
+BULK_FORMATS = ("keras", "weights.h5", "savedmodel", "tflite")
+
+
+def bench_bulk(name, m, count, tmp, formats=BULK_FORMATS):
+    folder = os.path.join(tmp, "bulk")
+    os.makedirs(folder, exist_ok=True)
+    sources = []
+    for i in range(count):
+        s = os.path.join(folder, f"{name}_{i:02d}.weights")
+        if m.get("generated"):
+            write_weights(s, m["cfg"], seed=i + 1)
+        else:
+            shutil.copyfile(m["weights"], s)
+        sources.append(s)
+    sec = {"model": name, "checkpoints": count, "methods": {}}
+    for meth in ("bulk_convert", "bulk_separate"):
+        if meth == "bulk_convert" and not have("pyloader.bulk_convert"):
+            sec["methods"][meth] = {"error": "not available: pyloader.convert is missing"}
+            continue
+        log(f"bulk/{name}/{meth} x{count}")
+        r = run_worker({"method": meth, "sources": sources, "cfg": m["cfg"], "out": os.path.join(tmp, "bulk_out")})
+        if "error" not in r:
+            r["median_per_checkpoint_s"] = statistics.median(r["per_checkpoint_s"])
+            r["mean_per_checkpoint_s"] = r["total_s"] / count
+            if r["save_s"]:
+                r["median_save_s"] = statistics.median(r["save_s"])
+        sec["methods"][meth] = r
+    sec["formats"] = {}
+    if have("pyloader.templates"):
+        for fmt in formats:
+            log(f"bulk/{name}/{fmt} (templates) x{count}")
+            r = run_worker({"method": "bulk_format", "format": fmt, "sources": sources, "cfg": m["cfg"],
+                            "out": os.path.join(tmp, "bulk_out"), "repeat": 3})
+            if "error" not in r and r.get("median_after_first_s"):
+                r["floor_s"] = r["read_s"] + r["write_output_bytes_s"]
+                r["after_first_over_floor"] = r["median_after_first_s"] / r["floor_s"]
+            sec["formats"][fmt] = r
+    shutil.rmtree(folder, ignore_errors=True)
+    a = sec["methods"]["bulk_convert"].get("mean_per_checkpoint_s")
+    b = sec["methods"]["bulk_separate"].get("mean_per_checkpoint_s")
+    sec["speedup_convert_vs_separate"] = ratio(b, a)
+    return sec

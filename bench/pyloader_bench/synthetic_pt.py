@@ -1,0 +1,113 @@
+"""Synthetic .pt checkpoints: models built by the reference packages (yolov5, ultralytics) from their own yaml,
+with well-scaled random weights, saved as their trainers save them. The benchmark and the tests write their
+.pt files with these; they need torch and the package concerned (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def randomize_yolov5(model, seed: int = 0, other=None):
+    """Random weights for a torch YOLOv5 model that keep activations at a sane scale through ~100 layers:
+    conv kernels ~ N(0, 1/fan_in), BN gamma U(0.5, 1.5), beta N(0, 0.2), mean N(0, 0.5), variance U(0.5, 1.5).
+    `other(module, generator)`, if given, is called (in module order, same generator) for every module that is
+    neither a Conv2d nor a BatchNorm2d: a family's own parameters (YOLOv7's implicit layers)."""
+    import torch
+    import torch.nn as nn
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
+            elif isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            elif other is not None:
+                other(m, g)
+    return model
+
+
+def write_yolov5_checkpoint(path, yaml_name: str = "yolov5x.yaml", seed: int = 0) -> int:
+    """A YOLOv5 checkpoint saved as YOLOv5's train.py saves (fp16 `model` and `ema`), built by the `yolov5`
+    package from its own yaml with random well-scaled weights. Needs torch and yolov5; returns the parameter
+    count."""
+    import torch
+    import yolov5.models.yolo as Y5Y
+
+    model = Y5Y.DetectionModel(os.path.join(os.path.dirname(Y5Y.__file__), yaml_name))
+    randomize_yolov5(model, seed)
+    model.names = [f"class_{k}" for k in range(model.yaml["nc"])]
+    model.eval()
+    import copy
+
+    half = copy.deepcopy(model).half()
+    torch.save({"epoch": 1, "best_fitness": None, "model": half, "ema": half, "updates": 1, "optimizer": None},
+               path)
+    return sum(p.numel() for p in model.parameters())
+
+
+def randomize_ultralytics(model, seed: int = 0):
+    """randomize_yolov5's well-scaled random weights for an Ultralytics model; the DFL's fixed integral
+    weights (0..reg_max-1, not trained) are kept."""
+    import torch
+
+    dfl = [(m.conv, m.conv.weight.detach().clone()) for m in model.modules() if type(m).__name__ == "DFL"]
+    randomize_yolov5(model, seed)
+    with torch.no_grad():
+        for conv, w in dfl:
+            conv.weight.copy_(w)
+    return model
+
+
+def write_ultralytics_checkpoint(path, yaml_name: str = "yolov8x.yaml", seed: int = 0, stripped=None) -> int:
+    """An Ultralytics checkpoint written as its trainer's `save_model` writes `last.pt` (fp16 `ema`, `model`
+    None, the AdamW optimizer state of `build_optimizer` after one step, the scaler, `train_args`, the
+    IterableSimpleNamespace `args` on the model, dates and versions), built by the `ultralytics` package from
+    its own yaml (a name shipped inside the package, or a path) with random well-scaled weights. With
+    `stripped`, also `strip_optimizer(path, stripped)` (the trainer's final `best.pt`). Needs torch and
+    ultralytics (nothing is downloaded); returns the parameter count."""
+    import copy
+    import datetime
+    import types
+
+    import torch
+    from ultralytics import __version__
+    from ultralytics.cfg import get_cfg
+    from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils.torch_utils import convert_optimizer_state_dict_to_fp16, strip_optimizer
+
+    model = DetectionModel(yaml_name, verbose=False)
+    randomize_ultralytics(model, seed)
+    args = get_cfg()
+    model.args = args  # as the trainer sets it (an IterableSimpleNamespace)
+    model.names = {k: f"class_{k}" for k in range(model.yaml["nc"])}
+    trainer = types.SimpleNamespace(args=args, data={"nc": model.yaml["nc"]})
+    opt = BaseTrainer.build_optimizer(trainer, model, name="AdamW", lr=0.001)
+    g = torch.Generator().manual_seed(seed + 1)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=g) * 1e-3
+    opt.step()
+    opt.zero_grad()
+    randomize_ultralytics(model, seed)  # the step moved the weights; keep them well-scaled
+    ema = copy.deepcopy(model).eval().half()
+    torch.save({
+        "epoch": 4, "best_fitness": 0.25, "stopper": {"best_fitness": 0.25, "best_epoch": 3}, "model": None,
+        "ema": ema, "updates": 120, "modelopt": None,
+        "optimizer": convert_optimizer_state_dict_to_fp16(copy.deepcopy(opt.state_dict())),
+        "scaler": torch.amp.GradScaler("cpu").state_dict(), "train_args": vars(args),
+        "train_metrics": {"metrics/mAP50(B)": 0.1, "fitness": 0.25}, "train_results": {"epoch": [1.0, 2.0]},
+        "date": datetime.datetime.now().astimezone().isoformat(), "version": __version__,
+        "git": {"root": None, "branch": None, "commit": None, "message": None, "origin": None},
+        "license": "AGPL-3.0 (https://ultralytics.com/license)", "docs": "https://docs.ultralytics.com",
+    }, path)
+    if stripped is not None:
+        strip_optimizer(path, stripped)
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,227 @@
+"""Workers that time their own runs: bulk conversion, one format per run, one Keras backend per run, and
+where pyloader.load's time goes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+import time
+
+from .probes import clear_keras, peak_bytes, reset_peak, status_bytes, tree_bytes
+
+
+def bulk(spec: dict) -> dict:
+    import keras  # noqa: F401
+
+    import pyloader
+    import pyloader.darknet.model  # noqa: F401
+
+    sources, cfg, out = spec["sources"], spec["cfg"], spec["out"]
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    base = status_bytes("VmRSS")
+    reset = reset_peak()
+    t0 = time.perf_counter()
+    per, load_s, save_s = [], [], []
+    if spec["method"] == "bulk_convert":
+        from pyloader.bulk_convert import convert
+
+        results = convert(sources, out, cfg=cfg, format="keras", overwrite=True)
+        bad = [r for r in results if r.status != "converted"]
+        if bad:
+            raise RuntimeError(f"convert: {bad[0].source}: {bad[0].status}: {bad[0].reason}")
+        per = [r.seconds for r in results]
+    else:
+        for s in sources:
+            a = time.perf_counter()
+            model = pyloader.load(s, cfg)
+            b = time.perf_counter()
+            model.save(os.path.join(out, os.path.splitext(os.path.basename(s))[0] + ".keras"))
+            c = time.perf_counter()
+            load_s.append(b - a)
+            save_s.append(c - b)
+            per.append(c - a)
+            del model
+            clear_keras()
+    total = time.perf_counter() - t0
+    peak = peak_bytes()
+    out_bytes = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+    shutil.rmtree(out, ignore_errors=True)
+    return {"total_s": total, "per_checkpoint_s": per, "load_s": load_s, "save_s": save_s,
+            "peak_above_baseline_bytes": peak - base, "peak_reset": reset, "output_bytes": out_bytes}
+
+
+def bulk_format(spec: dict) -> dict:
+    """pyloader.convert of every source to one format (templates on): per-checkpoint seconds, and the floor
+    for a checkpoint after the first: pyloader.read of one + writing the output's bytes to a new file."""
+    import numpy as np
+
+    import pyloader
+    from pyloader.bulk_convert import convert
+
+    sources, cfg, out, fmt = spec["sources"], spec["cfg"], spec["out"], spec["format"]
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    base = status_bytes("VmRSS")
+    reset = reset_peak()
+    t0 = time.perf_counter()
+    results = convert(sources, out, cfg=cfg, format=fmt, overwrite=True)
+    total = time.perf_counter() - t0
+    peak = peak_bytes()
+    bad = [r for r in results if r.status != "converted"]
+    if bad:
+        raise RuntimeError(f"convert: {bad[0].source}: {bad[0].status}: {bad[0].reason}")
+    by_src = {r.source: r for r in results}
+    per = [by_src[s].seconds for s in sources]
+    notes = sorted({r.note for r in results if r.note})
+    nbytes = tree_bytes(by_src[sources[-1]].output)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    read_s, write_s = [], []
+    buf = np.ones(nbytes, np.uint8)  # pre-faulted
+    for i in range(spec.get("repeat", 3) + 1):
+        a = time.perf_counter()
+        arrays = pyloader.read(sources[-1], cfg)
+        b = time.perf_counter()
+        del arrays
+        path = os.path.join(out, f"floor{i}")
+        c = time.perf_counter()
+        with open(path, "wb") as f:
+            f.write(memoryview(buf))
+        d = time.perf_counter()
+        os.unlink(path)
+        if i:
+            read_s.append(b - a)
+            write_s.append(d - c)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"total_s": total, "per_checkpoint_s": per, "first_s": per[0],
+            "median_after_first_s": statistics.median(per[1:]) if len(per) > 1 else None,
+            "read_s": statistics.median(read_s), "write_output_bytes_s": statistics.median(write_s),
+            "output_bytes": nbytes, "notes": notes, "peak_above_baseline_bytes": peak - base, "peak_reset": reset}
+
+
+def backend_load(spec: dict) -> dict:
+    """pyloader.load on this process' Keras backend (KERAS_BACKEND): first call, median of the repeats, and
+    where a load's time goes: reading (file -> arrays), the symbolic build (Keras layers, no variables
+    initialised) and creating the variables from the arrays."""
+    import gc
+
+    sys.modules.setdefault("triton", None)  # torch after TensorFlow: see tests/conftest.py
+    import keras
+
+    import pyloader
+    from pyloader.keras_blocks.assign import _matched
+
+    w, cfg = spec["weights"], spec.get("cfg")
+    if cfg:
+        from pyloader.darknet.cfg import parse_network
+        from pyloader.darknet.model import build_darknet_model, reachable_arrays
+        from pyloader.darknet.weights import read_darknet
+
+        def read():
+            net = parse_network(cfg)
+            return net, reachable_arrays(net, read_darknet(w, network=net).arrays)
+
+        def build(net):
+            return build_darknet_model(net)
+    else:
+        from pyloader.yolov5.model import build_yolov5
+        from pyloader.yolov5.weights import plan_arrays, read_plan
+
+        def read():
+            plan = read_plan(w)
+            return plan, plan_arrays(plan, True)
+
+        def build(plan):
+            return build_yolov5(plan)
+    total, parts = [], {"read": [], "build": [], "variables": []}
+    first = None
+    for i in range(spec["repeat"] + 1):
+        t0 = time.perf_counter()
+        model = pyloader.load(w, cfg) if cfg else pyloader.load(w)
+        t = time.perf_counter() - t0
+        del model
+        clear_keras()
+        if i == 0:
+            first = t
+            continue
+        total.append(t)
+        a = time.perf_counter()
+        arch, arrays = read()
+        b = time.perf_counter()
+        with keras.StatelessScope(initialize_variables=False):
+            model = build(arch)
+        c = time.perf_counter()
+        for v, arr in _matched(model, arrays, w).values():
+            v._initialize(arr)
+        d = time.perf_counter()
+        parts["read"].append(b - a)
+        parts["build"].append(c - b)
+        parts["variables"].append(d - c)
+        del model, arrays
+        clear_keras()
+        gc.collect()
+    return {"backend": keras.backend.backend(), "first_call_s": first, "warm_s": total,
+            "warm_median_s": statistics.median(total),
+            "breakdown_s": {k: statistics.median(v) for k, v in parts.items()}}
+
+
+def breakdown(spec: dict) -> dict:
+    """Where pyloader.load's time goes (darknet): parse, read, build, assign; and the build with zero
+    initializers instead of Keras' random ones (a prototype of a cheaper build)."""
+    import keras
+
+    from pyloader.darknet.cfg import parse_network
+    from pyloader.darknet.model import build_darknet_model
+    from pyloader.darknet.weights import read_darknet
+    from pyloader.keras_blocks.assign import assign_weights
+
+    w, cfg = spec["weights"], spec["cfg"]
+    out = {k: [] for k in ("parse", "read", "build", "assign", "build_zeros_init", "build_stateless_scope")}
+    for i in range(spec["repeat"] + 1):
+        t = [time.perf_counter()]
+        net = parse_network(cfg)
+        t.append(time.perf_counter())
+        data = read_darknet(w, network=net)
+        t.append(time.perf_counter())
+        model = build_darknet_model(net)
+        t.append(time.perf_counter())
+        built = {layer.name for layer in model.layers}
+        assign_weights(model, {k: v for k, v in data.arrays.items() if k.split("/", 1)[0] in built}, w)
+        t.append(time.perf_counter())
+        del model, data
+        clear_keras()
+        # Prototype: every initializer returns zeros (what a loader that overwrites all variables needs).
+        from keras.src.initializers import random_initializers as RI
+
+        saved = RI.VarianceScaling.__call__
+        RI.VarianceScaling.__call__ = lambda self, shape, dtype=None: keras.ops.zeros(shape, dtype=dtype)
+        try:
+            t.append(time.perf_counter())
+            model = build_darknet_model(net)
+            t.append(time.perf_counter())
+        finally:
+            RI.VarianceScaling.__call__ = saved
+        del model
+        clear_keras()
+        t.append(time.perf_counter())
+        try:
+            with keras.StatelessScope():
+                model = build_darknet_model(net)
+            t.append(time.perf_counter())
+            del model
+        except Exception as e:  # noqa: BLE001
+            out["stateless_error"] = f"{type(e).__name__}: {e}"[:200]
+            t.append(float("nan"))
+        clear_keras()
+        if i == 0:
+            continue  # warm-up
+        out["parse"].append(t[1] - t[0])
+        out["read"].append(t[2] - t[1])
+        out["build"].append(t[3] - t[2])
+        out["assign"].append(t[4] - t[3])
+        out["build_zeros_init"].append(t[6] - t[5])
+        out["build_stateless_scope"].append(t[8] - t[7])
+    return {k: (statistics.median(v) if isinstance(v, list) and v else v) for k, v in out.items()}
