@@ -128,7 +128,7 @@ class Template:
         self.blob_places = list(blob_places)  # (blob index, file, offset, length)
         self.date_at = date_at  # keras: offset of date_saved's value inside metadata.json's member data
         self.keys = sorted({s.key for s in self.slots})
-        self.input_size = None  # the caller's note of the model's input size (pyloader.bulk_convert)
+        self.input_size = None  # the caller's note of the model's input size (pyloader.bulk.worker)
 
     # -- writing --
 

@@ -72,7 +72,7 @@ def test_bench_small(tmp_path):
     assert len(sep["per_checkpoint_s"]) == 2 and all(map(_positive, sep["per_checkpoint_s"]))
     assert _positive(sep["output_bytes"]) and _positive(sep["median_save_s"])
     conv = b["methods"]["bulk_convert"]
-    if importlib.util.find_spec("pyloader.bulk_convert") is not None:
+    if importlib.util.find_spec("pyloader.bulk") is not None:
         assert len(conv["per_checkpoint_s"]) == 2 and _positive(conv["total_s"]), conv
         assert _positive(conv["output_bytes"])
     else:

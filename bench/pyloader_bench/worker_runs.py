@@ -26,7 +26,7 @@ def bulk(spec: dict) -> dict:
     t0 = time.perf_counter()
     per, load_s, save_s = [], [], []
     if spec["method"] == "bulk_convert":
-        from pyloader.bulk_convert import convert
+        from pyloader.bulk import convert
 
         results = convert(sources, out, cfg=cfg, format="keras", overwrite=True)
         bad = [r for r in results if r.status != "converted"]
@@ -59,7 +59,7 @@ def bulk_format(spec: dict) -> dict:
     import numpy as np
 
     import pyloader
-    from pyloader.bulk_convert import convert
+    from pyloader.bulk import convert
 
     sources, cfg, out, fmt = spec["sources"], spec["cfg"], spec["out"], spec["format"]
     shutil.rmtree(out, ignore_errors=True)
@@ -115,27 +115,17 @@ def backend_load(spec: dict) -> dict:
     from pyloader.keras_blocks.assign import _matched
 
     w, cfg = spec["weights"], spec.get("cfg")
-    if cfg:
-        from pyloader.darknet.cfg import parse_network
-        from pyloader.darknet.model import build_darknet_model, reachable_arrays
-        from pyloader.darknet.weights import read_darknet
+    from pyloader.assemble import build_model, model_arrays
+    from pyloader.family import Options
+    from pyloader.registry import open_checkpoint
 
-        def read():
-            net = parse_network(cfg)
-            return net, reachable_arrays(net, read_darknet(w, network=net).arrays)
+    def read():  # the same path as pyloader.load: the family's plan and the arrays its model takes
+        family, plan = open_checkpoint(w, cfg, Options())
+        return (family, plan), model_arrays(family, plan, True)
 
-        def build(net):
-            return build_darknet_model(net)
-    else:
-        from pyloader.yolov5.model import build_yolov5
-        from pyloader.yolov5.weights import plan_arrays, read_plan
+    def build(arch):
+        return build_model(*arch, Options())
 
-        def read():
-            plan = read_plan(w)
-            return plan, plan_arrays(plan, True)
-
-        def build(plan):
-            return build_yolov5(plan)
     total, parts = [], {"read": [], "build": [], "variables": []}
     first = None
     for i in range(spec["repeat"] + 1):

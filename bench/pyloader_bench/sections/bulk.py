@@ -27,7 +27,7 @@ def bench_bulk(name, m, count, tmp, formats=BULK_FORMATS):
         sources.append(s)
     sec = {"model": name, "checkpoints": count, "methods": {}}
     for meth in ("bulk_convert", "bulk_separate"):
-        if meth == "bulk_convert" and not have("pyloader.bulk_convert"):
+        if meth == "bulk_convert" and not have("pyloader.bulk"):
             sec["methods"][meth] = {"error": "not available: pyloader.convert is missing"}
             continue
         log(f"bulk/{name}/{meth} x{count}")
