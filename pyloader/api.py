@@ -85,7 +85,7 @@ _BY_NAME = {f.name: f for f in TORCH_FAMILIES}
 
 def _model_record(ckpt):
     """The checkpoint's model record: `ema` when present and not None, else `model` (or the checkpoint itself)."""
-    from .torch_reader.pickle_reader import Record
+    from .torch_reader.records import Record
 
     if isinstance(ckpt, Record):
         return ckpt

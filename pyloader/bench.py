@@ -732,7 +732,7 @@ def bench_pickle(pt_paths, repeat: int, small: bool) -> dict:
     """The pickle stage alone: load_pickle (native opcode machine, with its fast paths) against
     load_pickle_reference (the Python interpreter), in MB/s of pickle. A checkpoint's storages are made as
     load_torch_checkpoint makes them (checkpoint.ZipStorages over the file's map), fresh for every run."""
-    from .torch_reader import pickle_reader as PR
+    from .torch_reader import unpickle as PR
     from .torch_reader.checkpoint import ZipStorages
 
     sec = {}

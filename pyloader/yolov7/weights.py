@@ -34,7 +34,7 @@ from ..torch_reader.modules import (
     maxpool, param, select_model, sequence,
 )
 from ..torch_reader import state_dict as sd
-from ..torch_reader.pickle_reader import MethodRef, Record
+from ..torch_reader.records import MethodRef, Record
 
 __all__ = ["read_yolov7", "read_plan", "plan_from_model", "YoloV7Plan", "is_yolov7_model", "YOLOV7_MODULES"]
 
