@@ -119,17 +119,42 @@ std::string type_name(PyObject* o) {
     return out;
 }
 
+// The Python policy of one pickle: the named attributes of a pyloader.torch_reader.policy.Hooks object (its
+// docstring says what each is and what the fast paths below may read), read once and held for the replay.
+// Nothing else of Python is read by name here but the fields of the values the fast paths make or check
+// (Storage: numel, array; StorageType: dtype).
+#define PYLOADER_PICKLE_HOOKS(X)                                                                                \
+    X(resolve_global) X(reduce) X(record_new) X(newobj_ex) X(build) X(persistent_load) X(check_key) X(text_value) \
+    X(finish_value) X(numpy_array_type) X(format_error) X(allowed_calls) X(rebuild_tensor) X(rebuild_parameter)  \
+    X(ordered_dict) X(make_set) X(storage_class) X(storage_type_class) X(storage_buf) X(storage_records)          \
+    X(storage_cache) X(storage_entry_where)
+
 struct PickleHooks {
-    PyObject *resolve_global, *reduce, *record_new, *newobj_ex, *build, *persistent_load, *text_value,
-        *numpy_array_type, *format_error, *allowed_calls, *check_key;
-    // The policy functions with a fast path here (pickle_reader's rebuild_tensor, _rebuild_parameter,
-    // _ordered_dict, _set) and its Storage class.
-    PyObject *rebuild_tensor, *rebuild_parameter, *ordered_dict, *set, *storage_type;
-    // When persistent_load is a checkpoint.ZipStorages: its buf, records, cache and entry_where, and the
-    // StorageType class (else all null).
-    PyObject *zip_buf = nullptr, *zip_records = nullptr, *zip_cache = nullptr, *zip_entry_where = nullptr,
-             *storage_type_class = nullptr;
+    std::vector<py::object> held;
+#define PYLOADER_DECLARE(name) PyObject* name;
+    PYLOADER_PICKLE_HOOKS(PYLOADER_DECLARE)
+#undef PYLOADER_DECLARE
+
+    explicit PickleHooks(const py::handle& hooks) {
+#define PYLOADER_GET(name)             \
+    held.push_back(hooks.attr(#name)); \
+    name = held.back().ptr();
+        PYLOADER_PICKLE_HOOKS(PYLOADER_GET)
+#undef PYLOADER_GET
+        if (!PyTuple_Check(allowed_calls)) throw std::invalid_argument("run_pickle: hooks.allowed_calls: a tuple");
+        // RecordStorages' plain case (fast_zip_storage) only for the plain kinds; else (None) storage_buf is null
+        // and RecordStorages.__call__ decides.
+        bool plain = Py_TYPE(storage_buf) == py::detail::npy_api::get().PyArray_Type_ &&
+                     PyDict_CheckExact(storage_records) && PyDict_CheckExact(storage_cache) &&
+                     PyUnicode_CheckExact(storage_entry_where);
+        if (plain) {
+            const auto a = py::reinterpret_borrow<py::array>(storage_buf);
+            plain = a.ndim() == 1 && a.itemsize() == 1 && (a.flags() & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_);
+        }
+        if (!plain) storage_buf = nullptr;
+    }
 };
+#undef PYLOADER_PICKLE_HOOKS
 
 // A non-negative int below 2^63 (an exact int, not a bool or a subclass), else false with no error set.
 bool small_index(PyObject* o, std::uint64_t* out) {
@@ -145,7 +170,7 @@ bool small_index(PyObject* o, std::uint64_t* out) {
     return true;
 }
 
-// pickle_reader.rebuild_tensor(storage, offset, size, stride, ...) in the case every checkpoint tensor takes,
+// allowlist.rebuild_tensor(storage, offset, size, stride, ...) in the case every checkpoint tensor takes,
 // without calling Python: a read-only numpy view of storage.array (its base), bounds-checked by
 // strided_view_fits. Returns nullptr with no error set when the case is anything else (the Python function then
 // decides and words any refusal), nullptr with an error set when Python itself fails (memory).
@@ -153,7 +178,7 @@ PyObject* fast_tensor_view(const PickleHooks& h, PyObject* args) {
     if (PyTuple_GET_SIZE(args) < 4) return nullptr;
     PyObject *storage = PyTuple_GET_ITEM(args, 0), *size = PyTuple_GET_ITEM(args, 2),
              *stride = PyTuple_GET_ITEM(args, 3);
-    if (reinterpret_cast<PyObject*>(Py_TYPE(storage)) != h.storage_type || !PyTuple_CheckExact(size) ||
+    if (reinterpret_cast<PyObject*>(Py_TYPE(storage)) != h.storage_class || !PyTuple_CheckExact(size) ||
         !PyTuple_CheckExact(stride))
         return nullptr;
     constexpr Py_ssize_t max_dims = 32;  // numpy 1.x's limit; checkpoints use at most 5
@@ -208,24 +233,25 @@ PyObject* fast_tensor_view(const PickleHooks& h, PyObject* args) {
     return out;
 }
 
-// checkpoint.ZipStorages(pid) in its plain case, without calling Python: ('storage', StorageType, key, location,
-// numel) for a key not seen before whose record holds the storage; the Storage made is the one __call__ makes
-// (a read-only view of the record, the same `where`) and goes in the cache. nullptr with no error set: call it
-// (also for an empty storage).
+// policy.RecordStorages(pid) in its plain case, without calling Python, from the hooks' storage_buf,
+// storage_records, storage_cache and storage_entry_where: ('storage', StorageType, key, location, numel) for a key
+// not seen before whose record holds the storage; the Storage made is the one __call__ makes (a read-only view of
+// the record, the same `where`) and goes in the cache. nullptr with no error set: call it (also for an empty
+// storage).
 PyObject* fast_zip_storage(const PickleHooks& h, PyObject* pid) {
-    if (!h.zip_buf || !PyTuple_CheckExact(pid) || PyTuple_GET_SIZE(pid) != 5) return nullptr;
+    if (!h.storage_buf || !PyTuple_CheckExact(pid) || PyTuple_GET_SIZE(pid) != 5) return nullptr;
     PyObject *tag = PyTuple_GET_ITEM(pid, 0), *stype = PyTuple_GET_ITEM(pid, 1), *key = PyTuple_GET_ITEM(pid, 2);
     std::uint64_t numel = 0, offset = 0, size = 0;
     if (!PyUnicode_CheckExact(tag) || PyUnicode_CompareWithASCIIString(tag, "storage") != 0 ||
         reinterpret_cast<PyObject*>(Py_TYPE(stype)) != h.storage_type_class || !PyUnicode_CheckExact(key) ||
         !small_index(PyTuple_GET_ITEM(pid, 4), &numel))
         return nullptr;
-    const int cached = PyDict_Contains(h.zip_cache, key);
+    const int cached = PyDict_Contains(h.storage_cache, key);
     if (cached != 0) {
         if (cached < 0) PyErr_Clear();
         return nullptr;
     }
-    PyObject* rec = PyDict_GetItemWithError(h.zip_records, key);  // borrowed
+    PyObject* rec = PyDict_GetItemWithError(h.storage_records, key);  // borrowed
     if (!rec) {
         PyErr_Clear();
         return nullptr;
@@ -246,7 +272,7 @@ PyObject* fast_zip_storage(const PickleHooks& h, PyObject* pid) {
     std::uint64_t need = 0;
     // (an empty storage takes the Python path: numpy places an empty slice at the start of the map)
     if (numel == 0 || itemsize == 0 || __builtin_mul_overflow(numel, itemsize, &need) || size < need) return nullptr;
-    const auto buf = py::reinterpret_borrow<py::array>(h.zip_buf);
+    const auto buf = py::reinterpret_borrow<py::array>(h.storage_buf);
     if (!range_inside(offset, need, std::uint64_t(buf.shape(0)))) return nullptr;
     Py_intptr_t dims[1] = {Py_intptr_t(numel)};
     Py_intptr_t strides[1] = {Py_intptr_t(itemsize)};
@@ -254,13 +280,13 @@ PyObject* fast_zip_storage(const PickleHooks& h, PyObject* pid) {
     PyObject* arr = api.PyArray_NewFromDescr_(api.PyArray_Type_, dt.inc_ref().ptr(), 1, dims, strides,
                                               const_cast<char*>(data), 0, nullptr);  // read-only
     if (!arr) return nullptr;
-    Py_INCREF(h.zip_buf);
-    if (api.PyArray_SetBaseObject_(arr, h.zip_buf) < 0) {
+    Py_INCREF(h.storage_buf);
+    if (api.PyArray_SetBaseObject_(arr, h.storage_buf) < 0) {
         Py_DECREF(arr);
         return nullptr;
     }
     py::object view = py::reinterpret_steal<py::object>(arr);
-    py::object where = py::reinterpret_steal<py::object>(PyUnicode_Concat(h.zip_entry_where, key));
+    py::object where = py::reinterpret_steal<py::object>(PyUnicode_Concat(h.storage_entry_where, key));
     if (!where) return nullptr;
     py::object quote = py::reinterpret_steal<py::object>(PyUnicode_FromString("'"));
     if (!quote) return nullptr;
@@ -269,8 +295,8 @@ PyObject* fast_zip_storage(const PickleHooks& h, PyObject* pid) {
     py::object n = py::reinterpret_steal<py::object>(PyLong_FromUnsignedLongLong(numel));
     if (!n) return nullptr;
     PyObject* argv[5] = {dt.ptr(), key, n.ptr(), view.ptr(), where.ptr()};
-    PyObject* storage = PyObject_Vectorcall(h.storage_type, argv, 5, nullptr);
-    if (storage && PyDict_SetItem(h.zip_cache, key, storage) < 0) Py_CLEAR(storage);
+    PyObject* storage = PyObject_Vectorcall(h.storage_class, argv, 5, nullptr);
+    if (storage && PyDict_SetItem(h.storage_cache, key, storage) < 0) Py_CLEAR(storage);
     return storage;
 }
 
@@ -286,28 +312,13 @@ PyObject* fast_call(const PickleHooks& h, PyObject* fn, PyObject* args) {
         return data;
     }
     if (fn == h.ordered_dict && n == 0) return PyDict_New();  // OrderedDict(): an empty dict, nothing copied
-    if (fn == h.set && n == 1) {  // set([]): nothing to copy or check
+    if (fn == h.make_set && n == 1) {  // set([]): nothing to copy or check
         PyObject* items = PyTuple_GET_ITEM(args, 0);
         if ((PyList_CheckExact(items) && PyList_GET_SIZE(items) == 0) ||
             (PyTuple_CheckExact(items) && PyTuple_GET_SIZE(items) == 0))
             return PySet_New(nullptr);
     }
     return nullptr;
-}
-
-// The value a container or STOP receives: a numpy array built by _reconstruct + BUILD is unwrapped.
-PyObject* finish_value(const PickleHooks& h, PyObject* v) {
-    if (reinterpret_cast<PyObject*>(Py_TYPE(v)) != h.numpy_array_type) {
-        Py_INCREF(v);
-        return v;
-    }
-    PyObject* a = PyObject_GetAttrString(v, "array");
-    if (a == Py_None) {
-        Py_DECREF(a);
-        PyErr_SetString(h.format_error, "numpy array without state");
-        return nullptr;
-    }
-    return a;
 }
 
 PyObject* call(PyObject* fn, std::initializer_list<PyObject*> args) {
@@ -317,7 +328,17 @@ PyObject* call(PyObject* fn, std::initializer_list<PyObject*> args) {
     return PyObject_Vectorcall(fn, argv, k, nullptr);
 }
 
-// pickle_reader.check_key(k, what) for a dict key or set member; str and ints within 2^61 pass here directly.
+// The value a container or STOP receives: a numpy array built by _reconstruct + BUILD is unwrapped (by the
+// hooks' finish_value).
+PyObject* finish_value(const PickleHooks& h, PyObject* v) {
+    if (reinterpret_cast<PyObject*>(Py_TYPE(v)) != h.numpy_array_type) {
+        Py_INCREF(v);
+        return v;
+    }
+    return call(h.finish_value, {v});
+}
+
+// budget.check_key(k, what) for a dict key or set member; str and ints within 2^61 pass here directly.
 bool key_ok(const PickleHooks& h, PyObject* k, const char* what) {
     if (PyUnicode_CheckExact(k)) return true;
     if (PyLong_CheckExact(k)) {
@@ -336,8 +357,6 @@ bool key_ok(const PickleHooks& h, PyObject* k, const char* what) {
 
 // Returns the Python result of a program: ("ok", value, end), ("error", pos, op, exception) for a failure at an
 // effect, or ("vm", pos, op, unsafe, message) for a malformed pickle whose earlier effects all succeeded.
-py::object h_attr(const py::handle& o, const char* name) { return o.attr(name); }
-
 py::tuple replay_pickle(const PickleProgram& P, const std::byte* data, const PickleHooks& h) {
     PyValues val(P.events.size());
     PyObject** V = val.v.data();
@@ -776,42 +795,14 @@ PYBIND11_MODULE(_core, m) {
     // ---- pickle ----
     m.def(
         "run_pickle",
-        [](const py::buffer& buf, std::uint64_t start, std::uint64_t end, const py::tuple& hooks,
+        [](const py::buffer& buf, std::uint64_t start, std::uint64_t end, const py::object& hooks,
            std::uint32_t max_depth) {
             py::buffer_info info = buf.request();
             if (info.ndim != 1 || info.itemsize != 1) throw FormatError("run_pickle: expected a 1-d byte buffer");
             const std::uint64_t size = std::uint64_t(info.size);
             end = std::min(end, size);
             start = std::min(start, end);
-            if (hooks.size() != 12 || !PyTuple_Check(hooks[9].ptr()) || !PyTuple_Check(hooks[11].ptr()) ||
-                PyTuple_GET_SIZE(hooks[11].ptr()) != 7)
-                throw std::invalid_argument("run_pickle: 12 hooks expected");
-            const py::tuple fast = hooks[11];
-            PickleHooks h{hooks[0].ptr(), hooks[1].ptr(), hooks[2].ptr(), hooks[3].ptr(), hooks[4].ptr(),
-                          hooks[5].ptr(), hooks[6].ptr(), hooks[7].ptr(), hooks[8].ptr(), hooks[9].ptr(),
-                          hooks[10].ptr(), fast[0].ptr(), fast[1].ptr(), fast[2].ptr(), fast[3].ptr(),
-                          fast[4].ptr()};
-            py::object zip_buf, zip_records, zip_cache, zip_entry_where;  // hold them while the replay runs
-            if (reinterpret_cast<PyObject*>(Py_TYPE(h.persistent_load)) == fast[5].ptr()) {
-                zip_buf = h_attr(hooks[5], "buf");
-                zip_records = h_attr(hooks[5], "records");
-                zip_cache = h_attr(hooks[5], "cache");
-                zip_entry_where = h_attr(hooks[5], "entry_where");
-                const auto& api = py::detail::npy_api::get();
-                if (Py_TYPE(zip_buf.ptr()) == api.PyArray_Type_ &&
-                    py::reinterpret_borrow<py::array>(zip_buf).ndim() == 1 &&
-                    py::reinterpret_borrow<py::array>(zip_buf).itemsize() == 1 &&
-                    (py::reinterpret_borrow<py::array>(zip_buf).flags() &
-                     py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) &&
-                    PyDict_CheckExact(zip_records.ptr()) && PyDict_CheckExact(zip_cache.ptr()) &&
-                    PyUnicode_CheckExact(zip_entry_where.ptr())) {
-                    h.zip_buf = zip_buf.ptr();
-                    h.zip_records = zip_records.ptr();
-                    h.zip_cache = zip_cache.ptr();
-                    h.zip_entry_where = zip_entry_where.ptr();
-                    h.storage_type_class = fast[6].ptr();
-                }
-            }
+            const PickleHooks h(hooks);
             const std::byte* data = static_cast<const std::byte*>(info.ptr) + start;
             PickleLimits limits;
             limits.max_depth = max_depth;
@@ -823,9 +814,8 @@ PYBIND11_MODULE(_core, m) {
             return replay_pickle(P, data, h);
         },
         py::arg("buffer"), py::arg("start"), py::arg("end"), py::arg("hooks"), py::arg("max_depth"),
-        "Run the pickle in buffer[start:end] (pickle_vm) and build its value, calling the hooks\n"
-        "(resolve_global, reduce, record_new, newobj_ex, build, persistent_load, text_value, numpy array type,\n"
-        "FormatError, the allow-listed callables, check_key, and (rebuild_tensor, rebuild_parameter, ordered_dict, set,\n"
-        "Storage): the policy functions done natively in their plain case) at its effects. Positions returned are relative to `start`.");
+        "Run the pickle in buffer[start:end] (pickle_vm) and build its value, calling the policy at its effects\n"
+        "through `hooks` (a pyloader.torch_reader.policy.Hooks: its named attributes, documented there).\n"
+        "Positions returned are relative to `start`.");
     // ---- end pickle ----
 }

@@ -76,12 +76,13 @@ struct PickleLimits {
 // Throws std::bad_alloc only when memory runs out (the program is at most ~40 bytes per input byte).
 PickleProgram run_pickle(const std::byte* data, std::size_t size, const PickleLimits& limits = {});
 
-// The check of pickle_reader.rebuild_tensor for a strided view of `ndim` dimensions starting at element `offset`
-// of a storage holding `numel` elements of `itemsize` bytes, as a fast path: true only when the view has at least
-// one element, every value and every byte quantity numpy derives (offset, strides and the whole extent times
-// the item size) is below 2^63, the last element it reaches lies in the storage, and the elements it can tell
-// apart (dimensions with a nonzero stride) fit from the offset. False for everything else, including
-// arithmetic that would overflow: the caller then takes the exact path, which accepts or words the refusal.
+// The check of rebuild_tensor (pyloader/torch_reader/allowlist.py) for a strided view of `ndim` dimensions
+// starting at element `offset` of a storage holding `numel` elements of `itemsize` bytes, as a fast path: true
+// only when the view has at least one element, every value and every byte quantity numpy derives (offset, strides
+// and the whole extent times the item size) is below 2^63, the last element it reaches lies in the storage, and
+// the elements it can tell apart (dimensions with a nonzero stride) fit from the offset. False for everything
+// else, including arithmetic that would overflow: the caller then takes the exact path, which accepts or words the
+// refusal.
 bool strided_view_fits(std::uint64_t offset, const std::uint64_t* size, const std::uint64_t* stride,
                        std::size_t ndim, std::uint64_t numel, std::uint64_t itemsize);
 

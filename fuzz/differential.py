@@ -11,14 +11,16 @@ import math
 import numpy as np
 
 from pyloader.errors import FormatError
-from pyloader.torch_reader import pickle_reader as pr
+from pyloader.torch_reader.allowlist import NumpyDtype
+from pyloader.torch_reader.records import ClassRef, MethodRef, Record, Storage, StorageType
+from pyloader.torch_reader.unpickle import load_pickle, load_pickle_reference
 
 
 def _storage_loader():
     def persistent_load(pid):
-        if isinstance(pid, tuple) and len(pid) == 5 and isinstance(pid[1], pr.StorageType) and \
+        if isinstance(pid, tuple) and len(pid) == 5 and isinstance(pid[1], StorageType) and \
                 isinstance(pid[4], int) and 0 <= pid[4] < 1 << 12:
-            return pr.Storage(pid[1].dtype, str(pid[2]), pid[4], np.zeros(pid[4], pid[1].dtype))
+            return Storage(pid[1].dtype, str(pid[2]), pid[4], np.zeros(pid[4], pid[1].dtype))
         raise FormatError("bad persistent id")
     return persistent_load
 
@@ -43,17 +45,17 @@ def same(a, b, seen=None, depth=0) -> bool:
         return len(a) == len(b) and all(same(x, y, seen, depth + 1) for x, y in zip(a, b))
     if isinstance(a, dict):
         return len(a) == len(b) and all(same(x, y, seen, depth + 1) for x, y in zip(a.items(), b.items()))
-    if isinstance(a, pr.Record):
+    if isinstance(a, Record):
         return a.cls == b.cls and same(a.args, b.args, seen, depth + 1) and same(a.state, b.state, seen, depth + 1)
-    if isinstance(a, pr.Storage):
+    if isinstance(a, Storage):
         return a.key == b.key and a.numel == b.numel and a.dtype == b.dtype
     if isinstance(a, (set, frozenset)):
         return len(a) == len(b)
-    if isinstance(a, (pr._NumpyDtype,)):
+    if isinstance(a, (NumpyDtype,)):
         return a.dtype == b.dtype
-    if isinstance(a, pr.MethodRef):
+    if isinstance(a, MethodRef):
         return a.name == b.name and same(a.record, b.record, seen, depth + 1)
-    if callable(a) and not isinstance(a, pr.ClassRef):
+    if callable(a) and not isinstance(a, ClassRef):
         return a is b
     try:
         return bool(a == b)
@@ -67,8 +69,8 @@ def check(data: bytes, start: int = 0):
             return "ok", fn(data, start=start, persistent_load=_storage_loader())
         except Exception as e:  # noqa: BLE001
             return "err", e
-    got = call(pr.load_pickle)
-    ref = call(pr.load_pickle_reference)
+    got = call(load_pickle)
+    ref = call(load_pickle_reference)
     if got[0] == "err" and not isinstance(got[1], FormatError):
         if not (ref[0] == "err" and type(ref[1]) is type(got[1])):
             raise AssertionError(f"native path let {type(got[1]).__name__} escape: {got[1]!s:.300}")

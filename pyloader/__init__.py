@@ -1,6 +1,6 @@
 """pyloader: YOLO checkpoints (Darknet .cfg + .weights; YOLOv5 and Ultralytics .pt) to Keras models."""
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .errors import FormatError, UnsafePickleError
 from .api import load, read

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pyloader",
         description="Convert YOLO checkpoints (Darknet .cfg + .weights, YOLOv5 / YOLOv7 .pt) into Keras models.",
     )
-    from . import __version__
+    from .version import __version__
 
     parser.add_argument("--version", action="version", version=f"pyloader {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

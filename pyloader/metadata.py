@@ -38,7 +38,7 @@ SAVEDMODEL_FILE = os.path.join("assets.extra", KEY + ".json")
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return __version__
 

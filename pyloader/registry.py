@@ -76,7 +76,7 @@ def container_of(path: str) -> str:
 
 def _model_record(content):
     """The checkpoint's model record: `ema` when present and not None, else `model` (or the checkpoint itself)."""
-    from .torch_reader.pickle_reader import Record
+    from .torch_reader.records import Record
 
     if isinstance(content, Record):
         return content

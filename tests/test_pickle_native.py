@@ -1,5 +1,5 @@
 """The native pickle path (csrc/pickle_vm.cpp + the binding's replay) against the Python reference interpreter
-(pickle_reader.load_pickle_reference) and against pickle.loads: same value or same error class, effects in the
+(unpickle.load_pickle_reference) and against pickle.loads: same value or same error class, effects in the
 pickle's order."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from pyloader.errors import FormatError
-from pyloader.torch_reader.pickle_reader import Record, load_pickle, load_pickle_reference
+from pyloader.torch_reader.records import Record
+from pyloader.torch_reader.unpickle import load_pickle, load_pickle_reference
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fuzz"))
 from differential import check  # noqa: E402

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pyloader.errors import FormatError, UnsafePickleError
-from pyloader.torch_reader.pickle_reader import ClassRef, Record, load_pickle
+from pyloader.torch_reader.records import ClassRef, Record
+from pyloader.torch_reader.unpickle import load_pickle
 
 from test_pickle_asm import BUILD, EMPTY_DICT, EMPTY_TUPLE, MARK, NEWOBJ, PROTO2, REDUCE, STOP, TUPLE1, glob, s
 

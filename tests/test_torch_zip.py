@@ -187,7 +187,7 @@ def test_native_fast_paths_give_what_the_python_policy_gives(tmp_path, monkeypat
     by the reference interpreter; ZipStorages.__call__ is reached only for what the fast path leaves (a storage
     seen before)."""
     from pyloader.torch_reader import checkpoint
-    from pyloader.torch_reader.pickle_reader import load_pickle, load_pickle_reference
+    from pyloader.torch_reader.unpickle import load_pickle, load_pickle_reference
 
     base = torch.randn(6, 10)
     obj = {"half": torch.randn(3, 4, 5).half(), "float": base, "view": base[1:5, 2:9:3], "t": base.t(),

@@ -1,2 +1,2 @@
 """The safe PyTorch checkpoint reader shared by the .pt families: the zip/legacy container (checkpoint.py) and a
-pickle interpreter that imports and calls nothing (pickle_reader.py). Imports neither torch nor Keras."""
+pickle interpreter that imports and calls nothing (unpickle.py). Imports neither torch nor Keras."""

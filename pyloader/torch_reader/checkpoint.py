@@ -1,7 +1,7 @@
 """Read a PyTorch checkpoint (.pt) without torch: the zip format (torch >= 1.6) and the legacy format.
 
 The file is memory-mapped by the native core (`_core.map_file`); the zip directory is read and validated in
-C++ (`_core.torch_zip_index`); the pickle is interpreted by `pickle_reader` (runs nothing). Tensors are
+C++ (`_core.torch_zip_index`); the pickle is interpreted by `unpickle.load_pickle` (runs nothing). Tensors are
 numpy arrays viewing the map (read-only, zero-copy); they keep the map alive.
 """
 
@@ -14,7 +14,9 @@ import numpy as np
 from .. import _core
 from ..boundary import short_repr
 from ..errors import FormatError
-from .pickle_reader import StorageType, Storage, load_pickle
+from .policy import RecordStorages, storage_pid
+from .records import Storage, StorageType
+from .unpickle import load_pickle
 
 __all__ = ["load_torch_checkpoint"]
 
@@ -36,17 +38,6 @@ def load_torch_checkpoint(path) -> object:
     raise FormatError(f"{path}: neither a PyTorch zip archive nor a legacy torch file (first bytes {short_repr(buf[:8].tobytes())})")
 
 
-def _storage_pid(pid, where):
-    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-        raise FormatError(f"{where}: persistent id {short_repr(pid)}: expected ('storage', type, key, location, numel)")
-    _, stype, key, _location, numel = pid[:5]
-    if not isinstance(stype, StorageType):
-        raise FormatError(f"{where}: persistent id names storage type {short_repr(stype)}, not a torch storage class")
-    if not isinstance(key, str) or not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
-        raise FormatError(f"{where}: persistent id with key {short_repr(key)} and numel {short_repr(numel)}")
-    return stype, key, numel
-
-
 def _load_zip(path: str, buf: np.ndarray):
     try:
         index = _core.torch_zip_index(buf)
@@ -66,43 +57,14 @@ def _load_zip(path: str, buf: np.ndarray):
     return obj
 
 
-class ZipStorages:
-    """The persistent_load of a zip checkpoint: ('storage', type, key, location, numel) -> a `Storage` viewing the
-    record `<prefix>/data/<key>` (zero-copy), one per key, checked against the record's size.
+class ZipStorages(RecordStorages):
+    """The persistent_load of a zip checkpoint: storage `key` is the record `<prefix>/data/<key>` (see
+    RecordStorages, whose plain case the native pickle replay makes itself)."""
 
-    The native pickle replay (pickle_native) does the plain case itself from these attributes (a 5-tuple id of a
-    key not seen before whose record is big enough: the same Storage, `where` and view) and calls this object
-    for anything else, so `__call__` is the definition and words every refusal.
-    """
-
-    __slots__ = ("buf", "records", "cache", "where", "entry_where")
+    __slots__ = ()
 
     def __init__(self, path: str, buf: np.ndarray, prefix: str, records: dict):
-        self.buf = buf
-        self.records = records  # key -> (offset, size), validated by the zip index
-        self.cache: dict[str, Storage] = {}
-        self.where = f"{path}: zip entry '{prefix}/data.pkl'"
-        self.entry_where = f"{path}: zip entry '{prefix}/data/"  # + key + "'"
-
-    def __call__(self, pid):
-        stype, key, numel = _storage_pid(pid, self.where)
-        where = f"{self.entry_where}{key}'"
-        if key in self.cache:
-            s = self.cache[key]
-            if s.dtype != stype.dtype:
-                raise FormatError(f"{where}: viewed as {s.dtype} and as {stype.dtype}")
-            return s
-        if key not in self.records:
-            raise FormatError(f"{where}: the pickle refers to storage '{key}', but the archive has no such record")
-        offset, size = self.records[key]
-        need = numel * stype.dtype.itemsize
-        if size < need:
-            raise FormatError(
-                f"{where}: {stype.name} of {numel} elements needs {need} bytes, the record holds {size}"
-            )
-        arr = self.buf[offset : offset + need].view(stype.dtype)
-        s = self.cache[key] = Storage(stype.dtype, key, numel, arr, where)
-        return s
+        super().__init__(buf, records, f"{path}: zip entry '{prefix}/data.pkl'", f"{path}: zip entry '{prefix}/data/")
 
 
 def _load_legacy(path: str, buf: np.ndarray):
@@ -131,7 +93,7 @@ def _load_legacy(path: str, buf: np.ndarray):
     def scan_pid(pid):
         if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
             return pid[1]  # ('module', class, source file, source): the class (an inert ClassRef)
-        stype, key, numel = _storage_pid(pid, where)
+        stype, key, numel = storage_pid(pid, where)
         if key in seen and seen[key] != (stype, numel):
             raise FormatError(f"{where}: storage '{key}' declared twice differently")
         nbytes = numel * stype.dtype.itemsize
@@ -163,7 +125,7 @@ def _load_legacy(path: str, buf: np.ndarray):
     def persistent_load(pid):
         if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
             return pid[1]
-        stype, key, numel = _storage_pid(pid, where)
+        stype, key, numel = storage_pid(pid, where)
         s = storages[key]
         view = pid[5] if len(pid) > 5 else None
         if view is not None:

@@ -16,7 +16,7 @@ import numpy as np
 from .. import _core
 from ..errors import FormatError
 from ..boundary import short_repr
-from .pickle_reader import Record, is_broadcast
+from .records import Record, is_broadcast
 
 __all__ = ["BatchNorm", "ConvSpec", "Ctx", "conv2d", "conv_module", "batchnorm", "activation_of", "select_model",
            "conv_arrays", "bn_arrays"]

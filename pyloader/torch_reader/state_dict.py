@@ -14,7 +14,7 @@ import numpy as np
 
 from ..boundary import short_repr
 from ..errors import FormatError
-from .pickle_reader import ClassRef, Record
+from .records import ClassRef, Record
 
 __all__ = ["is_state_dict", "read_yaml", "module_tree"]
 

@@ -26,7 +26,7 @@ from ..errors import FormatError
 from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
 from ..torch_reader.modules import maxpool, select_model, sequence  # ema when not None, else model (as Ultralytics)
-from ..torch_reader.pickle_reader import Record
+from ..torch_reader.records import Record
 
 __all__ = ["read_plan", "UltralyticsPlan"]
 

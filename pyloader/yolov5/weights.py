@@ -22,7 +22,7 @@ from ..boundary import short_repr
 from ..errors import FormatError
 from ..torch_reader import state_dict as sd
 from ..torch_reader.checkpoint import load_torch_checkpoint
-from ..torch_reader.pickle_reader import Record
+from ..torch_reader.records import Record
 from ..torch_reader.modules import (  # noqa: F401 (shared with the other .pt families)
     NN as _NN, YOLO as _YOLO, BatchNorm, ConvSpec, Ctx as _Ctx, activation_of as _act, batchnorm as _bn,
     bn_arrays, children as _modules, conv2d as _conv2d, conv_arrays, conv_module as _conv_module, is_a as _is,

@@ -9,7 +9,7 @@ from ..boundary import short_repr
 from ..errors import FormatError
 from ..torch_reader import state_dict as sd
 from ..torch_reader.modules import Ctx
-from ..torch_reader.pickle_reader import MethodRef, Record
+from ..torch_reader.records import MethodRef, Record
 from .weights import HEADS, YAML_KIND, YoloV7Plan, plan_from_model, yaml_anchors
 
 _BN_EPS = 1e-3  # YOLOv7's initialize_weights sets every BatchNorm2d's eps to 1e-3

@@ -33,7 +33,7 @@ from ..torch_reader.modules import (
     NN, YOLO, BatchNorm, ConvSpec, Ctx, activation_of, batchnorm, bn_arrays, children, conv2d, conv_arrays, conv_module, is_a,
     maxpool, param, select_model, sequence,
 )
-from ..torch_reader.pickle_reader import MethodRef, Record
+from ..torch_reader.records import MethodRef, Record
 
 __all__ = ["read_plan", "plan_from_model", "YoloV7Plan", "is_yolov7_model", "YOLOV7_MODULES"]
 

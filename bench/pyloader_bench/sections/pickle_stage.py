@@ -7,7 +7,7 @@ import statistics
 import time
 
 from pyloader import _core
-from pyloader.torch_reader import pickle_reader as PR
+from pyloader.torch_reader import unpickle as PR
 from pyloader.torch_reader.checkpoint import ZipStorages
 
 from ..driver import log, ratio
