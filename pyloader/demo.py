@@ -1,10 +1,13 @@
 """A demo checkpoint that needs no download: a small YOLO cfg written for pyloader, with generated weights.
 
-    python -m pyloader.demo [DIR]    # writes DIR/demo-yolo.cfg and .weights, loads them, runs one image
+    python -m pyloader.demo [-v] [DIR]    # writes DIR/demo-yolo.cfg and .weights, loads them, runs one image
+
+DIR defaults to pyloader-demo/ (git ignores it in a checkout). TensorFlow's C++ log lines are hidden unless -v.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -189,22 +192,38 @@ def write_demo(directory, seed: int = 0):
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    directory = argv[0] if argv else "pyloader-demo"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv
+    args = [a for a in argv if a != "-v"]
+    directory = args[0] if args else "pyloader-demo"
     weights, cfg = write_demo(directory)
-    import pyloader
-
-    t = time.perf_counter()
-    model = pyloader.load(weights, cfg)
-    took = time.perf_counter() - t
-    image = np.random.default_rng(1).uniform(0, 1, (1, 256, 320, 3)).astype(np.float32)
-    outputs = model(image)
     print(f"wrote {weights} and {cfg}")
-    print(f"pyloader.load: {took:.2f} s -> keras.Model '{model.name}' with {model.count_params():,} parameters")
-    for out in outputs:
-        print(f"  head output {tuple(out.shape)}")
-    boxes = pyloader.load(weights, cfg, decode=True)(image)
-    print(f"  decoded boxes {tuple(boxes.shape)} (x, y, w, h, objectness, 3 class probabilities)")
+    from .cli import CppLogFilter, quiet_framework_logs
+
+    if not verbose:
+        quiet_framework_logs()
+    with contextlib.nullcontext() if verbose else CppLogFilter():
+        t = time.perf_counter()
+        import keras  # noqa: F401  (the framework import, timed apart from the load)
+
+        imported = time.perf_counter() - t
+        import pyloader
+
+        t = time.perf_counter()
+        model = pyloader.load(weights, cfg)
+        took = time.perf_counter() - t
+        image = np.random.default_rng(1).uniform(0, 1, (1, 256, 320, 3)).astype(np.float32)
+        outputs = model(image)
+        print(f"framework import: {imported:.2f} s (Keras and its backend, once per process)")
+        print(f"pyloader.load: {took:.2f} s -> keras.Model '{model.name}' with {model.count_params():,} parameters")
+        for out in outputs:
+            print(f"  head output {tuple(out.shape)}")
+        boxes = pyloader.load(weights, cfg, decode=True)(image)
+        print(f"  decoded boxes {tuple(boxes.shape)} (x, y, w, h, objectness, 3 class probabilities)")
+    out = os.path.join(directory, "out")
+    print("next: convert it to a file you can deploy, and look inside:\n"
+          f"  pyloader convert {weights} -o {out} --format tflite\n"
+          f"  pyloader inspect {os.path.join(out, 'demo-yolo.tflite')}")
     return 0
 
 

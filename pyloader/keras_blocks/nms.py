@@ -1,19 +1,8 @@
 """End-to-end detection: decoded YOLO boxes -> non-maximum suppression with fixed-size outputs.
 
-The layer `DetectionNMS` takes a family's decoded output and returns four tensors:
-`boxes` [B, max_det, 4] (x1, y1, x2, y2 in input pixels), `scores` [B, max_det], `classes` [B, max_det] (int32,
--1 in unused rows) and `num_detections` [B] (int32); rows past num_detections are zero.
-
-Each box takes its best class (score = objectness x class probability where the layout has objectness, as
-YOLOv5's `non_max_suppression` and darknet/OpenCV do); boxes with score > `score` are candidates, at most
-`candidates` of them (highest scores first) enter a greedy NMS (a box is dropped when its IoU with a kept,
-higher-scoring box of the same class -- any class with `agnostic` -- is > `iou`), and the first `max_det` kept
-boxes are returned in score order.
-
-Family layouts (`layout`): "xywh_obj_cls" ([B, N, 5 + nc]: centre x, y, w, h, objectness, class
-probabilities; Darknet and YOLOv5 decode=True) or "xywh_cls" ([B, N, 4 + nc], no objectness; with
-`channels_first=True` for [B, 4 + nc, N] as Ultralytics' decoded head). `box_scale=(width, height)` multiplies
-normalised boxes into pixels (Darknet).
+The layer `DetectionNMS` takes a family's decoded output, laid out as the family declares it
+(pyloader.family.OutputLayout), and returns boxes, scores, classes, num_detections: the algorithm and the outputs
+are docs/FORMATS.md, section 10. `add_nms` puts it on a built model (pyloader.assemble does, when options.nms).
 
 Backends: the candidate selection and the outputs are keras.ops; the suppression itself uses TensorFlow's own
 NonMaxSuppressionV4 op on the TensorFlow backend (so SavedModel and TFLite files carry the NMS builtin), and an
