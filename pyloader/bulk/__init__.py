@@ -29,9 +29,9 @@ This module does not import TensorFlow, Keras or torch until a conversion runs.
 """
 
 from .atomic import clean_stale_temporaries
-from .jobs import FORMATS, TMP_PREFIX, Job, Result, find_checkpoints, output_name, plan_jobs
+from .jobs import FORMATS, TMP_PREFIX, Job, Result, check_detect_options, find_checkpoints, output_name, plan_jobs
 from .schedule import check_framework, convert
 from .worker import run_job
 
 __all__ = ["Result", "Job", "convert", "plan_jobs", "run_job", "output_name", "find_checkpoints",
-           "clean_stale_temporaries", "check_framework", "FORMATS", "TMP_PREFIX"]
+           "clean_stale_temporaries", "check_framework", "check_detect_options", "FORMATS", "TMP_PREFIX"]
