@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import FormatError
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "check_images", "load_images"]
+__all__ = ["IMAGE_SUFFIXES", "list_images", "check_images", "load_images", "model_images"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -75,3 +75,10 @@ def load_images(paths, size, letterbox: bool) -> np.ndarray:
         except Exception as e:  # noqa: BLE001
             raise FormatError(f"{p}: cannot read this calibration image: {type(e).__name__}: {e}") from None
     return out
+
+
+def model_images(model, folder, letterbox: bool, count=None) -> np.ndarray:
+    """The first `count` images of `folder` (all when None), prepared for `model`'s input size as its family
+    expects (`letterbox`)."""
+    size = tuple(int(v) for v in model.inputs[0].shape[1:3])
+    return load_images(list_images(folder)[:count], size, letterbox=letterbox)

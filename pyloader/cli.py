@@ -13,9 +13,9 @@ import signal
 import sys
 import time
 
-__all__ = ["main", "build_parser", "ProgressBar"]
+from .outputs import FORMATS as _FORMATS
 
-_FORMATS = ("keras", "weights.h5", "savedmodel", "tflite")
+__all__ = ["main", "build_parser", "ProgressBar"]
 
 
 def _input_size(text: str) -> tuple:
@@ -414,9 +414,9 @@ def _raise_interrupt(signum, frame):
 def _inspect_cmd(args) -> int:
     from .errors import FormatError
     from .inspect_checkpoint import format_report, inspect
-    from .metadata import output_kind
+    from .outputs import format_of_path
 
-    if output_kind(args.file) is not None:
+    if format_of_path(args.file) is not None:
         return _inspect_output(args)
     try:
         info = inspect(args.file, args.cfg)  # raises only FormatError (pyloader.boundary)
@@ -436,9 +436,9 @@ def _inspect_output(args) -> int:
     """The metadata of a file pyloader convert wrote (read without TensorFlow or Keras)."""
     import json
 
-    from .metadata import output_kind, read_metadata
+    from .outputs import format_of_path, read_metadata
 
-    kind = output_kind(args.file)
+    kind = format_of_path(args.file)
     try:
         meta = read_metadata(args.file)
     except (OSError, ValueError, KeyError) as e:

@@ -4,23 +4,14 @@
 TensorFlow);
 `with_source(meta, path)` refreshes the per-checkpoint fields (`source`: file name, size and SHA-256) -- a
 writer that patches weights into a previously exported file rewrites only those (`pyloader.load` leaves the
-SHA-256 to the first save, `complete`); `read_metadata(path)` reads it back from
-any output (without importing TensorFlow or Keras).
+SHA-256 to the first save, `complete`); pyloader.outputs.read_metadata(path) reads it back from any output
+(without importing TensorFlow or Keras).
 
-Where it lives, per format (the JSON text is the same everywhere, key `pyloader_metadata`; it is padded with
-trailing spaces to a multiple of BUCKET bytes, see `to_json`, so that a template output can patch it in place):
-
-* in memory: `model.metadata` (dict) and `model.class_names` (pyloader.keras_blocks.model.DetectionModel);
-* `.keras`: `config.json` -> `config` -> `pyloader_metadata` (the JSON text as a string); restored on `keras.saving.load_model` wherever
-  pyloader is imported (the registered `pyloader>DetectionModel`), ignored by plain Keras;
-* `.weights.h5`: the HDF5 root attribute `pyloader_metadata` (a JSON string);
-* SavedModel: `assets.extra/pyloader_metadata.json` (the SavedModel convention for files beside the graph)
-  and the `metadata` signature (no inputs; returns `{"pyloader_metadata": <JSON string>}`); the serving
-  signature's output keys are the model's output names;
-* TFLite: the flatbuffer's `metadata` list, an entry named `pyloader_metadata` whose buffer holds the JSON
-  (TFLite's own mechanism, e.g. `tf.lite.Interpreter(...)._get_full_signature_list()` aside, readable with
-  `flatbuffer_utils` or pyloader's reader here); output tensors are renamed to the output names and listed in
-  the Keras model's order.
+In memory it is `model.metadata` (dict) and `model.class_names` (pyloader.keras_blocks.model.DetectionModel).
+Every output stores the same JSON text (ASCII, key `pyloader_metadata`), padded with trailing spaces to a
+multiple of BUCKET bytes (`to_json`; `config_text` for the string inside a .keras config), so that a template
+output can patch it in place; where each format keeps it: its module in pyloader/outputs/ (docs/FORMATS.md
+section 11.2).
 """
 
 from __future__ import annotations
@@ -28,13 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 
-__all__ = ["KEY", "model_metadata", "nms_metadata", "anchor_outputs", "anchor_plan_fields", "class_names", "with_source",
-           "source_fields", "read_names_file", "to_json", "read_metadata", "write_h5", "write_savedmodel_files", "tflite_with_metadata"]
+__all__ = ["KEY", "BUCKET", "model_metadata", "nms_metadata", "anchor_outputs", "anchor_plan_fields", "class_names",
+           "with_source", "source_fields", "read_names_file", "to_json", "config_text", "parse"]
 
 KEY = "pyloader_metadata"
-SAVEDMODEL_FILE = os.path.join("assets.extra", KEY + ".json")
 
 
 def _version() -> str:
@@ -189,168 +178,8 @@ def config_text(meta: dict) -> str:
     return _padded(text, len(json.dumps(text)))
 
 
-def stored_blobs(meta: dict, fmt: str) -> list:
-    """The metadata's bytes exactly as a `fmt` output stores them (pyloader.templates' per-checkpoint blobs)."""
-    if fmt == "keras":
-        return [json.dumps(config_text(meta)).encode()]
-    return [to_json(meta).encode()]
-
-
 def parse(value):
     """A stored metadata value (a dict, or JSON text as written by to_json / config_text) as a dict."""
     if isinstance(value, bytes):
         value = value.decode()
     return json.loads(value) if isinstance(value, str) else value
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Writing (called with the framework already imported)
-
-
-def write_h5(path, meta: dict) -> None:
-    import h5py
-
-    with h5py.File(path, "r+") as f:
-        f.attrs[KEY] = to_json(meta)
-
-
-def write_savedmodel_files(folder, meta: dict) -> None:
-    os.makedirs(os.path.join(folder, "assets.extra"), exist_ok=True)
-    with open(os.path.join(folder, SAVEDMODEL_FILE), "w", encoding="utf-8") as f:
-        f.write(to_json(meta))
-
-
-def tflite_with_metadata(data: bytes, meta: dict, names: list) -> bytes:
-    """The TFLite flatbuffer with `meta` in its metadata list, its outputs named `names` and in that order.
-
-    The converter keys a SavedModel signature's outputs by name (sorted); here each output tensor is renamed
-    to its key and the subgraph's and signature's output lists follow `names` (the Keras model's order).
-    """
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
-    sub = model.subgraphs[0]
-    sig = model.signatureDefs[0] if model.signatureDefs else None
-    if sig is not None:
-        by_name = {_s(t.name): t for t in sig.outputs}
-        if set(by_name) != set(names):
-            raise ValueError(f"TFLite signature outputs {sorted(by_name)} are not the model's {names}")
-        sig.outputs = [by_name[n] for n in names]
-        for n in names:
-            sub.tensors[by_name[n].tensorIndex].name = n.encode()
-        sub.outputs = [by_name[n].tensorIndex for n in names]
-    buf = schema.BufferT()
-    import numpy as np
-
-    buf.data = np.frombuffer(to_json(meta).encode(), np.uint8)
-    model.buffers.append(buf)
-    entry = schema.MetadataT()
-    entry.name = KEY.encode()
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = [m for m in (model.metadata or []) if _s(m.name) != KEY] + [entry]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _s(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Reading (no TensorFlow, no Keras)
-
-
-def read_metadata(path) -> dict | None:
-    """The metadata of a pyloader output (.keras, .weights.h5, SavedModel folder, .tflite), or None."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        p = os.path.join(path, SAVEDMODEL_FILE)
-        if not os.path.exists(p):
-            return None
-        with open(p, encoding="utf-8") as f:
-            return json.load(f)
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(b"PK\x03\x04"):
-        import zipfile
-
-        with zipfile.ZipFile(path) as z:
-            config = json.loads(z.read("config.json"))
-        return parse((config.get("config") or {}).get(KEY))
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            v = f.attrs.get(KEY)
-        return None if v is None else parse(v)
-    if head[4:8] == b"TFL3":
-        with open(path, "rb") as f:
-            return _tflite_metadata(f.read())
-    return None
-
-
-def output_kind(path) -> str | None:
-    """'keras', 'weights.h5', 'savedmodel', 'tflite' for a file pyloader writes, else None."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        return "savedmodel" if os.path.exists(os.path.join(path, "saved_model.pb")) else None
-    if not os.path.isfile(path):  # never open a FIFO or device (it could block)
-        return None
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError:
-        return None
-    if head.startswith(b"PK\x03\x04") and path.endswith(".keras"):
-        return "keras"
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "weights.h5"
-    if head[4:8] == b"TFL3":
-        return "tflite"
-    return None
-
-
-def _tflite_metadata(data: bytes) -> dict | None:
-    """Model.metadata (field 6) -> entry named KEY -> Model.buffers (field 4)[entry.buffer].data."""
-    def u32(o):
-        return struct.unpack_from("<I", data, o)[0]
-
-    def field(table, i):  # absolute offset of field i of the table at `table`, or None
-        vt = table - struct.unpack_from("<i", data, table)[0]
-        vt_len = struct.unpack_from("<H", data, vt)[0]
-        if 4 + 2 * i >= vt_len:
-            return None
-        off = struct.unpack_from("<H", data, vt + 4 + 2 * i)[0]
-        return table + off if off else None
-
-    def ref(o):  # follow a uoffset
-        return o + u32(o)
-
-    def vector(o):
-        v = ref(o)
-        return v + 4, u32(v)
-
-    root = ref(0)
-    meta_f, bufs_f = field(root, 6), field(root, 4)
-    if meta_f is None or bufs_f is None:
-        return None
-    start, n = vector(meta_f)
-    for k in range(n):
-        entry = ref(start + 4 * k)
-        name_f, buf_f = field(entry, 0), field(entry, 1)
-        if name_f is None:
-            continue
-        s, ln = vector(name_f)
-        if data[s:s + ln].decode() != KEY or buf_f is None:
-            continue
-        index = u32(buf_f)
-        bstart, bn = vector(bufs_f)
-        if index >= bn:
-            return None
-        buf = ref(bstart + 4 * index)
-        data_f = field(buf, 0)
-        if data_f is None:
-            return None
-        ds, dn = vector(data_f)
-        return json.loads(data[ds:ds + dn].decode())
-    return None

@@ -21,7 +21,7 @@ from conftest import SHARED_CFG  # noqa: E402
 from pyloader.darknet.synthetic import write_weights  # noqa: E402
 
 import pyloader  # noqa: E402
-from pyloader.bulk import write as bulk_write  # noqa: E402
+from pyloader.bulk import worker as bulk_write  # noqa: E402
 
 SIZE = (160, 224)
 NC = 3

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import pyloader
-from pyloader.metadata import read_metadata
+from pyloader.outputs import read_metadata
 
 from pyloader.darknet.synthetic import write_weights
 from test_cli_convert import make_pt

@@ -1,4 +1,4 @@
-"""Template outputs (pyloader.templates): a template-written file is the exporter's file for the same checkpoint.
+"""Template outputs (pyloader.outputs.template): a template-written file is the exporter's file for the same checkpoint.
 
 Two architectures (a small Darknet cfg, YOLOv5n from a .pt) at small input sizes, every format: checkpoint A
 goes first (the template is learned on probe weights, then A is written from it), checkpoint B, whose values
@@ -125,7 +125,8 @@ def test_template_output_is_the_exporters(sources, tmp_path, arch, fmt):
 
 def _check_metadata(mine: str, theirs: str, source: str, fmt: str) -> None:
     """The template-written output carries its own checkpoint's metadata: the exporter's for that checkpoint."""
-    from pyloader.metadata import file_sha256, read_metadata
+    from pyloader.metadata import file_sha256
+    from pyloader.outputs import read_metadata
 
     meta = read_metadata(mine)
     assert meta == read_metadata(theirs)
@@ -158,7 +159,7 @@ def test_metadata_blobs_are_rewritten(sources, tmp_path):
     """The hook for per-checkpoint metadata: a blob the exporter stored is found and replaced per output."""
     import h5py
 
-    from pyloader import templates
+    from pyloader import outputs as templates
 
     if "darknet" not in sources:
         pytest.skip("no ../shared/cfg")

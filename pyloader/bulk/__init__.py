@@ -1,6 +1,6 @@
 """Bulk conversion of checkpoints into deployable files (`pyloader.convert`, `pyloader convert`): jobs.py finds
 the sources and names the outputs, schedule.py runs the jobs, worker.py converts one (pyloader.assemble builds and
-fills the model), write.py writes a format, atomic.py renames a finished output into place.
+fills the model, the format's module in pyloader.outputs writes it), atomic.py renames a finished output into place.
 
 * Sources: files, folders (their .weights / .pt / .pth files, in subfolders too: training-run folders such as
   runs/train/exp3/weights/best.pt) or glob patterns. A .weights file takes `cfg` or the .cfg of the same stem
@@ -9,7 +9,7 @@ fills the model), write.py writes a format, atomic.py renames a finished output 
   path relative to that folder, `train-exp3-best`, leaving out `weights` folders): `<stem>.keras` (default),
   `<stem>.weights.h5`, `<stem>_saved_model/` (a TF SavedModel folder) or `<stem>.tflite` (float32, or float16
   weights with tflite_fp16=True). Every output carries pyloader's metadata and names its outputs
-  (pyloader/metadata.py); SavedModel and TFLite need the TensorFlow or JAX backend.
+  (pyloader/metadata.py, pyloader/outputs/); SavedModel and TFLite need the TensorFlow or JAX backend.
 * Atomic outputs: everything is written under a temporary name in out_dir,
   `.pyloader-tmp-<pid>-<random>-<output name>` (hidden, and never an output name), then renamed into place
   (os.replace for files; for a folder, os.rename, after moving an old one aside when overwriting). An error or
@@ -28,8 +28,9 @@ fills the model), write.py writes a format, atomic.py renames a finished output 
 This module does not import TensorFlow, Keras or torch until a conversion runs.
 """
 
+from ..outputs import FORMATS
 from .atomic import clean_stale_temporaries
-from .jobs import FORMATS, TMP_PREFIX, Job, Result, check_detect_options, find_checkpoints, output_name, plan_jobs
+from .jobs import TMP_PREFIX, Job, Result, check_detect_options, find_checkpoints, output_name, plan_jobs
 from .schedule import check_framework, convert
 from .worker import run_job
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from ..boundary import check_regular, fs_str, shown
 from ..errors import FormatError
+from ..outputs import output_format
 
-FORMATS = ("keras", "weights.h5", "savedmodel", "tflite")
 TMP_PREFIX = ".pyloader-tmp-"
 CHECKPOINT_SUFFIXES = (".weights", ".pt", ".pth")
 
@@ -50,7 +50,7 @@ class Job:
     int8_io: bool = False  # with int8: integer input and outputs too
     calibration: str | None = None
     verify: bool = False  # run the written output in its own runtime and compare with the model
-    template: bool = True  # write from a per-architecture template output where exact (pyloader.templates)
+    template: bool = True  # write from a per-architecture template output where exact (pyloader.outputs.template)
     verified: float | None = None  # set when a template-written output was verified
 
 
@@ -60,15 +60,7 @@ class Job:
 
 def output_name(source: str, fmt: str, stem: str | None = None) -> str:
     stem = os.path.splitext(os.path.basename(source))[0] if stem is None else stem
-    if fmt == "keras":
-        return stem + ".keras"
-    if fmt == "weights.h5":
-        return stem + ".weights.h5"
-    if fmt == "savedmodel":
-        return stem + "_saved_model"
-    if fmt == "tflite":
-        return stem + ".tflite"
-    raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    return output_format(fmt).output_name(stem)
 
 
 def find_checkpoints(sources) -> tuple[list, list]:
@@ -140,8 +132,7 @@ def plan_jobs(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decod
               overwrite=False, tflite_fp16=False, names=None, nms=None, int8=False, int8_io=False,
               calibration=None, verify=False) -> tuple[list, list]:
     """(jobs to run, Results decided without running: missing sources, name clashes, existing outputs)."""
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+    output_format(format)  # ValueError naming the formats
     nms = check_detect_options(format, nms, int8, int8_io, calibration, tflite_fp16)
     if input_size is not None:
         input_size = tuple(int(v) for v in input_size)

@@ -30,7 +30,7 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
     and outputs as well. verify: run each written output in its own runtime on one image and compare it with
     the model (Result.verify: max relative difference; a failed check fails the source, nothing is written).
     templates=False runs the format's exporter for every checkpoint (by default, checkpoints of one
-    architecture after the first are written from a template output: pyloader.templates).
+    architecture after the first are written from a template output: pyloader.outputs.template).
     """
     check_framework(format)
     check_executor(executor)

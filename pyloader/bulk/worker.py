@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from ..boundary import error_text
 from ..errors import FormatError
 from ..family import Family, Options
+from ..outputs import NoTemplate, learn, output_format
 from .atomic import remove, tmp_path, write_atomically
 from .jobs import Job, Result
-from . import write
 
 _MODEL_CACHE_SIZE = 4  # built models kept per process (least recently used goes first)
 
@@ -47,7 +47,7 @@ def run_job(job: Job) -> Result:
 def import_framework(format: str) -> float:
     """Import Keras (and TensorFlow for SavedModel / TFLite) once per process; the seconds it took (0 when
     already imported). Kept out of each checkpoint's time."""
-    wanted = ["keras"] + (["tensorflow"] if format in ("savedmodel", "tflite") else [])
+    wanted = output_format(format).FRAMEWORKS
     if all(m in sys.modules for m in wanted):
         return 0.0
     t0 = time.perf_counter()
@@ -122,18 +122,29 @@ def _filled(p: Prepared):
         yield fill_model(model, p.family, p.plan, p.options, p.arrays)
 
 
+def write_output(model, tmp: str, job: Job, letterbox: bool) -> None:
+    """Write `model` in job's format to `tmp` (pyloader.outputs), its metadata completed with the source's
+    SHA-256; `letterbox`: how the family prepares calibration images."""
+    from ..metadata import complete
+
+    meta = complete(getattr(model, "metadata", None) or {}, getattr(model, "_pyloader_source_path", None))
+    output_format(job.format).write(model, tmp, meta, job, letterbox)
+
+
 def _write_with_exporter(p: Prepared, job: Job):
     """The format's exporter on the filled model; returns the verify difference (None without verify)."""
+    from ..verify import verify_written
+
     def produce(tmp):
         with _filled(p) as model:
-            write.write_output(model, tmp, job, p.family.letterbox)
-            return write.verify_written(model, tmp, job, p.family.letterbox) if job.verify else None
+            write_output(model, tmp, job, p.family.letterbox)
+            return verify_written(model, tmp, job, p.family.letterbox) if job.verify else None
 
     return write_atomically(job.output, job.overwrite, produce)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Template outputs (pyloader.templates): the exporter runs once per architecture and format, on probe weights;
+# Template outputs (pyloader.outputs.template): the exporter runs once per architecture and format, on probe weights;
 # each checkpoint's file is then the template's bytes with its weights (and metadata blobs) put in.
 
 
@@ -145,14 +156,13 @@ def _metadata_blobs(job: Job, meta: dict) -> list:
     it: the byte strings that differ per checkpoint besides the weights. pyloader.metadata pads them to a
     fixed length bucket, so checkpoints of one architecture give equally long blobs (one that does not is
     written by the exporter: Template.write raises NoTemplate)."""
-    from .. import metadata as M
+    from ..metadata import complete
 
-    return M.stored_blobs(M.complete(meta, job.source), job.format)
+    return output_format(job.format).metadata_blobs(complete(meta, job.source))
 
 
 def _template_for(p: Prepared, job: Job):
     """The template of p's architecture in job's format (learned on first use), or the reason there is none."""
-    from .. import templates
     from ..assemble import input_size_of
     from ..keras_blocks.model import attach_metadata
 
@@ -168,10 +178,10 @@ def _template_for(p: Prepared, job: Job):
             size = input_size_of(model)
             meta = p.metadata(size)  # the template export carries this checkpoint's metadata: its blobs
             attach_metadata(model, meta)
-            tpl = templates.learn(job.format, model, lambda m, path: write.write_output(m, path, job, p.family.letterbox),
-                                  fp16=job.tflite_fp16, blobs=_metadata_blobs(job, meta), workdir=work)
+            tpl = learn(job.format, model, lambda m, path: write_output(m, path, job, p.family.letterbox),
+                        fp16=job.tflite_fp16, blobs=_metadata_blobs(job, meta), workdir=work)
             tpl.input_size = size
-    except templates.NoTemplate as e:
+    except NoTemplate as e:
         tpl = f"no template: {e}"
     finally:
         remove(work)
@@ -185,9 +195,9 @@ def _template_for(p: Prepared, job: Job):
 def _write_from_template(p: Prepared, job: Job) -> tuple:
     """Write job's output from its architecture's template: (None, verify difference) when done, else (why the
     exporter must run, None)."""
-    from .. import templates
+    from ..verify import verify_written
 
-    if not job.template or job.format not in templates.FORMATS or job.int8:
+    if not job.template or job.int8:
         return ("exporter (templates off)" if not job.template else f"exporter ({job.format})"), None
     tpl = _template_for(p, job)
     if isinstance(tpl, str):
@@ -197,11 +207,11 @@ def _write_from_template(p: Prepared, job: Job) -> tuple:
         tpl.write(p.arrays, tmp, _metadata_blobs(job, p.metadata(tpl.input_size)))
         if job.verify:
             with _filled(p) as model:
-                return write.verify_written(model, tmp, job, p.family.letterbox)
+                return verify_written(model, tmp, job, p.family.letterbox)
         return None
 
     try:
         tpl.check(p.arrays)
         return None, write_atomically(job.output, job.overwrite, produce)
-    except templates.NoTemplate as e:
+    except NoTemplate as e:
         return f"exporter, this checkpoint: {e}", None

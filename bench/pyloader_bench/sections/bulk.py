@@ -39,7 +39,7 @@ def bench_bulk(name, m, count, tmp, formats=BULK_FORMATS):
                 r["median_save_s"] = statistics.median(r["save_s"])
         sec["methods"][meth] = r
     sec["formats"] = {}
-    if have("pyloader.templates"):
+    if have("pyloader.outputs"):
         for fmt in formats:
             log(f"bulk/{name}/{fmt} (templates) x{count}")
             r = run_worker({"method": "bulk_format", "format": fmt, "sources": sources, "cfg": m["cfg"],

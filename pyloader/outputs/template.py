@@ -1,0 +1,255 @@
+"""Template outputs: run a format's exporter once per architecture, then write each further checkpoint's file by
+putting its weights into the template's bytes.
+
+How a template is learned (`learn`): the built model gets distinct random *probe* values in every variable, the
+real exporter writes its file, and every place that holds a weight is found by content (each format's
+`parse_template`: HDF5 datasets for `.keras` and `.weights.h5`, tensor-bundle entries for SavedModel's
+`variables/`, flatbuffer buffers for TFLite). Each must equal one variable's probe under an exact, known
+transform (identity or a reshape of it; HWIO -> OHWI, TFLite's kernel layout; a cast to float16 for
+`tflite_fp16`), and every variable must be found exactly once; otherwise there is no template (the reason says
+which variable) and the caller keeps the exporter. Finally the template writes the probe checkpoint itself and
+must reproduce the exporter's bytes, else there is no template either.
+
+How a file is written (`Template.write`): the template's bytes with each weight region replaced by the
+checkpoint's array (transformed), and each format's checksums and stamps redone by its Template subclass: the
+zip CRC-32 of the changed `.keras` members and its save date (`metadata.json` `date_saved`, the member's zip
+time), the CRC-32C of every changed bundle entry and the table blocks holding them in `variables.index`,
+SavedModel's `fingerprint.pb` (recomputed by TensorFlow). TFLite also checks each checkpoint for values a
+converter treats specially (an all-zero array; two equal arrays it may share one buffer for): those checkpoints
+raise `NoTemplate`, and the caller exports them.
+
+Per-checkpoint metadata hook (`blobs`): the bytes that differ per checkpoint are the weights plus any metadata
+blob the format stores (class names, source name and hash, ...; each format's `metadata_blobs`). Export the
+template with *probe* blobs in the model and pass them to `learn(..., blobs=[...])`; every occurrence is
+recorded, and `write(..., blobs=[...])` puts in the checkpoint's blobs, which must have the same lengths (pad
+them; `NoTemplate` otherwise) and are covered by the same checksum fix-ups as the weights.
+
+Only numpy, zlib and pyloader's core at write time, plus TensorFlow for a SavedModel's fingerprint; `learn`
+needs the exporter's framework and h5py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import numpy as np
+
+from ..metadata import to_json
+
+__all__ = ["NoTemplate", "Template", "Slot", "Finder", "learn", "probe_arrays", "find_blobs", "json_blobs",
+           "emit", "crc32c"]
+
+
+class NoTemplate(Exception):
+    """No template for this architecture/format (or this checkpoint): use the exporter. str() says why."""
+
+
+def crc32c(data, crc: int = 0) -> int:
+    from .. import _core
+
+    return _core.crc32c(data, crc)
+
+
+def json_blobs(meta: dict) -> list:
+    """The metadata's bytes as a format that stores the `to_json` text stores them (pyloader.metadata)."""
+    return [to_json(meta).encode()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Probes and transforms
+
+
+def probe_arrays(shapes: dict, seed: int = 12345) -> dict:
+    """{path: float32 array}, uniform in [0.5, 1.5): distinct in every element of every variable (no zeros,
+    no ones, no repeated arrays, positive variances), so each one's bytes can be found in an exporter's output."""
+    rng = np.random.default_rng(seed)
+    return {k: rng.uniform(0.5, 1.5, size=tuple(s)).astype(np.float32) for k, s in sorted(shapes.items())}
+
+
+def _transformed(a: np.ndarray, transform: str, dtype: str) -> np.ndarray:
+    if transform == "ohwi":  # Keras HWIO -> TFLite OHWI
+        a = np.ascontiguousarray(np.transpose(a, (3, 0, 1, 2)))
+    elif transform != "identity":
+        raise ValueError(transform)
+    a = np.ascontiguousarray(a)
+    if a.dtype != np.dtype(dtype):
+        a = a.astype(dtype)
+    return a
+
+
+def _as_stored(a: np.ndarray):
+    """The (transform, dtype) pairs a format that stores variables as they are may hold `a` under."""
+    return [("identity", "float32")]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The template
+
+
+@dataclasses.dataclass
+class Slot:
+    file: str  # relative path inside the output ('' for a single file)
+    offset: int
+    nbytes: int
+    key: str  # variable path
+    transform: str
+    dtype: str
+    crc_at: int = -1  # savedmodel: offset of the entry's masked CRC-32C in variables.index
+
+
+class Template:
+    """An exporter's output (one file) for one architecture and the places of its weights; `write` makes another.
+    A format whose files need more (checksums, stamps, a folder, checks of the values) subclasses it."""
+
+    def __init__(self, files: dict, slots: list, blob_places=()):
+        self.files = files  # relpath -> bytes ('' = the file itself); for folders also '<dir>/' -> None
+        self.slots = sorted(slots, key=lambda s: (s.file, s.offset))
+        self.blob_places = list(blob_places)  # (blob index, file, offset, length)
+        self.keys = sorted({s.key for s in self.slots})
+        self.input_size = None  # the caller's note of the model's input size (pyloader.bulk.worker)
+
+    def check(self, arrays: dict) -> None:
+        """NoTemplate if `arrays` cannot be written from this template (names, shapes, values)."""
+        for s in self.slots:
+            a = arrays.get(s.key)
+            if a is None:
+                raise NoTemplate(f"the checkpoint has no array {s.key}")
+            if a.size * np.dtype(s.dtype).itemsize != s.nbytes:
+                raise NoTemplate(f"{s.key}: {a.size} values, the template holds {s.nbytes} bytes")
+
+    def write(self, arrays: dict, out: str, blobs=(), now: float | None = None) -> None:
+        """Write the output for `arrays` ({variable path: array in Keras layout}) to `out` (a file, or a folder
+        for SavedModel, which must not exist). `blobs`: per-checkpoint metadata, as documented above."""
+        self.check(arrays)
+        blobs = [bytes(b) for b in blobs]
+        if len(blobs) != len({i for i, *_ in self.blob_places}):
+            raise NoTemplate(f"{len(blobs)} metadata blobs given, the template holds "
+                             f"{len({i for i, *_ in self.blob_places})}")
+        patches: dict = {}  # file -> [(offset, buffer)]
+        for s in self.slots:
+            a = _transformed(np.asarray(arrays[s.key]), s.transform, s.dtype)
+            patches.setdefault(s.file, []).append((s.offset, memoryview(a).cast("B")))
+        for i, f, off, length in self.blob_places:
+            if len(blobs[i]) != length:
+                raise NoTemplate(f"metadata blob {i} is {len(blobs[i])} bytes, the template holds {length}")
+            patches.setdefault(f, []).append((off, blobs[i]))
+        self._emit(out, patches, now)
+
+    def _emit(self, out: str, patches: dict, now) -> None:
+        """Write the patched template to `out`; subclasses redo their checksums and stamps first."""
+        emit(out, self.files[""], patches.get("", []))
+
+    def reproduces(self, expected: str, got: str) -> None:
+        """NoTemplate unless the template's own output `got` for the probes is the exporter's `expected`."""
+        for a, b in self._compared(expected, got):
+            with open(a, "rb") as fa, open(b, "rb") as fb:
+                x, y = fa.read(), fb.read()
+            if self._comparable(x) != self._comparable(y):
+                raise NoTemplate(f"the template does not reproduce the exporter's {os.path.basename(a)}")
+
+    def _compared(self, expected: str, got: str) -> list:
+        """The (expected, got) file pairs `reproduces` compares."""
+        return [(expected, got)]
+
+    @staticmethod
+    def _comparable(data: bytes):
+        """What of a file's bytes must be equal (all of them, but for a format's stamps)."""
+        return data
+
+
+def emit(path: str, template, patches) -> None:
+    """Write `template` with `patches` [(offset, bytes-like)] laid over it (no overlaps)."""
+    mv = memoryview(template)
+    pos = 0
+    with open(path, "wb") as f:
+        for off, buf in sorted(patches, key=lambda p: p[0]):
+            if off < pos:
+                raise ValueError("overlapping template patches")
+            f.write(mv[pos:off])
+            f.write(buf)
+            pos = off + len(buf)
+        f.write(mv[pos:])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Learning
+
+
+def learn(fmt, model, export, *, fp16: bool = False, blobs=(), workdir: str) -> Template:
+    """The template for `model` in the output format `fmt` (a pyloader.outputs module), or NoTemplate (with the
+    reason). `export(model, path)` runs the real exporter into `path`; `workdir` holds its output while
+    learning (removed after). The model's variables are left holding probe values."""
+    variables = {v.path: v for v in model.weights}
+    if len(variables) != len(model.weights):
+        raise NoTemplate("the model has two variables of one path")
+    probes = probe_arrays({k: tuple(v.shape) for k, v in variables.items()})
+    for k, v in variables.items():
+        v.assign(probes[k])
+    path = os.path.join(workdir, fmt.output_name("template"))
+    check = os.path.join(workdir, fmt.output_name("check"))
+    try:
+        export(model, path)
+        tpl = fmt.parse_template(path, probes, fp16, [bytes(b) for b in blobs])
+        tpl.write(probes, check, blobs, now=None)
+        tpl.reproduces(path, check)
+        return tpl
+    finally:
+        for p in (path, check):
+            if os.path.isdir(p):
+                shutil.rmtree(p, ignore_errors=True)
+            elif os.path.exists(p):
+                os.unlink(p)
+
+
+class Finder:
+    """Find each region's variable by content: {(nbytes, crc32c): [(key, transform, dtype, array)]};
+    `candidates(array)`: the (transform, dtype) pairs the format may store an array under."""
+
+    def __init__(self, probes: dict, candidates=_as_stored):
+        self.table: dict = {}
+        for k, a in probes.items():
+            for t, d in candidates(a):
+                b = _transformed(a, t, d)
+                self.table.setdefault((b.nbytes, crc32c(b)), []).append((k, t, d, b))
+        self.found: dict = {}
+
+    def match(self, region, where: str):
+        """(key, transform, dtype) whose bytes equal `region`, or None."""
+        region = memoryview(region).cast("B")
+        hits = self.table.get((region.nbytes, crc32c(region)), [])
+        hits = [h for h in hits if memoryview(h[3]).cast("B") == region]
+        keys = {h[0] for h in hits}
+        if len(keys) > 1:
+            raise NoTemplate(f"{where} matches several variables ({sorted(keys)[:3]})")
+        if not hits:
+            return None
+        k, t, d, _ = hits[0]
+        self.found.setdefault(k, where)  # a variable may be stored more than once (a bundle's two names)
+        return k, t, d
+
+    def require_all(self, probes: dict, fmt: str) -> None:
+        missing = sorted(set(probes) - set(self.found))
+        if missing:
+            raise NoTemplate(f"{len(missing)} variables are not stored as an exact transform of their values in "
+                             f"the {fmt} output (first: {missing[:3]}): the exporter changes them (folds or fuses)")
+
+
+def find_blobs(files: dict, blobs: list) -> list:
+    """(blob index, file, offset, length) of every occurrence of each metadata blob; NoTemplate for one not
+    found."""
+    places = []
+    for i, blob in enumerate(blobs):
+        n = 0
+        for rel, data in files.items():
+            if data is None or not blob:
+                continue
+            at = data.find(blob)
+            while at >= 0:
+                places.append((i, rel, at, len(blob)))
+                n += 1
+                at = data.find(blob, at + 1)
+        if n == 0:
+            raise NoTemplate(f"metadata blob {i} is not in the exporter's output")
+    return places

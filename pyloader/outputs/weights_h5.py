@@ -1,0 +1,93 @@
+"""`.weights.h5`: the model's weights (Keras `save_weights`), the metadata in the HDF5 root attribute
+`pyloader_metadata` (the JSON text of pyloader.metadata.to_json).
+
+Template: every weight is a contiguous, uncompressed HDF5 dataset. --verify: a fresh process builds the model
+from the source checkpoint with pyloader and loads the file's weights into it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+from ..metadata import KEY, parse, to_json
+from .runtime import run_fresh
+from .template import Finder, NoTemplate, Slot, Template, find_blobs
+from .template import json_blobs as metadata_blobs
+
+__all__ = ["NAME", "FRAMEWORKS", "output_name", "is_output", "write", "metadata_blobs", "parse_template", "run",
+           "read_metadata", "h5_slots"]
+
+NAME = "weights.h5"
+FRAMEWORKS = ("keras",)  # imported once per worker before its first conversion
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def output_name(stem: str) -> str:
+    return stem + ".weights.h5"
+
+
+def is_output(path: str, head: bytes) -> bool:
+    """Whether `path` (its first 8 bytes `head`; b"" for a folder) is a file of this format."""
+    return head.startswith(HDF5_MAGIC)
+
+
+def write(model, path: str, meta: dict, job, letterbox: bool) -> None:
+    import h5py
+
+    model.save_weights(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs[KEY] = to_json(meta)
+
+
+def read_metadata(path: str) -> dict | None:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        v = f.attrs.get(KEY)
+    return None if v is None else parse(v)
+
+
+def parse_template(path: str, probes: dict, fp16: bool, blobs: list) -> Template:
+    with open(path, "rb") as f:
+        data = f.read()
+    finder = Finder(probes)
+    slots = h5_slots(data, 0, finder, "")
+    finder.require_all(probes, NAME)
+    return Template({"": data}, slots, find_blobs({"": data}, blobs))
+
+
+def h5_slots(data, base: int, finder: Finder, where: str) -> list:
+    """The Slots of the variables stored in the HDF5 file at `base` in `data` (`where`: how to name it)."""
+    import h5py
+
+    slots = []
+    with h5py.File(io.BytesIO(bytes(data[base:])), "r") as h5:
+        def visit(name, obj):
+            if not isinstance(obj, h5py.Dataset) or obj.size == 0:
+                return
+            off = obj.id.get_offset()
+            if obj.chunks is not None or obj.compression is not None or off is None:
+                raise NoTemplate(f"{where}{name}: not a contiguous, uncompressed dataset")
+            nbytes = obj.size * obj.dtype.itemsize
+            hit = finder.match(data[base + off:base + off + nbytes], where + name)
+            if hit is not None:
+                slots.append(Slot("", base + off, nbytes, *hit))
+        h5.visititems(visit)
+    return slots
+
+
+_LOAD = """
+    import json
+    opts = json.loads(sys.argv[4])
+    model = pyloader.load(opts["source"], opts["cfg"], fold_bn=opts["fold_bn"], decode=opts["decode"],
+                          input_size=opts["input_size"], nms=opts["nms"])
+    model.load_weights(path)
+"""
+
+
+def run(path: str, image, names: list, job) -> dict:
+    """The file's weights in the model pyloader builds from job's source, run in a fresh process."""
+    return run_fresh(path, image, _LOAD, json.dumps({"source": job.source, "cfg": job.cfg, "fold_bn": job.fold_bn,
+                                                     "decode": job.decode, "input_size": job.input_size,
+                                                     "nms": job.nms}))
