@@ -145,7 +145,11 @@ def markdown(res: dict) -> str:
                              f"{_fmt(r['write_output_bytes_s'])} | {_fmt(r.get('after_first_over_floor'))} | "
                              f"{_fmt(r['total_s'])} | {r['peak_above_baseline_bytes'] / 1e6:.0f} | "
                              f"{'; '.join(r.get('notes') or [])[:200]} |")
-    lines += ["", "### Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+    lines += ["", "### Targets", ""]
+    if res.get("smoke"):
+        lines += ["Not scored: --small is a smoke run (the small model, few repeats); targets are scored on full "
+                  "runs only.", ""]
+    lines += ["| target | measured | goal | met |", "|---|---|---|---|"]
     for t in res["targets"]:
         met = "n/a" if t["met"] is None else ("met" if t["met"] else "missed")
         lines.append(f"| {t['target']} | {_fmt(t['measured'])} | {t['goal']} | {met} {t['note']} |")
