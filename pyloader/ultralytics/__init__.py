@@ -1,5 +1,6 @@
 """Ultralytics detection checkpoints (YOLOv8, YOLO11, YOLOv5u; P5 and P6): the reader (weights.py, numpy only), the
-Keras builder (model.py), and this family's declaration (FAMILY)."""
+plan's typed records it builds (blocks.py, numpy only), the Keras builder (model.py), and this family's declaration
+(FAMILY)."""
 
 from __future__ import annotations
 

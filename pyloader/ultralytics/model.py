@@ -31,6 +31,8 @@ from keras import layers, ops
 
 from ..keras_blocks.model import finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import conv as _conv, max_pool_layer
+from ..torch_reader.modules import ConvSpec
+from .blocks import C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Concat, Detect, PSABlock, Repeats, Upsample
 from .weights import UltralyticsPlan
 
 __all__ = ["build", "PSAAttention", "ChannelSplit", "UltralyticsDecode"]
@@ -130,98 +132,94 @@ class UltralyticsDecode(layers.Layer):
         return {**super().get_config(), "nc": self.nc, "reg_max": self.reg_max, "strides": self.strides, "dfl": self.dfl}
 
 
-def _split(x, start, stop, name):
-    return ChannelSplit(start, stop, name=name)(x)
+def _convs(x, specs, fold_bn):
+    for spec in specs:
+        x = _conv(x, spec, fold_bn)
+    return x
 
 
-def _block(x, B, fold_bn):
-    k = B["kind"]
-    if k == "Bottleneck":
-        y = _conv(_conv(x, B["cv1"], fold_bn), B["cv2"], fold_bn)
-        return layers.Add(name=B["name"] + "_add")([x, y]) if B["add"] else y
-    if k == "C3":
-        y = _conv(x, B["cv1"], fold_bn)
-        for b in B["m"]:
-            y = _block(y, b, fold_bn)
-        z = _conv(x, B["cv2"], fold_bn)
-        return _conv(layers.Concatenate(axis=-1, name=B["name"] + "_cat")([y, z]), B["cv3"], fold_bn)
-    if k == "Sequence":
-        for b in B["items"]:
-            x = _block(x, b, fold_bn)
-        return x
-    if k == "PSABlock":
-        a = _attention(x, B["attn"], fold_bn)
-        x = layers.Add(name=B["name"] + "_add1")([x, a]) if B["add"] else a
-        f = x
-        for spec in B["ffn"]:
-            f = _conv(f, spec, fold_bn)
-        return layers.Add(name=B["name"] + "_add2")([x, f]) if B["add"] else f
-    if k in ("C2f", "C2", "C2PSA"):
-        c, name = B["c"], B["name"]
-        y = _conv(x, B["cv1"], fold_bn)
-        a, b = _split(y, 0, c, name + "_split0"), _split(y, c, 2 * c, name + "_split1")
-        if k == "C2":  # cv2(cat(m(a), b))
-            for blk in B["m"]:
-                a = _block(a, blk, fold_bn)
-            ys = [a, b]
-        elif k == "C2PSA":  # cv2(cat(a, m(b)))
-            for blk in B["m"]:
-                b = _block(b, blk, fold_bn)
-            ys = [a, b]
-        else:
-            ys = [a, b]
-            for blk in B["m"]:
-                ys.append(_block(ys[-1], blk, fold_bn))
-        return _conv(layers.Concatenate(axis=-1, name=name + "_cat")(ys), B["cv2"], fold_bn)
-    if k == "SPPF":
-        y = _conv(x, B["cv1"], fold_bn)
-        p = B["pool"]
-        pool = max_pool_layer(p["kernel"], p["stride"], p["padding"], p["name"], y.shape[1:3])
-        ys = [y]
-        for _ in range(B["n"]):
-            ys.append(pool(ys[-1]))
-        y = _conv(layers.Concatenate(axis=-1, name=B["name"] + "_cat")(ys), B["cv2"], fold_bn)
-        return layers.Add(name=B["name"] + "_add")([y, x]) if B["add"] else y
-    raise ValueError(f"block kind {k!r}")  # pragma: no cover - the reader only makes the kinds above
+def _blocks(x, blocks, fold_bn):
+    for b in blocks:
+        x = _block(x, b, fold_bn)
+    return x
 
 
-def _attention(x, A, fold_bn):
-    qkv = _conv(x, A["qkv"], fold_bn)
-    out, v = PSAAttention(A["num_heads"], A["key_dim"], A["head_dim"], A["scale"], name=A["name"] + "_core")(qkv)
-    pe = _conv(v, A["pe"], fold_bn)
-    return _conv(layers.Add(name=A["name"] + "_add")([out, pe]), A["proj"], fold_bn)
+def _bottleneck(x, B: Bottleneck, fold_bn):
+    y = _conv(_conv(x, B.cv1, fold_bn), B.cv2, fold_bn)
+    return layers.Add(name=B.name + "_add")([x, y]) if B.add else y
 
 
-def _node(x, node, fold_bn):
-    P, k = node.parts, node.kind
-    if k == "Sequential":
-        for sub in P["nodes"]:
-            x = _node(x, sub, fold_bn)
-        return x
-    if k == "Conv":
-        return _conv(x, P["conv"], fold_bn)
-    if k == "Concat":
-        return layers.Concatenate(axis=-1, name=node.name)(list(x))
-    if k == "Upsample":
-        return layers.UpSampling2D(size=P["size"], interpolation="nearest", name=node.name)(x)
-    if k == "Detect":
-        outs = []
-        for xi, lv, i in zip(x, P["levels"], range(P["nl"])):
-            branches = []
-            for b in ("cv2", "cv3"):
-                y = xi
-                for spec in lv[b]:
-                    y = _conv(y, spec, fold_bn)
-                branches.append(y)
-            outs.append(layers.Concatenate(axis=-1, name=f"{node.name}_out{i}")(branches))
-        return outs
-    return _block(x, P, fold_bn)
+def _c3(x, B: C3, fold_bn):
+    y = _blocks(_conv(x, B.cv1, fold_bn), B.m, fold_bn)
+    z = _conv(x, B.cv2, fold_bn)
+    return _conv(layers.Concatenate(axis=-1, name=B.name + "_cat")([y, z]), B.cv3, fold_bn)
+
+
+def _attention(x, A: Attention, fold_bn):
+    qkv = _conv(x, A.qkv, fold_bn)
+    out, v = PSAAttention(A.num_heads, A.key_dim, A.head_dim, A.scale, name=A.name + "_core")(qkv)
+    pe = _conv(v, A.pe, fold_bn)
+    return _conv(layers.Add(name=A.name + "_add")([out, pe]), A.proj, fold_bn)
+
+
+def _psablock(x, B: PSABlock, fold_bn):
+    a = _attention(x, B.attn, fold_bn)
+    x = layers.Add(name=B.name + "_add1")([x, a]) if B.add else a
+    f = _convs(x, B.ffn, fold_bn)
+    return layers.Add(name=B.name + "_add2")([x, f]) if B.add else f
+
+
+def _c2f(x, B: C2f, fold_bn):
+    """C2f / C3k2: each block on the last output; C2: the blocks on cv1's first half; C2PSA: on its second."""
+    c, name = B.c, B.name
+    y = _conv(x, B.cv1, fold_bn)
+    ys = [ChannelSplit(0, c, name=name + "_split0")(y), ChannelSplit(c, 2 * c, name=name + "_split1")(y)]
+    if type(B) is C2f:
+        for blk in B.m:
+            ys.append(_block(ys[-1], blk, fold_bn))
+    else:
+        i = 0 if type(B) is C2 else 1
+        ys[i] = _blocks(ys[i], B.m, fold_bn)
+    return _conv(layers.Concatenate(axis=-1, name=name + "_cat")(ys), B.cv2, fold_bn)
+
+
+def _sppf(x, B: SPPF, fold_bn):
+    y = _conv(x, B.cv1, fold_bn)
+    p = B.pool
+    pool = max_pool_layer(p.kernel, p.stride, p.padding, p.name, y.shape[1:3])
+    ys = [y]
+    for _ in range(B.n):
+        ys.append(pool(ys[-1]))
+    y = _conv(layers.Concatenate(axis=-1, name=B.name + "_cat")(ys), B.cv2, fold_bn)
+    return layers.Add(name=B.name + "_add")([y, x]) if B.add else y
+
+
+def _detect(x, D: Detect, fold_bn):
+    """Per level, the box branch (cv2) and the class branch (cv3) concatenated."""
+    return [layers.Concatenate(axis=-1, name=f"{D.name}_out{i}")([_convs(xi, lv.cv2, fold_bn),
+                                                                  _convs(xi, lv.cv3, fold_bn)])
+            for i, (xi, lv) in enumerate(zip(x, D.levels))]
+
+
+_BUILDERS = {
+    ConvSpec: _conv,
+    Repeats: lambda x, R, fold_bn: _convs(x, R.convs, fold_bn),
+    Concat: lambda x, P, fold_bn: layers.Concatenate(axis=-1, name=P.name)(list(x)),
+    Upsample: lambda x, P, fold_bn: layers.UpSampling2D(size=P.size, interpolation="nearest", name=P.name)(x),
+    Bottleneck: _bottleneck, C3: _c3, Chain: lambda x, S, fold_bn: _blocks(x, S.items, fold_bn), PSABlock: _psablock,
+    C2f: _c2f, C2: _c2f, C2PSA: _c2f, SPPF: _sppf, Detect: _detect,
+}
+
+
+def _block(x, record, fold_bn):
+    """A plan record (a yaml row's, or a block inside one) applied to x, by its type."""
+    return _BUILDERS[type(record)](x, record, fold_bn)
 
 
 def build(plan: UltralyticsPlan, options) -> keras.Model:
     """The family's empty model (pyloader.family): raw heads, or Ultralytics' decoded eval output."""
     inp, _ = plan_input(plan, options.input_size, (plan.imgsz, plan.imgsz))
-    heads = run_nodes(inp, plan.nodes, lambda x, node: _node(x, node, options.fold_bn))
+    heads = run_nodes(inp, plan.nodes, lambda x, node: _block(x, node.parts, options.fold_bn))
     outputs = (UltralyticsDecode(plan.nc, plan.reg_max, plan.strides, plan.dfl, name="decode")(heads)
                if options.decoded else heads)
     return finish_plan_model(inp, heads, outputs, plan, "ultralytics", decode=options.decoded)

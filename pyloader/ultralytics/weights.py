@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,25 +26,16 @@ from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
 from ..torch_reader.modules import maxpool, select_model, sequence  # ema when not None, else model (as Ultralytics)
 from ..torch_reader.records import Record
+from .blocks import (C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Concat, Detect, DetectLevel, MaxPool, Node,
+                     PSABlock, Repeats, Upsample)
 
 __all__ = ["read_plan", "UltralyticsPlan"]
 
 
 @dataclass
-class Node:
-    """One model layer (yaml row): its kind, 'from', and the parts to build (nested blocks are dicts)."""
-
-    index: int
-    kind: str
-    source: Any  # -1, an int, or a list of ints
-    name: str  # keras name prefix, e.g. 'model_4'
-    parts: dict = field(default_factory=dict)
-
-
-@dataclass
 class UltralyticsPlan:
     path: str
-    nodes: list
+    nodes: list  # blocks.Node
     convs: list  # every ConvSpec, for the arrays
     nc: int
     names: list
@@ -104,9 +94,9 @@ class _Reader:
         self.convs.append(spec)
         return spec
 
-    # -- blocks (dicts with 'kind')
+    # -- blocks (records of .blocks)
 
-    def bottleneck(self, rec, mpath) -> dict:
+    def bottleneck(self, rec, mpath) -> Bottleneck:
         self.expect(rec, mpath, "Bottleneck")
         mods = children(rec)
         add = rec.attr("add")
@@ -115,17 +105,15 @@ class _Reader:
         cv1, cv2 = self.conv(mods.get("cv1"), mpath + ".cv1"), self.conv(mods.get("cv2"), mpath + ".cv2")
         if add and cv2.out_channels != _cin(cv1):
             raise self.err(mpath, f"a shortcut adds {_cin(cv1)} input channels to {cv2.out_channels} outputs")
-        return {"kind": "Bottleneck", "cv1": cv1, "cv2": cv2, "add": add, "name": mpath.replace(".", "_")}
+        return Bottleneck(mpath.replace(".", "_"), cv1, cv2, add)
 
-    def c3(self, rec, mpath, kind="C3") -> dict:
+    def c3(self, rec, mpath, kind="C3") -> C3:
         mods = self.expect(rec, mpath, kind)
-        P = {"kind": "C3", "name": mpath.replace(".", "_")}
-        for k in ("cv1", "cv2", "cv3"):
-            P[k] = self.conv(mods.get(k), f"{mpath}.{k}")
-        P["m"] = [self.bottleneck(r, f"{mpath}.m.{j}") for j, r in enumerate(sequence(self.ctx, mods.get("m"), mpath + ".m", "Bottleneck"))]
-        return P
+        cv1, cv2, cv3 = (self.conv(mods.get(k), f"{mpath}.{k}") for k in ("cv1", "cv2", "cv3"))
+        m = [self.bottleneck(r, f"{mpath}.m.{j}") for j, r in enumerate(sequence(self.ctx, mods.get("m"), mpath + ".m", "Bottleneck"))]
+        return C3(mpath.replace(".", "_"), cv1, cv2, cv3, m)
 
-    def attention(self, rec, mpath) -> dict:
+    def attention(self, rec, mpath) -> Attention:
         mods = self.expect(rec, mpath, "Attention")
         nh, kd, hd, scale = (rec.attr(k) for k in ("num_heads", "key_dim", "head_dim", "scale"))
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (nh, kd, hd)):
@@ -140,19 +128,18 @@ class _Reader:
         for got, want, what in checks:
             if got != want:
                 raise self.err(mpath, f"{what}: expected {want} (num_heads {nh}, key_dim {kd}, head_dim {hd}), got {got}")
-        return {"kind": "Attention", "qkv": qkv, "proj": proj, "pe": pe, "num_heads": nh, "key_dim": kd,
-                "head_dim": hd, "scale": scale, "name": mpath.replace(".", "_")}
+        return Attention(mpath.replace(".", "_"), qkv, proj, pe, nh, kd, hd, scale)
 
-    def psablock(self, rec, mpath) -> dict:
+    def psablock(self, rec, mpath) -> PSABlock:
         mods = self.expect(rec, mpath, "PSABlock")
         add = rec.attr("add")
         if not isinstance(add, bool):
             raise self.err(mpath, f"PSABlock.add is {short_repr(add)}, expected a bool")
         ffn = [self.conv(r, f"{mpath}.ffn.{j}") for j, r in enumerate(sequence(self.ctx, mods.get("ffn"), mpath + ".ffn", "Conv"))]
         attn = self.attention(mods.get("attn"), mpath + ".attn")
-        return {"kind": "PSABlock", "attn": attn, "ffn": ffn, "add": add, "name": mpath.replace(".", "_")}
+        return PSABlock(mpath.replace(".", "_"), attn, ffn, add)
 
-    def c2f_item(self, rec, mpath) -> dict:
+    def c2f_item(self, rec, mpath) -> Bottleneck | C3 | Chain:
         """One entry of C2f/C3k2's m: a Bottleneck, a C3k, or C3k2(attn=True)'s Sequential(Bottleneck, PSABlock)."""
         if _ul(rec, "Bottleneck"):
             return self.bottleneck(rec, mpath)
@@ -162,10 +149,10 @@ class _Reader:
             items = []
             for j, r in enumerate(sequence(self.ctx, rec, mpath, "blocks")):
                 items.append(self.bottleneck(r, f"{mpath}.{j}") if _ul(r, "Bottleneck") else self.psablock(r, f"{mpath}.{j}"))
-            return {"kind": "Sequence", "items": items}
+            return Chain(items)
         raise self.err(mpath, f"expected a Bottleneck, C3k or Sequential, found {short_repr(rec)}")
 
-    def c2f(self, rec, mpath, kind) -> dict:
+    def c2f(self, rec, mpath, kind) -> C2f:
         mods = self.expect(rec, mpath, kind)
         c = rec.attr("c")
         cv1, cv2 = self.conv(mods.get("cv1"), mpath + ".cv1"), self.conv(mods.get("cv2"), mpath + ".cv2")
@@ -177,10 +164,9 @@ class _Reader:
         want = (2 + len(m)) * c if kind in ("C2f", "C3k2") else 2 * c
         if _cin(cv2) != want:
             raise self.err(mpath + ".cv2", f"expected {want} input channels, the weight has {_cin(cv2)}")
-        return {"kind": kind if kind in ("C2", "C2PSA") else "C2f", "cv1": cv1, "cv2": cv2, "c": c, "m": m,
-                "name": mpath.replace(".", "_")}
+        return {"C2": C2, "C2PSA": C2PSA}.get(kind, C2f)(mpath.replace(".", "_"), cv1, cv2, c, m)
 
-    def sppf(self, rec, mpath) -> dict:
+    def sppf(self, rec, mpath) -> SPPF:
         mods = self.expect(rec, mpath, "SPPF")
         n, add = rec.attr("n", 3), rec.attr("add", False)
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 16 or not isinstance(add, bool):
@@ -188,10 +174,10 @@ class _Reader:
         cv1, cv2 = self.conv(mods.get("cv1"), mpath + ".cv1"), self.conv(mods.get("cv2"), mpath + ".cv2")
         if _cin(cv2) != (n + 1) * cv1.out_channels:
             raise self.err(mpath + ".cv2", f"expected {(n + 1) * cv1.out_channels} input channels, the weight has {_cin(cv2)}")
-        return {"kind": "SPPF", "cv1": cv1, "cv2": cv2, "n": n, "add": add,
-                "pool": maxpool(self.ctx, mods.get("m"), mpath + ".m"), "name": mpath.replace(".", "_")}
+        pool = MaxPool(**maxpool(self.ctx, mods.get("m"), mpath + ".m"))
+        return SPPF(mpath.replace(".", "_"), cv1, cv2, n, add, pool)
 
-    def detect(self, rec, mpath) -> dict:
+    def detect(self, rec, mpath) -> Detect:
         mods = self.expect(rec, mpath, "Detect")
         nl, nc, reg_max, no = (rec.attr(k) for k in ("nl", "nc", "reg_max", "no"))
         if not all(isinstance(v, int) and v > 0 for v in (nl, nc, reg_max, no)) or no != nc + 4 * reg_max:
@@ -210,30 +196,33 @@ class _Reader:
         dconv = conv2d(self.ctx, children(dfl).get("conv"), mpath + ".dfl.conv", "")
         if dconv.kernel.shape != (1, reg_max, 1, 1) or dconv.bias is not None:
             raise self.err(mpath + ".dfl.conv", f"weight of shape {dconv.kernel.shape}, expected (1, {reg_max}, 1, 1), no bias")
+        box = self.detect_branch(mods, mpath, "cv2", nl, 4 * reg_max)
+        cls = self.detect_branch(mods, mpath, "cv3", nl, nc)
+        return Detect(mpath.replace(".", "_"), [DetectLevel(b, c) for b, c in zip(box, cls)], nc, reg_max, strides,
+                      [float(v) for v in dconv.kernel.astype(np.float32).reshape(-1)])
+
+    def detect_branch(self, mods, mpath, branch, nl, width) -> list:
+        """Detect's cv2 (box) or cv3 (class) branch: per level, its ConvSpecs (the last the output Conv2d)."""
+        seqs = sequence(self.ctx, mods.get(branch), f"{mpath}.{branch}", "Sequential")
+        if len(seqs) != nl:
+            raise self.err(f"{mpath}.{branch}", f"{len(seqs)} levels, expected nl={nl}")
         levels = []
-        for branch, width in (("cv2", 4 * reg_max), ("cv3", nc)):
-            seqs = sequence(self.ctx, mods.get(branch), f"{mpath}.{branch}", "Sequential")
-            if len(seqs) != nl:
-                raise self.err(f"{mpath}.{branch}", f"{len(seqs)} levels, expected nl={nl}")
-            for i, s in enumerate(seqs):
-                p = f"{mpath}.{branch}.{i}"
-                items = sequence(self.ctx, s, p, "Conv")
-                if len(items) != 3:
-                    raise self.err(p, f"{len(items)} modules, expected 3 (two conv stages and the output Conv2d)")
-                stages = []
-                for j, r in enumerate(items[:2]):
-                    if is_class(r, "Sequential", *_NN):  # YOLO11's class branch: Sequential(DWConv, Conv)
-                        stages.extend(self.conv(q, f"{p}.{j}.{k}") for k, q in enumerate(sequence(self.ctx, r, f"{p}.{j}", "Conv")))
-                    else:
-                        stages.append(self.conv(r, f"{p}.{j}"))
-                out = self.plain_conv(items[2], f"{p}.2")
-                if out.out_channels != width or out.kernel.shape[2:] != (1, 1) or out.bias is None:
-                    raise self.err(f"{p}.2", f"expected a 1x1 Conv2d with bias and {width} outputs, got weight {out.kernel.shape}")
-                if i >= len(levels):
-                    levels.append({})
-                levels[i][branch] = stages + [out]
-        return {"kind": "Detect", "levels": levels, "nl": nl, "nc": nc, "reg_max": reg_max, "strides": strides,
-                "dfl": [float(v) for v in dconv.kernel.astype(np.float32).reshape(-1)], "name": mpath.replace(".", "_")}
+        for i, s in enumerate(seqs):
+            p = f"{mpath}.{branch}.{i}"
+            items = sequence(self.ctx, s, p, "Conv")
+            if len(items) != 3:
+                raise self.err(p, f"{len(items)} modules, expected 3 (two conv stages and the output Conv2d)")
+            stages = []
+            for j, r in enumerate(items[:2]):
+                if is_class(r, "Sequential", *_NN):  # YOLO11's class branch: Sequential(DWConv, Conv)
+                    stages.extend(self.conv(q, f"{p}.{j}.{k}") for k, q in enumerate(sequence(self.ctx, r, f"{p}.{j}", "Conv")))
+                else:
+                    stages.append(self.conv(r, f"{p}.{j}"))
+            out = self.plain_conv(items[2], f"{p}.2")
+            if out.out_channels != width or out.kernel.shape[2:] != (1, 1) or out.bias is None:
+                raise self.err(f"{p}.2", f"expected a 1x1 Conv2d with bias and {width} outputs, got weight {out.kernel.shape}")
+            levels.append(stages + [out])
+        return levels
 
 
 def _cin(spec: ConvSpec) -> int:
@@ -328,21 +317,18 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
             sub = [_row(rd, r, f"{mpath}.{j}", kind, mname, args, cin if j == 0 else [None], width, max_ch, nc_yaml, 1)[0]
                    for j, r in enumerate(reps)]
             # each repeat feeds the next: check the chain of channels
-            for a, b in zip(sub, sub[1:]):
-                if _cin(b.parts["conv"]) != a.parts["conv"].out_channels:
-                    raise rd.err(b.name, f"expected {a.parts['conv'].out_channels} input channels, the weight has {_cin(b.parts['conv'])}")
-            node = Node(i, "Sequential", f, mpath.replace(".", "_"), {"nodes": sub})
-            cout = sub[-1].parts["conv"].out_channels
+            for j, (a, b) in enumerate(zip(sub, sub[1:]), 1):
+                if _cin(b) != a.out_channels:
+                    raise rd.err(f"{mpath}.{j}".replace(".", "_"), f"expected {a.out_channels} input channels, the weight has {_cin(b)}")
+            parts, cout, kind = Repeats(sub), sub[-1].out_channels, "Sequential"
         else:
-            node, cout = _row(rd, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff)
-            node.source = f
-        node.index = i
-        nodes.append(node)
+            parts, cout = _row(rd, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff)
+        nodes.append(Node(i, kind, f, mpath.replace(".", "_"), parts))  # kind: the yaml module (C2f, C3k2, C2PSA...)
         ch.append(cout)
     det = nodes[-1]
     if det.kind != "Detect":
         raise FormatError(f"{path}: the last layer is {det.kind}, expected Detect")
-    P = det.parts
+    D = det.parts
     names = model.attr("names")
     if isinstance(names, dict):
         if not all(isinstance(k, int) for k in names):
@@ -351,14 +337,14 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
     if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
         raise FormatError(f"{path}: model.names {short_repr(names)} is not a list/dict of strings")
     if names is None:
-        names = [f"class{k}" for k in range(P["nc"])]
-    if len(names) != P["nc"]:
-        raise FormatError(f"{path}: {len(names)} class names for nc={P['nc']}")
-    max_stride = int(max(P["strides"]))
+        names = [f"class{k}" for k in range(D.nc)]
+    if len(names) != D.nc:
+        raise FormatError(f"{path}: {len(names)} class names for nc={D.nc}")
+    max_stride = int(max(D.strides))
     imgsz = _imgsz(model, ckpt)
     if imgsz % max_stride:
         imgsz = 640
-    return UltralyticsPlan(path, nodes, rd.convs, P["nc"], names, P["strides"], P["reg_max"], P["dfl"], max_stride,
+    return UltralyticsPlan(path, nodes, rd.convs, D.nc, names, D.strides, D.reg_max, D.dfl, max_stride,
                            imgsz, model.cls.qualname)
 
 
@@ -368,8 +354,7 @@ def _check(rd, mpath, what, want, got):
 
 
 def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff):
-    """One yaml row's module: parsed, checked against the row and its inputs; returns (Node, output channels)."""
-    node = Node(0, kind, -1, mpath.replace(".", "_"))
+    """One yaml row's module: parsed, checked against the row and its inputs; returns (its record, output channels)."""
 
     def c2_of(a0):  # the row's output channels as parse_model computes them
         if not isinstance(a0, (int, float)) or isinstance(a0, bool):
@@ -384,7 +369,6 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
         spec = rd.conv(rec, mpath)
         if mname == "DWConv" and not _ul(rec, "DWConv"):
             raise rd.err(mpath, f"expected DWConv, found {short_repr(rec)}")
-        node.parts["conv"] = spec
         if args:
             _check(rd, mpath, "output channels", c2_of(args[0]), spec.out_channels)
         k = args[1] if len(args) > 1 else 1
@@ -397,37 +381,34 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
             g = math.gcd(cin[0], spec.out_channels) if mname == "DWConv" else (args[4] if len(args) > 4 and isinstance(args[4], int) else 1)
             _check(rd, mpath, "groups", g, spec.groups)
         check_in(spec)
-        return node, spec.out_channels
+        return spec, spec.out_channels
     if kind in ("C2f", "C3k2", "C2", "C2PSA"):
         P = rd.c2f(rec, mpath, kind)
-        if len(P["m"]) != n_eff:
-            raise rd.err(mpath, f"{len(P['m'])} blocks, the yaml's depth gives {n_eff}")
-        _check(rd, mpath, "output channels", c2_of(args[0] if args else None), P["cv2"].out_channels)
-        check_in(P["cv1"], ".cv1")
-        node.parts = P  # node.kind stays the yaml module (C2f, C3k2, C2PSA)
-        return node, P["cv2"].out_channels
+        if len(P.m) != n_eff:
+            raise rd.err(mpath, f"{len(P.m)} blocks, the yaml's depth gives {n_eff}")
+        _check(rd, mpath, "output channels", c2_of(args[0] if args else None), P.cv2.out_channels)
+        check_in(P.cv1, ".cv1")
+        return P, P.cv2.out_channels
     if kind == "C3":
         P = rd.c3(rec, mpath)
-        if len(P["m"]) != n_eff:
-            raise rd.err(mpath, f"{len(P['m'])} bottlenecks, the yaml's depth gives {n_eff}")
-        _check(rd, mpath, "output channels", c2_of(args[0] if args else None), P["cv3"].out_channels)
-        check_in(P["cv1"], ".cv1")
-        check_in(P["cv2"], ".cv2")
-        node.parts = P
-        return node, P["cv3"].out_channels
+        if len(P.m) != n_eff:
+            raise rd.err(mpath, f"{len(P.m)} bottlenecks, the yaml's depth gives {n_eff}")
+        _check(rd, mpath, "output channels", c2_of(args[0] if args else None), P.cv3.out_channels)
+        check_in(P.cv1, ".cv1")
+        check_in(P.cv2, ".cv2")
+        return P, P.cv3.out_channels
     if kind == "SPPF":
         P = rd.sppf(rec, mpath)
-        _check(rd, mpath, "output channels", c2_of(args[0] if args else None), P["cv2"].out_channels)
-        check_in(P["cv1"], ".cv1")
-        if P["add"] and P["cv2"].out_channels != cin[0]:
-            raise rd.err(mpath, f"a shortcut adds {cin[0]} input channels to {P['cv2'].out_channels} outputs")
-        node.parts = P
-        return node, P["cv2"].out_channels
+        _check(rd, mpath, "output channels", c2_of(args[0] if args else None), P.cv2.out_channels)
+        check_in(P.cv1, ".cv1")
+        if P.add and P.cv2.out_channels != cin[0]:
+            raise rd.err(mpath, f"a shortcut adds {cin[0]} input channels to {P.cv2.out_channels} outputs")
+        return P, P.cv2.out_channels
     if kind == "Concat":
         rd.expect(rec, mpath, "Concat")
         if rec.attr("d") != 1:
             raise rd.err(mpath, f"Concat along dimension {short_repr(rec.attr('d'))}: only 1 (channels) is supported")
-        return node, sum(cin)
+        return Concat(mpath.replace(".", "_")), sum(cin)
     if kind == "Upsample":
         if not is_class(rec, "Upsample", *_NN):
             raise rd.err(mpath, f"expected Upsample, found {short_repr(rec)}")
@@ -437,20 +418,18 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
         sf = (sf, sf) if isinstance(sf, (int, float)) else tuple(sf) if isinstance(sf, (tuple, list)) else None
         if sf is None or len(sf) != 2 or any(float(v) != int(v) or v < 1 for v in sf):
             raise rd.err(mpath, f"Upsample scale_factor {short_repr(rec.attr('scale_factor'))}: only integer factors")
-        node.parts["size"] = tuple(int(v) for v in sf)
-        return node, cin[0]
+        return Upsample(mpath.replace(".", "_"), tuple(int(v) for v in sf)), cin[0]
     if kind == "Detect":
         P = rd.detect(rec, mpath)
         if isinstance(nc_yaml, int) and not isinstance(nc_yaml, bool):
-            _check(rd, mpath, "classes (nc)", nc_yaml, P["nc"])
-        if len(cin) != P["nl"]:
-            raise rd.err(mpath, f"{len(cin)} inputs in the yaml row, the head has nl={P['nl']} levels")
-        for i, lv in enumerate(P["levels"]):
-            for b in ("cv2", "cv3"):
-                if _cin(lv[b][0]) != cin[i]:
-                    raise rd.err(f"{mpath}.{b}.{i}", f"expected {cin[i]} input channels, the weight has {_cin(lv[b][0])}")
-        node.parts = P
-        return node, 0
+            _check(rd, mpath, "classes (nc)", nc_yaml, P.nc)
+        if len(cin) != P.nl:
+            raise rd.err(mpath, f"{len(cin)} inputs in the yaml row, the head has nl={P.nl} levels")
+        for i, lv in enumerate(P.levels):
+            for b, stages in (("cv2", lv.cv2), ("cv3", lv.cv3)):
+                if _cin(stages[0]) != cin[i]:
+                    raise rd.err(f"{mpath}.{b}.{i}", f"expected {cin[i]} input channels, the weight has {_cin(stages[0])}")
+        return P, 0
     raise rd.err(mpath, f"module type {short_repr(kind)} is not supported")  # pragma: no cover
 
 

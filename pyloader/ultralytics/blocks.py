@@ -1,0 +1,160 @@
+"""The typed records of an Ultralytics plan (numpy only): one per module kind the reader reads, built by
+`weights` and dispatched on by type in `model`. Convolutions are the shared `torch_reader.modules.ConvSpec`.
+
+A `Node` is one yaml row; its `parts` is the row's record: a ConvSpec (Conv, DWConv), `Repeats` (a Conv row
+with n > 1), `Concat`, `Upsample`, `C2f` / `C2` / `C2PSA`, `C3`, `SPPF` or `Detect`. Blocks nest: C2f's `m`
+holds Bottleneck, C3 (C3k) or Chain (Bottleneck, PSABlock) records. `name` is the Keras layer-name prefix
+of the module (its path with '_': 'model_2_m_0').
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..torch_reader.modules import ConvSpec
+
+__all__ = ["Node", "Repeats", "Concat", "Upsample", "MaxPool", "Bottleneck", "C3", "Attention", "PSABlock",
+           "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect"]
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """A Conv row repeated n times (an nn.Sequential of Conv, each feeding the next)."""
+
+    convs: list  # ConvSpec
+
+
+@dataclass(frozen=True)
+class Concat:
+    name: str
+
+
+@dataclass(frozen=True)
+class Upsample:
+    """nn.Upsample, nearest by integer scale factors."""
+
+    name: str
+    size: tuple  # (rows, cols) factors
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    """nn.MaxPool2d (torch_reader.modules.maxpool's fields)."""
+
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    name: str
+
+
+@dataclass(frozen=True)
+class Bottleneck:
+    name: str
+    cv1: ConvSpec
+    cv2: ConvSpec
+    add: bool  # the shortcut: x + cv2(cv1(x))
+
+
+@dataclass(frozen=True)
+class C3:
+    """C3 (YOLOv5u) and C3k (YOLO11's C3k2 blocks): cv3(cat(m(cv1(x)), cv2(x)))."""
+
+    name: str
+    cv1: ConvSpec
+    cv2: ConvSpec
+    cv3: ConvSpec
+    m: list  # Bottleneck
+
+
+@dataclass(frozen=True)
+class Attention:
+    """C2PSA's Attention: qkv, per-head softmax(q^T k * scale) v, plus the positional conv pe of v, then proj."""
+
+    name: str
+    qkv: ConvSpec
+    proj: ConvSpec
+    pe: ConvSpec
+    num_heads: int
+    key_dim: int
+    head_dim: int
+    scale: float
+
+
+@dataclass(frozen=True)
+class PSABlock:
+    name: str
+    attn: Attention
+    ffn: list  # ConvSpec
+    add: bool  # the shortcuts around attn and ffn
+
+
+@dataclass(frozen=True)
+class Chain:
+    """An nn.Sequential of blocks (C3k2(attn=True)'s Bottleneck, PSABlock)."""
+
+    items: list
+
+
+@dataclass(frozen=True)
+class C2f:
+    """C2f / C3k2: cv1's output split in halves of c channels, each block on the last output, all concatenated
+    into cv2. C2 and C2PSA have the same fields."""
+
+    name: str
+    cv1: ConvSpec
+    cv2: ConvSpec
+    c: int
+    m: list  # Bottleneck, C3 or Chain
+
+
+@dataclass(frozen=True)
+class C2(C2f):
+    """cv2(cat(m(a), b)) of cv1's halves a, b."""
+
+
+@dataclass(frozen=True)
+class C2PSA(C2f):
+    """cv2(cat(a, m(b))) of cv1's halves a, b; m holds PSABlocks."""
+
+
+@dataclass(frozen=True)
+class SPPF:
+    name: str
+    cv1: ConvSpec
+    cv2: ConvSpec
+    n: int  # pools chained
+    add: bool  # shortcut: x + cv2(...)
+    pool: MaxPool
+
+
+@dataclass(frozen=True)
+class DetectLevel:
+    cv2: list  # the box branch: ConvSpecs, the last the plain output Conv2d (4 * reg_max)
+    cv3: list  # the class branch (nc)
+
+
+@dataclass(frozen=True)
+class Detect:
+    name: str
+    levels: list  # DetectLevel
+    nc: int
+    reg_max: int
+    strides: list  # float, per level
+    dfl: list  # the DFL's integral weights (reg_max floats)
+
+    @property
+    def nl(self) -> int:
+        return len(self.levels)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One model layer (yaml row): its kind (the yaml module, as `pyloader inspect` counts it), 'from', and its
+    record."""
+
+    index: int
+    kind: str
+    source: Any  # -1, an int, or a list of ints
+    name: str  # keras name prefix, e.g. 'model_4'
+    parts: Any  # ConvSpec, Repeats, Concat, Upsample, C2f, C2, C2PSA, C3, SPPF or Detect
