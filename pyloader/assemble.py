@@ -4,6 +4,7 @@ of exactly that model (pyloader.metadata.model_metadata). Shared by every family
 
 from __future__ import annotations
 
+from .errors import FormatError
 from .keras_blocks.assign import assign_weights, build_filled, build_streamed
 from .keras_blocks.model import attach_metadata
 from .metadata import model_metadata
@@ -18,11 +19,15 @@ def input_size_of(model) -> tuple:
 def build_model(family, plan, options):
     """The empty model of `plan` (variables not yet holding the checkpoint's weights): the family's raw or decoded
     outputs, or NMS outputs when options.nms."""
+    layout = family.layout(plan) if options.nms is not None else None
+    if options.nms is not None and layout is None:
+        raise FormatError(f"{plan.path}: nms needs a detection head; this {family.name} model "
+                          f"({getattr(plan, 'task', 'its task')}) has none")
     model = family.keras_module().build(plan, options)
     if options.nms is not None:
         from .keras_blocks.nms import add_nms
 
-        model = add_nms(model, options.nms, family.layout(plan))
+        model = add_nms(model, options.nms, layout)
     return model
 
 

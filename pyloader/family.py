@@ -69,7 +69,7 @@ class Family:
     plan(checkpoint, options) -> plan   the architecture and where each tensor is; validates before data is used
     arrays(plan, fold_bn) -> dict       {'<layer>/<variable>': array} in Keras layout (pyloader.read)
     metadata(plan, input_size, options) -> dict   the family's fields of pyloader's metadata (pyloader.metadata)
-    layout(plan) -> OutputLayout         what decode=True gives, for NMS
+    layout(plan) -> OutputLayout | None  what decode=True gives, for NMS (None: no boxes, NMS is refused)
     summary(plan, content) -> (format label, header fields, architecture dict)   for `pyloader inspect`
     keras: module with build(plan, options) -> an empty DetectionModel (raw heads named head_i, or one decoded
            output when options.decoded); NMS, metadata and the weights are added by shared code (pyloader.assemble)

@@ -66,12 +66,14 @@ def randomize_ultralytics(model, seed: int = 0):
     return model
 
 
-def write_ultralytics_checkpoint(path, yaml_name: str = "yolov8x.yaml", seed: int = 0, stripped=None) -> int:
+def write_ultralytics_checkpoint(path, yaml_name: str = "yolov8x.yaml", seed: int = 0, stripped=None,
+                                 task_model: str = "DetectionModel") -> int:
     """An Ultralytics checkpoint written as its trainer's `save_model` writes `last.pt` (fp16 `ema`, `model`
     None, the AdamW optimizer state of `build_optimizer` after one step, the scaler, `train_args`, the
     IterableSimpleNamespace `args` on the model, dates and versions), built by the `ultralytics` package from
     its own yaml (a name shipped inside the package, or a path) with random well-scaled weights. With
-    `stripped`, also `strip_optimizer(path, stripped)` (the trainer's final `best.pt`). Needs torch and
+    `stripped`, also `strip_optimizer(path, stripped)` (the trainer's final `best.pt`). `task_model`: the
+    ultralytics.nn.tasks class that builds the yaml (ClassificationModel for the -cls yamls). Needs torch and
     ultralytics (nothing is downloaded); returns the parameter count."""
     import copy
     import datetime
@@ -81,10 +83,10 @@ def write_ultralytics_checkpoint(path, yaml_name: str = "yolov8x.yaml", seed: in
     from ultralytics import __version__
     from ultralytics.cfg import get_cfg
     from ultralytics.engine.trainer import BaseTrainer
-    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.nn import tasks
     from ultralytics.utils.torch_utils import convert_optimizer_state_dict_to_fp16, strip_optimizer
 
-    model = DetectionModel(yaml_name, verbose=False)
+    model = getattr(tasks, task_model)(yaml_name, verbose=False)
     randomize_ultralytics(model, seed)
     args = get_cfg()
     model.args = args  # as the trainer sets it (an IterableSimpleNamespace)

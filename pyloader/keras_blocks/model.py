@@ -96,12 +96,12 @@ def run_nodes(inp, nodes, build_node, *, used=None, source=lambda node: node.sou
     return x
 
 
-def finish_plan_model(inp, heads, outputs, plan, default_name: str, *, decode: bool):
-    """A .pt family's DetectionModel: outputs named (head_i, or detections when decoded), the model named after
-    the checkpoint's file (`default_name` when nothing of it is usable)."""
+def finish_plan_model(inp, heads, outputs, plan, default_name: str, *, decode: bool, names=None):
+    """A .pt family's DetectionModel: outputs named `names` (default: head_i, or detections when decoded), the
+    model named after the checkpoint's file (`default_name` when nothing of it is usable)."""
     stem = os.path.splitext(os.path.basename(plan.path))[0]
     name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or default_name
-    outputs = name_outputs(outputs, output_names(1 if decode else len(heads), decode))
+    outputs = name_outputs(outputs, names or output_names(1 if decode else len(heads), decode))
     return DetectionModel(inp, outputs, name=name)
 
 

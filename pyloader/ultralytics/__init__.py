@@ -1,4 +1,5 @@
-"""Ultralytics detection checkpoints (YOLOv8, YOLO11, YOLOv5u; P5 and P6): the reader (weights.py, numpy only), the
+"""Ultralytics checkpoints, detection (YOLOv8, YOLO11, YOLOv5u; P5 and P6) and classification (the -cls models): the
+reader (weights.py, numpy only), the
 plan's typed records it builds (blocks.py, numpy only), the Keras builder (model.py), and this family's declaration
 (FAMILY)."""
 
@@ -16,9 +17,19 @@ def read_plan(ckpt, options):
     return read_model_plan(ckpt.path, ckpt.content)
 
 
+def _classify_outputs(plan, decode: bool) -> list:
+    logits = {"name": "logits", "shape": [None, plan.nc], "layout": "class logits (Classify's Linear output)"}
+    if not decode:
+        return [logits]
+    return [{"name": "probabilities", "shape": [None, plan.nc],
+             "layout": "softmax of the logits (Ultralytics Classify, eval mode: (probabilities, logits))"}, logits]
+
+
 def metadata(plan, input_size, options) -> dict:
     h, w = input_size
-    if options.decode:
+    if plan.task == "classify":
+        outputs = _classify_outputs(plan, options.decode)
+    elif options.decode:
         outputs = [{"name": "detections", "layout": "[batch, 4 + classes, anchors]: x, y, w, h in input pixels, "
                     "class probabilities (Ultralytics Detect, eval mode)"}]
     else:
@@ -27,6 +38,7 @@ def metadata(plan, input_size, options) -> dict:
                               f"{plan.reg_max} each), then class logits",
                     "stride": [int(s), int(s)]} for i, s in enumerate(plan.strides)]
     return {
+        "task": plan.task,
         "architecture": plan.model_class,
         "input": {"name": "images", "shape": [None, h, w, 3], "layout": "NHWC float32 RGB in [0, 1]", "size": [h, w]},
         "class_names": class_names(list(plan.names), plan.nc, plan.path),
@@ -36,9 +48,18 @@ def metadata(plan, input_size, options) -> dict:
     }
 
 
+def layout(plan):
+    """Detect's decoded output feeds NMS; a classification model has no boxes (None: NMS is refused)."""
+    if plan.task == "classify":
+        return None
+    return OutputLayout("xywh_cls", channels_first=True, score="class probability")
+
+
 def summary(plan, content) -> tuple:
     heads = [{"layer": f"level {i}", "type": "Detect (anchor-free, DFL)", "stride": int(st), "classes": plan.nc,
               "reg_max": plan.reg_max} for i, st in enumerate(plan.strides)]
+    if plan.task == "classify":
+        heads = [{"layer": plan.nodes[-1].name, "type": "Classify (pool + linear, softmax)", "classes": plan.nc}]
     extra = {"version": content["version"][:200]} if isinstance(content, dict) and isinstance(
         content.get("version"), str) else {}
     # the checkpoint's training size is the model's default input
@@ -47,12 +68,13 @@ def summary(plan, content) -> tuple:
 
 FAMILY = Family(
     name="ultralytics",
-    reads="Ultralytics YOLOv8/YOLO11/YOLOv5u detection (ultralytics.nn.tasks.DetectionModel)",
+    reads="Ultralytics YOLOv8/YOLO11/YOLOv5u detection and classification (ultralytics.nn.tasks.DetectionModel, "
+          "ClassificationModel)",
     recognise=lambda ckpt: ckpt.model is not None and ckpt.model.cls.module.startswith("ultralytics.nn.tasks"),
     plan=read_plan,
     arrays=plan_arrays,
     metadata=metadata,
-    layout=lambda plan: OutputLayout("xywh_cls", channels_first=True, score="class probability"),
+    layout=layout,
     summary=summary,
     keras="pyloader.ultralytics.model",
     keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.ultralytics.model"),

@@ -15,7 +15,7 @@ from typing import Any
 from ..torch_reader.modules import ConvSpec
 
 __all__ = ["Node", "Repeats", "Concat", "Upsample", "MaxPool", "Bottleneck", "C3", "Attention", "PSABlock",
-           "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect"]
+           "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,28 @@ class Detect:
     @property
     def nl(self) -> int:
         return len(self.levels)
+
+
+@dataclass(frozen=True)
+class Linear:
+    """nn.Linear: `weight` (out, in) and `bias` (out), as stored; a Keras Dense named `name`."""
+
+    name: str
+    weight: Any
+    bias: Any
+
+
+@dataclass(frozen=True)
+class Classify:
+    """The classification head: Conv (to 1280 channels), global average pool, Dropout (nothing in eval), Linear."""
+
+    name: str
+    conv: ConvSpec
+    linear: Linear
+
+    @property
+    def nc(self) -> int:
+        return int(self.linear.weight.shape[0])
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from keras import layers, ops
 from ..keras_blocks.model import finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import conv as _conv, max_pool_layer
 from ..torch_reader.modules import ConvSpec
-from .blocks import C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Concat, Detect, PSABlock, Repeats, Upsample
+from .blocks import C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, PSABlock, Repeats, Upsample
 from .weights import UltralyticsPlan
 
 __all__ = ["build", "PSAAttention", "ChannelSplit", "UltralyticsDecode"]
@@ -201,13 +201,19 @@ def _detect(x, D: Detect, fold_bn):
             for i, (xi, lv) in enumerate(zip(x, D.levels))]
 
 
+def _classify(x, H: Classify, fold_bn):
+    """Classify in eval mode up to the logits: conv, global average pool, (Dropout: nothing), Linear."""
+    y = layers.GlobalAveragePooling2D(name=H.name + "_pool")(_conv(x, H.conv, fold_bn))
+    return layers.Dense(H.nc, name=H.linear.name)(y)
+
+
 _BUILDERS = {
     ConvSpec: _conv,
     Repeats: lambda x, R, fold_bn: _convs(x, R.convs, fold_bn),
     Concat: lambda x, P, fold_bn: layers.Concatenate(axis=-1, name=P.name)(list(x)),
     Upsample: lambda x, P, fold_bn: layers.UpSampling2D(size=P.size, interpolation="nearest", name=P.name)(x),
     Bottleneck: _bottleneck, C3: _c3, Chain: lambda x, S, fold_bn: _blocks(x, S.items, fold_bn), PSABlock: _psablock,
-    C2f: _c2f, C2: _c2f, C2PSA: _c2f, SPPF: _sppf, Detect: _detect,
+    C2f: _c2f, C2: _c2f, C2PSA: _c2f, SPPF: _sppf, Detect: _detect, Classify: _classify,
 }
 
 
@@ -220,6 +226,12 @@ def build(plan: UltralyticsPlan, options) -> keras.Model:
     """The family's empty model (pyloader.family): raw heads, or Ultralytics' decoded eval output."""
     inp, _ = plan_input(plan, options.input_size, (plan.imgsz, plan.imgsz))
     heads = run_nodes(inp, plan.nodes, lambda x, node: _block(x, node.parts, options.fold_bn))
+    if plan.task == "classify":  # eval mode: (softmax, logits); raw: the logits
+        if not options.decoded:
+            return finish_plan_model(inp, [heads], [heads], plan, "ultralytics", decode=False, names=["logits"])
+        probs = layers.Softmax(axis=-1, name="softmax")(heads)
+        return finish_plan_model(inp, [heads], [probs, heads], plan, "ultralytics", decode=True,
+                                 names=["probabilities", "logits"])
     outputs = (UltralyticsDecode(plan.nc, plan.reg_max, plan.strides, plan.dfl, name="decode")(heads)
                if options.decoded else heads)
     return finish_plan_model(inp, heads, outputs, plan, "ultralytics", decode=options.decoded)

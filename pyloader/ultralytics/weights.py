@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,10 +24,10 @@ from ..boundary import short_repr
 from ..errors import FormatError
 from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
-from ..torch_reader.modules import maxpool, select_model, sequence  # ema when not None, else model (as Ultralytics)
+from ..torch_reader.modules import maxpool, param, select_model, sequence  # ema when not None, else model (as Ultralytics)
 from ..torch_reader.records import Record
-from .blocks import (C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Concat, Detect, DetectLevel, MaxPool, Node,
-                     PSABlock, Repeats, Upsample)
+from .blocks import (C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, DetectLevel, MaxPool, Node,
+                     Linear, PSABlock, Repeats, Upsample)
 
 __all__ = ["read_plan", "UltralyticsPlan"]
 
@@ -45,12 +45,15 @@ class UltralyticsPlan:
     max_stride: int
     imgsz: int  # the training size the checkpoint records (640 when it records none)
     model_class: str
+    task: str = "detect"  # "detect" (a Detect head) or "classify" (a Classify head)
+    linears: list = field(default_factory=list)  # every Linear record, for the arrays
 
 
 _NN = ("torch.nn.modules",)
-_HEADS = ("Segment", "Segment26", "Pose", "Pose26", "OBB", "OBB26", "Classify", "v10Detect", "WorldDetect",
+_HEADS = ("Segment", "Segment26", "Pose", "Pose26", "OBB", "OBB26", "v10Detect", "WorldDetect",
           "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "RTDETRDecoder", "LRPCHead", "SemanticSegment", "Depth")
-_TASK_MODELS = {"SegmentationModel": "Segment", "PoseModel": "Pose", "ClassificationModel": "Classify",
+_TASKS = {"DetectionModel": ("detect", "Detect"), "ClassificationModel": ("classify", "Classify")}  # class: task, head
+_TASK_MODELS = {"SegmentationModel": "Segment", "PoseModel": "Pose",
                 "OBBModel": "OBB", "RTDETRDetectionModel": "RTDETRDecoder", "WorldModel": "WorldDetect",
                 "YOLOEModel": "YOLOEDetect", "YOLOESegModel": "YOLOESegment"}
 
@@ -64,6 +67,7 @@ class _Reader:
     def __init__(self, path):
         self.ctx = Ctx(path)
         self.convs: list = []
+        self.linears: list = []
 
     def err(self, mpath, msg):
         return self.ctx.err(mpath, msg)
@@ -94,7 +98,32 @@ class _Reader:
         self.convs.append(spec)
         return spec
 
+    def linear(self, rec, mpath) -> Linear:
+        if not is_class(rec, "Linear", *_NN):
+            raise self.err(mpath, f"expected a Linear, found {short_repr(rec)}")
+        w, b = param(self.ctx, rec, mpath, "weight"), param(self.ctx, rec, mpath, "bias", required=False)
+        if w.ndim != 2 or (b is not None and b.shape != (w.shape[0],)):
+            raise self.err(mpath, f"weight {w.shape} and bias {None if b is None else b.shape}: expected (out, in), (out,)")
+        if b is None:
+            raise self.err(mpath, "a Linear without bias is not supported")
+        lin = Linear(mpath.replace(".", "_"), w, b)
+        self.linears.append(lin)
+        return lin
+
     # -- blocks (records of .blocks)
+
+    def classify(self, rec, mpath) -> Classify:
+        mods = self.expect(rec, mpath, "Classify")
+        pool = mods.get("pool")
+        if not is_class(pool, "AdaptiveAvgPool2d", *_NN) or pool.attr("output_size") not in (1, (1, 1), [1, 1]):
+            raise self.err(mpath + ".pool", f"expected AdaptiveAvgPool2d(1), found {short_repr(pool)}")
+        if not is_class(mods.get("drop"), "Dropout", *_NN):
+            raise self.err(mpath + ".drop", f"expected a Dropout, found {short_repr(mods.get('drop'))}")
+        conv, lin = self.conv(mods.get("conv"), mpath + ".conv"), self.linear(mods.get("linear"), mpath + ".linear")
+        if lin.weight.shape[1] != conv.out_channels:
+            raise self.err(mpath + ".linear", f"expected {conv.out_channels} inputs (the conv's outputs), the weight "
+                                              f"has {lin.weight.shape[1]}")
+        return Classify(mpath.replace(".", "_"), conv, lin)
 
     def bottleneck(self, rec, mpath) -> Bottleneck:
         self.expect(rec, mpath, "Bottleneck")
@@ -234,7 +263,8 @@ def _make_divisible(x, divisor=8) -> int:
 
 
 _KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C2": "C2", "C3": "C3", "SPPF": "SPPF",
-          "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect"}
+          "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect",
+          "Classify": "Classify"}
 _ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA"}  # n is their inner block count, not a Sequential of repeats
 
 
@@ -255,10 +285,12 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
     ckpt = load_torch_checkpoint(path) if ckpt is None else ckpt
     model = select_model(ckpt, path)
     cname = model.cls.name
-    if not (model.cls.module.startswith("ultralytics.") and cname == "DetectionModel"):
+    if not (model.cls.module.startswith("ultralytics.") and cname in _TASKS):
         what = f" (its {_TASK_MODELS[cname]} head is not supported yet)" if cname in _TASK_MODELS else ""
         raise FormatError(f"{path}: model class '{model.cls.qualname}'{what}; pyloader reads Ultralytics "
-                          f"detection models (ultralytics.nn.tasks.DetectionModel with a Detect head)")
+                          f"detection and classification models (ultralytics.nn.tasks.DetectionModel with a Detect "
+                          f"head, ClassificationModel with a Classify head)")
+    task, head = _TASKS[cname]
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
         raise FormatError(f"{path}: the model has no yaml dict with backbone and head rows")
@@ -296,7 +328,7 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
         cin = [(ch[s] if s >= 0 else ch[i + s]) if i else in_ch for s in srcs]
         base = mname.rsplit(".", 1)[-1]
         if base in _HEADS or mname in _HEADS:
-            raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads detection models: Detect)")
+            raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads Detect and Classify heads)")
         kind = _KINDS.get(mname)
         if kind is None:
             raise rd.err(mpath, f"yaml module {short_repr(mname)} is not supported")
@@ -326,8 +358,8 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
         nodes.append(Node(i, kind, f, mpath.replace(".", "_"), parts))  # kind: the yaml module (C2f, C3k2, C2PSA...)
         ch.append(cout)
     det = nodes[-1]
-    if det.kind != "Detect":
-        raise FormatError(f"{path}: the last layer is {det.kind}, expected Detect")
+    if det.kind != head or any(n.kind in ("Detect", "Classify") for n in nodes[:-1]):
+        raise FormatError(f"{path}: the last layer is {det.kind}, expected {head} ({cname}), and only there")
     D = det.parts
     names = model.attr("names")
     if isinstance(names, dict):
@@ -340,8 +372,11 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
         names = [f"class{k}" for k in range(D.nc)]
     if len(names) != D.nc:
         raise FormatError(f"{path}: {len(names)} class names for nc={D.nc}")
-    max_stride = int(max(D.strides))
     imgsz = _imgsz(model, ckpt)
+    if task == "classify":  # any input size (the pool takes the whole map): max stride 1, as Ultralytics' stride
+        return UltralyticsPlan(path, nodes, rd.convs, D.nc, names, [], 0, [], 1, imgsz, model.cls.qualname, task,
+                               rd.linears)
+    max_stride = int(max(D.strides))
     if imgsz % max_stride:
         imgsz = 640
     return UltralyticsPlan(path, nodes, rd.convs, D.nc, names, D.strides, D.reg_max, D.dfl, max_stride,
@@ -430,6 +465,13 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
                 if _cin(stages[0]) != cin[i]:
                     raise rd.err(f"{mpath}.{b}.{i}", f"expected {cin[i]} input channels, the weight has {_cin(stages[0])}")
         return P, 0
+    if kind == "Classify":
+        P = rd.classify(rec, mpath)
+        if isinstance(nc_yaml, int) and not isinstance(nc_yaml, bool):
+            _check(rd, mpath, "classes (nc)", nc_yaml, P.nc)
+        if _cin(P.conv) != sum(cin):
+            raise rd.err(mpath + ".conv", f"expected {sum(cin)} input channels, the weight has {_cin(P.conv)}")
+        return P, 0
     raise rd.err(mpath, f"module type {short_repr(kind)} is not supported")  # pragma: no cover
 
 
@@ -437,4 +479,7 @@ def plan_arrays(plan: UltralyticsPlan, fold_bn: bool) -> dict:
     out: dict = {}
     for spec in plan.convs:
         conv_arrays(spec, fold_bn, out)
+    for lin in plan.linears:  # Keras' Dense kernel is (in, out)
+        out[f"{lin.name}/kernel"] = np.ascontiguousarray(lin.weight.T, dtype=np.float32)
+        out[f"{lin.name}/bias"] = np.ascontiguousarray(lin.bias, dtype=np.float32)
     return out

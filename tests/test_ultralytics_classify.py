@@ -1,0 +1,106 @@
+"""Ultralytics classification models (the -cls yamls of YOLOv8, YOLO11 and YOLO26; YOLO12's needs A2C2f, not read yet) against the PyPI `ultralytics`
+package's own PyTorch models: the first task of issue 20, plugged into the family interface (pyloader.family).
+
+Each yaml shipped in the package is built by ultralytics itself (`ClassificationModel`), given random well-scaled
+weights and saved as its trainer saves `last.pt` (pyloader_bench.synthetic_pt.write_ultralytics_checkpoint), then
+`strip_optimizer`'s `best.pt`. The reference in eval mode returns (probabilities, logits); pyloader's raw model
+returns `logits`, decode=True returns `probabilities`, `logits`. Tolerance as the detection tests: max |keras -
+torch| <= 1e-4 * max |torch|. A classification model has no boxes: nms=True is a FormatError naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import pyloader
+from pyloader.errors import FormatError
+
+try:
+    import torch
+    from ultralytics.nn.tasks import ClassificationModel  # noqa: F401
+except ImportError as e:  # pragma: no cover - depends on the install
+    if os.environ.get("CI", "").lower() == "true":
+        raise RuntimeError(f"CI needs torch and ultralytics for the Ultralytics reference tests: {e}") from e
+    pytest.skip(f"torch/ultralytics not installed: {e}", allow_module_level=True)
+
+from pyloader_bench.synthetic_pt import write_ultralytics_checkpoint
+
+RTOL = 1e-4
+SIZE = (96, 128)  # any size works: the head pools the whole map
+
+
+def _close(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert float(np.abs(got - want).max()) <= RTOL * float(np.abs(want).max())
+
+
+@pytest.fixture(scope="module", params=["yolov8n-cls.yaml", "yolo11n-cls.yaml", "yolo26n-cls.yaml"])
+def ckpt(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cls")
+    last, best = d / "last.pt", d / "best.pt"
+    write_ultralytics_checkpoint(last, request.param, seed=3, stripped=best, task_model="ClassificationModel")
+    from ultralytics.nn.tasks import load_checkpoint
+
+    ref, _ = load_checkpoint(str(best))
+    ref = ref.float().eval()
+    return request.param, last, best, ref
+
+
+def test_classify_matches_ultralytics(ckpt):
+    yaml_name, last, best, ref = ckpt
+    x = np.random.default_rng(0).uniform(0, 1, (2, *SIZE, 3)).astype(np.float32)
+    with torch.no_grad():
+        probs, logits = ref(torch.from_numpy(x).permute(0, 3, 1, 2))
+    for path in (last, best):
+        for fold_bn in (True, False):
+            raw = pyloader.load(path, fold_bn=fold_bn, input_size=SIZE)
+            assert raw.output_names == ["logits"]
+            _close(raw(x), logits.numpy())
+            dec = pyloader.load(path, fold_bn=fold_bn, decode=True, input_size=SIZE)
+            assert dec.output_names == ["probabilities", "logits"]
+            got_p, got_l = dec(x)
+            _close(got_p, probs.numpy())
+            _close(got_l, logits.numpy())
+            assert dec.metadata["task"] == "classify" and len(dec.class_names) == logits.shape[1]
+    with pytest.raises(FormatError, match=rf"{best.name}: nms needs a detection head; .*\(classify\) has none"):
+        pyloader.load(best, nms=True, input_size=SIZE)
+
+
+def test_classify_to_keras_file_and_inspect(ckpt, tmp_path):
+    """Through the one path of `convert` (template and exporter) and `inspect`, as commands; the .keras file loads in
+    a fresh process with its metadata."""
+    yaml_name, last, best, ref = ckpt
+    if yaml_name != "yolo11n-cls.yaml":
+        pytest.skip("one model is enough for the output path")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "pyloader", "convert", str(last), str(best), "-o", str(out),
+                        "--decode", "--input-size", f"{SIZE[0]}x{SIZE[1]}"], capture_output=True, text=True,
+                       timeout=900, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "pyloader", "inspect", str(out / "best.keras"), "--json"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    meta = json.loads(r.stdout)
+    meta = meta.get("metadata", meta)
+    assert meta["task"] == "classify" and [o["name"] for o in meta["outputs"]] == ["probabilities", "logits"]
+    code = ("import sys, numpy as np, pyloader, keras\n"
+            "m = keras.saving.load_model(sys.argv[1])\n"
+            "x = np.random.default_rng(0).uniform(0, 1, (2, 96, 128, 3)).astype(np.float32)\n"
+            "p, l = m(x)\n"
+            "np.save(sys.argv[2], np.asarray(p))\n"
+            "print(m.metadata['task'])\n")
+    r = subprocess.run([sys.executable, "-c", code, str(out / "best.keras"), str(tmp_path / "p.npy")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and r.stdout.strip().endswith("classify"), r.stdout + r.stderr
+    x = np.random.default_rng(0).uniform(0, 1, (2, *SIZE, 3)).astype(np.float32)
+    with torch.no_grad():
+        probs, _ = ref(torch.from_numpy(x).permute(0, 3, 1, 2))
+    _close(np.load(tmp_path / "p.npy"), probs.numpy())
