@@ -38,8 +38,6 @@ from .weights import YoloV5Plan
 
 __all__ = ["build", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
 
-_PKG = "pyloader_yolov5"
-
 def _bottleneck(x, b: Bottleneck, fold_bn):
     y = _conv(_conv(x, b.cv1, fold_bn), b.cv2, fold_bn)
     return layers.Add(name=b.name + "_add")([x, y]) if b.add else y
