@@ -1,12 +1,13 @@
 """YOLOv5 `.pt` checkpoints (github.com/ultralytics/yolov5, v6.x and v7.0): the reader (weights.py, numpy only, on
-the shared safe torch reader), the Keras model builder (model.py), and this family's declaration (FAMILY)."""
+the shared safe torch reader; its plan is made of the typed records of blocks.py), the Keras model builder
+(model.py), and this family's declaration (FAMILY)."""
 
 from __future__ import annotations
 
 from ..family import Family, OutputLayout
 from .weights import plan_arrays
 from ..metadata import anchor_plan_fields
-from ..summary import anchor_heads, plan_summary
+from ..summary import plan_summary
 
 
 def _models_yolo(model) -> bool:
@@ -44,7 +45,10 @@ def summary(plan, content) -> tuple:
 
     s = 1280 if plan.max_stride >= 64 else 640  # the family's default size (model.default_input_size)
     kind = "state_dict with the given yaml" if is_state_dict(content) else "checkpoint"
-    return f"YOLOv5 PyTorch {kind}", {}, plan_summary(plan, plan.nodes, anchor_heads(plan), (s, s))
+    det = plan.nodes[-1].block  # blocks.Detect
+    heads = [{"layer": f"level {i}", "type": "Detect", "stride": int(st), "classes": plan.nc, "anchors": det.na}
+             for i, st in enumerate(plan.strides)]
+    return f"YOLOv5 PyTorch {kind}", {}, plan_summary(plan, plan.nodes, heads, (s, s))
 
 
 FAMILY = Family(

@@ -27,81 +27,96 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..boundary import short_repr
-from ..errors import FormatError
 from ..keras_blocks.model import finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import (
     FocusSpaceToDepth, Hardswish, TorchMaxPool2D, YoloV5Decode, activation as _activation, conv as _conv, max_pool_layer,
+)
+from .blocks import (
+    C3, SPP, SPPF, Bottleneck, BottleneckCSP, Concat, Conv, Detect, Focus, MaxPool, Sequential, Upsample, ZeroPad,
 )
 from .weights import YoloV5Plan
 
 __all__ = ["build", "TorchMaxPool2D", "FocusSpaceToDepth", "Hardswish", "YoloV5Decode"]
 
-_PKG = "pyloader_yolov5"
+def _bottleneck(x, b: Bottleneck, fold_bn):
+    y = _conv(_conv(x, b.cv1, fold_bn), b.cv2, fold_bn)
+    return layers.Add(name=b.name + "_add")([x, y]) if b.add else y
 
 
-def _bottleneck(x, b, fold_bn):
-    y = _conv(_conv(x, b["cv1"], fold_bn), b["cv2"], fold_bn)
-    return layers.Add(name=b["name"] + "_add")([x, y]) if b["add"] else y
+def _pool(x, p: MaxPool):
+    return max_pool_layer(p.kernel, p.stride, p.padding, p.name, x.shape[1:3])(x)
 
 
-def _pool(x, p):
-    return max_pool_layer(p["kernel"], p["stride"], p["padding"], p["name"], x.shape[1:3])(x)
+def _sequential(x, b: Sequential, fold_bn):
+    for sub in b.blocks:
+        x = _block(x, sub, fold_bn)
+    return x
 
 
-def _node(x, node, fold_bn):
-    P, name = node.parts, node.name
-    k = node.kind
-    if k == "Sequential":
-        for sub in P["nodes"]:
-            x = _node(x, sub, fold_bn)
-        return x
-    if k == "Conv":
-        return _conv(x, P["conv"], fold_bn)
-    if k == "Focus":
-        return _conv(FocusSpaceToDepth(name=name + "_focus")(x), P["conv"], fold_bn)
-    if k == "Bottleneck":
-        return _bottleneck(x, P, fold_bn)
-    if k == "C3":
-        y = _conv(x, P["cv1"], fold_bn)
-        for b in P["m"]:
-            y = _bottleneck(y, b, fold_bn)
-        z = _conv(x, P["cv2"], fold_bn)
-        return _conv(layers.Concatenate(axis=-1, name=name + "_cat")([y, z]), P["cv3"], fold_bn)
-    if k == "BottleneckCSP":
-        y = _conv(x, P["cv1"], fold_bn)
-        for b in P["m"]:
-            y = _bottleneck(y, b, fold_bn)
-        y1 = _conv(y, P["cv3"], fold_bn)
-        y2 = _conv(x, P["cv2"], fold_bn)
-        z = layers.Concatenate(axis=-1, name=name + "_cat")([y1, y2])
-        if not fold_bn:
-            z = layers.BatchNormalization(epsilon=P["bn"].eps, name=P["bn"].name)(z)
-        z = _activation(z, P["act"], P["act_name"])
-        return _conv(z, P["cv4"], fold_bn)
-    if k == "SPP":
-        x = _conv(x, P["cv1"], fold_bn)
-        cat = layers.Concatenate(axis=-1, name=name + "_cat")([x] + [_pool(x, p) for p in P["pools"]])
-        return _conv(cat, P["cv2"], fold_bn)
-    if k == "SPPF":
-        x = _conv(x, P["cv1"], fold_bn)
-        pool = max_pool_layer(P["pool"]["kernel"], P["pool"]["stride"], P["pool"]["padding"], P["pool"]["name"],
-                         x.shape[1:3])
-        y1 = pool(x)
-        y2 = pool(y1)
-        return _conv(layers.Concatenate(axis=-1, name=name + "_cat")([x, y1, y2, pool(y2)]), P["cv2"], fold_bn)
-    if k == "Concat":
-        return layers.Concatenate(axis=-1, name=name)(list(x))
-    if k == "Upsample":
-        return layers.UpSampling2D(size=P["size"], interpolation="nearest", name=name)(x)
-    if k == "MaxPool":
-        return _pool(x, P["pool"])
-    if k == "ZeroPad":
-        left, right, top, bottom = P["padding"]
-        return layers.ZeroPadding2D(((top, bottom), (left, right)), name=name)(x)
-    if k == "Detect":
-        return [_conv(xi, c, fold_bn) for xi, c in zip(x, P["convs"])]
-    raise FormatError(f"module kind {short_repr(k)} is not supported")
+def _focus(x, b: Focus, fold_bn):
+    return _conv(FocusSpaceToDepth(name=b.name + "_focus")(x), b.conv, fold_bn)
+
+
+def _c3(x, b: C3, fold_bn):
+    y = _conv(x, b.cv1, fold_bn)
+    for m in b.m:
+        y = _bottleneck(y, m, fold_bn)
+    z = _conv(x, b.cv2, fold_bn)
+    return _conv(layers.Concatenate(axis=-1, name=b.name + "_cat")([y, z]), b.cv3, fold_bn)
+
+
+def _bottleneck_csp(x, b: BottleneckCSP, fold_bn):
+    y = _conv(x, b.cv1, fold_bn)
+    for m in b.m:
+        y = _bottleneck(y, m, fold_bn)
+    y1 = _conv(y, b.cv3, fold_bn)
+    y2 = _conv(x, b.cv2, fold_bn)
+    z = layers.Concatenate(axis=-1, name=b.name + "_cat")([y1, y2])
+    if not fold_bn:
+        z = layers.BatchNormalization(epsilon=b.bn.eps, name=b.bn.name)(z)
+    z = _activation(z, b.act, b.act_name)
+    return _conv(z, b.cv4, fold_bn)
+
+
+def _spp(x, b: SPP, fold_bn):
+    x = _conv(x, b.cv1, fold_bn)
+    cat = layers.Concatenate(axis=-1, name=b.name + "_cat")([x] + [_pool(x, p) for p in b.pools])
+    return _conv(cat, b.cv2, fold_bn)
+
+
+def _sppf(x, b: SPPF, fold_bn):
+    x = _conv(x, b.cv1, fold_bn)
+    pool = max_pool_layer(b.pool.kernel, b.pool.stride, b.pool.padding, b.pool.name, x.shape[1:3])
+    y1 = pool(x)
+    y2 = pool(y1)
+    return _conv(layers.Concatenate(axis=-1, name=b.name + "_cat")([x, y1, y2, pool(y2)]), b.cv2, fold_bn)
+
+
+def _zero_pad(x, b: ZeroPad, fold_bn):
+    left, right, top, bottom = b.padding
+    return layers.ZeroPadding2D(((top, bottom), (left, right)), name=b.name)(x)
+
+
+_BUILDERS = {
+    Sequential: _sequential,
+    Conv: lambda x, b, fold_bn: _conv(x, b.conv, fold_bn),
+    Focus: _focus,
+    Bottleneck: _bottleneck,
+    C3: _c3,
+    BottleneckCSP: _bottleneck_csp,
+    SPP: _spp,
+    SPPF: _sppf,
+    Concat: lambda x, b, fold_bn: layers.Concatenate(axis=-1, name=b.name)(list(x)),
+    Upsample: lambda x, b, fold_bn: layers.UpSampling2D(size=b.size, interpolation="nearest", name=b.name)(x),
+    MaxPool: lambda x, b, fold_bn: _pool(x, b),
+    ZeroPad: _zero_pad,
+    Detect: lambda x, b, fold_bn: [_conv(xi, c, fold_bn) for xi, c in zip(x, b.m)],
+}
+
+
+def _block(x, block, fold_bn):
+    """The Keras layers of one plan record (blocks.py), by its type."""
+    return _BUILDERS[type(block)](x, block, fold_bn)
 
 
 def default_input_size(plan: YoloV5Plan) -> tuple:
@@ -113,8 +128,8 @@ def default_input_size(plan: YoloV5Plan) -> tuple:
 def build(plan: YoloV5Plan, options) -> keras.Model:
     """The family's empty model (pyloader.family): raw heads, or YOLOv5's decoded eval output."""
     inp, _ = plan_input(plan, options.input_size, default_input_size(plan))
-    heads = run_nodes(inp, plan.nodes, lambda x, node: _node(x, node, options.fold_bn))
-    det = plan.nodes[-1].parts
-    outputs = (YoloV5Decode(det["na"], det["nc"], plan.strides, plan.anchors, name="decode")(heads)
+    heads = run_nodes(inp, plan.nodes, lambda x, node: _block(x, node.block, options.fold_bn))
+    det = plan.nodes[-1].block
+    outputs = (YoloV5Decode(det.na, det.nc, plan.strides, plan.anchors, name="decode")(heads)
                if options.decoded else heads)
     return finish_plan_model(inp, heads, outputs, plan, "yolov5", decode=options.decoded)

@@ -12,8 +12,7 @@ Keras names derive from the module path: module `model.0.conv` -> layer 'model_0
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,35 +22,27 @@ from ..errors import FormatError
 from ..torch_reader import state_dict as sd
 from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.records import Record
-from ..torch_reader.modules import (  # noqa: F401 (shared with the other .pt families)
+from ..torch_reader.modules import (
     NN as _NN, YOLO as _YOLO, BatchNorm, ConvSpec, Ctx as _Ctx, activation_of as _act, batchnorm as _bn,
     bn_arrays, children as _modules, conv2d as _conv2d, conv_arrays, conv_module as _conv_module, is_a as _is,
-    maxpool as _maxpool, pair as _pair, param as _param, select_model, sequence as _sequence,
+    maxpool as _maxpool, param as _param, select_model, sequence as _sequence,
+)
+
+from .blocks import (
+    C3, SPP, SPPF, Bottleneck, BottleneckCSP, Concat, Conv, Detect, Focus, MaxPool, Node, Sequential, Upsample, ZeroPad,
 )
 
 __all__ = ["read_plan", "YoloV5Plan"]
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The plan: what to build, with the checkpoint's arrays (OIHW, as stored)
-
-
-@dataclass
-class Node:
-    """One model layer (yaml row): kind, its 'from', and the parts to build."""
-
-    index: int
-    kind: str  # Conv, C3, BottleneckCSP, Bottleneck, SPP, SPPF, Focus, Concat, Upsample, MaxPool, ZeroPad,
-    # Detect, Sequential
-    source: Any  # -1, an int, or a list of ints
-    name: str  # keras name prefix, e.g. 'model_4'
-    parts: dict = field(default_factory=dict)
+# The plan: what to build (blocks.py's records), with the checkpoint's arrays (OIHW, as stored)
 
 
 @dataclass
 class YoloV5Plan:
     path: str
-    nodes: list
+    nodes: list  # blocks.Node, one per yaml row
     nc: int
     names: list
     strides: list  # per detection level
@@ -61,126 +52,144 @@ class YoloV5Plan:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Reading the records
+# Reading the records: one reader per record type, (ctx, module record, module path, yaml depth) -> record
 
 
-def _bottleneck(ctx, rec, mpath) -> dict:
-    if not _is(rec, "Bottleneck", *_YOLO):
-        raise ctx.err(mpath, f"expected a Bottleneck, found {short_repr(rec)}")
-    mods = _modules(rec)
+def _name(mpath: str) -> str:
+    return mpath.replace(".", "_")
+
+
+def _check(ctx, rec, mpath, cls: str, what=None, modules=_YOLO):
+    if not _is(rec, cls, *modules):
+        raise ctx.err(mpath, f"expected {what or cls}, found {short_repr(rec)}")
+    return _modules(rec)
+
+
+def _conv_of(ctx, mods, mpath, key) -> ConvSpec:
+    return _conv_module(ctx, mods.get(key), f"{mpath}.{key}")
+
+
+def _bottleneck(ctx, rec, mpath, n=None) -> Bottleneck:
+    mods = _check(ctx, rec, mpath, "Bottleneck", "a Bottleneck")
     add = rec.attr("add")
     if not isinstance(add, bool):
         raise ctx.err(mpath, f"Bottleneck.add is {short_repr(add)}, expected a bool")
-    return {"cv1": _conv_module(ctx, mods.get("cv1"), mpath + ".cv1"),
-            "cv2": _conv_module(ctx, mods.get("cv2"), mpath + ".cv2"), "add": add,
-            "name": mpath.replace(".", "_")}
+    return Bottleneck(_name(mpath), _conv_of(ctx, mods, mpath, "cv1"), _conv_of(ctx, mods, mpath, "cv2"), add)
 
 
-def _layer(ctx, rec, mpath, kind, index, source, yaml_n) -> Node:
-    name = mpath.replace(".", "_")
-    node = Node(index, kind, source, name)
-    mods = _modules(rec)
-    P = node.parts
-    if kind == "Conv":
-        P["conv"] = _conv_module(ctx, rec, mpath)
-    elif kind == "Focus":
-        if not _is(rec, "Focus", *_YOLO):
-            raise ctx.err(mpath, f"expected Focus, found {short_repr(rec)}")
-        P["conv"] = _conv_module(ctx, mods.get("conv"), mpath + ".conv")
-    elif kind == "C3":
-        if not _is(rec, "C3", *_YOLO):
-            raise ctx.err(mpath, f"expected C3, found {short_repr(rec)}")
-        for k in ("cv1", "cv2", "cv3"):
-            P[k] = _conv_module(ctx, mods.get(k), f"{mpath}.{k}")
-        P["m"] = [_bottleneck(ctx, r, f"{mpath}.m.{j}") for j, r in enumerate(_sequence(ctx, mods.get("m"), mpath + ".m", "Bottleneck"))]
-        _check_depth(ctx, mpath, len(P["m"]), yaml_n)
-    elif kind == "Bottleneck":
-        P.update(_bottleneck(ctx, rec, mpath))
-    elif kind == "BottleneckCSP":
-        if not _is(rec, "BottleneckCSP", *_YOLO):
-            raise ctx.err(mpath, f"expected BottleneckCSP, found {short_repr(rec)}")
-        P["cv1"] = _conv_module(ctx, mods.get("cv1"), mpath + ".cv1")
-        P["cv4"] = _conv_module(ctx, mods.get("cv4"), mpath + ".cv4")
-        cv2 = _conv2d(ctx, mods.get("cv2"), mpath + ".cv2", name + "_cv2")
-        cv3 = _conv2d(ctx, mods.get("cv3"), mpath + ".cv3", name + "_cv3")
-        bn = _bn(ctx, mods.get("bn"), mpath + ".bn", name + "_bn")
-        c3, c2 = cv3.out_channels, cv2.out_channels
-        if bn.gamma.shape[0] != c3 + c2:
-            raise ctx.err(mpath, f"bn has {bn.gamma.shape[0]} channels, cv3 + cv2 give {c3 + c2}")
-        # torch.cat((cv3(...), cv2(x))) then bn: the first c3 channels of bn belong to cv3.
-        for conv, sl in ((cv3, slice(0, c3)), (cv2, slice(c3, c3 + c2))):
-            conv.bn = BatchNorm("", bn.gamma[sl], bn.beta[sl], bn.mean[sl], bn.var[sl], bn.eps)
-            conv.bn_separate = False
-        P.update(cv2=cv2, cv3=cv3, bn=bn, act=_act(ctx, mods.get("act"), mpath + ".act"), act_name=name + "_act")
-        P["m"] = [_bottleneck(ctx, r, f"{mpath}.m.{j}") for j, r in enumerate(_sequence(ctx, mods.get("m"), mpath + ".m", "Bottleneck"))]
-        _check_depth(ctx, mpath, len(P["m"]), yaml_n)
-    elif kind in ("SPP", "SPPF"):
-        if not _is(rec, kind, *_YOLO):
-            raise ctx.err(mpath, f"expected {kind}, found {short_repr(rec)}")
-        P["cv1"] = _conv_module(ctx, mods.get("cv1"), mpath + ".cv1")
-        P["cv2"] = _conv_module(ctx, mods.get("cv2"), mpath + ".cv2")
-        if kind == "SPP":
-            P["pools"] = [_maxpool(ctx, r, f"{mpath}.m.{j}") for j, r in enumerate(_sequence(ctx, mods.get("m"), mpath + ".m", "MaxPool2d"))]
-        else:
-            P["pool"] = _maxpool(ctx, mods.get("m"), mpath + ".m")
-    elif kind == "Concat":
-        if not _is(rec, "Concat", *_YOLO):
-            raise ctx.err(mpath, f"expected Concat, found {short_repr(rec)}")
-        if rec.attr("d") != 1:
-            raise ctx.err(mpath, f"Concat along dimension {short_repr(rec.attr('d'))}: only 1 (channels) is supported")
-    elif kind == "Upsample":
-        if not _is(rec, "Upsample", *_NN):
-            raise ctx.err(mpath, f"expected Upsample, found {short_repr(rec)}")
-        if rec.attr("mode") != "nearest" or rec.attr("size") is not None:
-            raise ctx.err(mpath, f"Upsample mode {short_repr(rec.attr('mode'))} size {short_repr(rec.attr('size'))}: only nearest by scale_factor")
-        sf = rec.attr("scale_factor")
-        sf = (sf, sf) if isinstance(sf, (int, float)) else tuple(sf) if isinstance(sf, (tuple, list)) else None
-        if sf is None or len(sf) != 2 or any(float(f) != int(f) or f < 1 for f in sf):
-            raise ctx.err(mpath, f"Upsample scale_factor {short_repr(rec.attr('scale_factor'))}: only integer factors")
-        P["size"] = tuple(int(f) for f in sf)
-    elif kind == "MaxPool":
-        P["pool"] = _maxpool(ctx, rec, mpath)
-    elif kind == "ZeroPad":
-        if not _is(rec, "ZeroPad2d", *_NN):
-            raise ctx.err(mpath, f"expected ZeroPad2d, found {short_repr(rec)}")
-        pad = rec.attr("padding")
-        if not (isinstance(pad, (tuple, list)) and len(pad) == 4 and all(isinstance(v, int) and v >= 0 for v in pad)):
-            raise ctx.err(mpath, f"ZeroPad2d padding {short_repr(pad)}: expected (left, right, top, bottom) >= 0")
-        P["padding"] = tuple(pad)
-    elif kind == "Detect":
-        if not _is(rec, "Detect", *_YOLO):
-            raise ctx.err(mpath, f"expected Detect, found {short_repr(rec)}")
-        nl, na, nc, no = (rec.attr(k) for k in ("nl", "na", "nc", "no"))
-        if not all(isinstance(v, int) and v > 0 for v in (nl, na, nc, no)) or no != nc + 5:
-            raise ctx.err(mpath, f"Detect nl={nl} na={na} nc={nc} no={no}: inconsistent")
-        anchors = _param(ctx, rec, mpath, "anchors")
-        if anchors.shape != (nl, na, 2):
-            raise ctx.err(mpath, f"anchors of shape {anchors.shape}, expected ({nl}, {na}, 2)")
-        stride = rec.attr("stride")
-        if not isinstance(stride, np.ndarray) or stride.shape != (nl,):
-            raise ctx.err(mpath, f"stride {short_repr(stride)}: expected a tensor of {nl} strides")
-        convs = [_conv2d(ctx, r, f"{mpath}.m.{j}", f"{name}_m_{j}") for j, r in enumerate(_sequence(ctx, mods.get("m"), mpath + ".m", "Conv2d"))]
-        if len(convs) != nl or any(c.out_channels != na * no or c.kernel.shape[2:] != (1, 1) for c in convs):
-            raise ctx.err(mpath, f"expected {nl} 1x1 convs with {na * no} outputs")
-        P.update(convs=convs, nl=nl, na=na, nc=nc, stride=[float(s) for s in stride.astype(np.float32)],
-                 anchors=anchors.astype(np.float32))
-    else:
-        raise ctx.err(mpath, f"module type {short_repr(kind)} is not supported")
-    return node
+def _bottlenecks(ctx, mods, mpath, n) -> tuple:
+    m = tuple(_bottleneck(ctx, r, f"{mpath}.m.{j}")
+              for j, r in enumerate(_sequence(ctx, mods.get("m"), mpath + ".m", "Bottleneck")))
+    if len(m) != n:
+        raise ctx.err(mpath, f"{len(m)} bottlenecks, but the yaml's depth gives {n}")
+    return m
 
 
-def _check_depth(ctx, mpath, n, yaml_n):
-    if yaml_n is not None and n != yaml_n:
-        raise ctx.err(mpath, f"{n} bottlenecks, but the yaml's depth gives {yaml_n}")
+def _conv(ctx, rec, mpath, n) -> Conv:
+    return Conv(_name(mpath), _conv_module(ctx, rec, mpath))
 
 
-_YAML_KIND = {
-    "Conv": "Conv", "C3": "C3", "Bottleneck": "Bottleneck", "BottleneckCSP": "BottleneckCSP", "SPP": "SPP",
-    "SPPF": "SPPF", "Focus": "Focus", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample",
-    "nn.MaxPool2d": "MaxPool", "MaxPool2d": "MaxPool", "nn.ZeroPad2d": "ZeroPad", "ZeroPad2d": "ZeroPad",
-    "Detect": "Detect",
+def _focus(ctx, rec, mpath, n) -> Focus:
+    mods = _check(ctx, rec, mpath, "Focus")
+    return Focus(_name(mpath), _conv_of(ctx, mods, mpath, "conv"))
+
+
+def _c3(ctx, rec, mpath, n) -> C3:
+    mods = _check(ctx, rec, mpath, "C3")
+    cv1, cv2, cv3 = (_conv_of(ctx, mods, mpath, k) for k in ("cv1", "cv2", "cv3"))
+    return C3(_name(mpath), cv1, cv2, cv3, _bottlenecks(ctx, mods, mpath, n))
+
+
+def _bottleneck_csp(ctx, rec, mpath, n) -> BottleneckCSP:
+    mods = _check(ctx, rec, mpath, "BottleneckCSP")
+    name = _name(mpath)
+    cv1, cv4 = _conv_of(ctx, mods, mpath, "cv1"), _conv_of(ctx, mods, mpath, "cv4")
+    cv2 = _conv2d(ctx, mods.get("cv2"), mpath + ".cv2", name + "_cv2")
+    cv3 = _conv2d(ctx, mods.get("cv3"), mpath + ".cv3", name + "_cv3")
+    bn = _bn(ctx, mods.get("bn"), mpath + ".bn", name + "_bn")
+    c3, c2 = cv3.out_channels, cv2.out_channels
+    if bn.gamma.shape[0] != c3 + c2:
+        raise ctx.err(mpath, f"bn has {bn.gamma.shape[0]} channels, cv3 + cv2 give {c3 + c2}")
+    # torch.cat((cv3(...), cv2(x))) then bn: the first c3 channels of bn belong to cv3.
+    for conv, sl in ((cv3, slice(0, c3)), (cv2, slice(c3, c3 + c2))):
+        conv.bn = BatchNorm("", bn.gamma[sl], bn.beta[sl], bn.mean[sl], bn.var[sl], bn.eps)
+        conv.bn_separate = False
+    act = _act(ctx, mods.get("act"), mpath + ".act")
+    return BottleneckCSP(name, cv1, cv2, cv3, cv4, bn, act, name + "_act", _bottlenecks(ctx, mods, mpath, n))
+
+
+def _pool(ctx, rec, mpath, n=None) -> MaxPool:
+    return MaxPool(**_maxpool(ctx, rec, mpath))
+
+
+def _spp(ctx, rec, mpath, n) -> SPP:
+    mods = _check(ctx, rec, mpath, "SPP")
+    cv1, cv2 = _conv_of(ctx, mods, mpath, "cv1"), _conv_of(ctx, mods, mpath, "cv2")
+    pools = _sequence(ctx, mods.get("m"), mpath + ".m", "MaxPool2d")
+    return SPP(_name(mpath), cv1, cv2, tuple(_pool(ctx, r, f"{mpath}.m.{j}") for j, r in enumerate(pools)))
+
+
+def _sppf(ctx, rec, mpath, n) -> SPPF:
+    mods = _check(ctx, rec, mpath, "SPPF")
+    cv1, cv2 = _conv_of(ctx, mods, mpath, "cv1"), _conv_of(ctx, mods, mpath, "cv2")
+    return SPPF(_name(mpath), cv1, cv2, _pool(ctx, mods.get("m"), mpath + ".m"))
+
+
+def _concat(ctx, rec, mpath, n) -> Concat:
+    _check(ctx, rec, mpath, "Concat")
+    if rec.attr("d") != 1:
+        raise ctx.err(mpath, f"Concat along dimension {short_repr(rec.attr('d'))}: only 1 (channels) is supported")
+    return Concat(_name(mpath))
+
+
+def _upsample(ctx, rec, mpath, n) -> Upsample:
+    _check(ctx, rec, mpath, "Upsample", modules=_NN)
+    if rec.attr("mode") != "nearest" or rec.attr("size") is not None:
+        raise ctx.err(mpath, f"Upsample mode {short_repr(rec.attr('mode'))} size {short_repr(rec.attr('size'))}: only nearest by scale_factor")
+    sf = rec.attr("scale_factor")
+    sf = (sf, sf) if isinstance(sf, (int, float)) else tuple(sf) if isinstance(sf, (tuple, list)) else None
+    if sf is None or len(sf) != 2 or any(float(f) != int(f) or f < 1 for f in sf):
+        raise ctx.err(mpath, f"Upsample scale_factor {short_repr(rec.attr('scale_factor'))}: only integer factors")
+    return Upsample(_name(mpath), tuple(int(f) for f in sf))
+
+
+def _zero_pad(ctx, rec, mpath, n) -> ZeroPad:
+    _check(ctx, rec, mpath, "ZeroPad2d", modules=_NN)
+    pad = rec.attr("padding")
+    if not (isinstance(pad, (tuple, list)) and len(pad) == 4 and all(isinstance(v, int) and v >= 0 for v in pad)):
+        raise ctx.err(mpath, f"ZeroPad2d padding {short_repr(pad)}: expected (left, right, top, bottom) >= 0")
+    return ZeroPad(_name(mpath), tuple(pad))
+
+
+def _detect(ctx, rec, mpath, n) -> Detect:
+    mods = _check(ctx, rec, mpath, "Detect")
+    name = _name(mpath)
+    nl, na, nc, no = (rec.attr(k) for k in ("nl", "na", "nc", "no"))
+    if not all(isinstance(v, int) and v > 0 for v in (nl, na, nc, no)) or no != nc + 5:
+        raise ctx.err(mpath, f"Detect nl={nl} na={na} nc={nc} no={no}: inconsistent")
+    anchors = _param(ctx, rec, mpath, "anchors")
+    if anchors.shape != (nl, na, 2):
+        raise ctx.err(mpath, f"anchors of shape {anchors.shape}, expected ({nl}, {na}, 2)")
+    stride = rec.attr("stride")
+    if not isinstance(stride, np.ndarray) or stride.shape != (nl,):
+        raise ctx.err(mpath, f"stride {short_repr(stride)}: expected a tensor of {nl} strides")
+    convs = [_conv2d(ctx, r, f"{mpath}.m.{j}", f"{name}_m_{j}") for j, r in enumerate(_sequence(ctx, mods.get("m"), mpath + ".m", "Conv2d"))]
+    if len(convs) != nl or any(c.out_channels != na * no or c.kernel.shape[2:] != (1, 1) for c in convs):
+        raise ctx.err(mpath, f"expected {nl} 1x1 convs with {na * no} outputs")
+    return Detect(name, tuple(convs), nl, na, nc, [float(s) for s in stride.astype(np.float32)],
+                  anchors.astype(np.float32))
+
+
+_READERS = {
+    Conv: _conv, Focus: _focus, C3: _c3, Bottleneck: _bottleneck, BottleneckCSP: _bottleneck_csp, SPP: _spp,
+    SPPF: _sppf, Concat: _concat, Upsample: _upsample, MaxPool: _pool, ZeroPad: _zero_pad, Detect: _detect,
 }
-_REPEATED = {"C3", "BottleneckCSP"}  # n is their bottleneck count; other modules repeat as a Sequential
+_YAML_KIND = {
+    "Conv": Conv, "C3": C3, "Bottleneck": Bottleneck, "BottleneckCSP": BottleneckCSP, "SPP": SPP, "SPPF": SPPF,
+    "Focus": Focus, "Concat": Concat, "nn.Upsample": Upsample, "Upsample": Upsample, "nn.MaxPool2d": MaxPool,
+    "MaxPool2d": MaxPool, "nn.ZeroPad2d": ZeroPad, "ZeroPad2d": ZeroPad, "Detect": Detect,
+}
+_REPEATED = (C3, BottleneckCSP)  # n is their bottleneck count; other modules repeat as a Sequential
 
 
 def read_plan(path, ckpt=None) -> YoloV5Plan:
@@ -227,72 +236,36 @@ def plan_from_model(model, path) -> YoloV5Plan:
             children = _sequence(ctx, rec, mpath, mname)
             if len(children) != n_eff:
                 raise ctx.err(mpath, f"{len(children)} repeats, the yaml's depth gives {n_eff}")
-            sub = [_layer(ctx, c, f"{mpath}.{j}", kind, i, -1, None) for j, c in enumerate(children)]
-            node = Node(i, "Sequential", f, mpath.replace(".", "_"), {"nodes": sub})
+            read = _READERS[kind]
+            block = Sequential(_name(mpath), tuple(read(ctx, c, f"{mpath}.{j}", None) for j, c in enumerate(children)))
         else:
-            node = _layer(ctx, rec, mpath, kind, i, f, n_eff if kind in _REPEATED else None)
-        nodes.append(node)
-    det = nodes[-1]
-    if det.kind != "Detect":
-        raise FormatError(f"{path}: the last layer is {det.kind}, expected Detect")
-    stride = det.parts["stride"]
-    anchors_px = det.parts["anchors"] * np.asarray(stride, np.float32)[:, None, None]
+            block = _READERS[kind](ctx, rec, mpath, n_eff if kind in _REPEATED else None)
+        nodes.append(Node(i, f, block))
+    det = nodes[-1].block
+    if not isinstance(det, Detect):
+        raise FormatError(f"{path}: the last layer is {nodes[-1].kind}, expected Detect")
+    stride = det.stride
+    anchors_px = det.anchors * np.asarray(stride, np.float32)[:, None, None]
     names = model.attr("names")
     if isinstance(names, dict):
         names = [names[k] for k in sorted(names)]
     if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
         raise FormatError(f"{path}: model.names {short_repr(names)} is not a list/dict of strings")
     if names is None:
-        names = [f"class{k}" for k in range(det.parts["nc"])]
-    if len(names) != det.parts["nc"]:
-        raise FormatError(f"{path}: {len(names)} class names for nc={det.parts['nc']}")
-    return YoloV5Plan(path, nodes, det.parts["nc"], names, stride, anchors_px, int(max(stride)), model.cls.qualname)
+        names = [f"class{k}" for k in range(det.nc)]
+    if len(names) != det.nc:
+        raise FormatError(f"{path}: {len(names)} class names for nc={det.nc}")
+    return YoloV5Plan(path, nodes, det.nc, names, stride, anchors_px, int(max(stride)), model.cls.qualname)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Arrays in Keras layout
 
 
-def _convs_of(node: Node):
-    """Every ConvSpec of a node, in build order."""
-    P = node.parts
-    if node.kind == "Sequential":
-        for sub in P["nodes"]:
-            yield from _convs_of(sub)
-    elif node.kind in ("Conv", "Focus"):
-        yield P["conv"]
-    elif node.kind == "Bottleneck":
-        yield P["cv1"]
-        yield P["cv2"]
-    elif node.kind == "C3":
-        yield P["cv1"]
-        for b in P["m"]:
-            yield b["cv1"]
-            yield b["cv2"]
-        yield P["cv2"]
-        yield P["cv3"]
-    elif node.kind == "BottleneckCSP":
-        yield P["cv1"]
-        for b in P["m"]:
-            yield b["cv1"]
-            yield b["cv2"]
-        yield P["cv3"]
-        yield P["cv2"]
-        yield P["cv4"]
-    elif node.kind in ("SPP", "SPPF"):
-        yield P["cv1"]
-        yield P["cv2"]
-    elif node.kind == "Detect":
-        yield from P["convs"]
-
-
 def plan_arrays(plan: YoloV5Plan, fold_bn: bool) -> dict:
     out: dict = {}
-    for node in plan.nodes:
-        for spec in _convs_of(node):
-            conv_arrays(spec, fold_bn, out)
-        if node.kind == "BottleneckCSP" and not fold_bn:
-            bn_arrays(node.parts["bn"], out)
+    for chunk in ArrayChunks(plan, fold_bn):
+        out.update(chunk)
     return out
 
 
@@ -306,15 +279,15 @@ class ArrayChunks:
 
     def __iter__(self):
         for node in self.plan.nodes:
-            for spec in _convs_of(node):
+            for spec in node.block.convs():
                 out: dict = {}
                 conv_arrays(spec, self.fold_bn, out)
                 self._sources = [spec.kernel, spec.bias] + ([] if spec.bn is None else
                                                             [spec.bn.gamma, spec.bn.beta, spec.bn.mean, spec.bn.var])
                 yield out
-            if node.kind == "BottleneckCSP" and not self.fold_bn:
+            if isinstance(node.block, BottleneckCSP) and not self.fold_bn:
                 out = {}
-                bn_arrays(node.parts["bn"], out)
+                bn_arrays(node.block.bn, out)
                 self._sources = []
                 yield out
 
@@ -363,14 +336,14 @@ def _sd_row(t, i, row, cfg, path, act, strides) -> Record:
     a = lambda j, d: args[j] if len(args) > j and args[j] not in (None, "None") else d  # noqa: E731
     common = "models.common"
     src = strides[f if isinstance(f, int) else f[0]] if i else 1
-    if kind in ("Conv", "Focus"):
+    if kind in (Conv, Focus):
         k, s = a(1, 1), a(2, 1)
-        strides.append(src * s * (2 if kind == "Focus" else 1))
-        if kind == "Focus":
+        strides.append(src * s * (2 if kind is Focus else 1))
+        if kind is Focus:
             return sd.record(common, "Focus", {"conv": _sd_conv(t.sub("conv"), k, s, a(3, None), a(4, 1), act, path)})
         return _sd_conv(t, k, s, a(3, None), a(4, 1), act, path)
     strides.append(src)
-    if kind == "C3":
+    if kind is C3:
         depth = max(round(n * cfg.get("depth_multiple", 1.0)), 1) if n > 1 else n
         shortcut = a(1, True)
         m = [sd.record(common, "Bottleneck", {"cv1": _sd_inner(t.sub("m").sub(str(j)), "cv1", act, path),
@@ -379,22 +352,22 @@ def _sd_row(t, i, row, cfg, path, act, strides) -> Record:
         kids = {k: _sd_inner(t, k, act, path) for k in ("cv1", "cv2", "cv3")}
         kids["m"] = sd.sequential(m)
         return sd.record(common, "C3", kids)
-    if kind in ("SPPF", "SPP"):
+    if kind in (SPPF, SPP):
         kids = {k: _sd_inner(t, k, act, path) for k in ("cv1", "cv2")}
-        if kind == "SPPF":
+        if kind is SPPF:
             k = a(1, 5)
             kids["m"] = sd.maxpool(k, 1, k // 2)
         else:
             kids["m"] = sd.sequential([sd.maxpool(k, 1, k // 2) for k in a(1, (5, 9, 13))], "ModuleList")
-        return sd.record(common, kind, kids)
-    if kind == "Concat":
+        return sd.record(common, kind.__name__, kids)
+    if kind is Concat:
         return sd.record(common, "Concat", d=a(0, 1))
-    if kind == "Upsample":
+    if kind is Upsample:
         sf = a(1, None)
         strides[-1] = src / sf if isinstance(sf, (int, float)) and sf > 0 else src
         return sd.record("torch.nn.modules.upsampling", "Upsample", size=a(0, None), scale_factor=sf,
                          mode=a(2, "nearest"))
-    if kind == "Detect":
+    if kind is Detect:
         anchors = t.tensor("anchors")
         if anchors.ndim != 3 or anchors.shape[2] != 2:
             raise FormatError(f"{path}: module 'model.{i}': anchors of shape {anchors.shape}, expected (nl, na, 2)")
