@@ -23,6 +23,5 @@ def plan_summary(plan, nodes, heads: list, input_hw) -> dict:
 
 def anchor_heads(plan) -> list:
     """The heads of an anchor-based plan (YOLOv5-style Detect): level, kind, stride, classes, anchors per cell."""
-    det = plan.nodes[-1].parts
     return [{"layer": f"level {i}", "type": plan.nodes[-1].kind, "stride": int(st), "classes": plan.nc,
-             "anchors": int(det.get("na", len(plan.anchors[i])))} for i, st in enumerate(plan.strides)]
+             "anchors": int(len(plan.anchors[i]))} for i, st in enumerate(plan.strides)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..family import Family, OutputLayout
 from .weights import plan_arrays
 from ..metadata import anchor_plan_fields
-from ..summary import plan_summary
+from ..summary import anchor_heads, plan_summary
 
 
 def _models_yolo(model) -> bool:
@@ -45,10 +45,7 @@ def summary(plan, content) -> tuple:
 
     s = 1280 if plan.max_stride >= 64 else 640  # the family's default size (model.default_input_size)
     kind = "state_dict with the given yaml" if is_state_dict(content) else "checkpoint"
-    det = plan.nodes[-1].block  # blocks.Detect
-    heads = [{"layer": f"level {i}", "type": "Detect", "stride": int(st), "classes": plan.nc, "anchors": det.na}
-             for i, st in enumerate(plan.strides)]
-    return f"YOLOv5 PyTorch {kind}", {}, plan_summary(plan, plan.nodes, heads, (s, s))
+    return f"YOLOv5 PyTorch {kind}", {}, plan_summary(plan, plan.nodes, anchor_heads(plan), (s, s))
 
 
 FAMILY = Family(
