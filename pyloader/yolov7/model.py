@@ -21,12 +21,12 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..boundary import short_repr
-from ..errors import FormatError
 from ..keras_blocks.model import finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import (
     FocusSpaceToDepth, YoloV5Decode, activation as torch_activation, conv as _conv, max_pool_layer,
 )
+from ..torch_reader.modules import ConvSpec
+from .blocks import SPPCSPC, Concat, Detect, DownC, MaxPool, ReOrg, RepConv, Shortcut, Upsample
 from .weights import YoloV7Plan
 
 __all__ = ["build", "default_input_size"]
@@ -36,58 +36,53 @@ def torch_conv(x, spec, fold_bn, activation=True):
     return _conv(x, spec, fold_bn, with_activation=activation)
 
 
-def _pool(x, p):
-    return max_pool_layer(p["kernel"], p["stride"], p["padding"], p["name"], x.shape[1:3])(x)
+def _pool(x, p: MaxPool):
+    return max_pool_layer(p.kernel, p.stride, p.padding, p.name, x.shape[1:3])(x)
 
 
-def _repconv(x, P, fold_bn):
-    if "reparam" in P:
-        y = torch_conv(x, P["reparam"], fold_bn, activation=False)
-    elif fold_bn:
-        d = P["dense"]
-        y = layers.ZeroPadding2D(((1, 1), (1, 1)), name=P["reparam_name"] + "_pad")(x) if d.stride != (1, 1) else x
+def _repconv(x, b: RepConv, fold_bn):
+    if fold_bn:
+        d = b.dense
+        y = layers.ZeroPadding2D(((1, 1), (1, 1)), name=b.reparam_name + "_pad")(x) if d.stride != (1, 1) else x
         y = layers.Conv2D(
             int(d.kernel.shape[0]), (3, 3), strides=d.stride, padding="same" if d.stride == (1, 1) else "valid",
-            groups=d.groups, use_bias=True, name=P["reparam_name"], kernel_initializer="zeros",
+            groups=d.groups, use_bias=True, name=b.reparam_name, kernel_initializer="zeros",
             bias_initializer="zeros",
         )(y)
     else:
-        branches = [torch_conv(x, P["dense"], False, activation=False), torch_conv(x, P["one"], False, activation=False)]
-        if P["identity"] is not None:
-            branches.append(layers.BatchNormalization(epsilon=P["identity"].eps, name=P["identity"].name)(x))
-        y = layers.Add(name=P["name"] + "_add")(branches)
-    return torch_activation(y, P["act"], P["act_name"])
+        branches = [torch_conv(x, b.dense, False, activation=False), torch_conv(x, b.one, False, activation=False)]
+        if b.identity is not None:
+            branches.append(layers.BatchNormalization(epsilon=b.identity.eps, name=b.identity.name)(x))
+        y = layers.Add(name=b.name + "_add")(branches)
+    return torch_activation(y, b.act, b.act_name)
 
 
-def _node(x, node, fold_bn):
-    P, name, k = node.parts, node.name, node.kind
-    if k == "Conv":
-        return torch_conv(x, P["conv"], fold_bn)
-    if k == "RepConv":
-        return _repconv(x, P, fold_bn)
-    if k == "Concat":
-        return layers.Concatenate(axis=-1, name=name)(list(x))
-    if k == "Shortcut":
-        return layers.Add(name=name)(list(x))
-    if k in ("MP", "SP"):
-        return _pool(x, P["pool"])
-    if k == "ReOrg":  # the same slicing as YOLOv5's Focus
-        return FocusSpaceToDepth(name=name)(x)
-    if k == "Upsample":
-        return layers.UpSampling2D(size=P["size"], interpolation="nearest", name=name)(x)
-    if k == "SPPCSPC":
-        x1 = torch_conv(torch_conv(torch_conv(x, P["cv1"], fold_bn), P["cv3"], fold_bn), P["cv4"], fold_bn)
-        cat = layers.Concatenate(axis=-1, name=name + "_cat1")([x1] + [_pool(x1, p) for p in P["pools"]])
-        y1 = torch_conv(torch_conv(cat, P["cv5"], fold_bn), P["cv6"], fold_bn)
-        y2 = torch_conv(x, P["cv2"], fold_bn)
-        return torch_conv(layers.Concatenate(axis=-1, name=name + "_cat2")([y1, y2]), P["cv7"], fold_bn)
-    if k == "DownC":
-        a = torch_conv(torch_conv(x, P["cv1"], fold_bn), P["cv2"], fold_bn)
-        b = torch_conv(_pool(x, P["pool"]), P["cv3"], fold_bn)
-        return layers.Concatenate(axis=-1, name=name + "_cat")([a, b])
-    if k in ("Detect", "IDetect", "IAuxDetect"):
-        return [torch_conv(xi, c, fold_bn) for xi, c in zip(x, P["convs"])]
-    raise FormatError(f"module kind {short_repr(k)} is not supported")
+def _sppcspc(x, b: SPPCSPC, fold_bn):
+    x1 = torch_conv(torch_conv(torch_conv(x, b.cv1, fold_bn), b.cv3, fold_bn), b.cv4, fold_bn)
+    cat = layers.Concatenate(axis=-1, name=b.name + "_cat1")([x1] + [_pool(x1, p) for p in b.pools])
+    y1 = torch_conv(torch_conv(cat, b.cv5, fold_bn), b.cv6, fold_bn)
+    y2 = torch_conv(x, b.cv2, fold_bn)
+    return torch_conv(layers.Concatenate(axis=-1, name=b.name + "_cat2")([y1, y2]), b.cv7, fold_bn)
+
+
+def _downc(x, b: DownC, fold_bn):
+    y1 = torch_conv(torch_conv(x, b.cv1, fold_bn), b.cv2, fold_bn)
+    y2 = torch_conv(_pool(x, b.pool), b.cv3, fold_bn)
+    return layers.Concatenate(axis=-1, name=b.name + "_cat")([y1, y2])
+
+
+_BUILD = {  # record type -> (x, record, fold_bn) -> Keras output
+    ConvSpec: torch_conv,
+    RepConv: _repconv,
+    Concat: lambda x, b, fold_bn: layers.Concatenate(axis=-1, name=b.name)(list(x)),
+    Shortcut: lambda x, b, fold_bn: layers.Add(name=b.name)(list(x)),
+    MaxPool: lambda x, b, fold_bn: _pool(x, b),
+    ReOrg: lambda x, b, fold_bn: FocusSpaceToDepth(name=b.name)(x),  # the same slicing as YOLOv5's Focus
+    Upsample: lambda x, b, fold_bn: layers.UpSampling2D(size=b.size, interpolation="nearest", name=b.name)(x),
+    SPPCSPC: _sppcspc,
+    DownC: _downc,
+    Detect: lambda x, b, fold_bn: [torch_conv(xi, c, fold_bn) for xi, c in zip(x, b.convs)],
+}
 
 
 def default_input_size(plan: YoloV7Plan) -> tuple:
@@ -100,9 +95,9 @@ def build(plan: YoloV7Plan, options) -> keras.Model:
     """The family's empty model (pyloader.family): the main heads, or YOLOv7's decoded eval output."""
     inp, _ = plan_input(plan, options.input_size, default_input_size(plan))
     det = plan.nodes[-1]
-    heads = run_nodes(inp, plan.nodes, lambda x, node: _node(x, node, options.fold_bn), used=plan.used,
-                      source=lambda node: node.source[: det.parts["nl"]] if node is det else node.source)
-    P = det.parts
-    outputs = (YoloV5Decode(P["na"], P["nc"], plan.strides, plan.anchors, name="decode")(heads)
+    head = det.parts
+    heads = run_nodes(inp, plan.nodes, lambda x, node: _BUILD[type(node.parts)](x, node.parts, options.fold_bn),
+                      used=plan.used, source=lambda node: node.source[: head.nl] if node is det else node.source)
+    outputs = (YoloV5Decode(head.na, head.nc, plan.strides, plan.anchors, name="decode")(heads)
                if options.decoded else heads)
     return finish_plan_model(inp, heads, outputs, plan, "yolov7", decode=options.decoded)

@@ -10,6 +10,7 @@ Modules: Conv, Concat (ELAN blocks are Concat rows), MP, SP, SPPCSPC, RepConv (t
 and identity BN; deploy form: rbr_reparam), nn.Upsample, ReOrg, DownC, Shortcut, and the heads Detect, IDetect
 and IAuxDetect. ImplicitA/ImplicitM are folded into the head convolutions (as YOLOv7's fuse() does); of
 IAuxDetect only the main heads are kept (the auxiliary heads and the rows that only feed them are training-only).
+Each row becomes a Node whose `parts` is the module's typed record (blocks.py).
 
 Keras names derive from the module path: `model.3.conv` -> 'model_3_conv', `model.3.bn` -> 'model_3_bn'; a
 RepConv folded into one convolution (fold_bn, or the deploy form) is 'model_102_rbr_reparam', its unfolded
@@ -21,8 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from ..torch_reader.modules import (
     maxpool, param, select_model, sequence,
 )
 from ..torch_reader.records import MethodRef, Record
+from .blocks import SPPCSPC, Concat, Detect, DownC, MaxPool, Node, ReOrg, RepConv, Shortcut, Upsample
 
 __all__ = ["read_plan", "plan_from_model", "YoloV7Plan", "is_yolov7_model", "YOLOV7_MODULES"]
 
@@ -46,17 +47,6 @@ YAML_KIND = {
     "Detect": "Detect", "IDetect": "IDetect", "IAuxDetect": "IAuxDetect",
 }
 HEADS = ("Detect", "IDetect", "IAuxDetect")
-
-
-@dataclass
-class Node:
-    """One model layer (yaml row): kind, its 'from', and the parts to build."""
-
-    index: int
-    kind: str
-    source: Any  # -1, an int, or a list of ints (YOLOv7's `from`)
-    name: str  # keras name prefix, e.g. 'model_4'
-    parts: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -110,10 +100,10 @@ def _conv_of(ctx, rec, mpath, cin, cout, k, s, g=1) -> ConvSpec:
     return spec
 
 
-def _pool(ctx, rec, mpath, k, s, p):
-    pool = maxpool(ctx, rec, mpath)
-    if pool["kernel"] != (k, k) or pool["stride"] != (s, s) or pool["padding"] != (p, p):
-        raise ctx.err(mpath, f"MaxPool2d kernel {pool['kernel']} stride {pool['stride']} padding {pool['padding']}; "
+def _pool(ctx, rec, mpath, k, s, p) -> MaxPool:
+    pool = MaxPool(**maxpool(ctx, rec, mpath))
+    if pool.kernel != (k, k) or pool.stride != (s, s) or pool.padding != (p, p):
+        raise ctx.err(mpath, f"MaxPool2d kernel {pool.kernel} stride {pool.stride} padding {pool.padding}; "
                              f"the yaml row gives kernel {(k, k)} stride {(s, s)} padding {(p, p)}")
     return pool
 
@@ -123,13 +113,14 @@ def _expect(ctx, rec, mpath, cls):
         raise ctx.err(mpath, f"expected a {cls} module, found {short_repr(rec)}")
 
 
-def _repconv(ctx, rec, mpath, cin, cout, k, s, g) -> dict:
+def _repconv(ctx, rec, mpath, cin, cout, k, s, g) -> RepConv | ConvSpec:
+    """The training form as a RepConv record; the deploy form as its one convolution with the activation."""
     _expect(ctx, rec, mpath, "RepConv")
     if k != 3:
         raise ctx.err(mpath, f"RepConv kernel {k}: YOLOv7's RepConv is 3x3 only")
     mods = children(rec)
     name = mpath.replace(".", "_")
-    P = {"name": name, "act": activation_of(ctx, mods.get("act"), mpath + ".act"), "act_name": name + "_act"}
+    act = activation_of(ctx, mods.get("act"), mpath + ".act")
     if isinstance(mods.get("rbr_reparam"), Record):  # the deploy form, or a training form after fuse_repvgg_block
         spec = conv2d(ctx, mods["rbr_reparam"], mpath + ".rbr_reparam", name + "_rbr_reparam")
         if spec.bias is None:
@@ -137,8 +128,8 @@ def _repconv(ctx, rec, mpath, cin, cout, k, s, g) -> dict:
         _check_conv(ctx, mpath + ".rbr_reparam", spec, cin, cout, 3, s, g)
         if spec.padding != (1, 1):
             raise ctx.err(mpath + ".rbr_reparam", f"padding {spec.padding}, expected (1, 1)")
-        P["reparam"] = spec
-        return P
+        spec.act, spec.act_name = act, name + "_act"
+        return spec
     branch = {}
     for b, kk, pad in (("rbr_dense", 3, 1), ("rbr_1x1", 1, 0)):
         seq = sequence(ctx, mods.get(b), f"{mpath}.{b}", "Conv2d and BatchNorm2d")
@@ -161,11 +152,10 @@ def _repconv(ctx, rec, mpath, cin, cout, k, s, g) -> dict:
             raise ctx.err(mpath + ".rbr_identity", f"batch norm of {ident.gamma.shape}, expected ({cin},)")
     elif cin == cout and s == 1:
         raise ctx.err(mpath, "RepConv with in == out channels and stride 1 has no identity branch (rbr_identity)")
-    P.update(dense=branch["rbr_dense"], one=branch["rbr_1x1"], identity=ident, reparam_name=name + "_rbr_reparam")
-    return P
+    return RepConv(name, branch["rbr_dense"], branch["rbr_1x1"], ident, act)
 
 
-def _head(ctx, rec, mpath, kind, cfg, chs, name) -> dict:
+def _head(ctx, rec, mpath, kind, cfg, chs, name) -> Detect:
     _expect(ctx, rec, mpath, kind)
     mods = children(rec)
     nl, na, nc, no = (rec.attr(k) for k in ("nl", "na", "nc", "no"))
@@ -211,8 +201,8 @@ def _head(ctx, rec, mpath, kind, cfg, chs, name) -> dict:
                 raise ctx.err(f"{mpath}.ia.{j}", f"implicit tensors of {a.shape} and {m.shape}, expected "
                                                  f"(1, {cin}, 1, 1) and (1, {cout}, 1, 1)")
             convs[j] = _fold_implicit(convs[j], a, m)
-    return {"convs": convs, "nl": nl, "na": na, "nc": nc, "stride": [float(s) for s in stride.astype(np.float32)],
-            "anchors": np.ascontiguousarray(grid.reshape(nl, na, 2), dtype=np.float32)}
+    return Detect(tuple(convs), nl, na, nc, [float(s) for s in stride.astype(np.float32)],
+                  np.ascontiguousarray(grid.reshape(nl, na, 2), dtype=np.float32))
 
 
 def _fold_implicit(spec: ConvSpec, a, m) -> ConvSpec:
@@ -234,27 +224,20 @@ def yaml_anchors(ctx, mpath, cfg):
     raise ctx.err(mpath, f"yaml anchors {short_repr(anchors)}: expected a list of per-level anchor lists")
 
 
-def _layer(ctx, rec, mpath, kind, index, f, args, cin, cfg, gw, no, chs) -> tuple:
-    """(Node, output channels) of one yaml row, checked against its module record."""
+def _layer(ctx, rec, mpath, kind, args, cin, cfg, gw, no, chs) -> tuple:
+    """(record, output channels) of one yaml row, checked against its module record."""
     name = mpath.replace(".", "_")
-    node = Node(index, kind, f, name)
-    P = node.parts
     mods = children(rec) if isinstance(rec, Record) else {}
     if kind in ("Conv", "RepConv", "SPPCSPC", "DownC"):
         c2 = _int_arg(ctx, mpath, args, 0, None, "c2")
         cout = c2 if c2 == no else _make_divisible(c2 * gw, 8)
-    if kind == "Conv":
-        k = _int_arg(ctx, mpath, args, 1, 1, "k")
+    if kind in ("Conv", "RepConv"):
+        k = _int_arg(ctx, mpath, args, 1, 1 if kind == "Conv" else 3, "k")
         s = _int_arg(ctx, mpath, args, 2, 1, "s")
         g = _int_arg(ctx, mpath, args, 4, 1, "g")
-        P["conv"] = _conv_of(ctx, rec, mpath, cin, cout, k, s, g)
-        return node, cout
-    if kind == "RepConv":
-        k = _int_arg(ctx, mpath, args, 1, 3, "k")
-        s = _int_arg(ctx, mpath, args, 2, 1, "s")
-        g = _int_arg(ctx, mpath, args, 4, 1, "g")
-        P.update(_repconv(ctx, rec, mpath, cin, cout, k, s, g))
-        return node, cout
+        if kind == "Conv":
+            return _conv_of(ctx, rec, mpath, cin, cout, k, s, g), cout
+        return _repconv(ctx, rec, mpath, cin, cout, k, s, g), cout
     if kind == "SPPCSPC":
         _expect(ctx, rec, mpath, "SPPCSPC")
         e = args[3] if len(args) > 3 else 0.5
@@ -262,47 +245,42 @@ def _layer(ctx, rec, mpath, kind, index, f, args, cin, cfg, gw, no, chs) -> tupl
         if not isinstance(e, (int, float)) or not (isinstance(ks, (list, tuple)) and all(isinstance(v, int) for v in ks)):
             raise ctx.err(mpath, f"SPPCSPC arguments {short_repr(args)}")
         c_ = int(2 * cout * e)
-        for key, ci, co, k in (("cv1", cin, c_, 1), ("cv2", cin, c_, 1), ("cv3", c_, c_, 3), ("cv4", c_, c_, 1),
-                               ("cv5", (len(ks) + 1) * c_, c_, 1), ("cv6", c_, c_, 3),
-                               ("cv7", 2 * c_, cout, 1)):
-            P[key] = _conv_of(ctx, mods.get(key), f"{mpath}.{key}", ci, co, k, 1)
+        convs = [_conv_of(ctx, mods.get(key), f"{mpath}.{key}", ci, co, k, 1)
+                 for key, ci, co, k in (("cv1", cin, c_, 1), ("cv2", cin, c_, 1), ("cv3", c_, c_, 3),
+                                        ("cv4", c_, c_, 1), ("cv5", (len(ks) + 1) * c_, c_, 1), ("cv6", c_, c_, 3),
+                                        ("cv7", 2 * c_, cout, 1))]
         pools = sequence(ctx, mods.get("m"), mpath + ".m", "MaxPool2d")
         if len(pools) != len(ks):
             raise ctx.err(mpath + ".m", f"{len(pools)} pools, the yaml row gives {len(ks)}")
-        P["pools"] = [_pool(ctx, r, f"{mpath}.m.{j}", k, 1, k // 2) for j, (r, k) in enumerate(zip(pools, ks))]
-        return node, cout
+        pools = tuple(_pool(ctx, r, f"{mpath}.m.{j}", k, 1, k // 2) for j, (r, k) in enumerate(zip(pools, ks)))
+        return SPPCSPC(name, *convs, pools), cout
     if kind == "DownC":
         _expect(ctx, rec, mpath, "DownC")
         k = _int_arg(ctx, mpath, args, 1, 2, "k")
-        P["cv1"] = _conv_of(ctx, mods.get("cv1"), mpath + ".cv1", cin, cin, 1, 1)
-        P["cv2"] = _conv_of(ctx, mods.get("cv2"), mpath + ".cv2", cin, cout // 2, 3, k)
-        P["cv3"] = _conv_of(ctx, mods.get("cv3"), mpath + ".cv3", cin, cout // 2, 1, 1)
-        P["pool"] = _pool(ctx, mods.get("mp"), mpath + ".mp", k, k, 0)
-        return node, 2 * (cout // 2)
-    if kind == "MP":
-        _expect(ctx, rec, mpath, "MP")
-        k = _int_arg(ctx, mpath, args, 0, 2, "k")
-        P["pool"] = _pool(ctx, mods.get("m"), mpath + ".m", k, k, 0)
-        return node, cin
-    if kind == "SP":
-        _expect(ctx, rec, mpath, "SP")
-        k = _int_arg(ctx, mpath, args, 0, 3, "k")
+        return DownC(name, _conv_of(ctx, mods.get("cv1"), mpath + ".cv1", cin, cin, 1, 1),
+                     _conv_of(ctx, mods.get("cv2"), mpath + ".cv2", cin, cout // 2, 3, k),
+                     _conv_of(ctx, mods.get("cv3"), mpath + ".cv3", cin, cout // 2, 1, 1),
+                     _pool(ctx, mods.get("mp"), mpath + ".mp", k, k, 0)), 2 * (cout // 2)
+    if kind in ("MP", "SP"):
+        _expect(ctx, rec, mpath, kind)
+        k = _int_arg(ctx, mpath, args, 0, 2 if kind == "MP" else 3, "k")
+        if kind == "MP":
+            return _pool(ctx, mods.get("m"), mpath + ".m", k, k, 0), cin
         s = _int_arg(ctx, mpath, args, 1, 1, "s")
-        P["pool"] = _pool(ctx, mods.get("m"), mpath + ".m", k, s, k // 2)
-        return node, cin
+        return _pool(ctx, mods.get("m"), mpath + ".m", k, s, k // 2), cin
     if kind == "ReOrg":
         _expect(ctx, rec, mpath, "ReOrg")
-        return node, 4 * cin
+        return ReOrg(name), 4 * cin
     if kind == "Concat":
         _expect(ctx, rec, mpath, "Concat")
         if rec.attr("d") != 1:
             raise ctx.err(mpath, f"Concat along dimension {short_repr(rec.attr('d'))}: only 1 (channels) is supported")
-        return node, sum(chs)
+        return Concat(name), sum(chs)
     if kind == "Shortcut":
         _expect(ctx, rec, mpath, "Shortcut")
         if len(chs) != 2 or chs[0] != chs[1]:
             raise ctx.err(mpath, f"Shortcut adds layers of {chs} channels: expected two of the same width")
-        return node, chs[0]
+        return Shortcut(name), chs[0]
     if kind == "Upsample":
         if not is_a(rec, "Upsample", *NN):
             raise ctx.err(mpath, f"expected Upsample, found {short_repr(rec)}")
@@ -312,11 +290,9 @@ def _layer(ctx, rec, mpath, kind, index, f, args, cin, cfg, gw, no, chs) -> tupl
         sf = (sf, sf) if isinstance(sf, (int, float)) else tuple(sf) if isinstance(sf, (tuple, list)) else None
         if sf is None or len(sf) != 2 or any(float(v) != int(v) or v < 1 for v in sf):
             raise ctx.err(mpath, f"Upsample scale_factor {short_repr(rec.attr('scale_factor'))}: only integer factors")
-        P["size"] = tuple(int(v) for v in sf)
-        return node, cin
+        return Upsample(name, tuple(int(v) for v in sf)), cin
     if kind in HEADS:
-        P.update(_head(ctx, rec, mpath, kind, cfg, chs, name))
-        return node, None
+        return _head(ctx, rec, mpath, kind, cfg, chs, name), None
     raise ctx.err(mpath, f"module type {short_repr(kind)} is not supported")
 
 
@@ -367,14 +343,14 @@ def plan_from_model(model: Record, path: str) -> YoloV7Plan:
         if any(not 0 <= j < i for j in srcs) and i > 0:
             raise ctx.err(mpath, f"yaml 'from' {short_repr(f)} refers to a row that does not precede it")
         chs = [ch[j + 1] for j in srcs] if i > 0 else [ch[0]]
-        node, c2 = _layer(ctx, rec, mpath, kind, i, f, args, chs[0], cfg, gw, no, chs)
-        nodes.append(node)
+        block, c2 = _layer(ctx, rec, mpath, kind, args, chs[0], cfg, gw, no, chs)
+        nodes.append(Node(i, kind, f, block))
         ch.append(c2)
     det = nodes[-1]
     if det.kind not in HEADS:
         raise FormatError(f"{path}: the last layer is {det.kind}, expected Detect, IDetect or IAuxDetect")
-    P = det.parts
-    main = _sources(len(nodes) - 1, det.source)[: P["nl"]]
+    head = det.parts
+    main = _sources(len(nodes) - 1, det.source)[: head.nl]
     used, stack = {det.index}, list(main)
     while stack:  # the rows the main heads need (row 0 reads the input)
         j = stack.pop()
@@ -385,11 +361,11 @@ def plan_from_model(model: Record, path: str) -> YoloV7Plan:
     if isinstance(names, dict):
         names = [names[k] for k in sorted(names)]
     if names is None:
-        names = [f"class{k}" for k in range(P["nc"])]
-    if not (isinstance(names, list) and all(isinstance(x, str) for x in names)) or len(names) != P["nc"]:
-        raise FormatError(f"{path}: model.names {short_repr(names)} is not a list of {P['nc']} strings")
-    stride = P["stride"]
-    return YoloV7Plan(path, nodes, used, P["nc"], names, stride, P["anchors"], int(max(stride)), model.cls.qualname)
+        names = [f"class{k}" for k in range(head.nc)]
+    if not (isinstance(names, list) and all(isinstance(x, str) for x in names)) or len(names) != head.nc:
+        raise FormatError(f"{path}: model.names {short_repr(names)} is not a list of {head.nc} strings")
+    return YoloV7Plan(path, nodes, used, head.nc, names, head.stride, head.anchors, int(max(head.stride)),
+                      model.cls.qualname)
 
 
 def read_plan(path, ckpt=None) -> YoloV7Plan:
@@ -411,9 +387,9 @@ def _bn_scale(bn: BatchNorm):
     return s, b - m * s
 
 
-def repconv_folded(P) -> tuple:
+def repconv_folded(rep: RepConv) -> tuple:
     """RepConv's training form as one 3x3 convolution (YOLOv7's fuse_repvgg_block): HWIO kernel and bias."""
-    dense, one, ident = P["dense"], P["one"], P["identity"]
+    dense, one, ident = rep.dense, rep.one, rep.identity
     s3, b3 = _bn_scale(dense.bn)
     k = np.asarray(dense.kernel, np.float64) * s3[:, None, None, None]
     s1, b1 = _bn_scale(one.bn)
@@ -428,28 +404,19 @@ def repconv_folded(P) -> tuple:
     return np.ascontiguousarray(k.transpose(2, 3, 1, 0), dtype=np.float32), bias.astype(np.float32)
 
 
-def _node_arrays(node: Node, fold_bn: bool, out: dict) -> None:
-    P, k = node.parts, node.kind
-    if k == "Conv":
-        conv_arrays(P["conv"], fold_bn, out)
-    elif k == "RepConv":
-        if "reparam" in P:
-            conv_arrays(P["reparam"], fold_bn, out)
-        elif fold_bn:
-            out[f"{P['reparam_name']}/kernel"], out[f"{P['reparam_name']}/bias"] = repconv_folded(P)
+def _block_arrays(block, fold_bn: bool, out: dict) -> None:
+    if isinstance(block, ConvSpec):
+        conv_arrays(block, fold_bn, out)
+    elif isinstance(block, RepConv):
+        if fold_bn:
+            out[f"{block.reparam_name}/kernel"], out[f"{block.reparam_name}/bias"] = repconv_folded(block)
         else:
-            conv_arrays(P["dense"], False, out)
-            conv_arrays(P["one"], False, out)
-            if P["identity"] is not None:
-                bn_arrays(P["identity"], out)
-    elif k == "SPPCSPC":
-        for key in ("cv1", "cv2", "cv3", "cv4", "cv5", "cv6", "cv7"):
-            conv_arrays(P[key], fold_bn, out)
-    elif k == "DownC":
-        for key in ("cv1", "cv2", "cv3"):
-            conv_arrays(P[key], fold_bn, out)
-    elif k in HEADS:
-        for spec in P["convs"]:
+            conv_arrays(block.dense, False, out)
+            conv_arrays(block.one, False, out)
+            if block.identity is not None:
+                bn_arrays(block.identity, out)
+    elif isinstance(block, (SPPCSPC, DownC, Detect)):
+        for spec in block.convs:
             conv_arrays(spec, fold_bn, out)
 
 
@@ -457,5 +424,5 @@ def plan_arrays(plan: YoloV7Plan, fold_bn: bool) -> dict:
     out: dict = {}
     for node in plan.nodes:
         if node.index in plan.used:
-            _node_arrays(node, fold_bn, out)
+            _block_arrays(node.parts, fold_bn, out)
     return out
