@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..family import Family, OutputLayout
 from .weights import plan_arrays
 from ..metadata import anchor_plan_fields
-from ..summary import plan_summary
+from ..summary import anchor_heads, plan_summary
 
 
 def recognise(ckpt) -> bool:
@@ -43,10 +43,7 @@ def summary(plan, content) -> tuple:
     s = 1280 if plan.max_stride >= 64 else 640  # the family's default size (model.default_input_size)
     kind = "state_dict with the given yaml" if is_state_dict(content) else "checkpoint"
     nodes = [n for n in plan.nodes if n.index in plan.used]  # IAuxDetect's auxiliary branches left out
-    det = plan.nodes[-1]
-    heads = [{"layer": f"level {i}", "type": det.kind, "stride": int(st), "classes": plan.nc, "anchors": det.parts.na}
-             for i, st in enumerate(plan.strides)]
-    return f"YOLOv7 PyTorch {kind}", {}, plan_summary(plan, nodes, heads, (s, s))
+    return f"YOLOv7 PyTorch {kind}", {}, plan_summary(plan, nodes, anchor_heads(plan), (s, s))
 
 
 FAMILY = Family(
