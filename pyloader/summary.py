@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-__all__ = ["plan_summary", "anchor_heads"]
+__all__ = ["plan_summary", "anchor_heads", "anchor_plan_summary"]
 
 
 def plan_summary(plan, nodes, heads: list, input_hw) -> dict:
@@ -19,6 +19,16 @@ def plan_summary(plan, nodes, heads: list, input_hw) -> dict:
         "classes": plan.nc,
         "names": ", ".join(plan.names[:8]) + (" ..." if len(plan.names) > 8 else ""),
     }
+
+
+def anchor_plan_summary(plan, nodes, label: str, content) -> tuple:
+    """A family's `summary` for an anchor-based .pt plan (YOLOv5-style Detect; default input 640, or 1280 with a
+    stride-64 level): (format label, header fields, architecture)."""
+    from .torch_reader.state_dict import is_state_dict
+
+    s = 1280 if plan.max_stride >= 64 else 640
+    kind = "state_dict with the given yaml" if is_state_dict(content) else "checkpoint"
+    return f"{label} PyTorch {kind}", {}, plan_summary(plan, nodes, anchor_heads(plan), (s, s))
 
 
 def anchor_heads(plan) -> list:

@@ -211,6 +211,23 @@ def maxpool(ctx, rec, mpath):
     return {"kernel": k, "stride": s, "padding": p, "name": mpath.replace(".", "_")}
 
 
+def class_names(model: Record, nc: int, path) -> list:
+    """The model's `names` (a list, or a dict by class id, as YOLOv5, YOLOv7 and Ultralytics store them) as a list of
+    nc strings; class0, class1, ... when it has none."""
+    names = model.attr("names")
+    if isinstance(names, dict):
+        if not all(isinstance(k, int) for k in names):
+            raise FormatError(f"{path}: model.names keys must be class ids")
+        names = [names[k] for k in sorted(names)]
+    if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
+        raise FormatError(f"{path}: model.names {short_repr(names)} is not a list/dict of strings")
+    if names is None:
+        names = [f"class{k}" for k in range(nc)]
+    if len(names) != nc:
+        raise FormatError(f"{path}: {len(names)} class names for nc={nc}")
+    return names
+
+
 def select_model(ckpt, path) -> Record:
     """`ema` when present and not None, else `model` (YOLOv5's attempt_load)."""
     if isinstance(ckpt, Record):

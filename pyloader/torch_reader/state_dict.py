@@ -138,6 +138,15 @@ def activation(spec, default: str, path: str) -> Record:
     return record("torch.nn.modules.activation" if name != "Identity" else "torch.nn.modules.linear", name)
 
 
+def common_conv(t: Tensors, k: int, s: int, p, g: int, act, path: str, eps: float) -> Record:
+    """models.common.Conv (YOLOv5's and YOLOv7's: Conv2d, BatchNorm2d unless fused away, activation) from its
+    tensors; `act` as in `activation`, SiLU by default."""
+    kids = {"conv": conv2d(t.sub("conv"), s, autopad(k, p), g), "act": activation(act, "nn.SiLU()", path)}
+    if t.has("bn"):
+        kids["bn"] = batchnorm(t.sub("bn"), eps)
+    return record("models.common", "Conv", kids)
+
+
 def autopad(k: int, p) -> int:
     return k // 2 if p in (None, "None") else p
 

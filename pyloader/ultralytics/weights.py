@@ -24,7 +24,7 @@ from ..boundary import short_repr
 from ..errors import FormatError
 from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
-from ..torch_reader.modules import maxpool, param, select_model, sequence  # ema when not None, else model (as Ultralytics)
+from ..torch_reader.modules import class_names, maxpool, param, select_model, sequence  # ema when not None, else model (as Ultralytics)
 from ..torch_reader.records import Record
 from .blocks import (C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, DetectLevel, MaxPool, Node,
                      Linear, PSABlock, Repeats, Upsample)
@@ -361,17 +361,7 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
     if det.kind != head or any(n.kind in ("Detect", "Classify") for n in nodes[:-1]):
         raise FormatError(f"{path}: the last layer is {det.kind}, expected {head} ({cname}), and only there")
     D = det.parts
-    names = model.attr("names")
-    if isinstance(names, dict):
-        if not all(isinstance(k, int) for k in names):
-            raise FormatError(f"{path}: model.names keys must be class ids")
-        names = [names[k] for k in sorted(names)]
-    if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
-        raise FormatError(f"{path}: model.names {short_repr(names)} is not a list/dict of strings")
-    if names is None:
-        names = [f"class{k}" for k in range(D.nc)]
-    if len(names) != D.nc:
-        raise FormatError(f"{path}: {len(names)} class names for nc={D.nc}")
+    names = class_names(model, D.nc, path)
     imgsz = _imgsz(model, ckpt)
     if task == "classify":  # any input size (the pool takes the whole map): max stride 1, as Ultralytics' stride
         return UltralyticsPlan(path, nodes, rd.convs, D.nc, names, [], 0, [], 1, imgsz, model.cls.qualname, task,

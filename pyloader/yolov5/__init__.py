@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..family import Family, OutputLayout
 from .weights import plan_arrays
 from ..metadata import anchor_plan_fields
-from ..summary import anchor_heads, plan_summary
+from ..summary import anchor_plan_summary
 
 
 def _models_yolo(model) -> bool:
@@ -41,11 +41,7 @@ def metadata(plan, input_size, options) -> dict:
 
 
 def summary(plan, content) -> tuple:
-    from ..torch_reader.state_dict import is_state_dict
-
-    s = 1280 if plan.max_stride >= 64 else 640  # the family's default size (model.default_input_size)
-    kind = "state_dict with the given yaml" if is_state_dict(content) else "checkpoint"
-    return f"YOLOv5 PyTorch {kind}", {}, plan_summary(plan, plan.nodes, anchor_heads(plan), (s, s))
+    return anchor_plan_summary(plan, plan.nodes, "YOLOv5", content)
 
 
 FAMILY = Family(

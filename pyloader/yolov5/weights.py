@@ -25,7 +25,7 @@ from ..torch_reader.records import Record
 from ..torch_reader.modules import (
     NN as _NN, YOLO as _YOLO, BatchNorm, ConvSpec, Ctx as _Ctx, activation_of as _act, batchnorm as _bn,
     bn_arrays, children as _modules, conv2d as _conv2d, conv_arrays, conv_module as _conv_module, is_a as _is,
-    maxpool as _maxpool, param as _param, select_model, sequence as _sequence,
+    class_names, maxpool as _maxpool, param as _param, select_model, sequence as _sequence,
 )
 
 from .blocks import (
@@ -246,16 +246,7 @@ def plan_from_model(model, path) -> YoloV5Plan:
         raise FormatError(f"{path}: the last layer is {nodes[-1].kind}, expected Detect")
     stride = det.stride
     anchors_px = det.anchors * np.asarray(stride, np.float32)[:, None, None]
-    names = model.attr("names")
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names)]
-    if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
-        raise FormatError(f"{path}: model.names {short_repr(names)} is not a list/dict of strings")
-    if names is None:
-        names = [f"class{k}" for k in range(det.nc)]
-    if len(names) != det.nc:
-        raise FormatError(f"{path}: {len(names)} class names for nc={det.nc}")
-    return YoloV5Plan(path, nodes, det.nc, names, stride, anchors_px, int(max(stride)), model.cls.qualname)
+    return YoloV5Plan(path, nodes, det.nc, class_names(model, det.nc, path), stride, anchors_px, int(max(stride)), model.cls.qualname)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -319,10 +310,7 @@ _BN_EPS = 1e-3  # YOLOv5's initialize_weights sets every BatchNorm2d's eps to 1e
 
 
 def _sd_conv(t, k, s, p, g, act, path) -> Record:
-    kids = {"conv": sd.conv2d(t.sub("conv"), s, sd.autopad(k, p), g), "act": sd.activation(act, "nn.SiLU()", path)}
-    if t.has("bn"):
-        kids["bn"] = sd.batchnorm(t.sub("bn"), _BN_EPS)
-    return sd.record("models.common", "Conv", kids)
+    return sd.common_conv(t, k, s, p, g, act, path, _BN_EPS)
 
 
 def _sd_inner(t, name, act, path, s=1, g=1) -> Record:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..family import Family, OutputLayout
 from .weights import plan_arrays
 from ..metadata import anchor_plan_fields
-from ..summary import anchor_heads, plan_summary
+from ..summary import anchor_plan_summary
 
 
 def recognise(ckpt) -> bool:
@@ -38,12 +38,7 @@ def metadata(plan, input_size, options) -> dict:
 
 
 def summary(plan, content) -> tuple:
-    from ..torch_reader.state_dict import is_state_dict
-
-    s = 1280 if plan.max_stride >= 64 else 640  # the family's default size (model.default_input_size)
-    kind = "state_dict with the given yaml" if is_state_dict(content) else "checkpoint"
-    nodes = [n for n in plan.nodes if n.index in plan.used]  # IAuxDetect's auxiliary branches left out
-    return f"YOLOv7 PyTorch {kind}", {}, plan_summary(plan, nodes, anchor_heads(plan), (s, s))
+    return anchor_plan_summary(plan, [n for n in plan.nodes if n.index in plan.used], "YOLOv7", content)  # IAuxDetect's auxiliary branches left out
 
 
 FAMILY = Family(

@@ -17,10 +17,7 @@ _BN_EPS = 1e-3  # YOLOv7's initialize_weights sets every BatchNorm2d's eps to 1e
 
 def _sd_conv(t, k, s, p, g, act, path) -> Record:
     """models.common.Conv from its tensors (after YOLOv7's fuse() the state_dict has no bn)."""
-    kids = {"conv": sd.conv2d(t.sub("conv"), s, sd.autopad(k, p), g), "act": sd.activation(act, "nn.SiLU()", path)}
-    if t.has("bn"):
-        kids["bn"] = sd.batchnorm(t.sub("bn"), _BN_EPS)
-    return sd.record("models.common", "Conv", kids)
+    return sd.common_conv(t, k, s, p, g, act, path, _BN_EPS)
 
 
 def _sd_inner_conv(t, name, path, s=1) -> Record:

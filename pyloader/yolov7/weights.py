@@ -31,7 +31,7 @@ from ..errors import FormatError
 from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import (
     NN, YOLO, BatchNorm, ConvSpec, Ctx, activation_of, batchnorm, bn_arrays, children, conv2d, conv_arrays, conv_module, is_a,
-    maxpool, param, select_model, sequence,
+    class_names, maxpool, param, select_model, sequence,
 )
 from ..torch_reader.records import MethodRef, Record
 from .blocks import SPPCSPC, Concat, Detect, DownC, MaxPool, Node, ReOrg, RepConv, Shortcut, Upsample
@@ -357,14 +357,7 @@ def plan_from_model(model: Record, path: str) -> YoloV7Plan:
         if j not in used:
             used.add(j)
             stack.extend(_sources(j, nodes[j].source) if j > 0 else [])
-    names = model.attr("names")
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names)]
-    if names is None:
-        names = [f"class{k}" for k in range(head.nc)]
-    if not (isinstance(names, list) and all(isinstance(x, str) for x in names)) or len(names) != head.nc:
-        raise FormatError(f"{path}: model.names {short_repr(names)} is not a list of {head.nc} strings")
-    return YoloV7Plan(path, nodes, used, head.nc, names, head.stride, head.anchors, int(max(head.stride)),
+    return YoloV7Plan(path, nodes, used, head.nc, class_names(model, head.nc, path), head.stride, head.anchors, int(max(head.stride)),
                       model.cls.qualname)
 
 
