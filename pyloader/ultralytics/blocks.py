@@ -15,12 +15,14 @@ from typing import Any
 from ..torch_reader.modules import ConvSpec
 
 __all__ = ["Node", "Repeats", "Concat", "Upsample", "MaxPool", "Bottleneck", "C3", "Attention", "PSABlock",
-           "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify"]
+           "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify", "EndToEnd",
+           "RepVGGDW", "CIB"]
 
 
 @dataclass(frozen=True)
 class Repeats:
-    """A Conv row repeated n times (an nn.Sequential of Conv, each feeding the next)."""
+    """Convs each feeding the next: a Conv row repeated n times (an nn.Sequential of Conv), or YOLOv10's SCDown
+    (cv1, then the strided depthwise cv2)."""
 
     convs: list  # ConvSpec
 
@@ -180,3 +182,37 @@ class Node:
     source: Any  # -1, an int, or a list of ints
     name: str  # keras name prefix, e.g. 'model_4'
     parts: Any  # ConvSpec, Repeats, Concat, Upsample, C2f, C2, C2PSA, C3, SPPF or Detect
+
+
+# -- end-to-end heads (YOLO26's Detect, YOLOv10's v10Detect: read by .end2end) and YOLOv10's blocks (.yolov10)
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """A head with a one-to-one branch (one2one_cv2 / one2one_cv3 beside cv2 / cv3). `selected`: the model's
+    decoded output is that branch's top-k selection (Detect.end2end in eval mode, Detect.postprocess): boxes
+    x1, y1, x2, y2, then k = min(max_det, anchors) rows of (box, score, class); not selected: the one-to-many branch
+    decoded as a plain Detect (the checkpoint's end2end off, or nms=True as Ultralytics' exporter does)."""
+
+    max_det: int
+    agnostic: bool  # Detect.agnostic_nms: one top-k over each anchor's best class instead of over (anchor, class)
+    selected: bool
+
+
+@dataclass(frozen=True)
+class RepVGGDW:
+    """act(conv(x) + conv1(x)): a 7x7 and a 3x3 depthwise Conv without activation, added (conv1 None once fused)."""
+
+    name: str
+    conv: ConvSpec
+    conv1: Any
+    act: Any
+
+
+@dataclass(frozen=True)
+class CIB:
+    """YOLOv10's CIB: x + cv1(x) (add) or cv1(x); cv1 chains ConvSpec and RepVGGDW records."""
+
+    name: str
+    cv1: list
+    add: bool

@@ -16,7 +16,9 @@ channels 0..4*reg_max-1 are the box distribution (side-major: left, top, right, 
 the rest the class logits before the sigmoid (Ultralytics' Detect cv2[i] and cv3[i] outputs, NCHW there).
 decode=True: one tensor [B, 4 + nc, anchors], what Ultralytics' DetectionModel returns in eval mode: x, y, w, h
 (box centre and size, input pixels; DFL expectation, dist2bbox, times the stride) and the class probabilities
-(sigmoid); anchors ordered per level, then y, then x.
+(sigmoid); anchors ordered per level, then y, then x. An end-to-end head whose checkpoint selects its one-to-one
+branch (YOLO26, YOLOv10; pyloader.ultralytics.end2end): [B, min(max_det, anchors), 6], rows x1, y1, x2, y2, score,
+class index (topk.EndToEndTopK); its raw heads are that branch's.
 
 The model's `class_names` attribute is the checkpoint's class-name list (model.names, ordered by class id).
 """
@@ -30,9 +32,11 @@ import keras
 from keras import layers, ops
 
 from ..keras_blocks.model import finish_plan_model, plan_input, run_nodes
-from ..keras_blocks.torch_layers import conv as _conv, max_pool_layer
+from ..keras_blocks.torch_layers import activation, conv as _conv, max_pool_layer
 from ..torch_reader.modules import ConvSpec
-from .blocks import C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, PSABlock, Repeats, Upsample
+from .blocks import (C2, C2PSA, C3, CIB, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, PSABlock,
+                     Repeats, RepVGGDW, Upsample)
+from .topk import EndToEndTopK
 from .weights import UltralyticsPlan
 
 __all__ = ["build", "PSAAttention", "ChannelSplit", "UltralyticsDecode"]
@@ -92,13 +96,16 @@ class PSAAttention(layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class UltralyticsDecode(layers.Layer):
-    """Detect's eval-mode decoding of the raw heads into [B, 4 + nc, anchors] (xywh in pixels, class sigmoid)."""
+    """Detect's eval-mode decoding of the raw heads into [B, 4 + nc, anchors]: boxes in pixels (x, y, w, h, or
+    x1, y1, x2, y2 with xyxy: an end-to-end head's, Detect.decode_bboxes), class sigmoid. reg_max 1 (YOLO26): the
+    four channels are the distances themselves (no DFL)."""
 
-    def __init__(self, nc, reg_max, strides, dfl, **kw):
+    def __init__(self, nc, reg_max, strides, dfl, xyxy=False, **kw):
         super().__init__(**kw)
         self.nc, self.reg_max = int(nc), int(reg_max)
         self.strides = [float(s) for s in strides]
         self.dfl = [float(v) for v in dfl]
+        self.xyxy = bool(xyxy)
 
     def call(self, heads):
         rm, nc = self.reg_max, self.nc
@@ -114,14 +121,16 @@ class UltralyticsDecode(layers.Layer):
         box = ops.concatenate(boxes, axis=1) if len(boxes) > 1 else boxes[0]
         score = ops.concatenate(scores, axis=1) if len(scores) > 1 else scores[0]
         a = int(box.shape[1])
-        dist = ops.softmax(ops.reshape(box, (-1, a, 4, rm)), axis=-1)  # DFL: softmax over the bins
-        dist = ops.sum(dist * ops.convert_to_tensor(np.asarray(self.dfl, np.float32)), axis=-1)  # [B, A, 4] ltrb
+        dist = box
+        if rm > 1:
+            dist = ops.softmax(ops.reshape(box, (-1, a, 4, rm)), axis=-1)  # DFL: softmax over the bins
+            dist = ops.sum(dist * ops.convert_to_tensor(np.asarray(self.dfl, np.float32)), axis=-1)  # [B, A, 4] ltrb
         anchor = ops.convert_to_tensor(np.concatenate(anchors)[None])
         stride = ops.convert_to_tensor(np.concatenate(strides)[None])
         x1y1 = anchor - dist[..., :2]
         x2y2 = anchor + dist[..., 2:]
-        xywh = ops.concatenate([(x1y1 + x2y2) / 2.0, x2y2 - x1y1], axis=-1) * stride
-        y = ops.concatenate([xywh, ops.sigmoid(score)], axis=-1)
+        xy = [x1y1, x2y2] if self.xyxy else [(x1y1 + x2y2) / 2.0, x2y2 - x1y1]
+        y = ops.concatenate([ops.concatenate(xy, axis=-1) * stride, ops.sigmoid(score)], axis=-1)
         return ops.transpose(y, (0, 2, 1))
 
     def compute_output_shape(self, shapes):
@@ -129,7 +138,8 @@ class UltralyticsDecode(layers.Layer):
         return (shapes[0][0], 4 + self.nc, a)
 
     def get_config(self):
-        return {**super().get_config(), "nc": self.nc, "reg_max": self.reg_max, "strides": self.strides, "dfl": self.dfl}
+        return {**super().get_config(), "nc": self.nc, "reg_max": self.reg_max, "strides": self.strides, "dfl": self.dfl,
+                "xyxy": self.xyxy}
 
 
 def _convs(x, specs, fold_bn):
@@ -201,6 +211,18 @@ def _detect(x, D: Detect, fold_bn):
             for i, (xi, lv) in enumerate(zip(x, D.levels))]
 
 
+def _repvggdw(x, R: RepVGGDW, fold_bn):
+    y = _conv(x, R.conv, fold_bn)
+    if R.conv1 is not None:
+        y = layers.Add(name=R.name + "_add")([y, _conv(x, R.conv1, fold_bn)])
+    return activation(y, R.act, R.name + "_act")
+
+
+def _cib(x, B: CIB, fold_bn):
+    y = _blocks(x, B.cv1, fold_bn)
+    return layers.Add(name=B.name + "_add")([x, y]) if B.add else y
+
+
 def _classify(x, H: Classify, fold_bn):
     """Classify in eval mode up to the logits: conv, global average pool, (Dropout: nothing), Linear."""
     y = layers.GlobalAveragePooling2D(name=H.name + "_pool")(_conv(x, H.conv, fold_bn))
@@ -214,6 +236,7 @@ _BUILDERS = {
     Upsample: lambda x, P, fold_bn: layers.UpSampling2D(size=P.size, interpolation="nearest", name=P.name)(x),
     Bottleneck: _bottleneck, C3: _c3, Chain: lambda x, S, fold_bn: _blocks(x, S.items, fold_bn), PSABlock: _psablock,
     C2f: _c2f, C2: _c2f, C2PSA: _c2f, SPPF: _sppf, Detect: _detect, Classify: _classify,
+    RepVGGDW: _repvggdw, CIB: _cib,
 }
 
 
@@ -232,6 +255,10 @@ def build(plan: UltralyticsPlan, options) -> keras.Model:
         probs = layers.Softmax(axis=-1, name="softmax")(heads)
         return finish_plan_model(inp, [heads], [probs, heads], plan, "ultralytics", decode=True,
                                  names=["probabilities", "logits"])
-    outputs = (UltralyticsDecode(plan.nc, plan.reg_max, plan.strides, plan.dfl, name="decode")(heads)
-               if options.decoded else heads)
+    outputs = heads
+    if options.decoded:  # an end-to-end head's selection (.end2end): xyxy boxes, then Detect.postprocess's top-k
+        e2e = plan.end2end is not None and plan.end2end.selected
+        outputs = UltralyticsDecode(plan.nc, plan.reg_max, plan.strides, plan.dfl, xyxy=e2e, name="decode")(heads)
+        if e2e:
+            outputs = EndToEndTopK(plan.nc, plan.end2end.max_det, plan.end2end.agnostic, name="topk")(outputs)
     return finish_plan_model(inp, heads, outputs, plan, "ultralytics", decode=options.decoded)

@@ -26,6 +26,8 @@ from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
 from ..torch_reader.modules import class_names, maxpool, param, select_model, sequence  # ema when not None, else model (as Ultralytics)
 from ..torch_reader.records import Record
+from .end2end import head_levels
+from .yolov10 import check_c2fcib, cib, row as v10_row
 from .blocks import (C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, DetectLevel, MaxPool, Node,
                      Linear, PSABlock, Repeats, Upsample)
 
@@ -47,10 +49,11 @@ class UltralyticsPlan:
     model_class: str
     task: str = "detect"  # "detect" (a Detect head) or "classify" (a Classify head)
     linears: list = field(default_factory=list)  # every Linear record, for the arrays
+    end2end: object = None  # blocks.EndToEnd: the head has a one-to-one branch (YOLO26, YOLOv10; .end2end)
 
 
 _NN = ("torch.nn.modules",)
-_HEADS = ("Segment", "Segment26", "Pose", "Pose26", "OBB", "OBB26", "v10Detect", "WorldDetect",
+_HEADS = ("Segment", "Segment26", "Pose", "Pose26", "OBB", "OBB26", "WorldDetect",
           "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "RTDETRDecoder", "LRPCHead", "SemanticSegment", "Depth")
 _TASKS = {"DetectionModel": ("detect", "Detect"), "ClassificationModel": ("classify", "Classify")}  # class: task, head
 _TASK_MODELS = {"SegmentationModel": "Segment", "PoseModel": "Pose",
@@ -64,10 +67,12 @@ def _ul(rec, name: str) -> bool:
 
 
 class _Reader:
-    def __init__(self, path):
+    def __init__(self, path, nms=False):
         self.ctx = Ctx(path)
         self.convs: list = []
         self.linears: list = []
+        self.nms = nms  # the model ends in NMS: an end-to-end head computes its one-to-many branch (.end2end)
+        self.end2end = None  # blocks.EndToEnd of the head, when it has a one-to-one branch
 
     def err(self, mpath, msg):
         return self.ctx.err(mpath, msg)
@@ -188,9 +193,9 @@ class _Reader:
         if not isinstance(c, int) or c <= 0 or cv1.out_channels != 2 * c:
             raise self.err(mpath, f"hidden channels c={short_repr(c)}, cv1 gives {cv1.out_channels} (expected 2 * c)")
         items = sequence(self.ctx, mods.get("m"), mpath + ".m", "blocks")
-        item = {"C2PSA": self.psablock, "C2": self.bottleneck}.get(kind, self.c2f_item)
+        item = {"C2PSA": self.psablock, "C2": self.bottleneck, "C2fCIB": lambda r, p: cib(self, r, p)}.get(kind, self.c2f_item)
         m = [item(r, f"{mpath}.m.{j}") for j, r in enumerate(items)]
-        want = (2 + len(m)) * c if kind in ("C2f", "C3k2") else 2 * c
+        want = (2 + len(m)) * c if kind in ("C2f", "C3k2", "C2fCIB") else 2 * c
         if _cin(cv2) != want:
             raise self.err(mpath + ".cv2", f"expected {want} input channels, the weight has {_cin(cv2)}")
         return {"C2": C2, "C2PSA": C2PSA}.get(kind, C2f)(mpath.replace(".", "_"), cv1, cv2, c, m)
@@ -206,13 +211,14 @@ class _Reader:
         pool = MaxPool(**maxpool(self.ctx, mods.get("m"), mpath + ".m"))
         return SPPF(mpath.replace(".", "_"), cv1, cv2, n, add, pool)
 
-    def detect(self, rec, mpath) -> Detect:
-        mods = self.expect(rec, mpath, "Detect")
+    def detect(self, rec, mpath, kind="Detect") -> Detect:
+        """Detect or v10Detect: the branch the model computes (.end2end; its selection kept in self.end2end)."""
+        mods = self.expect(rec, mpath, kind)
         nl, nc, reg_max, no = (rec.attr(k) for k in ("nl", "nc", "reg_max", "no"))
         if not all(isinstance(v, int) and v > 0 for v in (nl, nc, reg_max, no)) or no != nc + 4 * reg_max:
             raise self.err(mpath, f"Detect nl={nl} nc={nc} reg_max={reg_max} no={no}: inconsistent")
-        if mods.get("one2one_cv2") is not None or rec.attr("end2end") is True:
-            raise self.err(mpath, "end-to-end (one-to-one, NMS-free) Detect heads are not supported")
+        if rec.attr("xyxy", False) is not False:
+            raise self.err(mpath, f"xyxy {short_repr(rec.attr('xyxy'))}: only xywh decoding (False) is supported")
         stride = rec.attr("stride")
         if not isinstance(stride, np.ndarray) or stride.shape != (nl,):
             raise self.err(mpath, f"stride {short_repr(stride)}: expected a tensor of {nl} strides")
@@ -220,15 +226,19 @@ class _Reader:
         if any(s <= 0 or s != int(s) for s in strides):
             raise self.err(mpath, f"strides {strides}: expected positive integers")
         dfl = mods.get("dfl")
-        if reg_max == 1 or not _ul(dfl, "DFL"):
-            raise self.err(mpath + ".dfl", f"expected a DFL module (reg_max {reg_max}), found {short_repr(dfl)}")
-        dconv = conv2d(self.ctx, children(dfl).get("conv"), mpath + ".dfl.conv", "")
-        if dconv.kernel.shape != (1, reg_max, 1, 1) or dconv.bias is not None:
-            raise self.err(mpath + ".dfl.conv", f"weight of shape {dconv.kernel.shape}, expected (1, {reg_max}, 1, 1), no bias")
-        box = self.detect_branch(mods, mpath, "cv2", nl, 4 * reg_max)
-        cls = self.detect_branch(mods, mpath, "cv3", nl, nc)
-        return Detect(mpath.replace(".", "_"), [DetectLevel(b, c) for b, c in zip(box, cls)], nc, reg_max, strides,
-                      [float(v) for v in dconv.kernel.astype(np.float32).reshape(-1)])
+        if reg_max == 1:  # YOLO26: the distances themselves, nn.Identity in place of the DFL
+            if not is_class(dfl, "Identity", *_NN):
+                raise self.err(mpath + ".dfl", f"expected an Identity (reg_max 1), found {short_repr(dfl)}")
+            bins = []
+        else:
+            if not _ul(dfl, "DFL"):
+                raise self.err(mpath + ".dfl", f"expected a DFL module (reg_max {reg_max}), found {short_repr(dfl)}")
+            dconv = conv2d(self.ctx, children(dfl).get("conv"), mpath + ".dfl.conv", "")
+            if dconv.kernel.shape != (1, reg_max, 1, 1) or dconv.bias is not None:
+                raise self.err(mpath + ".dfl.conv", f"weight of shape {dconv.kernel.shape}, expected (1, {reg_max}, 1, 1), no bias")
+            bins = [float(v) for v in dconv.kernel.astype(np.float32).reshape(-1)]
+        levels, self.end2end = head_levels(self, rec, mods, mpath, nl, nc, reg_max, self.nms)
+        return Detect(mpath.replace(".", "_"), levels, nc, reg_max, strides, bins)
 
     def detect_branch(self, mods, mpath, branch, nl, width) -> list:
         """Detect's cv2 (box) or cv3 (class) branch: per level, its ConvSpecs (the last the output Conv2d)."""
@@ -264,8 +274,8 @@ def _make_divisible(x, divisor=8) -> int:
 
 _KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C2": "C2", "C3": "C3", "SPPF": "SPPF",
           "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect",
-          "Classify": "Classify"}
-_ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA"}  # n is their inner block count, not a Sequential of repeats
+          "Classify": "Classify", "v10Detect": "Detect", "C2fCIB": "C2fCIB", "SCDown": "SCDown", "PSA": "PSA"}
+_ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA", "C2fCIB"}  # n is their inner block count, not a Sequential of repeats
 
 
 def _imgsz(model: Record, ckpt) -> int:
@@ -279,8 +289,9 @@ def _imgsz(model: Record, ckpt) -> int:
     return 640
 
 
-def read_plan(path, ckpt=None) -> UltralyticsPlan:
-    """The plan of a checkpoint file; `ckpt` is the file already loaded by `load_torch_checkpoint`, if it was."""
+def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
+    """The plan of a checkpoint file; `ckpt` is the file already loaded by `load_torch_checkpoint`, if it was;
+    `nms`: the model ends in NMS (an end-to-end head then computes its one-to-many branch, see .end2end)."""
     path = os.fspath(path)
     ckpt = load_torch_checkpoint(path) if ckpt is None else ckpt
     model = select_model(ckpt, path)
@@ -312,7 +323,7 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
     if len(layers) != len(rows):
         raise FormatError(f"{path}: the yaml has {len(rows)} rows, the model {len(layers)} layers")
     nc_yaml = cfg.get("nc")
-    rd = _Reader(path)
+    rd = _Reader(path, nms)
     nodes, ch = [], []
     in_ch = cfg.get("channels", cfg.get("ch", 3))
     for i, (row, rec) in enumerate(zip(rows, layers)):
@@ -370,7 +381,7 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
     if imgsz % max_stride:
         imgsz = 640
     return UltralyticsPlan(path, nodes, rd.convs, D.nc, names, D.strides, D.reg_max, D.dfl, max_stride,
-                           imgsz, model.cls.qualname)
+                           imgsz, model.cls.qualname, end2end=rd.end2end)
 
 
 def _check(rd, mpath, what, want, got):
@@ -407,10 +418,12 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
             _check(rd, mpath, "groups", g, spec.groups)
         check_in(spec)
         return spec, spec.out_channels
-    if kind in ("C2f", "C3k2", "C2", "C2PSA"):
+    if kind in ("C2f", "C3k2", "C2", "C2PSA", "C2fCIB"):
         P = rd.c2f(rec, mpath, kind)
         if len(P.m) != n_eff:
             raise rd.err(mpath, f"{len(P.m)} blocks, the yaml's depth gives {n_eff}")
+        if kind == "C2fCIB":
+            check_c2fcib(rd, P, args, mpath)
         _check(rd, mpath, "output channels", c2_of(args[0] if args else None), P.cv2.out_channels)
         check_in(P.cv1, ".cv1")
         return P, P.cv2.out_channels
@@ -429,6 +442,8 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
         if P.add and P.cv2.out_channels != cin[0]:
             raise rd.err(mpath, f"a shortcut adds {cin[0]} input channels to {P.cv2.out_channels} outputs")
         return P, P.cv2.out_channels
+    if kind in ("SCDown", "PSA"):
+        return v10_row(rd, rec, mpath, kind, args, c2_of(args[0] if args else None), cin[0])
     if kind == "Concat":
         rd.expect(rec, mpath, "Concat")
         if rec.attr("d") != 1:
@@ -445,7 +460,7 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
             raise rd.err(mpath, f"Upsample scale_factor {short_repr(rec.attr('scale_factor'))}: only integer factors")
         return Upsample(mpath.replace(".", "_"), tuple(int(v) for v in sf)), cin[0]
     if kind == "Detect":
-        P = rd.detect(rec, mpath)
+        P = rd.detect(rec, mpath, mname)
         if isinstance(nc_yaml, int) and not isinstance(nc_yaml, bool):
             _check(rd, mpath, "classes (nc)", nc_yaml, P.nc)
         if len(cin) != P.nl:
