@@ -10,7 +10,11 @@ calibration image, else a fixed random one.
 The difference is the max over outputs of max|output - model| / max|model|. For NMS outputs (boxes, scores,
 classes, num_detections) the detections are matched first (same class, IoU >= 0.5, in score order): when
 all match, the difference is that of the matched boxes and scores; otherwise it is the fraction of
-detections not in common (1 - matched / max(count)). An output fails verification when the difference is
+detections not in common (1 - matched / max(count)). Detection rows a model selects itself (an output whose
+metadata entry has `rows: xyxy_score_class`, [B, k, 6]: Ultralytics' end-to-end top-k) may hold rows of
+near-equal score in either order: each row is paired with the nearest row of its class in the other output, and
+the difference is that of the pairs (boxes and scores each relative to their max), or the fraction of rows left
+unpaired. An output fails verification when the difference is
 above the format's tolerance (TOLERANCE) or it cannot be loaded or run.
 """
 
@@ -23,7 +27,7 @@ from .keras_blocks.nms_options import NMS_OUTPUTS
 from .outputs import output_format
 from .outputs.runtime import as_dict
 
-__all__ = ["verify_written", "verify_output", "compare_outputs", "match_detections", "TOLERANCE"]
+__all__ = ["verify_written", "verify_output", "compare_outputs", "compare_rows", "match_detections", "TOLERANCE"]
 
 # float32 files compute the same graph (summation order aside); float16 weights ~1e-3; int8 is coarse (the
 # number measures agreement, the check catches a broken file).
@@ -59,8 +63,28 @@ def match_detections(want: dict, got: dict, iou: float = 0.5):
     return matched, nw_total, ng_total, pairs
 
 
-def compare_outputs(want: dict, got: dict) -> float:
-    """The difference defined in the module docstring (inf when the outputs' names or shapes differ)."""
+def compare_rows(want: np.ndarray, got: np.ndarray) -> float:
+    """Detection rows [B, k, 6] (x1, y1, x2, y2, score, class) as the module docstring says."""
+    if got.shape != want.shape or not np.isfinite(got).all():
+        return float("inf")
+    scale = np.array([max(float(np.abs(want[..., :4]).max()), 1e-12)] * 4 + [max(float(np.abs(want[..., 4]).max()), 1e-12)])
+    worst, unpaired = 0.0, 0
+    for w, g in zip(want, got):
+        free = np.ones(len(g), bool)
+        for row in w:
+            cand = np.flatnonzero(free & (g[:, 5] == row[5]))
+            if not cand.size:
+                unpaired += 1
+                continue
+            d = (np.abs(g[cand, :5] - row[:5]) / scale).max(1)
+            free[cand[int(np.argmin(d))]] = False
+            worst = max(worst, float(d.min()))
+    return unpaired / max(want.shape[0] * want.shape[1], 1) if unpaired else worst
+
+
+def compare_outputs(want: dict, got: dict, rows=()) -> float:
+    """The difference defined in the module docstring (inf when the outputs' names or shapes differ); `rows`: the
+    names of detection-rows outputs."""
     if set(want) != set(got):
         return float("inf")
     if set(want) == set(NMS_OUTPUTS):
@@ -78,6 +102,9 @@ def compare_outputs(want: dict, got: dict) -> float:
     worst = 0.0
     for k, w in want.items():
         g = got[k]
+        if k in rows:
+            worst = max(worst, compare_rows(np.asarray(w), np.asarray(g)))
+            continue
         if g.shape != w.shape:
             return float("inf")
         if not np.isfinite(g).all():
@@ -118,7 +145,9 @@ def verify_output(model, path: str, job, image: np.ndarray) -> float:
     except Exception as e:  # noqa: BLE001 - whatever the runtime raises, the output is not usable
         raise FormatError(f"{job.source}: verify: the written {job.format} output cannot be run: "
                           f"{type(e).__name__}: {e}") from None
-    diff = compare_outputs(want, got)
+    rows = {o.get("name") for o in (getattr(model, "metadata", None) or {}).get("outputs", [])
+            if o.get("rows") == "xyxy_score_class"}
+    diff = compare_outputs(want, got, rows)
     tol = TOLERANCE[_precision(job)]
     if not diff <= tol:
         raise FormatError(f"{job.source}: verify: the written {job.format} output differs from the model: "

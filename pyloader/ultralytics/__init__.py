@@ -33,7 +33,7 @@ def _detect_outputs(plan, input_size, decode: bool) -> list:
                                      "; the one-to-many branch (cv2, cv3)")
     if decode and e2e is not None and e2e.selected:
         k = min(e2e.max_det, sum((h // int(s)) * (w // int(s)) for s in plan.strides))
-        return [{"name": "detections", "shape": [None, k, 6],
+        return [{"name": "detections", "shape": [None, k, 6], "rows": "xyxy_score_class",
                  "layout": f"[batch, {k}, 6] rows x1, y1, x2, y2 (input pixels), score, class index (a float), best "
                            f"first: Ultralytics' end-to-end Detect in eval mode, top-k of the one-to-one branch "
                            f"(max_det {e2e.max_det}{', class-agnostic' if e2e.agnostic else ''}), no NMS"}]
