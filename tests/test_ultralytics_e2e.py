@@ -284,7 +284,8 @@ def test_compare_rows():
     (lambda h: setattr(h, "max_det", 0), r"module 'model\.23': max_det 0: expected a positive int"),
     (lambda h: h.one2one_cv2.__delitem__(2), r"module 'model\.23\.one2one_cv2': 2 levels, expected nl=3"),
     (lambda h: setattr(h, "dfl", torch.nn.Conv2d(1, 1, 1)), r"module 'model\.23\.dfl': expected an Identity \(reg_max 1\)"),
-], ids=["end2end-flag", "max_det", "one2one-levels", "dfl"])
+    (lambda h: setattr(h, "xyxy", True), r"module 'model\.23': xyxy True: only xywh decoding \(False\) is supported"),
+], ids=["end2end-flag", "max_det", "one2one-levels", "dfl", "xyxy"])
 def test_bad_head(checkpoints, tmp_path, change, message):
     """A head that disagrees with what an end-to-end Detect holds: a FormatError naming the module, nothing built."""
     _, best = checkpoints("yolo26n.yaml")[True]

@@ -6,7 +6,8 @@ YOLO26's Detect (`end2end: True` in its yaml) and YOLOv10's v10Detect hold two b
 validator or the predictor last set (`model.end2end = nms is False`; False unless asked), and Detect.fuse() drops the
 branch not selected. In eval mode an end2end head returns the one-to-one branch's decoded boxes (x1, y1, x2, y2)
 and scores through Detect.postprocess's top-k (`max_det`, `agnostic_nms`: instance attributes when the trainer set
-them, else the class's 300 and False); otherwise the one-to-many branch decoded as a plain Detect.
+them, else the class's 300 and False); otherwise the one-to-many branch decoded as a plain Detect. An `end2end`
+instance attribute that earlier releases pickled is shadowed by 8.4.190's property, and not read here either.
 
 pyloader follows the checkpoint: decode=True is that eval output, raw heads are the branch it decodes. nms=True
 takes the one-to-many branch, as Ultralytics' exporter does for `nms=True` (it sets `end2end = nms is False`); a
