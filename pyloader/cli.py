@@ -144,7 +144,7 @@ def _add_detect_options(c) -> None:
 
 def _detect_options(args):
     """(nms options or None, usage error message or None) for the --nms/--int8/--verify flags."""
-    from .bulk import check_detect_options
+    from .bulk.jobs import check_detect_options
 
     extra = {k: v for k, v in (("iou", args.iou), ("score", args.score), ("max_det", args.max_det)) if v is not None}
     if args.agnostic:
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         print("pyloader: interrupted", file=sys.stderr)
-        return 130
+        return 128 + (_SIGNALLED[0] if _SIGNALLED else signal.SIGINT)
     except BrokenPipeError:
         return 1
 
@@ -222,7 +222,7 @@ class ProgressBar:
         self.tty = self.stream.isatty() if tty is None else tty
         self.width = width
         self.t0 = time.monotonic()
-        self.drawn = False
+        self.drawn = False  # a bar line is open on the terminal
 
     def __call__(self, result, done, total, bytes_done, bytes_total):
         elapsed = max(time.monotonic() - self.t0, 1e-9)
@@ -241,7 +241,8 @@ class ProgressBar:
             except (OSError, ValueError, AttributeError):
                 pass
             self.stream.write("\r\x1b[K" + line[: max(cols - 1, 20)])
-            if done == total:
+            self.drawn = done != total
+            if not self.drawn:
                 self.stream.write("\n")
         else:
             extra = f" -> {result.output}" if result.status == "converted" else f": {cli_reason(result.reason)}"
@@ -249,11 +250,18 @@ class ProgressBar:
                               f"({result.seconds:.1f} s; {rate / 1e6:.1f} MB/s, {_fmt_time(left)} left)\n")
         self.stream.flush()
 
+    def end(self) -> None:
+        """End the bar's line where the run stopped before its last checkpoint."""
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
 
 def summary_table(results) -> str:
     rows = [("STATUS", "SOURCE", "OUTPUT / REASON", "TIME")]
     for r in results:
-        what = r.output if r.status == "converted" else (r.reason if r.status == "failed"
+        what = r.output if r.status == "converted" else (r.reason if r.status in ("failed", "interrupted")
                                                           else f"{r.output}: {r.reason}")
         if getattr(r, "verify", None) is not None:  # --verify: max relative difference of the written output
             what = f"{what} (verified: max rel diff {r.verify:.2g})"
@@ -262,8 +270,9 @@ def summary_table(results) -> str:
     w1 = max(len(r[1]) for r in rows)
     w3 = max(len(r[3]) for r in rows)
     lines = [f"{a:<{w0}}  {b:<{w1}}  {d:>{w3}}  {c}" for a, b, c, d in rows]
-    counts = {s: sum(r.status == s for r in results) for s in ("converted", "skipped", "failed")}
-    lines.append(f"{counts['converted']} converted, {counts['skipped']} skipped, {counts['failed']} failed")
+    counts = {s: sum(r.status == s for r in results) for s in ("converted", "skipped", "failed", "interrupted")}
+    lines.append(f"{counts['converted']} converted, {counts['skipped']} skipped, {counts['failed']} failed"
+                 + (f", {counts['interrupted']} not finished (interrupted)" if counts["interrupted"] else ""))
     return "\n".join(lines)
 
 
@@ -279,6 +288,7 @@ def _convert_cmd(args) -> int:
     if args.names is not None and not os.path.isfile(args.names):
         print(f"pyloader convert: --names {args.names}: no such file", file=sys.stderr)
         return 2
+    _catch_interrupts()
     # the bar decides now whether stderr is a terminal (the filter below puts a pipe in its place)
     args.progress_bar = None if args.quiet else ProgressBar()
     if not args.verbose:
@@ -289,7 +299,7 @@ def _convert_cmd(args) -> int:
 
 
 def _convert_run(args) -> int:
-    from .bulk import check_framework, convert
+    from .bulk import Interrupted, check_framework, check_out_dir, convert
 
     try:
         check_framework(args.format)
@@ -299,26 +309,40 @@ def _convert_run(args) -> int:
     except ValueError as e:
         print(f"pyloader convert: --format {args.format}: {e}", file=sys.stderr)
         return 2
-    list_found(args.sources, sys.stderr)
-    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        print(f"pyloader convert: -o {args.out_dir}: not a folder", file=sys.stderr)
-        return 2
     nms, problem = _detect_options(args)
+    if problem is None:
+        try:
+            check_out_dir(args.out_dir)
+        except ValueError as e:
+            problem = str(e)
     if problem is not None:
         print(f"pyloader convert: {problem}", file=sys.stderr)
         return 2
-    # SIGTERM as Ctrl-C: unwinds through the writers, which remove their temporary outputs.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    list_found(args.sources, sys.stderr)
     progress = args.progress_bar
-    results = convert(args.sources, args.out_dir, cfg=args.cfg, format=args.format, fold_bn=args.fold_bn,
-                      decode=args.decode, input_size=args.input_size, overwrite=args.overwrite,
-                      tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress, names=args.names,
-                      nms=nms, int8=args.int8, int8_io=args.int8_io, calibration=args.calibration,
-                      verify=args.verify,
-                      templates=args.templates)
+    stopped = None
+    try:
+        results = convert(args.sources, args.out_dir, cfg=args.cfg, format=args.format, fold_bn=args.fold_bn,
+                          decode=args.decode, input_size=args.input_size, overwrite=args.overwrite,
+                          tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress, names=args.names,
+                          nms=nms, int8=args.int8, int8_io=args.int8_io, calibration=args.calibration,
+                          verify=args.verify, templates=args.templates)
+    except Interrupted as e:
+        results, stopped = e.results, (_SIGNALLED[0] if _SIGNALLED else signal.SIGINT)
+    except ValueError as e:  # the output folder, when making it or writing in it fails after all
+        print(f"pyloader convert: {e}", file=sys.stderr)
+        return 2
+    if progress is not None:
+        progress.end()
     for r in results:
         r.reason = cli_reason(r.reason)
     print(summary_table(results))
+    if stopped is not None:
+        left = sum(r.status == "interrupted" for r in results)
+        print(f"pyloader convert: interrupted ({signal.Signals(stopped).name}): "
+              f"{sum(r.status == 'converted' for r in results)} converted (listed above), {left} not finished; "
+              "no partial output left", file=sys.stderr)
+        return 128 + stopped
     imported = max((r.import_seconds for r in results), default=0.0)
     if imported:
         print(f"framework import: {imported:.1f} s (once per process; not in the times above)")
@@ -349,13 +373,20 @@ class CppLogFilter:
         r, w = os.pipe()
         os.dup2(w, 2)
         os.close(w)
+        self.closing = False
         self.thread = threading.Thread(target=self._pump, args=(r,), daemon=True)
         self.thread.start()
         return self
 
     def _pump(self, r):
+        import select
+
         buf = b""
         while True:
+            if not select.select([r], [], [], 0.1)[0]:
+                if self.closing:  # drained; a process that outlives the block may still hold the pipe open
+                    break  # (a process pool's resource tracker, which exits only after this process)
+                continue
             chunk = os.read(r, 65536)
             if not chunk:
                 break
@@ -373,7 +404,8 @@ class CppLogFilter:
 
     def __exit__(self, *exc):
         sys.stderr.flush()
-        os.dup2(self.saved, 2)  # closes the pipe's last writer here; the pump sees its end
+        os.dup2(self.saved, 2)  # closes this process's writer; the pump passes on what is left, then ends
+        self.closing = True
         self.thread.join(timeout=5)
         os.close(self.saved)
 
@@ -403,8 +435,20 @@ def list_found(sources, stream) -> None:
     stream.flush()
 
 
-def _raise_interrupt(signum, frame):
+_SIGNALLED = []  # the signals that interrupted this command: the exit status is 128 + the first
+
+
+def _interrupt(signum, frame):
+    _SIGNALLED.append(signum)
     raise KeyboardInterrupt
+
+
+def _catch_interrupts() -> None:
+    """Ctrl-C and SIGTERM (what a job scheduler sends) raise KeyboardInterrupt, and are remembered for the exit
+    status; a signal this process was started ignoring (nohup, a background job) stays ignored."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(s) in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(s, _interrupt)
 
 
 # ---------------------------------------------------------------------------------------------------------
