@@ -1,7 +1,8 @@
 """The `pyloader` command: convert, inspect, bench.
 
 Results and reports go to stdout; progress, warnings and errors to stderr. Exit status: 0 when everything
-worked, 1 when a checkpoint failed, 2 for a usage error.
+worked, 1 when a checkpoint failed, 2 for a usage error (an output folder that cannot be written included),
+128 + the signal when Ctrl-C (130) or SIGTERM (143) stopped `convert`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 import re
 import signal
 import sys
-import time
+
+from .convert_report import ProgressBar, cli_reason, summary_table
 
 __all__ = ["main", "build_parser", "ProgressBar"]
 
@@ -56,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         "convert", help="convert many checkpoints into .keras / .weights.h5 / SavedModel / TFLite files",
         description="Convert checkpoints into deployable files in OUTDIR, named after their source. A bad "
                     "checkpoint does not stop the run; the summary lists it and the exit status is 1. Outputs "
-                    "appear only when complete (written under a hidden .pyloader-tmp-* name, then renamed).",
+                    "appear only when complete (written under a hidden .pyloader-tmp-* name, then renamed). Ctrl-C "
+                    "or SIGTERM stops the run (exit 130 / 143): no partial output stays, and the summary lists the "
+                    "outputs finished and the sources not finished.",
         epilog="examples:\n  pyloader convert runs/*.weights --cfg yolov4-tiny.cfg -o out/\n"
                "  pyloader convert checkpoints/ -o out/ --format tflite --tflite-fp16 --jobs 2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -200,85 +204,7 @@ def main(argv=None) -> int:
 # convert
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
-def _fmt_time(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-class ProgressBar:
-    """Checkpoints done, MB/s and time left: a redrawn bar on a terminal, one plain line per checkpoint
-    otherwise."""
-
-    def __init__(self, stream=None, tty=None, width=30):
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
-        self.width = width
-        self.t0 = time.monotonic()
-        self.drawn = False  # a bar line is open on the terminal
-
-    def __call__(self, result, done, total, bytes_done, bytes_total):
-        elapsed = max(time.monotonic() - self.t0, 1e-9)
-        rate = bytes_done / elapsed
-        left = (bytes_total - bytes_done) / rate if rate > 0 else 0.0
-        name = os.path.basename(result.source)
-        if self.tty:
-            frac = done / total if total else 1.0
-            fill = int(round(frac * self.width))
-            bar = "#" * fill + "-" * (self.width - fill)
-            line = (f"{done}/{total} {rate / 1e6:.1f} MB/s {_fmt_time(left)} left [{bar}] "
-                    f"{_fmt_time(elapsed)} elapsed, {result.status} {name}")
-            cols = 120
-            try:
-                cols = os.get_terminal_size(self.stream.fileno()).columns
-            except (OSError, ValueError, AttributeError):
-                pass
-            self.stream.write("\r\x1b[K" + line[: max(cols - 1, 20)])
-            self.drawn = done != total
-            if not self.drawn:
-                self.stream.write("\n")
-        else:
-            extra = f" -> {result.output}" if result.status == "converted" else f": {cli_reason(result.reason)}"
-            self.stream.write(f"pyloader: [{done}/{total}] {result.status} {result.source}{extra} "
-                              f"({result.seconds:.1f} s; {rate / 1e6:.1f} MB/s, {_fmt_time(left)} left)\n")
-        self.stream.flush()
-
-    def end(self) -> None:
-        """End the bar's line where the run stopped before its last checkpoint."""
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
-
-
-def summary_table(results) -> str:
-    rows = [("STATUS", "SOURCE", "OUTPUT / REASON", "TIME")]
-    for r in results:
-        what = r.output if r.status == "converted" else (r.reason if r.status in ("failed", "interrupted")
-                                                          else f"{r.output}: {r.reason}")
-        if getattr(r, "verify", None) is not None:  # --verify: max relative difference of the written output
-            what = f"{what} (verified: max rel diff {r.verify:.2g})"
-        rows.append((r.status, r.source, " ".join(str(what).split()), f"{r.seconds:.1f} s"))
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    w3 = max(len(r[3]) for r in rows)
-    lines = [f"{a:<{w0}}  {b:<{w1}}  {d:>{w3}}  {c}" for a, b, c, d in rows]
-    counts = {s: sum(r.status == s for r in results) for s in ("converted", "skipped", "failed", "interrupted")}
-    lines.append(f"{counts['converted']} converted, {counts['skipped']} skipped, {counts['failed']} failed"
-                 + (f", {counts['interrupted']} not finished (interrupted)" if counts["interrupted"] else ""))
-    return "\n".join(lines)
-
-
 def _convert_cmd(args) -> int:
-    from .bulk import convert
-
     if args.tflite_fp16 and args.format != "tflite":
         print("pyloader convert: --tflite-fp16 needs --format tflite", file=sys.stderr)
         return 2
@@ -415,11 +341,6 @@ def quiet_framework_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GLOG_minloglevel", "3")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-
-
-def cli_reason(reason: str) -> str:
-    """pyloader.convert's reasons, with its keyword arguments named as the command line spells them."""
-    return reason.replace("(use overwrite)", "(use --overwrite)")
 
 
 def list_found(sources, stream) -> None:

@@ -9,7 +9,7 @@ import signal
 import sys
 from contextlib import contextmanager
 
-from .atomic import Run, clean_stale_temporaries, signals_held
+from .atomic import Run, clean_stale_temporaries, signals_held, tmp_path
 from .jobs import Job, Result, check_detect_options, plan_jobs
 from .worker import run_job
 
@@ -121,8 +121,6 @@ def _run_jobs(todo, run: Run, executor, jobs, keep) -> None:
             for job in todo:
                 futures[executor.submit(run_job, job, run.path)] = job
         _collect(futures, keep)
-        if pool is not None:
-            pool.shutdown()
     except KeyboardInterrupt:
         with signals_held(replay=False):  # one Ctrl-C is enough: the clean-up below must finish
             run.close()  # from here on no output of this run appears
@@ -130,7 +128,11 @@ def _run_jobs(todo, run: Run, executor, jobs, keep) -> None:
             if executor is None:  # everything ran in this thread, which is here now
                 stopped.append(os.getpid())
             clean_stale_temporaries(os.path.dirname(run.path), pids=stopped)
+            pool = None
         raise
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 def _ignore_interrupts() -> None:
@@ -243,32 +245,33 @@ def check_executor(executor) -> None:
 
 
 def check_out_dir(out_dir) -> None:
-    """ValueError naming the output folder and why nothing can be written there: a file, a folder this user
-    cannot write or on a read-only file system, or one that cannot be created (checked on its nearest existing
-    parent). Creates nothing."""
+    """ValueError naming the output folder and why nothing can be written there: a file, a folder where no entry
+    can be made (permissions, a read-only file system, /proc), or one that cannot be created (tried in its
+    nearest existing parent). Leaves nothing behind: the try is a temporary folder, removed at once."""
     path = os.path.abspath(out_dir)
     if os.path.lexists(path) and not os.path.exists(path):
         problem = "a broken symbolic link"
     elif os.path.exists(path):
-        problem = "not a folder" if not os.path.isdir(path) else _unwritable(path, "not writable")
+        problem = "not a folder" if not os.path.isdir(path) else _cannot_write(path, "not writable")
     else:
         parent = os.path.dirname(path)
         while not os.path.lexists(parent):
             parent = os.path.dirname(parent)
         problem = (f"cannot be created: {parent} is not a folder" if not os.path.isdir(parent) else
-                   _unwritable(parent, f"cannot be created in {parent}"))
+                   _cannot_write(parent, f"cannot be created in {parent}"))
     if problem is not None:
         raise ValueError(f"output folder {os.fspath(out_dir)}: {problem}")
 
 
-def _unwritable(folder: str, what: str):
-    if os.access(folder, os.W_OK | os.X_OK):
-        return None
+def _cannot_write(folder: str, what: str):
+    """None when an entry can be made in `folder`, else `what` and the system's reason."""
+    probe = tmp_path(os.path.join(folder, "probe"))
     try:
-        readonly = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except OSError:
-        readonly = False
-    return f"{what}: {'read-only file system' if readonly else 'permission denied'}"
+        os.mkdir(probe)
+    except OSError as e:
+        return f"{what}: {(e.strerror or str(e)).lower()}"
+    os.rmdir(probe)
+    return None
 
 
 def _arch_hint(job: Job):
