@@ -46,7 +46,8 @@ def _jobs(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyloader",
-        description="Convert YOLO checkpoints (Darknet .cfg + .weights, YOLOv5 / YOLOv7 .pt) into Keras models.",
+        description="Convert YOLO checkpoints (Darknet .cfg + .weights; YOLOv5, YOLOv7 and Ultralytics YOLOv8 / YOLO11 "
+                    ".pt, detection and classification) into Keras models and deployable files.",
     )
     from .version import __version__
 
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=_inspect_cmd)
 
-    sub.add_parser("bench", help="benchmark loading and inference (pyloader bench --help for its options)",
+    sub.add_parser("bench", help="measure conversion throughput against the alternatives (pyloader bench --help for its options)",
                    add_help=False)
     return parser
 

@@ -21,7 +21,9 @@ def _fmt_time(s: float) -> str:
 
 class ProgressBar:
     """Checkpoints done, MB/s and time left: a redrawn bar on a terminal, one plain line per checkpoint
-    otherwise."""
+    otherwise. The rate counts conversions alone: skipped and failed sources are left out, and the framework import
+    (Result.seconds leaves it out); from the second conversion on, the first one (which carries a template export
+    in bulk) is left out too."""
 
     def __init__(self, stream=None, tty=None, width=30):
         self.stream = stream or sys.stderr
@@ -29,18 +31,37 @@ class ProgressBar:
         self.width = width
         self.t0 = time.monotonic()
         self.drawn = False  # a bar line is open on the terminal
+        self.first = None  # when the first conversion ended
+        self.measured = 0  # bytes converted since then
+        self.skipped = 0  # bytes of sources not converted (skipped, failed): out of the estimate
+
+    def _rate_left(self, result, bytes_done, bytes_total) -> tuple:
+        now = time.monotonic()
+        if result.status != "converted":
+            self.skipped += result.bytes
+        elif self.first is None:
+            self.first = now
+        else:
+            self.measured += result.bytes
+        span = now - self.first if self.first is not None else 0.0
+        if self.measured > 0 and span > 0:
+            rate = self.measured / span
+        elif result.status == "converted" and result.seconds > 0:  # the first conversion: its own time
+            rate = result.bytes / result.seconds
+        else:
+            return None, None
+        return rate, max(bytes_total - bytes_done, 0) / rate
 
     def __call__(self, result, done, total, bytes_done, bytes_total):
         elapsed = max(time.monotonic() - self.t0, 1e-9)
-        rate = bytes_done / elapsed
-        left = (bytes_total - bytes_done) / rate if rate > 0 else 0.0
+        rate, left = self._rate_left(result, bytes_done, bytes_total)
+        speed = "-- MB/s --:-- left" if rate is None else f"{rate / 1e6:.1f} MB/s {_fmt_time(left)} left"
         name = os.path.basename(result.source)
         if self.tty:
             frac = done / total if total else 1.0
             fill = int(round(frac * self.width))
             bar = "#" * fill + "-" * (self.width - fill)
-            line = (f"{done}/{total} {rate / 1e6:.1f} MB/s {_fmt_time(left)} left [{bar}] "
-                    f"{_fmt_time(elapsed)} elapsed, {result.status} {name}")
+            line = f"{done}/{total} {speed} [{bar}] {_fmt_time(elapsed)} elapsed, {result.status} {name}"
             cols = 120
             try:
                 cols = os.get_terminal_size(self.stream.fileno()).columns
@@ -51,9 +72,10 @@ class ProgressBar:
             if not self.drawn:
                 self.stream.write("\n")
         else:
-            extra = f" -> {result.output}" if result.status == "converted" else f": {cli_reason(result.reason)}"
+            # a failure's reason is printed once, after the run (and in the summary table)
+            extra = f" -> {result.output}" if result.status == "converted" else ""
             self.stream.write(f"pyloader: [{done}/{total}] {result.status} {result.source}{extra} "
-                              f"({result.seconds:.1f} s; {rate / 1e6:.1f} MB/s, {_fmt_time(left)} left)\n")
+                              f"({result.seconds:.1f} s; {speed})\n")
         self.stream.flush()
 
     def end(self) -> None:
