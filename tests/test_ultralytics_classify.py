@@ -73,12 +73,11 @@ def test_classify_matches_ultralytics(ckpt):
         pyloader.load(best, nms=True, input_size=SIZE)
 
 
+@pytest.mark.parametrize("ckpt", ["yolo11n-cls.yaml"], indirect=True)  # one model is enough for the output path
 def test_classify_to_keras_file_and_inspect(ckpt, tmp_path):
     """Through the one path of `convert` (template and exporter) and `inspect`, as commands; the .keras file loads in
     a fresh process with its metadata."""
     yaml_name, last, best, ref = ckpt
-    if yaml_name != "yolo11n-cls.yaml":
-        pytest.skip("one model is enough for the output path")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "pyloader", "convert", str(last), str(best), "-o", str(out),
