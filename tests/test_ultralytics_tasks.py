@@ -29,6 +29,10 @@ import pytest
 import pyloader
 from pyloader.errors import FormatError
 
+FULL = os.environ.get("PYLOADER_FULL") == "1"
+RTOL = 1e-4
+P5_SIZE, P6_SIZE = (96, 128), (128, 192)
+
 try:
     import torch
     import ultralytics
@@ -40,9 +44,6 @@ except ImportError as e:  # pragma: no cover - depends on the install
 
 from pyloader_bench.synthetic_pt import randomize_ultralytics, write_ultralytics_checkpoint
 
-FULL = os.environ.get("PYLOADER_FULL") == "1"
-RTOL = 1e-4
-P5_SIZE, P6_SIZE = (96, 128), (128, 192)
 MODEL_CLASS = {"seg": "SegmentationModel", "pose": "PoseModel", "obb": "OBBModel"}
 RAW_KEY = {"seg": "mask_coefficient", "pose": "kpts", "obb": "angle"}  # the reference's raw task entry
 RAW_NAME = {"seg": "mask_coefficients", "pose": "keypoints", "obb": "angle"}
@@ -196,22 +197,24 @@ def test_bad_task_heads_name_the_module(tmp_path):
         pyloader.read(tmp_path / "obb.pt")
 
 
+def _pyloader(*args, python="-m pyloader"):
+    """`python -m pyloader ARGS` (or `python -c CODE ARGS`) in a fresh process; its stdout."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    r = subprocess.run([sys.executable, *python.split(), *map(str, args)], capture_output=True, text=True,
+                       timeout=900, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
 def test_segment_to_keras_file_and_inspect(ckpt, tmp_path):
     """Through `convert` (template and exporter) and `inspect`, as commands: the .keras file of a segmentation model
     (its ConvTranspose2d and the task decode layer) loads in a fresh process and gives the reference's outputs."""
     yaml_name, last, best, head, x, y, preds = ckpt
     if yaml_name != "yolo11n-seg.yaml":
         pytest.skip("one model is enough for the output path")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = tmp_path / "out"
-    size = f"{x.shape[1]}x{x.shape[2]}"
-    r = subprocess.run([sys.executable, "-m", "pyloader", "convert", str(last), str(best), "-o", str(out), "--decode",
-                        "--input-size", size], capture_output=True, text=True, timeout=900, env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-m", "pyloader", "inspect", str(out / "best.keras"), "--json"],
-                       capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
-    meta = json.loads(r.stdout)
+    _pyloader("convert", last, best, "-o", out, "--decode", "--input-size", f"{x.shape[1]}x{x.shape[2]}")
+    meta = json.loads(_pyloader("inspect", out / "best.keras", "--json"))
     meta = meta.get("metadata", meta)
     assert meta["task"] == "segment" and [o["name"] for o in meta["outputs"]] == ["detections", "prototypes"]
     np.save(tmp_path / "x.npy", x)
@@ -219,9 +222,7 @@ def test_segment_to_keras_file_and_inspect(ckpt, tmp_path):
             "m = keras.saving.load_model(sys.argv[1])\n"
             "d, p = m(np.load(sys.argv[2]))\n"
             "np.savez(sys.argv[3], d=np.asarray(d), p=np.asarray(p))\n")
-    r = subprocess.run([sys.executable, "-c", code, str(out / "best.keras"), str(tmp_path / "x.npy"),
-                        str(tmp_path / "o.npz")], capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
+    _pyloader(code, out / "best.keras", tmp_path / "x.npy", tmp_path / "o.npz", python="-c")
     o = np.load(tmp_path / "o.npz")
     _close(o["d"][:, :4], y[0].numpy()[:, :4], "boxes")
     _close(o["d"][:, 4 + head.nc:], y[0].numpy()[:, 4 + head.nc:], "mask coefficients")
