@@ -161,9 +161,17 @@ def _check_metadata(model, head, task):
     assert meta["strides"] == [[int(s), int(s)] for s in head.stride]
 
 
-def test_nms_refused(ckpt):
-    """NMS of these tasks (Ultralytics' nms=True rows) is not done yet: a FormatError naming the file."""
+def test_nms_refused_and_inspect(ckpt):
+    """NMS of these tasks (Ultralytics' nms=True rows) is not done yet: a FormatError naming the file. `inspect`
+    names the head and what it adds per anchor."""
     yaml_name, last, best, head, x, y, preds = ckpt
+    from pyloader.inspect_checkpoint import inspect
+
+    task = _task(yaml_name)
+    want = (("mask_coefficients", head.nm) if task == "seg" else ("angle", 1) if task == "obb"
+            else ("keypoints", "x".join(map(str, head.kpt_shape))))
+    for level in inspect(best)["architecture"]["heads"]:
+        assert level["type"].startswith(f"{type(head).__name__}: Detect + {want[0]}") and level[want[0]] == want[1]
     with pytest.raises(FormatError, match=rf"{best.name}: nms needs a detection head"):
         pyloader.load(best, nms=True, input_size=_size(yaml_name))
 

@@ -102,9 +102,13 @@ def layout(plan):
 
 
 def summary(plan, content) -> tuple:
-    kind = "Detect" if plan.task == "detect" else f"{plan.nodes[-1].kind}: Detect + {plan.nodes[-1].parts.output}"
+    kind, task = "Detect", {}
+    if plan.task in _TASK_LAYOUTS:  # per anchor: nm mask coefficients, the keypoints (count x dims), the angle
+        H = plan.nodes[-1].parts
+        kind = f"{plan.nodes[-1].kind}: Detect + {H.output}"
+        task = {H.output: "x".join(map(str, H.kpt_shape)) if plan.task == "pose" else H.channels}
     heads = [{"layer": f"level {i}", "type": f"{kind} (anchor-free, DFL)", "stride": int(st), "classes": plan.nc,
-              "reg_max": plan.reg_max} for i, st in enumerate(plan.strides)]
+              "reg_max": plan.reg_max, **task} for i, st in enumerate(plan.strides)]
     if plan.task == "classify":
         heads = [{"layer": plan.nodes[-1].name, "type": "Classify (pool + linear, softmax)", "classes": plan.nc}]
     extra = {"version": content["version"][:200]} if isinstance(content, dict) and isinstance(
