@@ -17,6 +17,11 @@ the rest the class logits before the sigmoid (Ultralytics' Detect cv2[i] and cv3
 decode=True: one tensor [B, 4 + nc, anchors], what Ultralytics' DetectionModel returns in eval mode: x, y, w, h
 (box centre and size, input pixels; DFL expectation, dist2bbox, times the stride) and the class probabilities
 (sigmoid); anchors ordered per level, then y, then x.
+Segment / Pose / OBB models (UltralyticsTaskDecode): raw, head_i as above, then cv4's outputs per level
+(mask_coefficients_i, keypoints_i or angle_i: NHWC, as the conv gives them), then (Segment) `prototypes`, NHWC
+[B, 2H/stride0, 2W/stride0, nm]; decoded, `detections` [B, 4 + nc + channels, anchors] as Ultralytics' eval output
+(mask coefficients, keypoints in pixels with visibility sigmoid, or the angle in radians with the rotated box's
+centre) and, for Segment, `prototypes` (NHWC, as Ultralytics' own TF exports give them).
 
 The model's `class_names` attribute is the checkpoint's class-name list (model.names, ordered by class id).
 """

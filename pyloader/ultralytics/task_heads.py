@@ -61,7 +61,7 @@ def proto(rd, rec, mpath, cin: int) -> Proto:
 
 def read_task_head(rd, rec, mpath, kind, args, cin, width, max_ch, kpt_yaml):
     """The `kind` head (one of TASK_HEADS) of a yaml row (`args` as the yaml writes them, `cin` the channels of its
-    inputs): Detect's fields plus the task's."""
+    inputs, the first feeding the Proto): Detect's fields plus the task's."""
     D = rd.detect(rec, mpath, kind)
     base = dict(name=D.name, levels=D.levels, nc=D.nc, reg_max=D.reg_max, strides=D.strides, dfl=D.dfl)
 
@@ -70,13 +70,8 @@ def read_task_head(rd, rec, mpath, kind, args, cin, width, max_ch, kpt_yaml):
         if _int(want) and want != got:
             raise rd.err(mpath, f"{what}: the yaml row gives {want}, the checkpoint has {got}")
 
-    def cv4(n):
-        branch = rd.detect_branch(children(rec), mpath, "cv4", D.nl, n)
-        for i, stages in enumerate(branch):
-            if int(stages[0].kernel.shape[1]) * stages[0].groups != cin[i]:
-                raise rd.err(f"{mpath}.cv4.{i}", f"expected {cin[i]} input channels, the weight has "
-                                                 f"{int(stages[0].kernel.shape[1]) * stages[0].groups}")
-        return branch
+    def cv4(n):  # per level; its input channels are checked with cv2's and cv3's (weights._row)
+        return rd.detect_branch(children(rec), mpath, "cv4", D.nl, n)
 
     if kind == "Segment":
         nm, npr = rec.attr("nm"), rec.attr("npr")

@@ -1,4 +1,5 @@
-"""Ultralytics .pt checkpoints (YOLOv8, YOLO11, YOLOv5u detection) as numpy: the plan and the arrays. No TensorFlow.
+"""Ultralytics .pt checkpoints (YOLOv8, YOLO11, YOLOv5u detection; classification; YOLOv8 / YOLO11 segment, pose and
+OBB, their heads read by task_heads) as numpy: the plan and the arrays. No TensorFlow.
 
 The checkpoint is read by `torch_reader.checkpoint` (no torch, no pickle code run). The model is `ema` when
 present and not None, else `model` (as Ultralytics' `attempt_load_one_weight`): the trainer's `last.pt` holds
@@ -292,8 +293,9 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
     if not (model.cls.module.startswith("ultralytics.") and cname in _TASKS):
         what = f" (its {_TASK_MODELS[cname]} head is not supported yet)" if cname in _TASK_MODELS else ""
         raise FormatError(f"{path}: model class '{model.cls.qualname}'{what}; pyloader reads Ultralytics "
-                          f"detection and classification models (ultralytics.nn.tasks.DetectionModel with a Detect "
-                          f"head, ClassificationModel with a Classify head)")
+                          f"detection, classification, segmentation, pose and OBB models (ultralytics.nn.tasks."
+                          f"DetectionModel with a Detect head, ClassificationModel with Classify, SegmentationModel "
+                          f"with Segment, PoseModel with Pose, OBBModel with OBB)")
     task, head = _TASKS[cname]
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
@@ -457,7 +459,7 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
         if len(cin) != P.nl:
             raise rd.err(mpath, f"{len(cin)} inputs in the yaml row, the head has nl={P.nl} levels")
         for i, lv in enumerate(P.levels):
-            for b, stages in (("cv2", lv.cv2), ("cv3", lv.cv3)):
+            for b, stages in (("cv2", lv.cv2), ("cv3", lv.cv3)) + ((("cv4", P.cv4[i]),) if kind in TASK_HEADS else ()):
                 if _cin(stages[0]) != cin[i]:
                     raise rd.err(f"{mpath}.{b}.{i}", f"expected {cin[i]} input channels, the weight has {_cin(stages[0])}")
         return P, 0
