@@ -1,4 +1,5 @@
-"""Ultralytics .pt checkpoints (YOLOv8, YOLO11, YOLOv5u detection) as numpy: the plan and the arrays. No TensorFlow.
+"""Ultralytics .pt checkpoints (YOLOv8, YOLO11, YOLOv5u detection; classification; YOLOv8 / YOLO11 segment, pose and
+OBB, their heads read by task_heads) as numpy: the plan and the arrays. No TensorFlow.
 
 The checkpoint is read by `torch_reader.checkpoint` (no torch, no pickle code run). The model is `ema` when
 present and not None, else `model` (as Ultralytics' `attempt_load_one_weight`): the trainer's `last.pt` holds
@@ -28,6 +29,7 @@ from ..torch_reader.modules import class_names, maxpool, param, select_model, se
 from ..torch_reader.records import Record
 from .blocks import (C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, DetectLevel, MaxPool, Node,
                      Linear, PSABlock, Repeats, Upsample)
+from .task_heads import TASK_HEADS, read_task_head
 
 __all__ = ["read_plan", "UltralyticsPlan"]
 
@@ -47,14 +49,15 @@ class UltralyticsPlan:
     model_class: str
     task: str = "detect"  # "detect" (a Detect head) or "classify" (a Classify head)
     linears: list = field(default_factory=list)  # every Linear record, for the arrays
+    deconvs: list = field(default_factory=list)  # every ConvTranspose record (Segment's Proto), for the arrays
 
 
 _NN = ("torch.nn.modules",)
-_HEADS = ("Segment", "Segment26", "Pose", "Pose26", "OBB", "OBB26", "v10Detect", "WorldDetect",
+_HEADS = ("Segment26", "Pose26", "OBB26", "v10Detect", "WorldDetect",
           "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "RTDETRDecoder", "LRPCHead", "SemanticSegment", "Depth")
-_TASKS = {"DetectionModel": ("detect", "Detect"), "ClassificationModel": ("classify", "Classify")}  # class: task, head
-_TASK_MODELS = {"SegmentationModel": "Segment", "PoseModel": "Pose",
-                "OBBModel": "OBB", "RTDETRDetectionModel": "RTDETRDecoder", "WorldModel": "WorldDetect",
+_TASKS = {"DetectionModel": ("detect", "Detect"), "ClassificationModel": ("classify", "Classify"),  # class: task, head
+          "SegmentationModel": ("segment", "Segment"), "PoseModel": ("pose", "Pose"), "OBBModel": ("obb", "OBB")}
+_TASK_MODELS = {"RTDETRDetectionModel": "RTDETRDecoder", "WorldModel": "WorldDetect",
                 "YOLOEModel": "YOLOEDetect", "YOLOESegModel": "YOLOESegment"}
 
 
@@ -68,6 +71,7 @@ class _Reader:
         self.ctx = Ctx(path)
         self.convs: list = []
         self.linears: list = []
+        self.deconvs: list = []
 
     def err(self, mpath, msg):
         return self.ctx.err(mpath, msg)
@@ -206,8 +210,9 @@ class _Reader:
         pool = MaxPool(**maxpool(self.ctx, mods.get("m"), mpath + ".m"))
         return SPPF(mpath.replace(".", "_"), cv1, cv2, n, add, pool)
 
-    def detect(self, rec, mpath) -> Detect:
-        mods = self.expect(rec, mpath, "Detect")
+    def detect(self, rec, mpath, kind="Detect") -> Detect:
+        """Detect, or the Detect part of a task head (`kind`: Segment, Pose, OBB; task_heads reads the rest)."""
+        mods = self.expect(rec, mpath, kind)
         nl, nc, reg_max, no = (rec.attr(k) for k in ("nl", "nc", "reg_max", "no"))
         if not all(isinstance(v, int) and v > 0 for v in (nl, nc, reg_max, no)) or no != nc + 4 * reg_max:
             raise self.err(mpath, f"Detect nl={nl} nc={nc} reg_max={reg_max} no={no}: inconsistent")
@@ -264,7 +269,7 @@ def _make_divisible(x, divisor=8) -> int:
 
 _KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C2": "C2", "C3": "C3", "SPPF": "SPPF",
           "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect",
-          "Classify": "Classify"}
+          "Classify": "Classify", **{k: k for k in TASK_HEADS}}
 _ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA"}  # n is their inner block count, not a Sequential of repeats
 
 
@@ -288,8 +293,9 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
     if not (model.cls.module.startswith("ultralytics.") and cname in _TASKS):
         what = f" (its {_TASK_MODELS[cname]} head is not supported yet)" if cname in _TASK_MODELS else ""
         raise FormatError(f"{path}: model class '{model.cls.qualname}'{what}; pyloader reads Ultralytics "
-                          f"detection and classification models (ultralytics.nn.tasks.DetectionModel with a Detect "
-                          f"head, ClassificationModel with a Classify head)")
+                          f"detection, classification, segmentation, pose and OBB models (ultralytics.nn.tasks."
+                          f"DetectionModel with a Detect head, ClassificationModel with Classify, SegmentationModel "
+                          f"with Segment, PoseModel with Pose, OBBModel with OBB)")
     task, head = _TASKS[cname]
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
@@ -328,7 +334,8 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
         cin = [(ch[s] if s >= 0 else ch[i + s]) if i else in_ch for s in srcs]
         base = mname.rsplit(".", 1)[-1]
         if base in _HEADS or mname in _HEADS:
-            raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads Detect and Classify heads)")
+            raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads Detect, Segment, Pose, OBB and "
+                                f"Classify heads)")
         kind = _KINDS.get(mname)
         if kind is None:
             raise rd.err(mpath, f"yaml module {short_repr(mname)} is not supported")
@@ -354,11 +361,11 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
                     raise rd.err(f"{mpath}.{j}".replace(".", "_"), f"expected {a.out_channels} input channels, the weight has {_cin(b)}")
             parts, cout, kind = Repeats(sub), sub[-1].out_channels, "Sequential"
         else:
-            parts, cout = _row(rd, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff)
+            parts, cout = _row(rd, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff, cfg.get("kpt_shape"))
         nodes.append(Node(i, kind, f, mpath.replace(".", "_"), parts))  # kind: the yaml module (C2f, C3k2, C2PSA...)
         ch.append(cout)
     det = nodes[-1]
-    if det.kind != head or any(n.kind in ("Detect", "Classify") for n in nodes[:-1]):
+    if det.kind != head or any(isinstance(n.parts, (Detect, Classify)) for n in nodes[:-1]):
         raise FormatError(f"{path}: the last layer is {det.kind}, expected {head} ({cname}), and only there")
     D = det.parts
     names = class_names(model, D.nc, path)
@@ -370,7 +377,7 @@ def read_plan(path, ckpt=None) -> UltralyticsPlan:
     if imgsz % max_stride:
         imgsz = 640
     return UltralyticsPlan(path, nodes, rd.convs, D.nc, names, D.strides, D.reg_max, D.dfl, max_stride,
-                           imgsz, model.cls.qualname)
+                           imgsz, model.cls.qualname, task, deconvs=rd.deconvs)
 
 
 def _check(rd, mpath, what, want, got):
@@ -378,7 +385,7 @@ def _check(rd, mpath, what, want, got):
         raise rd.err(mpath, f"{what}: the yaml row gives {want}, the checkpoint has {got}")
 
 
-def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff):
+def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff, kpt_yaml=None):
     """One yaml row's module: parsed, checked against the row and its inputs; returns (its record, output channels)."""
 
     def c2_of(a0):  # the row's output channels as parse_model computes them
@@ -444,14 +451,15 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
         if sf is None or len(sf) != 2 or any(float(v) != int(v) or v < 1 for v in sf):
             raise rd.err(mpath, f"Upsample scale_factor {short_repr(rec.attr('scale_factor'))}: only integer factors")
         return Upsample(mpath.replace(".", "_"), tuple(int(v) for v in sf)), cin[0]
-    if kind == "Detect":
-        P = rd.detect(rec, mpath)
+    if kind == "Detect" or kind in TASK_HEADS:
+        P = (rd.detect(rec, mpath) if kind == "Detect" else
+             read_task_head(rd, rec, mpath, kind, args, cin, width, max_ch, kpt_yaml))
         if isinstance(nc_yaml, int) and not isinstance(nc_yaml, bool):
             _check(rd, mpath, "classes (nc)", nc_yaml, P.nc)
         if len(cin) != P.nl:
             raise rd.err(mpath, f"{len(cin)} inputs in the yaml row, the head has nl={P.nl} levels")
         for i, lv in enumerate(P.levels):
-            for b, stages in (("cv2", lv.cv2), ("cv3", lv.cv3)):
+            for b, stages in (("cv2", lv.cv2), ("cv3", lv.cv3)) + ((("cv4", P.cv4[i]),) if kind in TASK_HEADS else ()):
                 if _cin(stages[0]) != cin[i]:
                     raise rd.err(f"{mpath}.{b}.{i}", f"expected {cin[i]} input channels, the weight has {_cin(stages[0])}")
         return P, 0
@@ -472,4 +480,8 @@ def plan_arrays(plan: UltralyticsPlan, fold_bn: bool) -> dict:
     for lin in plan.linears:  # Keras' Dense kernel is (in, out)
         out[f"{lin.name}/kernel"] = np.ascontiguousarray(lin.weight.T, dtype=np.float32)
         out[f"{lin.name}/bias"] = np.ascontiguousarray(lin.bias, dtype=np.float32)
+    for dc in plan.deconvs:  # Keras' Conv2DTranspose kernel is (kh, kw, out, in)
+        out[f"{dc.name}/kernel"] = np.ascontiguousarray(dc.kernel.transpose(2, 3, 1, 0), dtype=np.float32)
+        if dc.bias is not None:
+            out[f"{dc.name}/bias"] = np.ascontiguousarray(dc.bias, dtype=np.float32)
     return out
