@@ -5,7 +5,7 @@ Each yaml shipped in the package is built by ultralytics itself (`Classification
 weights and saved as its trainer saves `last.pt` (pyloader_bench.synthetic_pt.write_ultralytics_checkpoint), then
 `strip_optimizer`'s `best.pt`. The reference in eval mode returns (probabilities, logits); pyloader's raw model
 returns `logits`, decode=True returns `probabilities`, `logits`. Tolerance as the detection tests: max |keras -
-torch| <= 1e-4 * max |torch|. A classification model has no boxes: nms=True is a FormatError naming the file.
+torch| <= 1e-4 * max |torch|. A classification model has no boxes: nms=True is a FormatError naming the file and the task.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def test_classify_matches_ultralytics(ckpt):
             _close(got_p, probs.numpy())
             _close(got_l, logits.numpy())
             assert dec.metadata["task"] == "classify" and len(dec.class_names) == logits.shape[1]
-    with pytest.raises(FormatError, match=rf"{best.name}: nms needs a detection head; .*\(classify\) has none"):
+    with pytest.raises(FormatError,
+                       match=rf"{best.name}: nms is not available for this ultralytics model \(task classify\)"):
         pyloader.load(best, nms=True, input_size=SIZE)
 
 
