@@ -12,6 +12,8 @@ import atheris
 with atheris.instrument_imports():
     import pyloader
     import pyloader.darknet.cfg  # noqa: F401  (imported lazily by read: instrument it here)
+    import pyloader.darknet.layers  # noqa: F401
+    import pyloader.registry  # noqa: F401
     import pyloader.darknet.weights  # noqa: F401
     from pyloader.errors import FormatError
 

@@ -12,6 +12,7 @@ import atheris
 with atheris.instrument_imports():
     import pyloader
     import pyloader.torch_reader.checkpoint  # noqa: F401  (imported lazily by read: instrument it here)
+    import pyloader.registry  # noqa: F401
     import pyloader.yolov5.weights  # noqa: F401
     from pyloader.errors import FormatError
 

@@ -21,8 +21,9 @@ def build_model(family, plan, options):
     outputs, or NMS outputs when options.nms."""
     layout = family.layout(plan) if options.nms is not None else None
     if options.nms is not None and layout is None:
-        raise FormatError(f"{plan.path}: nms needs a detection head; this {family.name} model "
-                          f"({getattr(plan, 'task', 'its task')}) has none")
+        raise FormatError(f"{plan.path}: nms is not available for this {family.name} model (task "
+                          f"{getattr(plan, 'task', '?')}): its family declares no NMS layout for it; decode=True "
+                          "gives its outputs")
     model = family.keras_module().build(plan, options)
     if options.nms is not None:
         from .keras_blocks.nms import add_nms

@@ -1,7 +1,8 @@
 """The `pyloader` command: convert, inspect, bench.
 
 Results and reports go to stdout; progress, warnings and errors to stderr. Exit status: 0 when everything
-worked, 1 when a checkpoint failed, 2 for a usage error.
+worked, 1 when a checkpoint failed, 2 for a usage error (an output folder that cannot be written included),
+128 + the signal when Ctrl-C (130) or SIGTERM (143) stopped `convert`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 import re
 import signal
 import sys
-import time
+
+from .convert_report import ProgressBar, cli_reason, summary_table
 
 from .outputs import FORMATS as _FORMATS
 
@@ -44,7 +46,8 @@ def _jobs(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyloader",
-        description="Convert YOLO checkpoints (Darknet .cfg + .weights, YOLOv5 / YOLOv7 .pt) into Keras models.",
+        description="Convert YOLO checkpoints (Darknet .cfg + .weights; YOLOv5, YOLOv7 and Ultralytics YOLOv8 / YOLO11 "
+                    ".pt, detection and classification) into Keras models and deployable files.",
     )
     from .version import __version__
 
@@ -56,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         "convert", help="convert many checkpoints into .keras / .weights.h5 / SavedModel / TFLite files",
         description="Convert checkpoints into deployable files in OUTDIR, named after their source. A bad "
                     "checkpoint does not stop the run; the summary lists it and the exit status is 1. Outputs "
-                    "appear only when complete (written under a hidden .pyloader-tmp-* name, then renamed).",
+                    "appear only when complete (written under a hidden .pyloader-tmp-* name, then renamed). Ctrl-C "
+                    "or SIGTERM stops the run (exit 130 / 143): no partial output stays, and the summary lists the "
+                    "outputs finished and the sources not finished.",
         epilog="examples:\n  pyloader convert runs/*.weights --cfg yolov4-tiny.cfg -o out/\n"
                "  pyloader convert checkpoints/ -o out/ --format tflite --tflite-fp16 --jobs 2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -107,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=_inspect_cmd)
 
-    sub.add_parser("bench", help="benchmark loading and inference (pyloader bench --help for its options)",
+    sub.add_parser("bench", help="measure conversion throughput against the alternatives (pyloader bench --help for its options)",
                    add_help=False)
     return parser
 
@@ -144,7 +149,7 @@ def _add_detect_options(c) -> None:
 
 def _detect_options(args):
     """(nms options or None, usage error message or None) for the --nms/--int8/--verify flags."""
-    from .bulk import check_detect_options
+    from .bulk.jobs import check_detect_options
 
     extra = {k: v for k, v in (("iou", args.iou), ("score", args.score), ("max_det", args.max_det)) if v is not None}
     if args.agnostic:
@@ -191,7 +196,7 @@ def main(argv=None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         print("pyloader: interrupted", file=sys.stderr)
-        return 130
+        return 128 + (_SIGNALLED[0] if _SIGNALLED else signal.SIGINT)
     except BrokenPipeError:
         return 1
 
@@ -200,76 +205,7 @@ def main(argv=None) -> int:
 # convert
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
-def _fmt_time(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-class ProgressBar:
-    """Checkpoints done, MB/s and time left: a redrawn bar on a terminal, one plain line per checkpoint
-    otherwise."""
-
-    def __init__(self, stream=None, tty=None, width=30):
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
-        self.width = width
-        self.t0 = time.monotonic()
-        self.drawn = False
-
-    def __call__(self, result, done, total, bytes_done, bytes_total):
-        elapsed = max(time.monotonic() - self.t0, 1e-9)
-        rate = bytes_done / elapsed
-        left = (bytes_total - bytes_done) / rate if rate > 0 else 0.0
-        name = os.path.basename(result.source)
-        if self.tty:
-            frac = done / total if total else 1.0
-            fill = int(round(frac * self.width))
-            bar = "#" * fill + "-" * (self.width - fill)
-            line = (f"{done}/{total} {rate / 1e6:.1f} MB/s {_fmt_time(left)} left [{bar}] "
-                    f"{_fmt_time(elapsed)} elapsed, {result.status} {name}")
-            cols = 120
-            try:
-                cols = os.get_terminal_size(self.stream.fileno()).columns
-            except (OSError, ValueError, AttributeError):
-                pass
-            self.stream.write("\r\x1b[K" + line[: max(cols - 1, 20)])
-            if done == total:
-                self.stream.write("\n")
-        else:
-            extra = f" -> {result.output}" if result.status == "converted" else f": {cli_reason(result.reason)}"
-            self.stream.write(f"pyloader: [{done}/{total}] {result.status} {result.source}{extra} "
-                              f"({result.seconds:.1f} s; {rate / 1e6:.1f} MB/s, {_fmt_time(left)} left)\n")
-        self.stream.flush()
-
-
-def summary_table(results) -> str:
-    rows = [("STATUS", "SOURCE", "OUTPUT / REASON", "TIME")]
-    for r in results:
-        what = r.output if r.status == "converted" else (r.reason if r.status == "failed"
-                                                          else f"{r.output}: {r.reason}")
-        if getattr(r, "verify", None) is not None:  # --verify: max relative difference of the written output
-            what = f"{what} (verified: max rel diff {r.verify:.2g})"
-        rows.append((r.status, r.source, " ".join(str(what).split()), f"{r.seconds:.1f} s"))
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    w3 = max(len(r[3]) for r in rows)
-    lines = [f"{a:<{w0}}  {b:<{w1}}  {d:>{w3}}  {c}" for a, b, c, d in rows]
-    counts = {s: sum(r.status == s for r in results) for s in ("converted", "skipped", "failed")}
-    lines.append(f"{counts['converted']} converted, {counts['skipped']} skipped, {counts['failed']} failed")
-    return "\n".join(lines)
-
-
 def _convert_cmd(args) -> int:
-    from .bulk import convert
-
     if args.tflite_fp16 and args.format != "tflite":
         print("pyloader convert: --tflite-fp16 needs --format tflite", file=sys.stderr)
         return 2
@@ -279,6 +215,7 @@ def _convert_cmd(args) -> int:
     if args.names is not None and not os.path.isfile(args.names):
         print(f"pyloader convert: --names {args.names}: no such file", file=sys.stderr)
         return 2
+    _catch_interrupts()
     # the bar decides now whether stderr is a terminal (the filter below puts a pipe in its place)
     args.progress_bar = None if args.quiet else ProgressBar()
     if not args.verbose:
@@ -289,7 +226,7 @@ def _convert_cmd(args) -> int:
 
 
 def _convert_run(args) -> int:
-    from .bulk import check_framework, convert
+    from .bulk import Interrupted, check_framework, check_out_dir, convert
 
     try:
         check_framework(args.format)
@@ -299,26 +236,40 @@ def _convert_run(args) -> int:
     except ValueError as e:
         print(f"pyloader convert: --format {args.format}: {e}", file=sys.stderr)
         return 2
-    list_found(args.sources, sys.stderr)
-    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        print(f"pyloader convert: -o {args.out_dir}: not a folder", file=sys.stderr)
-        return 2
     nms, problem = _detect_options(args)
+    if problem is None:
+        try:
+            check_out_dir(args.out_dir)
+        except ValueError as e:
+            problem = str(e)
     if problem is not None:
         print(f"pyloader convert: {problem}", file=sys.stderr)
         return 2
-    # SIGTERM as Ctrl-C: unwinds through the writers, which remove their temporary outputs.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    list_found(args.sources, sys.stderr)
     progress = args.progress_bar
-    results = convert(args.sources, args.out_dir, cfg=args.cfg, format=args.format, fold_bn=args.fold_bn,
-                      decode=args.decode, input_size=args.input_size, overwrite=args.overwrite,
-                      tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress, names=args.names,
-                      nms=nms, int8=args.int8, int8_io=args.int8_io, calibration=args.calibration,
-                      verify=args.verify,
-                      templates=args.templates)
+    stopped = None
+    try:
+        results = convert(args.sources, args.out_dir, cfg=args.cfg, format=args.format, fold_bn=args.fold_bn,
+                          decode=args.decode, input_size=args.input_size, overwrite=args.overwrite,
+                          tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress, names=args.names,
+                          nms=nms, int8=args.int8, int8_io=args.int8_io, calibration=args.calibration,
+                          verify=args.verify, templates=args.templates)
+    except Interrupted as e:
+        results, stopped = e.results, (_SIGNALLED[0] if _SIGNALLED else signal.SIGINT)
+    except ValueError as e:  # the output folder, when making it or writing in it fails after all
+        print(f"pyloader convert: {e}", file=sys.stderr)
+        return 2
+    if progress is not None:
+        progress.end()
     for r in results:
         r.reason = cli_reason(r.reason)
     print(summary_table(results))
+    if stopped is not None:
+        left = sum(r.status == "interrupted" for r in results)
+        print(f"pyloader convert: interrupted ({signal.Signals(stopped).name}): "
+              f"{sum(r.status == 'converted' for r in results)} converted (listed above), {left} not finished; "
+              "no partial output left", file=sys.stderr)
+        return 128 + stopped
     imported = max((r.import_seconds for r in results), default=0.0)
     if imported:
         print(f"framework import: {imported:.1f} s (once per process; not in the times above)")
@@ -349,13 +300,20 @@ class CppLogFilter:
         r, w = os.pipe()
         os.dup2(w, 2)
         os.close(w)
+        self.closing = False
         self.thread = threading.Thread(target=self._pump, args=(r,), daemon=True)
         self.thread.start()
         return self
 
     def _pump(self, r):
+        import select
+
         buf = b""
         while True:
+            if not select.select([r], [], [], 0.1)[0]:
+                if self.closing:  # drained; a process that outlives the block may still hold the pipe open
+                    break  # (a process pool's resource tracker, which exits only after this process)
+                continue
             chunk = os.read(r, 65536)
             if not chunk:
                 break
@@ -373,7 +331,8 @@ class CppLogFilter:
 
     def __exit__(self, *exc):
         sys.stderr.flush()
-        os.dup2(self.saved, 2)  # closes the pipe's last writer here; the pump sees its end
+        os.dup2(self.saved, 2)  # closes this process's writer; the pump passes on what is left, then ends
+        self.closing = True
         self.thread.join(timeout=5)
         os.close(self.saved)
 
@@ -383,11 +342,6 @@ def quiet_framework_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GLOG_minloglevel", "3")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-
-
-def cli_reason(reason: str) -> str:
-    """pyloader.convert's reasons, with its keyword arguments named as the command line spells them."""
-    return reason.replace("(use overwrite)", "(use --overwrite)")
 
 
 def list_found(sources, stream) -> None:
@@ -403,8 +357,20 @@ def list_found(sources, stream) -> None:
     stream.flush()
 
 
-def _raise_interrupt(signum, frame):
+_SIGNALLED = []  # the signals that interrupted this command: the exit status is 128 + the first
+
+
+def _interrupt(signum, frame):
+    _SIGNALLED.append(signum)
     raise KeyboardInterrupt
+
+
+def _catch_interrupts() -> None:
+    """Ctrl-C and SIGTERM (what a job scheduler sends) raise KeyboardInterrupt, and are remembered for the exit
+    status; a signal this process was started ignoring (nohup, a background job) stays ignored."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(s) in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(s, _interrupt)
 
 
 # ---------------------------------------------------------------------------------------------------------

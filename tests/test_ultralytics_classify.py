@@ -5,7 +5,7 @@ Each yaml shipped in the package is built by ultralytics itself (`Classification
 weights and saved as its trainer saves `last.pt` (pyloader_bench.synthetic_pt.write_ultralytics_checkpoint), then
 `strip_optimizer`'s `best.pt`. The reference in eval mode returns (probabilities, logits); pyloader's raw model
 returns `logits`, decode=True returns `probabilities`, `logits`. Tolerance as the detection tests: max |keras -
-torch| <= 1e-4 * max |torch|. A classification model has no boxes: nms=True is a FormatError naming the file.
+torch| <= 1e-4 * max |torch|. A classification model has no boxes: nms=True is a FormatError naming the file and the task.
 """
 
 from __future__ import annotations
@@ -69,16 +69,16 @@ def test_classify_matches_ultralytics(ckpt):
             _close(got_p, probs.numpy())
             _close(got_l, logits.numpy())
             assert dec.metadata["task"] == "classify" and len(dec.class_names) == logits.shape[1]
-    with pytest.raises(FormatError, match=rf"{best.name}: nms needs a detection head; .*\(classify\) has none"):
+    with pytest.raises(FormatError,
+                       match=rf"{best.name}: nms is not available for this ultralytics model \(task classify\)"):
         pyloader.load(best, nms=True, input_size=SIZE)
 
 
+@pytest.mark.parametrize("ckpt", ["yolo11n-cls.yaml"], indirect=True)  # one model is enough for the output path
 def test_classify_to_keras_file_and_inspect(ckpt, tmp_path):
     """Through the one path of `convert` (template and exporter) and `inspect`, as commands; the .keras file loads in
     a fresh process with its metadata."""
     yaml_name, last, best, ref = ckpt
-    if yaml_name != "yolo11n-cls.yaml":
-        pytest.skip("one model is enough for the output path")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "pyloader", "convert", str(last), str(best), "-o", str(out),

@@ -54,12 +54,19 @@ def write_yolov5_checkpoint(path, yaml_name: str = "yolov5x.yaml", seed: int = 0
 
 
 def randomize_ultralytics(model, seed: int = 0):
-    """randomize_yolov5's well-scaled random weights for an Ultralytics model; the DFL's fixed integral
-    weights (0..reg_max-1, not trained) are kept."""
+    """randomize_yolov5's well-scaled random weights for an Ultralytics model, ConvTranspose2d (Segment's Proto)
+    included (kernel ~ N(0, 1/in_channels)); the DFL's fixed integral weights (0..reg_max-1, not trained) are kept."""
     import torch
+    import torch.nn as nn
+
+    def transposed(m, g):
+        if isinstance(m, nn.ConvTranspose2d):
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight.shape[0] ** 0.5)
+            if m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
 
     dfl = [(m.conv, m.conv.weight.detach().clone()) for m in model.modules() if type(m).__name__ == "DFL"]
-    randomize_yolov5(model, seed)
+    randomize_yolov5(model, seed, other=transposed)
     with torch.no_grad():
         for conv, w in dfl:
             conv.weight.copy_(w)

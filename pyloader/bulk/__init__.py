@@ -12,9 +12,15 @@ fills the model, the format's module in pyloader.outputs writes it), atomic.py r
   (pyloader/metadata.py, pyloader/outputs/); SavedModel and TFLite need the TensorFlow or JAX backend.
 * Atomic outputs: everything is written under a temporary name in out_dir,
   `.pyloader-tmp-<pid>-<random>-<output name>` (hidden, and never an output name), then renamed into place
-  (os.replace for files; for a folder, os.rename, after moving an old one aside when overwriting). An error or
-  Ctrl-C removes the temporary entry; SIGKILL cannot be caught, so it may leave one behind: every run starts by
-  removing the temporary entries of processes that no longer exist (`clean_stale_temporaries`).
+  (os.replace for files; for a folder, os.rename, after moving an old one aside when overwriting), and only
+  while the run is open (atomic.Run: a log of the outputs renamed, itself a temporary entry). An error removes the
+  temporary entry; SIGKILL cannot be caught, so it may leave one behind: every run starts by removing the
+  temporary entries of processes that no longer exist (`clean_stale_temporaries`).
+* Ctrl-C (KeyboardInterrupt): the run is closed (no output appears after it), tasks not started are cancelled, a
+  `jobs=N` pool's workers (which ignore SIGINT and SIGTERM) are killed and their temporaries removed; convert
+  raises `Interrupted`, whose `results` list every output renamed into place as 'converted' and the unfinished
+  sources as 'interrupted'. An executor's running tasks (threads, Dask) cannot be stopped: they end without
+  renaming their output and remove their temporaries themselves.
 * Model reuse: checkpoints that share an architecture (same cfg text + input size + options for darknet; the
   same .pt family plan structure, anchors and options for .pt) build the Keras model once per process and only
   reassign the weights. The cached model keeps the name of the first checkpoint that built it.
@@ -31,8 +37,9 @@ This module does not import TensorFlow, Keras or torch until a conversion runs.
 from ..outputs import FORMATS
 from .atomic import clean_stale_temporaries
 from .jobs import TMP_PREFIX, Job, Result, check_detect_options, find_checkpoints, output_name, plan_jobs
-from .schedule import check_framework, convert
+from .schedule import Interrupted, check_framework, check_out_dir, convert
 from .worker import run_job
 
 __all__ = ["Result", "Job", "convert", "plan_jobs", "run_job", "output_name", "find_checkpoints",
-           "clean_stale_temporaries", "check_framework", "check_detect_options", "FORMATS", "TMP_PREFIX"]
+           "clean_stale_temporaries", "check_framework", "check_detect_options", "check_out_dir", "Interrupted",
+           "FORMATS", "TMP_PREFIX"]

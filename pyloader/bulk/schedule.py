@@ -5,11 +5,24 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import signal
 import sys
+from contextlib import contextmanager
 
-from .atomic import clean_stale_temporaries
+from ..outputs import output_format
+from .atomic import Run, clean_stale_temporaries, signals_held, tmp_path
 from .jobs import Job, Result, check_detect_options, plan_jobs
 from .worker import run_job
+
+
+class Interrupted(KeyboardInterrupt):
+    """convert() stopped by Ctrl-C (or SIGTERM where it raises KeyboardInterrupt): `results` has one Result per
+    source: 'converted' with its output for each output that was renamed into place (no other appeared, none
+    will), 'interrupted' for the ones not finished, and those decided before (skipped, failed)."""
+
+    def __init__(self, results):
+        super().__init__("interrupted")
+        self.results = results
 
 
 def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=False, input_size=None,
@@ -23,8 +36,12 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
     called after each source. `names`: a darknet .names file with the class names of every .weights source.
 
     Raises ModuleNotFoundError (saying what to install) when Keras, its backend or, for savedmodel / tflite,
-    TensorFlow is missing; ValueError for an executor that forks after TensorFlow or JAX was loaded, or a
-    SavedModel / TFLite format under Keras' PyTorch backend.
+    TensorFlow is missing; ValueError for an executor that forks after TensorFlow or JAX was loaded, a
+    SavedModel / TFLite format under Keras' PyTorch backend, or an output folder that cannot be written (checked
+    before anything is created; the folder is made only when there is something to convert).
+    KeyboardInterrupt (Ctrl-C) raises `Interrupted`, whose `results` say what finished and where: no task
+    starts after it, the pool's worker processes are killed (an executor's running tasks cannot rename their
+    outputs into place any more) and their temporary entries removed.
     nms (True or a dict of options, see `load`): outputs boxes, scores, classes, num_detections. int8 (tflite):
     int8 weights and activations calibrated on the images in the folder `calibration`; int8_io: integer input
     and outputs as well. verify: run each written output in its own runtime on one image and compare it with
@@ -36,8 +53,7 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
     check_executor(executor)
     out_dir = os.fspath(out_dir)
     check_detect_options(format, nms, int8, int8_io, calibration, tflite_fp16)  # before any folder is made
-    os.makedirs(out_dir, exist_ok=True)
-    clean_stale_temporaries(out_dir)
+    check_out_dir(out_dir)
     todo, results = plan_jobs(sources, out_dir, cfg=cfg, format=format, fold_bn=fold_bn, decode=decode,
                               input_size=input_size, overwrite=overwrite, tflite_fp16=tflite_fp16,
                               names=names, nms=nms, int8=int8, int8_io=int8_io, calibration=calibration,
@@ -47,6 +63,7 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
     total = len(todo) + len(results)
     bytes_total = sum(j.bytes for j in todo) + sum(r.bytes for r in results)
     state = {"done": 0, "bytes": 0}
+    got = []
 
     def report(r):
         state["done"] += 1
@@ -54,25 +71,115 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
         if progress is not None:
             progress(r, state["done"], total, state["bytes"], bytes_total)
 
+    def keep(r):
+        got.append(r)
+        report(r)
+
     for r in results:
         report(r)
-    # Jobs of one architecture next to each other: a worker that built a model reuses it for the next ones.
-    todo.sort(key=_arch_hint)
+    if todo:
+        # Jobs of one architecture next to each other: a worker that built a model reuses it for the next ones.
+        todo.sort(key=_arch_hint)
+        run = _open_run(out_dir)
+        try:
+            _run_jobs(todo, run, executor, jobs, keep)
+        except KeyboardInterrupt:
+            raise Interrupted(_sorted(got + _unfinished(todo, got, run.close()), todo) + results) from None
+        finally:
+            run.close()
+    return _sorted(got, todo) + results
+
+
+def _sorted(got, todo) -> list:
+    order = {os.fspath(j.source): i for i, j in enumerate(todo)}
+    return sorted(got, key=lambda r: order.get(r.source, len(order)))
+
+
+def _open_run(out_dir: str) -> Run:
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        clean_stale_temporaries(out_dir)
+        return Run(out_dir)
+    except OSError as e:
+        raise ValueError(f"output folder {out_dir}: cannot write there: {e.strerror or e}") from None
+
+
+def _run_jobs(todo, run: Run, executor, jobs, keep) -> None:
+    """Run the jobs in this process, on a spawned pool of `jobs` processes or on `executor`, passing each Result
+    to keep(). On KeyboardInterrupt: close the run, stop the tasks and remove their temporary entries, re-raise."""
+    pool = None
     if executor is None and jobs and jobs > 1 and len(todo) > 1:
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
-            got = _run_on(pool, todo, report)
-    elif executor is not None:
-        got = _run_on(executor, todo, report)
-    else:
-        got = []
-        for job in todo:
-            r = run_job(job)
-            got.append(r)
-            report(r)
-    order = {os.fspath(j.source): i for i, j in enumerate(todo)}
-    got.sort(key=lambda r: order.get(r.source, len(order)))
-    return got + results
+        pool = executor = cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx,
+                                                 initializer=_ignore_interrupts)
+    futures = {}
+    try:
+        if executor is None:
+            for job in todo:
+                keep(run_job(job, run.path))
+            return
+        with signals_held(), _blocked_in_children():  # the pool's processes start in submit()
+            for job in todo:
+                futures[executor.submit(run_job, job, run.path)] = job
+        _collect(futures, keep)
+    except KeyboardInterrupt:
+        with signals_held(replay=False):  # one Ctrl-C is enough: the clean-up below must finish
+            run.close()  # from here on no output of this run appears
+            stopped = _stop(pool, futures)
+            if executor is None:  # everything ran in this thread, which is here now
+                stopped.append(os.getpid())
+            clean_stale_temporaries(os.path.dirname(run.path), pids=stopped)
+            pool = None
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _ignore_interrupts() -> None:
+    """The pool's initializer: its workers leave SIGINT and SIGTERM to the parent, which stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@contextmanager
+def _blocked_in_children():
+    """Processes started in the block inherit SIGINT and SIGTERM blocked (the signal mask survives exec): a
+    Ctrl-C while a worker starts, before its initializer ran, does not reach it."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _stop(pool, futures) -> list:
+    """Cancel the tasks not started and kill the pool's processes (an executor's running tasks go on, but cannot
+    rename their outputs into place any more); returns the pids killed."""
+    for f in futures:
+        cancel = getattr(f, "cancel", None)
+        if cancel is not None:
+            cancel()
+    if pool is None:
+        return []
+    procs = list((pool._processes or {}).values())  # ProcessPoolExecutor.kill_workers() only from Python 3.14
+    for p in procs:
+        p.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        p.join(10)
+    return [p.pid for p in procs]
+
+
+def _unfinished(todo, got, renamed) -> list:
+    """Results of the jobs without one when the run was interrupted: 'converted' where the output was renamed
+    into place (its Result was on its way), else 'interrupted'."""
+    done, renamed = {r.source for r in got}, set(renamed)
+    return [Result(j.source, j.output, "converted", "", 0.0, j.bytes, note="renamed into place as the run stopped")
+            if j.output in renamed else
+            Result(j.source, None, "interrupted", "not finished: the run was interrupted", 0.0, j.bytes)
+            for j in todo if j.source not in done]
 
 
 _EXTRAS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -115,7 +222,7 @@ def check_framework(format: str) -> None:
         raise _missing("keras", "converting", _EXTRAS.get(backend, "tensorflow"))
     if backend in _EXTRAS and importlib.util.find_spec(backend) is None:
         raise _missing(backend, f"Keras' {backend} backend (KERAS_BACKEND={backend})", _EXTRAS[backend])
-    if format in ("savedmodel", "tflite"):
+    if "tensorflow" in output_format(format).FRAMEWORKS:  # SavedModel, TFLite
         if backend == "torch":
             raise ValueError(f"format {format!r} needs Keras' TensorFlow or JAX backend (the PyTorch backend "
                              "exports a SavedModel only through torch_xla): run with KERAS_BACKEND=tensorflow")
@@ -138,25 +245,48 @@ def check_executor(executor) -> None:
             "or Dask's client.get_executor()")
 
 
+def check_out_dir(out_dir) -> None:
+    """ValueError naming the output folder and why nothing can be written there: a file, a folder where no entry
+    can be made (permissions, a read-only file system, /proc), or one that cannot be created (tried in its
+    nearest existing parent). Leaves nothing behind: the try is a temporary folder, removed at once."""
+    path = os.path.abspath(out_dir)
+    if os.path.lexists(path) and not os.path.exists(path):
+        problem = "a broken symbolic link"
+    elif os.path.exists(path):
+        problem = "not a folder" if not os.path.isdir(path) else _cannot_write(path, "not writable")
+    else:
+        parent = os.path.dirname(path)
+        while not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
+        problem = (f"cannot be created: {parent} is not a folder" if not os.path.isdir(parent) else
+                   _cannot_write(parent, f"cannot be created in {parent}"))
+    if problem is not None:
+        raise ValueError(f"output folder {os.fspath(out_dir)}: {problem}")
+
+
+def _cannot_write(folder: str, what: str):
+    """None when an entry can be made in `folder`, else `what` and the system's reason."""
+    probe = tmp_path(os.path.join(folder, "probe"))
+    try:
+        os.mkdir(probe)
+    except OSError as e:
+        return f"{what}: {(e.strerror or str(e)).lower()}"
+    os.rmdir(probe)
+    return None
+
+
 def _arch_hint(job: Job):
     return (job.cfg or "", os.path.splitext(job.source)[1], job.input_size or (), job.fold_bn, job.decode,
             () if job.nms is None else tuple(sorted(job.nms.items())))
 
 
-def _run_on(executor, todo, report) -> list:
-    futures = {}
-    for job in todo:
-        futures[executor.submit(run_job, job)] = job
-    got = []
+def _collect(futures, keep) -> None:
     pending = [f for f in futures if isinstance(f, cf.Future)]
-    others = [f for f in futures if not isinstance(f, cf.Future)]
     for f in cf.as_completed(pending):
-        got.append(_result_of(f, futures[f]))
-        report(got[-1])
-    for f in others:  # executors whose futures are not concurrent.futures.Future: wait in order
-        got.append(_result_of(f, futures[f]))
-        report(got[-1])
-    return got
+        keep(_result_of(f, futures[f]))
+    for f in futures:  # executors whose futures are not concurrent.futures.Future: wait in order
+        if not isinstance(f, cf.Future):
+            keep(_result_of(f, futures[f]))
 
 
 def _result_of(future, job: Job) -> Result:

@@ -15,14 +15,23 @@ from ..boundary import error_text
 from ..errors import FormatError
 from ..family import Family, Options
 from ..outputs import NoTemplate, learn, output_format
-from .atomic import remove, tmp_path, write_atomically
+from .atomic import in_run, remove, run_open, tmp_path, write_atomically
 from .jobs import Job, Result
 
 _MODEL_CACHE_SIZE = 4  # built models kept per process (least recently used goes first)
 
 
-def run_job(job: Job) -> Result:
-    """Convert one checkpoint (in whichever process runs it); never raises for a bad checkpoint."""
+def run_job(job: Job, run: str | None = None) -> Result:
+    """Convert one checkpoint (in whichever process runs it); never raises for a bad checkpoint. `run`: the log of
+    the conversion run the job belongs to (pyloader.bulk.atomic.Run): once that run is interrupted, the job does
+    not start, and its output is not renamed into place."""
+    with in_run(run):
+        if not run_open():
+            return Result(job.source, None, "failed", "not started: the run was interrupted", 0.0, job.bytes)
+        return _run_job(job)
+
+
+def _run_job(job: Job) -> Result:
     if os.path.lexists(job.output) and not job.overwrite:
         return Result(job.source, job.output, "skipped", "output exists (use overwrite)", 0.0, job.bytes)
     imported = 0.0

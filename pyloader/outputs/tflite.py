@@ -167,9 +167,13 @@ def read_metadata(path: str) -> dict | None:
 
 def run(path: str, image, names: list, job) -> dict:
     """The TFLite interpreter's signature runner; integer inputs quantized, integer outputs dequantized."""
+    import warnings
+
     import tensorflow as tf
 
-    it = tf.lite.Interpreter(model_path=path)
+    with warnings.catch_warnings():  # TensorFlow's own interpreter warns that LiteRT replaces it: not the user's concern
+        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+        it = tf.lite.Interpreter(model_path=path)
     runner = it.get_signature_runner()
     (in_name, in_detail), = runner.get_input_details().items()
     x = image

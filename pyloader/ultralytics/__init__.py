@@ -1,7 +1,8 @@
 """Ultralytics checkpoints, detection (YOLOv8, YOLO11, YOLOv5u, YOLO26 and YOLOv10 with their end-to-end heads:
-end2end.py; P5 and P6) and classification (the -cls models): the reader (weights.py, numpy only; YOLOv10's blocks
-in yolov10.py), the plan's typed records it builds (blocks.py, numpy only), the Keras builder (model.py), and this family's declaration
-(FAMILY)."""
+end2end.py; P5 and P6), classification (the -cls models) and the Segment, Pose and OBB tasks of YOLOv8 and YOLO11:
+the reader (weights.py, numpy only; heads.py for the Detect heads, task_heads.py for the task heads, yolov10.py for
+YOLOv10's blocks), the plan's typed records it builds (blocks.py, numpy only), the Keras builder (model.py), and
+this family's declaration (FAMILY)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,43 @@ def _detect_outputs(plan, input_size, decode: bool) -> list:
     if decode:
         return [{"name": "detections", "layout": "[batch, 4 + classes, anchors]: x, y, w, h in input pixels, "
                  f"class probabilities (Ultralytics Detect, eval mode{branch})"}]
+    return _detect_heads(plan, h, w, branch)
+
+
+_TASK_LAYOUTS = {  # what follows x, y, w, h and the class probabilities in a decoded task model's detections
+    "segment": ("mask coefficients (as cv4 gives them; a mask is sigmoid(coefficients . prototypes))",
+                "raw mask coefficients"),
+    "pose": ("keypoints: x, y in input pixels (and visibility, sigmoid, when kpt_shape[1] is 3) per keypoint",
+             "per keypoint (channel k * kpt_shape[1] + d): x, y offsets (x in pixels is (2 * value + the cell's "
+             "column) * stride, y likewise with its row), then the visibility logit when kpt_shape[1] is 3"),
+    "obb": ("the angle in radians, (sigmoid - 0.25) * pi in [-pi/4, 3pi/4); x, y is the rotated box's centre, w, h "
+            "its sides (Ultralytics dist2rbox)", "the angle logit (the angle is (sigmoid - 0.25) * pi)"),
+}
+
+
+def _task_outputs(plan, h, w, decode: bool) -> list:
+    """Segment / Pose / OBB outputs (model.py's _task_model)."""
+    head, task = plan.nodes[-1].parts, plan.task
+    ch = head.channels
+    if decode:
+        anchors = sum((h // int(s)) * (w // int(s)) for s in plan.strides)
+        outputs = [{"name": "detections", "shape": [None, 4 + plan.nc + ch, anchors],
+                    "layout": f"[batch, 4 + classes + {ch}, anchors]: x, y, w, h in input pixels, class probabilities, "
+                              f"then {_TASK_LAYOUTS[task][0]} (Ultralytics {type(head).__name__}, eval mode)"}]
+    else:
+        outputs = _detect_heads(plan, h, w) + [
+            {"name": f"{head.output}_{i}", "shape": [None, h // int(s), w // int(s), ch],
+             "layout": f"NHWC; {_TASK_LAYOUTS[task][1]} (cv4[{i}])", "stride": [int(s), int(s)]}
+            for i, s in enumerate(plan.strides)]
+    if task == "segment":
+        s = int(plan.strides[0]) // 2
+        outputs.append({"name": "prototypes", "shape": [None, h // s, w // s, head.nm],
+                        "layout": f"NHWC mask prototypes at 1/{s} of the input size (twice the first level's; "
+                                  "Ultralytics' proto, NCHW there)"})
+    return outputs
+
+
+def _detect_heads(plan, h, w, branch="") -> list:
     box = (f"DFL distance bins (l, t, r, b; {plan.reg_max} each)" if plan.reg_max > 1 else
            "distances l, t, r, b from the cell centre in strides (reg_max 1, no DFL)")
     return [{"name": f"head_{i}", "shape": [None, h // int(s), w // int(s), 4 * plan.reg_max + plan.nc],
@@ -49,13 +87,18 @@ def _detect_outputs(plan, input_size, decode: bool) -> list:
 
 def metadata(plan, input_size, options) -> dict:
     h, w = input_size
+    extra = {}
     if plan.task == "classify":
         outputs = _classify_outputs(plan, options.decode)
+    elif plan.task in _TASK_LAYOUTS:
+        outputs = _task_outputs(plan, h, w, options.decode)
+        if plan.task == "pose":
+            extra = {"kpt_shape": list(plan.nodes[-1].parts.kpt_shape)}
     else:
         outputs = _detect_outputs(plan, input_size, options.decode)
-    e2e = {} if plan.end2end is None else {"end2end": {
-        "branch": "one2one" if plan.end2end.selected else "one2many", "max_det": plan.end2end.max_det,
-        "agnostic": plan.end2end.agnostic}}
+    if plan.end2end is not None:
+        extra = {"end2end": {"branch": "one2one" if plan.end2end.selected else "one2many",
+                             "max_det": plan.end2end.max_det, "agnostic": plan.end2end.agnostic}}
     return {
         "task": plan.task,
         "architecture": plan.model_class,
@@ -64,24 +107,29 @@ def metadata(plan, input_size, options) -> dict:
         "strides": [[int(s), int(s)] for s in plan.strides],
         "anchors": [],
         "outputs": outputs,
-        **e2e,
+        **extra,
     }
 
 
 def layout(plan):
     """Detect's decoded output feeds NMS (an end-to-end head's one-to-many branch, as Ultralytics' nms=True export:
-    .end2end); a classification model has no boxes (None: NMS is refused)."""
-    if plan.task == "classify":
+    .end2end); a classification model has no boxes, and NMS of the Segment, Pose and OBB rows (Ultralytics' nms=True
+    format with mask coefficients, keypoints, rotated boxes) is not done yet: None, NMS is refused."""
+    if plan.task != "detect":
         return None
     return OutputLayout("xywh_cls", channels_first=True, score="class probability")
 
 
 def summary(plan, content) -> tuple:
-    e2e = plan.end2end
-    kind = "Detect (anchor-free, " + ("DFL" if plan.reg_max > 1 else "no DFL") + (
+    e2e, kind, task = plan.end2end, "Detect", {}
+    if plan.task in _TASK_LAYOUTS:  # per anchor: nm mask coefficients, the keypoints (count x dims), the angle
+        H = plan.nodes[-1].parts
+        kind = f"{plan.nodes[-1].kind}: Detect + {H.output}"
+        task = {H.output: "x".join(map(str, H.kpt_shape)) if plan.task == "pose" else H.channels}
+    kind += " (anchor-free, " + ("DFL" if plan.reg_max > 1 else "no DFL") + (
         "" if e2e is None else f"; end-to-end, {'one-to-one branch + top-k' if e2e.selected else 'one-to-many branch'}") + ")"
     heads = [{"layer": f"level {i}", "type": kind, "stride": int(st), "classes": plan.nc,
-              "reg_max": plan.reg_max} for i, st in enumerate(plan.strides)]
+              "reg_max": plan.reg_max, **task} for i, st in enumerate(plan.strides)]
     if plan.task == "classify":
         heads = [{"layer": plan.nodes[-1].name, "type": "Classify (pool + linear, softmax)", "classes": plan.nc}]
     extra = {"version": content["version"][:200]} if isinstance(content, dict) and isinstance(
@@ -92,8 +140,9 @@ def summary(plan, content) -> tuple:
 
 FAMILY = Family(
     name="ultralytics",
-    reads="Ultralytics YOLOv8/YOLO11/YOLOv5u/YOLO26/YOLOv10 detection and classification "
-          "(ultralytics.nn.tasks.DetectionModel, ClassificationModel)",
+    reads="Ultralytics YOLOv8/YOLO11/YOLOv5u/YOLO26/YOLOv10 detection, YOLOv8/YOLO11 classification, segmentation, "
+          "pose and OBB (ultralytics.nn.tasks.DetectionModel, ClassificationModel, SegmentationModel, PoseModel, "
+          "OBBModel)",
     recognise=lambda ckpt: ckpt.model is not None and ckpt.model.cls.module.startswith("ultralytics.nn.tasks"),
     plan=read_plan,
     arrays=plan_arrays,

@@ -2,7 +2,8 @@
 `weights` and dispatched on by type in `model`. Convolutions are the shared `torch_reader.modules.ConvSpec`.
 
 A `Node` is one yaml row; its `parts` is the row's record: a ConvSpec (Conv, DWConv), `Repeats` (a Conv row
-with n > 1), `Concat`, `Upsample`, `C2f` / `C2` / `C2PSA`, `C3`, `SPPF` or `Detect`. Blocks nest: C2f's `m`
+with n > 1), `Concat`, `Upsample`, `C2f` / `C2` / `C2PSA`, `C3`, `SPPF`, `Detect` (or its task forms `Segment`,
+`Pose`, `OBB`) or `Classify`. Blocks nest: C2f's `m`
 holds Bottleneck, C3 (C3k) or Chain (Bottleneck, PSABlock) records. `name` is the Keras layer-name prefix
 of the module (its path with '_': 'model_2_m_0').
 """
@@ -10,13 +11,13 @@ of the module (its path with '_': 'model_2_m_0').
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..torch_reader.modules import ConvSpec
 
 __all__ = ["Node", "Repeats", "Concat", "Upsample", "MaxPool", "Bottleneck", "C3", "Attention", "PSABlock",
-           "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify", "EndToEnd",
-           "RepVGGDW", "CIB"]
+           "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify", "ConvTranspose",
+           "Proto", "Segment", "Pose", "OBB", "EndToEnd", "RepVGGDW", "CIB"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,71 @@ class Detect:
 
 
 @dataclass(frozen=True)
+class ConvTranspose:
+    """nn.ConvTranspose2d with kernel == stride, no padding (each input pixel becomes a kernel-sized tile): `kernel`
+    (in, out, kh, kw) as stored, `bias` (out) or None; a Keras Conv2DTranspose named `name`."""
+
+    name: str
+    kernel: Any
+    bias: Any
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.kernel.shape[1])
+
+
+@dataclass(frozen=True)
+class Proto:
+    """Segment's mask prototypes: cv3(cv2(upsample(cv1(x)))) on the first level's input (2x its size)."""
+
+    name: str
+    cv1: ConvSpec
+    upsample: ConvTranspose
+    cv2: ConvSpec
+    cv3: ConvSpec
+
+
+@dataclass(frozen=True)
+class Segment(Detect):
+    """Detect plus cv4 (per level: ConvSpecs, the last the output Conv2d of nm mask coefficients) and the Proto."""
+
+    cv4: list
+    nm: int
+    proto: Proto
+    output: ClassVar[str] = "mask_coefficients"  # cv4's outputs are named output_i
+
+    @property
+    def channels(self) -> int:  # cv4's channels per anchor
+        return self.nm
+
+
+@dataclass(frozen=True)
+class Pose(Detect):
+    """Detect plus cv4 (per level, nk = kpt_shape[0] * kpt_shape[1] keypoint values: x, y[, visibility] each)."""
+
+    cv4: list
+    kpt_shape: tuple  # (keypoints, 2 or 3)
+    output: ClassVar[str] = "keypoints"
+
+    @property
+    def channels(self) -> int:
+        return self.kpt_shape[0] * self.kpt_shape[1]
+
+
+@dataclass(frozen=True)
+class OBB(Detect):
+    """Detect plus cv4 (per level, ne angle logits; the angle is (sigmoid - 0.25) * pi radians)."""
+
+    cv4: list
+    ne: int
+    output: ClassVar[str] = "angle"
+
+    @property
+    def channels(self) -> int:
+        return self.ne
+
+
+@dataclass(frozen=True)
 class Linear:
     """nn.Linear: `weight` (out, in) and `bias` (out), as stored; a Keras Dense named `name`."""
 
@@ -181,7 +247,7 @@ class Node:
     kind: str
     source: Any  # -1, an int, or a list of ints
     name: str  # keras name prefix, e.g. 'model_4'
-    parts: Any  # ConvSpec, Repeats, Concat, Upsample, C2f, C2, C2PSA, C3, SPPF or Detect
+    parts: Any  # ConvSpec, Repeats, Concat, Upsample, C2f, C2, C2PSA, C3, SPPF, Detect (Segment, Pose, OBB) or Classify
 
 
 # -- end-to-end heads (YOLO26's Detect, YOLOv10's v10Detect: read by .end2end) and YOLOv10's blocks (.yolov10)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..boundary import short_repr
 from ..errors import FormatError
-from .blocks import DetectLevel, EndToEnd
+from .blocks import EndToEnd
 
 __all__ = ["head_levels"]
 
@@ -35,20 +35,16 @@ def _state(rd, rec, mpath):
     return flag, max_det, agnostic
 
 
-def head_levels(rd, rec, mods, mpath, nl: int, nc: int, reg_max: int, nms: bool) -> tuple:
+def head_levels(rd, rec, mods, mpath, branch) -> tuple:
     """(levels, EndToEnd or None) of a Detect / v10Detect module: the DetectLevels of the branch the model computes
     (its ConvSpecs left in rd.convs, the other branch's taken out) and, for a head with a one-to-one branch, the
-    selection (None: a plain Detect)."""
-
-    def branch(prefix):
-        box = rd.detect_branch(mods, mpath, prefix + "cv2", nl, 4 * reg_max)
-        return [DetectLevel(b, c) for b, c in zip(box, rd.detect_branch(mods, mpath, prefix + "cv3", nl, nc))]
-
+    selection (None: a plain Detect). `branch(prefix)` reads the DetectLevels of prefix + cv2 / cv3 (heads.detect);
+    rd.nms: the model ends in NMS."""
     if mods.get("one2one_cv2") is None and mods.get("one2one_cv3") is None:
         return branch(""), None
     flag, max_det, agnostic = _state(rd, rec, mpath)
     many = mods.get("cv2") is not None or mods.get("cv3") is not None
-    if nms and not many:
+    if rd.nms and not many:
         raise FormatError(f"{rd.ctx.path}: module '{mpath}': nms needs the one-to-many branch (cv2, cv3) and this "
                           f"end-to-end head holds only its one-to-one branch (fused): its decode=True output is "
                           f"already Ultralytics' top-k selection [batch, min(max_det, anchors), 6] (max_det {max_det})")
@@ -56,6 +52,6 @@ def head_levels(rd, rec, mods, mpath, nl: int, nc: int, reg_max: int, nms: bool)
     one2many = branch("") if many else None
     mid = len(rd.convs)
     one2one = branch("one2one_")
-    selected = not many or (flag and not nms)
+    selected = not many or (flag and not rd.nms)
     del rd.convs[slice(start, mid) if selected else slice(mid, None)]
     return (one2one if selected else one2many), EndToEnd(max_det, agnostic, selected)

@@ -19,6 +19,11 @@ decode=True: one tensor [B, 4 + nc, anchors], what Ultralytics' DetectionModel r
 (sigmoid); anchors ordered per level, then y, then x. An end-to-end head whose checkpoint selects its one-to-one
 branch (YOLO26, YOLOv10; pyloader.ultralytics.end2end): [B, min(max_det, anchors), 6], rows x1, y1, x2, y2, score,
 class index (topk.EndToEndTopK); its raw heads are that branch's.
+Segment / Pose / OBB models (UltralyticsTaskDecode): raw, head_i as above, then cv4's outputs per level
+(mask_coefficients_i, keypoints_i or angle_i: NHWC, as the conv gives them), then (Segment) `prototypes`, NHWC
+[B, 2H/stride0, 2W/stride0, nm]; decoded, `detections` [B, 4 + nc + channels, anchors] as Ultralytics' eval output
+(mask coefficients, keypoints in pixels with visibility sigmoid, or the angle in radians with the rotated box's
+centre) and, for Segment, `prototypes` (NHWC, as Ultralytics' own TF exports give them).
 
 The model's `class_names` attribute is the checkpoint's class-name list (model.names, ordered by class id).
 """
@@ -34,12 +39,12 @@ from keras import layers, ops
 from ..keras_blocks.model import finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import activation, conv as _conv, max_pool_layer
 from ..torch_reader.modules import ConvSpec
-from .blocks import (C2, C2PSA, C3, CIB, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, PSABlock,
-                     Repeats, RepVGGDW, Upsample)
+from .blocks import (C2, C2PSA, C3, CIB, OBB, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, Pose,
+                     Proto, PSABlock, Repeats, RepVGGDW, Segment, Upsample)
 from .topk import EndToEndTopK
 from .weights import UltralyticsPlan
 
-__all__ = ["build", "PSAAttention", "ChannelSplit", "UltralyticsDecode"]
+__all__ = ["build", "PSAAttention", "ChannelSplit", "UltralyticsDecode", "UltralyticsTaskDecode"]
 
 _PKG = "pyloader_ultralytics"
 
@@ -107,7 +112,9 @@ class UltralyticsDecode(layers.Layer):
         self.dfl = [float(v) for v in dfl]
         self.xyxy = bool(xyxy)
 
-    def call(self, heads):
+    def parts(self, heads):
+        """(ltrb distances [B, A, 4] in grid cells: the DFL expectation, class logits [B, A, nc], anchor centres
+        [1, A, 2] and strides [1, A, 1]) of the raw heads."""
         rm, nc = self.reg_max, self.nc
         boxes, scores, anchors, strides = [], [], [], []
         for x, s in zip(heads, self.strides):
@@ -127,10 +134,20 @@ class UltralyticsDecode(layers.Layer):
             dist = ops.sum(dist * ops.convert_to_tensor(np.asarray(self.dfl, np.float32)), axis=-1)  # [B, A, 4] ltrb
         anchor = ops.convert_to_tensor(np.concatenate(anchors)[None])
         stride = ops.convert_to_tensor(np.concatenate(strides)[None])
+        return dist, score, anchor, stride
+
+    @staticmethod
+    def xywh(dist, anchor, stride):
+        """dist2bbox: box centre and size in pixels from the ltrb distances."""
         x1y1 = anchor - dist[..., :2]
         x2y2 = anchor + dist[..., 2:]
-        xy = [x1y1, x2y2] if self.xyxy else [(x1y1 + x2y2) / 2.0, x2y2 - x1y1]
-        y = ops.concatenate([ops.concatenate(xy, axis=-1) * stride, ops.sigmoid(score)], axis=-1)
+        return ops.concatenate([(x1y1 + x2y2) / 2.0, x2y2 - x1y1], axis=-1) * stride
+
+    def call(self, heads):
+        dist, score, anchor, stride = self.parts(heads)
+        box = (ops.concatenate([anchor - dist[..., :2], anchor + dist[..., 2:]], axis=-1) * stride if self.xyxy else
+               self.xywh(dist, anchor, stride))
+        y = ops.concatenate([box, ops.sigmoid(score)], axis=-1)
         return ops.transpose(y, (0, 2, 1))
 
     def compute_output_shape(self, shapes):
@@ -140,6 +157,49 @@ class UltralyticsDecode(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "nc": self.nc, "reg_max": self.reg_max, "strides": self.strides, "dfl": self.dfl,
                 "xyxy": self.xyxy}
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class UltralyticsTaskDecode(UltralyticsDecode):
+    """Segment / Pose / OBB in eval mode: [B, 4 + nc + channels, anchors] from the raw heads followed by cv4's raw
+    outputs per level: boxes and class probabilities as Detect, then (segment) the mask coefficients as they are,
+    (pose) the keypoints decoded as Pose.kpts_decode: x, y = (2 * raw + anchor - 0.5) * stride, visibility sigmoid,
+    (obb) the angle (sigmoid - 0.25) * pi, the box centre rotated by it (dist2rbox)."""
+
+    def __init__(self, nc, reg_max, strides, dfl, task, channels, kpt_shape=None, **kw):
+        super().__init__(nc, reg_max, strides, dfl, **kw)
+        self.task, self.channels = str(task), int(channels)
+        self.kpt_shape = None if kpt_shape is None else [int(v) for v in kpt_shape]
+
+    def call(self, inputs):
+        nl = len(self.strides)
+        dist, score, anchor, stride = self.parts(inputs[:nl])
+        extra = ops.concatenate([ops.reshape(x, (-1, int(x.shape[1]) * int(x.shape[2]), self.channels))
+                                 for x in inputs[nl:]], axis=1)  # [B, A, channels]
+        if self.task == "obb":
+            extra = (ops.sigmoid(extra) - 0.25) * np.pi
+            lt, rb = dist[..., :2], dist[..., 2:]
+            xf, yf = (rb[..., :1] - lt[..., :1]) / 2.0, (rb[..., 1:] - lt[..., 1:]) / 2.0
+            cos, sin = ops.cos(extra), ops.sin(extra)
+            xy = ops.concatenate([xf * cos - yf * sin, xf * sin + yf * cos], axis=-1) + anchor
+            box = ops.concatenate([xy, lt + rb], axis=-1) * stride
+        else:
+            box = self.xywh(dist, anchor, stride)
+        if self.task == "pose":
+            k, ndim = self.kpt_shape
+            kp = ops.reshape(extra, (-1, int(extra.shape[1]), k, ndim))
+            xy = (kp[..., :2] * 2.0 + (anchor[:, :, None, :] - 0.5)) * stride[:, :, None, :]
+            kp = ops.concatenate([xy, ops.sigmoid(kp[..., 2:])], axis=-1) if ndim == 3 else xy
+            extra = ops.reshape(kp, (-1, int(extra.shape[1]), k * ndim))
+        y = ops.concatenate([box, ops.sigmoid(score), extra], axis=-1)
+        return ops.transpose(y, (0, 2, 1))
+
+    def compute_output_shape(self, shapes):
+        b, c, a = super().compute_output_shape(shapes[:len(self.strides)])
+        return (b, c + self.channels, a)
+
+    def get_config(self):
+        return {**super().get_config(), "task": self.task, "channels": self.channels, "kpt_shape": self.kpt_shape}
 
 
 def _convs(x, specs, fold_bn):
@@ -223,6 +283,21 @@ def _cib(x, B: CIB, fold_bn):
     return layers.Add(name=B.name + "_add")([x, y]) if B.add else y
 
 
+def _proto(x, P: Proto, fold_bn):
+    """Proto: cv1, the ConvTranspose2d upsampling (kernel == stride: Keras' 'valid' Conv2DTranspose), cv2, cv3."""
+    y = _conv(x, P.cv1, fold_bn)
+    k = tuple(int(v) for v in P.upsample.kernel.shape[2:])
+    y = layers.Conv2DTranspose(P.upsample.out_channels, k, strides=k, padding="valid", use_bias=P.upsample.bias is not None,
+                               name=P.upsample.name, kernel_initializer="zeros", bias_initializer="zeros")(y)
+    return _convs(_conv(y, P.cv2, fold_bn), [P.cv3], fold_bn)
+
+
+def _task_head(x, H, fold_bn):
+    """Segment / Pose / OBB: Detect's per-level outputs, then cv4's per level, then (Segment) the prototypes."""
+    cv4 = [_convs(xi, stages, fold_bn) for xi, stages in zip(x, H.cv4)]
+    return _detect(x, H, fold_bn) + cv4 + ([_proto(x[0], H.proto, fold_bn)] if isinstance(H, Segment) else [])
+
+
 def _classify(x, H: Classify, fold_bn):
     """Classify in eval mode up to the logits: conv, global average pool, (Dropout: nothing), Linear."""
     y = layers.GlobalAveragePooling2D(name=H.name + "_pool")(_conv(x, H.conv, fold_bn))
@@ -236,7 +311,7 @@ _BUILDERS = {
     Upsample: lambda x, P, fold_bn: layers.UpSampling2D(size=P.size, interpolation="nearest", name=P.name)(x),
     Bottleneck: _bottleneck, C3: _c3, Chain: lambda x, S, fold_bn: _blocks(x, S.items, fold_bn), PSABlock: _psablock,
     C2f: _c2f, C2: _c2f, C2PSA: _c2f, SPPF: _sppf, Detect: _detect, Classify: _classify,
-    RepVGGDW: _repvggdw, CIB: _cib,
+    Segment: _task_head, Pose: _task_head, OBB: _task_head, RepVGGDW: _repvggdw, CIB: _cib,
 }
 
 
@@ -255,6 +330,8 @@ def build(plan: UltralyticsPlan, options) -> keras.Model:
         probs = layers.Softmax(axis=-1, name="softmax")(heads)
         return finish_plan_model(inp, [heads], [probs, heads], plan, "ultralytics", decode=True,
                                  names=["probabilities", "logits"])
+    if plan.task in ("segment", "pose", "obb"):
+        return _task_model(inp, heads, plan, options.decoded)
     outputs = heads
     if options.decoded:  # an end-to-end head's selection (.end2end): xyxy boxes, then Detect.postprocess's top-k
         e2e = plan.end2end is not None and plan.end2end.selected
@@ -262,3 +339,16 @@ def build(plan: UltralyticsPlan, options) -> keras.Model:
         if e2e:
             outputs = EndToEndTopK(plan.nc, plan.end2end.max_det, plan.end2end.agnostic, name="topk")(outputs)
     return finish_plan_model(inp, heads, outputs, plan, "ultralytics", decode=options.decoded)
+
+
+def _task_model(inp, out, plan, decoded):
+    """Raw: head_i, then <H.output>_i per level, then (segment) prototypes; decoded: detections (+ prototypes)."""
+    H, nl = plan.nodes[-1].parts, len(plan.strides)
+    proto = out[2 * nl:]
+    if decoded:
+        det = UltralyticsTaskDecode(plan.nc, plan.reg_max, plan.strides, plan.dfl, plan.task, H.channels,
+                                    getattr(H, "kpt_shape", None), name="decode")(out[:2 * nl])
+        return finish_plan_model(inp, out, [det] + proto, plan, "ultralytics", decode=True,
+                                 names=["detections"] + ["prototypes"] * len(proto))
+    names = [f"head_{i}" for i in range(nl)] + [f"{H.output}_{i}" for i in range(nl)] + ["prototypes"] * len(proto)
+    return finish_plan_model(inp, out, out, plan, "ultralytics", decode=False, names=names)

@@ -1,5 +1,5 @@
-"""Ultralytics .pt checkpoints (YOLOv8, YOLO11, YOLOv5u, YOLO26, YOLOv10 detection; classification) as numpy: the
-plan and the arrays. No TensorFlow.
+"""Ultralytics .pt checkpoints (YOLOv8, YOLO11, YOLOv5u, YOLO26, YOLOv10 detection; classification; YOLOv8 / YOLO11
+segment, pose and OBB, their heads read by task_heads) as numpy: the plan and the arrays. No TensorFlow.
 
 The checkpoint is read by `torch_reader.checkpoint` (no torch, no pickle code run). The model is `ema` when
 present and not None, else `model` (as Ultralytics' `attempt_load_one_weight`): the trainer's `last.pt` holds
@@ -27,10 +27,11 @@ from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
 from ..torch_reader.modules import class_names, maxpool, param, select_model, sequence  # ema when not None, else model (as Ultralytics)
 from ..torch_reader.records import Record
-from .end2end import head_levels
 from .yolov10 import check_c2fcib, cib, row as v10_row
-from .blocks import (C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, DetectLevel, MaxPool, Node,
+from .blocks import (C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, MaxPool, Node,
                      Linear, PSABlock, Repeats, Upsample)
+from .heads import detect, ul as _ul
+from .task_heads import TASK_HEADS, read_task_head
 
 __all__ = ["read_plan", "UltralyticsPlan"]
 
@@ -50,21 +51,17 @@ class UltralyticsPlan:
     model_class: str
     task: str = "detect"  # "detect" (a Detect head) or "classify" (a Classify head)
     linears: list = field(default_factory=list)  # every Linear record, for the arrays
+    deconvs: list = field(default_factory=list)  # every ConvTranspose record (Segment's Proto), for the arrays
     end2end: object = None  # blocks.EndToEnd: the head has a one-to-one branch (YOLO26, YOLOv10; .end2end)
 
 
 _NN = ("torch.nn.modules",)
-_HEADS = ("Segment", "Segment26", "Pose", "Pose26", "OBB", "OBB26", "WorldDetect",
+_HEADS = ("Segment26", "Pose26", "OBB26", "WorldDetect",
           "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "RTDETRDecoder", "LRPCHead", "SemanticSegment", "Depth")
-_TASKS = {"DetectionModel": ("detect", "Detect"), "ClassificationModel": ("classify", "Classify")}  # class: task, head
-_TASK_MODELS = {"SegmentationModel": "Segment", "PoseModel": "Pose",
-                "OBBModel": "OBB", "RTDETRDetectionModel": "RTDETRDecoder", "WorldModel": "WorldDetect",
+_TASKS = {"DetectionModel": ("detect", "Detect"), "ClassificationModel": ("classify", "Classify"),  # class: task, head
+          "SegmentationModel": ("segment", "Segment"), "PoseModel": ("pose", "Pose"), "OBBModel": ("obb", "OBB")}
+_TASK_MODELS = {"RTDETRDetectionModel": "RTDETRDecoder", "WorldModel": "WorldDetect",
                 "YOLOEModel": "YOLOEDetect", "YOLOESegModel": "YOLOESegment"}
-
-
-def _ul(rec, name: str) -> bool:
-    """An Ultralytics module class (`ultralytics.nn.modules.*`, any submodule)."""
-    return isinstance(rec, Record) and rec.cls.name == name and ".nn.modules" in f".{rec.cls.module}"
 
 
 class _Reader:
@@ -72,6 +69,7 @@ class _Reader:
         self.ctx = Ctx(path)
         self.convs: list = []
         self.linears: list = []
+        self.deconvs: list = []
         self.nms = nms  # the model ends in NMS: an end-to-end head computes its one-to-many branch (.end2end)
         self.end2end = None  # blocks.EndToEnd of the head, when it has a one-to-one branch
 
@@ -212,58 +210,6 @@ class _Reader:
         pool = MaxPool(**maxpool(self.ctx, mods.get("m"), mpath + ".m"))
         return SPPF(mpath.replace(".", "_"), cv1, cv2, n, add, pool)
 
-    def detect(self, rec, mpath, kind="Detect") -> Detect:
-        """Detect or v10Detect: the branch the model computes (.end2end; its selection kept in self.end2end)."""
-        mods = self.expect(rec, mpath, kind)
-        nl, nc, reg_max, no = (rec.attr(k) for k in ("nl", "nc", "reg_max", "no"))
-        if not all(isinstance(v, int) and v > 0 for v in (nl, nc, reg_max, no)) or no != nc + 4 * reg_max:
-            raise self.err(mpath, f"Detect nl={nl} nc={nc} reg_max={reg_max} no={no}: inconsistent")
-        if rec.attr("xyxy", False) is not False:
-            raise self.err(mpath, f"xyxy {short_repr(rec.attr('xyxy'))}: only xywh decoding (False) is supported")
-        stride = rec.attr("stride")
-        if not isinstance(stride, np.ndarray) or stride.shape != (nl,):
-            raise self.err(mpath, f"stride {short_repr(stride)}: expected a tensor of {nl} strides")
-        strides = [float(s) for s in stride.astype(np.float32)]
-        if any(s <= 0 or s != int(s) for s in strides):
-            raise self.err(mpath, f"strides {strides}: expected positive integers")
-        dfl = mods.get("dfl")
-        if reg_max == 1:  # YOLO26: the distances themselves, nn.Identity in place of the DFL
-            if not is_class(dfl, "Identity", *_NN):
-                raise self.err(mpath + ".dfl", f"expected an Identity (reg_max 1), found {short_repr(dfl)}")
-            bins = []
-        else:
-            if not _ul(dfl, "DFL"):
-                raise self.err(mpath + ".dfl", f"expected a DFL module (reg_max {reg_max}), found {short_repr(dfl)}")
-            dconv = conv2d(self.ctx, children(dfl).get("conv"), mpath + ".dfl.conv", "")
-            if dconv.kernel.shape != (1, reg_max, 1, 1) or dconv.bias is not None:
-                raise self.err(mpath + ".dfl.conv", f"weight of shape {dconv.kernel.shape}, expected (1, {reg_max}, 1, 1), no bias")
-            bins = [float(v) for v in dconv.kernel.astype(np.float32).reshape(-1)]
-        levels, self.end2end = head_levels(self, rec, mods, mpath, nl, nc, reg_max, self.nms)
-        return Detect(mpath.replace(".", "_"), levels, nc, reg_max, strides, bins)
-
-    def detect_branch(self, mods, mpath, branch, nl, width) -> list:
-        """Detect's cv2 (box) or cv3 (class) branch: per level, its ConvSpecs (the last the output Conv2d)."""
-        seqs = sequence(self.ctx, mods.get(branch), f"{mpath}.{branch}", "Sequential")
-        if len(seqs) != nl:
-            raise self.err(f"{mpath}.{branch}", f"{len(seqs)} levels, expected nl={nl}")
-        levels = []
-        for i, s in enumerate(seqs):
-            p = f"{mpath}.{branch}.{i}"
-            items = sequence(self.ctx, s, p, "Conv")
-            if len(items) != 3:
-                raise self.err(p, f"{len(items)} modules, expected 3 (two conv stages and the output Conv2d)")
-            stages = []
-            for j, r in enumerate(items[:2]):
-                if is_class(r, "Sequential", *_NN):  # YOLO11's class branch: Sequential(DWConv, Conv)
-                    stages.extend(self.conv(q, f"{p}.{j}.{k}") for k, q in enumerate(sequence(self.ctx, r, f"{p}.{j}", "Conv")))
-                else:
-                    stages.append(self.conv(r, f"{p}.{j}"))
-            out = self.plain_conv(items[2], f"{p}.2")
-            if out.out_channels != width or out.kernel.shape[2:] != (1, 1) or out.bias is None:
-                raise self.err(f"{p}.2", f"expected a 1x1 Conv2d with bias and {width} outputs, got weight {out.kernel.shape}")
-            levels.append(stages + [out])
-        return levels
-
 
 def _cin(spec: ConvSpec) -> int:
     return int(spec.kernel.shape[1]) * int(spec.groups)
@@ -275,7 +221,8 @@ def _make_divisible(x, divisor=8) -> int:
 
 _KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C2": "C2", "C3": "C3", "SPPF": "SPPF",
           "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect",
-          "Classify": "Classify", "v10Detect": "Detect", "C2fCIB": "C2fCIB", "SCDown": "SCDown", "PSA": "PSA"}
+          "Classify": "Classify", "v10Detect": "Detect", "C2fCIB": "C2fCIB", "SCDown": "SCDown", "PSA": "PSA",
+          **{k: k for k in TASK_HEADS}}
 _ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA", "C2fCIB"}  # n is their inner block count, not a Sequential of repeats
 
 
@@ -300,8 +247,9 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
     if not (model.cls.module.startswith("ultralytics.") and cname in _TASKS):
         what = f" (its {_TASK_MODELS[cname]} head is not supported yet)" if cname in _TASK_MODELS else ""
         raise FormatError(f"{path}: model class '{model.cls.qualname}'{what}; pyloader reads Ultralytics "
-                          f"detection and classification models (ultralytics.nn.tasks.DetectionModel with a Detect "
-                          f"head, ClassificationModel with a Classify head)")
+                          f"detection, classification, segmentation, pose and OBB models (ultralytics.nn.tasks."
+                          f"DetectionModel with a Detect head, ClassificationModel with Classify, SegmentationModel "
+                          f"with Segment, PoseModel with Pose, OBBModel with OBB)")
     task, head = _TASKS[cname]
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
@@ -340,7 +288,8 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         cin = [(ch[s] if s >= 0 else ch[i + s]) if i else in_ch for s in srcs]
         base = mname.rsplit(".", 1)[-1]
         if base in _HEADS or mname in _HEADS:
-            raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads Detect and Classify heads)")
+            raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads Detect, v10Detect, Segment, Pose, "
+                                f"OBB and Classify heads)")
         kind = _KINDS.get(mname)
         if kind is None:
             raise rd.err(mpath, f"yaml module {short_repr(mname)} is not supported")
@@ -366,11 +315,11 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
                     raise rd.err(f"{mpath}.{j}".replace(".", "_"), f"expected {a.out_channels} input channels, the weight has {_cin(b)}")
             parts, cout, kind = Repeats(sub), sub[-1].out_channels, "Sequential"
         else:
-            parts, cout = _row(rd, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff)
+            parts, cout = _row(rd, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff, cfg.get("kpt_shape"))
         nodes.append(Node(i, kind, f, mpath.replace(".", "_"), parts))  # kind: the yaml module (C2f, C3k2, C2PSA...)
         ch.append(cout)
     det = nodes[-1]
-    if det.kind != head or any(n.kind in ("Detect", "Classify") for n in nodes[:-1]):
+    if det.kind != head or any(isinstance(n.parts, (Detect, Classify)) for n in nodes[:-1]):
         raise FormatError(f"{path}: the last layer is {det.kind}, expected {head} ({cname}), and only there")
     D = det.parts
     names = class_names(model, D.nc, path)
@@ -382,7 +331,7 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
     if imgsz % max_stride:
         imgsz = 640
     return UltralyticsPlan(path, nodes, rd.convs, D.nc, names, D.strides, D.reg_max, D.dfl, max_stride,
-                           imgsz, model.cls.qualname, end2end=rd.end2end)
+                           imgsz, model.cls.qualname, task, deconvs=rd.deconvs, end2end=rd.end2end)
 
 
 def _check(rd, mpath, what, want, got):
@@ -390,7 +339,7 @@ def _check(rd, mpath, what, want, got):
         raise rd.err(mpath, f"{what}: the yaml row gives {want}, the checkpoint has {got}")
 
 
-def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff):
+def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff, kpt_yaml=None):
     """One yaml row's module: parsed, checked against the row and its inputs; returns (its record, output channels)."""
 
     def c2_of(a0):  # the row's output channels as parse_model computes them
@@ -460,14 +409,15 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
         if sf is None or len(sf) != 2 or any(float(v) != int(v) or v < 1 for v in sf):
             raise rd.err(mpath, f"Upsample scale_factor {short_repr(rec.attr('scale_factor'))}: only integer factors")
         return Upsample(mpath.replace(".", "_"), tuple(int(v) for v in sf)), cin[0]
-    if kind == "Detect":
-        P = rd.detect(rec, mpath, mname)
+    if kind == "Detect" or kind in TASK_HEADS:
+        P = (detect(rd, rec, mpath, mname) if kind == "Detect" else
+             read_task_head(rd, rec, mpath, kind, args, cin, width, max_ch, kpt_yaml))
         if isinstance(nc_yaml, int) and not isinstance(nc_yaml, bool):
             _check(rd, mpath, "classes (nc)", nc_yaml, P.nc)
         if len(cin) != P.nl:
             raise rd.err(mpath, f"{len(cin)} inputs in the yaml row, the head has nl={P.nl} levels")
         for i, lv in enumerate(P.levels):
-            for b, stages in (("cv2", lv.cv2), ("cv3", lv.cv3)):
+            for b, stages in (("cv2", lv.cv2), ("cv3", lv.cv3)) + ((("cv4", P.cv4[i]),) if kind in TASK_HEADS else ()):
                 if _cin(stages[0]) != cin[i]:
                     raise rd.err(f"{mpath}.{b}.{i}", f"expected {cin[i]} input channels, the weight has {_cin(stages[0])}")
         return P, 0
@@ -488,4 +438,8 @@ def plan_arrays(plan: UltralyticsPlan, fold_bn: bool) -> dict:
     for lin in plan.linears:  # Keras' Dense kernel is (in, out)
         out[f"{lin.name}/kernel"] = np.ascontiguousarray(lin.weight.T, dtype=np.float32)
         out[f"{lin.name}/bias"] = np.ascontiguousarray(lin.bias, dtype=np.float32)
+    for dc in plan.deconvs:  # Keras' Conv2DTranspose kernel is (kh, kw, out, in)
+        out[f"{dc.name}/kernel"] = np.ascontiguousarray(dc.kernel.transpose(2, 3, 1, 0), dtype=np.float32)
+        if dc.bias is not None:
+            out[f"{dc.name}/bias"] = np.ascontiguousarray(dc.bias, dtype=np.float32)
     return out
