@@ -77,6 +77,6 @@ FAMILY = Family(
     layout=layout,
     summary=summary,
     keras="pyloader.ultralytics.model",
-    keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.ultralytics.model"),
+    keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.ultralytics.keras_layers", "pyloader.ultralytics.model"),
     letterbox=True,
 )
