@@ -8,7 +8,9 @@ PyTorch computes them; Keras layers only. Each builder takes (x, record, fold_bn
   its ABlocks are PSABlock records whose Attention has an `area` (model.PSAAttention);
 * RepConv: act(conv1(x) + conv2(x)), the two convolutions as stored (not reparameterised);
 * RepNCSPELAN4 / ELAN1: cv4(cat(a, b, c, d)) of cv1's halves a, b, c = cv2(b), d = cv3(c);
-* ADown / AConv: a 2x2 stride-1 average pool (no padding) first.
+* ADown / AConv: a 2x2 stride-1 average pool (no padding) first;
+* CBLinear: its conv's outputs as a list of channel groups; CBFuse: nearest upsampling by the integer size ratio
+  (torch's interpolate to the target size), then the sum.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 from keras import layers
 
 from ..keras_blocks.torch_layers import activation, conv as _conv, max_pool_layer
-from .blocks import A2C2f, ADown, AConv, ELAN, GhostBottleneck, GhostConv, MaxPool, RepConv, SPP, TransposeConv, ZeroPad
+from .blocks import (A2C2f, ADown, AConv, CBFuse, CBLinear, ELAN, GhostBottleneck, GhostConv, Identity, MaxPool, RepConv,
+                     SPP, TransposeConv, ZeroPad)
 from .keras_layers import ChannelSplit
 
 __all__ = ["BUILDERS"]
@@ -104,6 +107,30 @@ def _aconv(x, B: AConv, fold_bn, block):
     return _conv(_avg_pool(x, B.name), B.cv1, fold_bn)
 
 
+def _cblinear(x, B: CBLinear, fold_bn, block):
+    y, start = _conv(x, B.conv, fold_bn), 0
+    out = []
+    for j, c in enumerate(B.splits):
+        out.append(ChannelSplit(start, start + c, name=f"{B.name}_split{j}")(y))
+        start += c
+    return out
+
+
+def _cbfuse(xs, B: CBFuse, fold_bn, block):
+    *groups, target = xs
+    th, tw = int(target.shape[1]), int(target.shape[2])
+    res = []
+    for j, (g, i) in enumerate(zip(groups, B.idx)):
+        y = g[i]
+        h, w = int(y.shape[1]), int(y.shape[2])
+        if th % h or tw % w:
+            raise ValueError(f"{B.name}: input {j} of {h}x{w} does not scale to {th}x{tw} by integer factors")
+        res.append(y if (h, w) == (th, tw) else
+                   layers.UpSampling2D((th // h, tw // w), interpolation="nearest", name=f"{B.name}_up{j}")(y))
+    return layers.Add(name=B.name)(res + [target])
+
+
 BUILDERS = {GhostConv: _ghost_conv, GhostBottleneck: _ghost_bottleneck, ZeroPad: _zero_pad,
             MaxPool: lambda x, P, fold_bn, block: _pool(x, P), SPP: _spp, TransposeConv: _transpose, A2C2f: _a2c2f,
-            RepConv: _rep_conv, ELAN: _elan, ADown: _adown, AConv: _aconv}
+            RepConv: _rep_conv, ELAN: _elan, ADown: _adown, AConv: _aconv, Identity: lambda x, P, fold_bn, block: x,
+            CBLinear: _cblinear, CBFuse: _cbfuse}

@@ -1,6 +1,7 @@
 """The yaml rows of the YOLOv3u, Ghost, YOLOv6, YOLO12 and YOLOv9 backbones and necks (numpy only): Bottleneck rows,
 nn.MaxPool2d, nn.ZeroPad2d, SPP, GhostConv, C3Ghost (GhostBottleneck), nn.ConvTranspose2d, A2C2f (ABlock, AAttn),
-RepNCSPELAN4 (RepCSP, RepBottleneck, RepConv), ELAN1, ADown, AConv and SPPELAN.
+RepNCSPELAN4 (RepCSP, RepBottleneck, RepConv), ELAN1, ADown, AConv, SPPELAN, and YOLOv9-E's nn.Identity, CBLinear
+and CBFuse (a CBLinear's output channels are its list of groups).
 
 `ROWS` maps a yaml module name to (the kind `pyloader inspect` counts, its row reader); `weights.read_plan` calls
 the reader with its `_Reader` (`rd`), which checks each module against its row (output channels, kernel, stride,
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 from ..boundary import short_repr
 from ..torch_reader.modules import NN, ConvSpec, activation_of, children, is_class, maxpool, pair, param, sequence
-from .blocks import (A2C2f, ADown, AConv, Bottleneck, C3, Chain, ELAN, GhostBottleneck, GhostConv, MaxPool, PSABlock,
-                     Attention, RepConv, SPP, SPPF, TransposeConv, ZeroPad)
+from .blocks import (A2C2f, ADown, AConv, Attention, Bottleneck, C3, CBFuse, CBLinear, Chain, ELAN, GhostBottleneck,
+                     GhostConv, Identity, MaxPool, PSABlock, RepConv, SPP, SPPF, TransposeConv, ZeroPad)
 
 __all__ = ["ROWS", "ABSORBS_N"]
 
@@ -363,6 +364,46 @@ def _sppelan_row(rd, rec, mpath, args, cin, c2_of, n_eff):
     return P, P.cv2.out_channels
 
 
+def _identity_row(rd, rec, mpath, args, cin, c2_of, n_eff):
+    if not is_class(rec, "Identity", *NN):
+        raise rd.err(mpath, f"expected an Identity, found {short_repr(rec)}")
+    return Identity(_name(mpath)), cin[0]
+
+
+def _ints(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in v)
+
+
+def _cblinear_row(rd, rec, mpath, args, cin, c2_of, n_eff):
+    """CBLinear: its channel groups are the yaml's as written (parse_model does not scale them)."""
+    mods = rd.expect(rec, mpath, "CBLinear")
+    splits = rec.attr("c2s")
+    if not _ints(splits):
+        raise rd.err(mpath, f"c2s {short_repr(splits)}: expected a list of positive ints")
+    _check(rd, mpath, "channel groups (the yaml row)", args[0] if args else None, list(splits))
+    conv = rd.plain_conv(mods.get("conv"), mpath + ".conv")
+    _check(rd, mpath + ".conv", "outputs (the sum of the groups), a bias", (sum(splits), True),
+           (conv.out_channels, conv.bias is not None))
+    _kernel_stride(rd, mpath, conv, args)
+    _walk(rd, mpath, cin[0], [conv])
+    return CBLinear(_name(mpath), conv, list(splits)), list(splits)
+
+
+def _cbfuse_row(rd, rec, mpath, args, cin, c2_of, n_eff):
+    rd.expect(rec, mpath, "CBFuse")
+    idx = rec.attr("idx")
+    if not (isinstance(idx, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in idx)):
+        raise rd.err(mpath, f"idx {short_repr(idx)}: expected a list of ints")
+    _check(rd, mpath, "idx (the yaml row)", args[0] if args else None, idx)
+    *groups, target = cin
+    if len(idx) != len(groups) or not all(isinstance(g, list) for g in groups) or isinstance(target, list):
+        raise rd.err(mpath, f"expected {len(idx)} CBLinear inputs and a feature map, the row's inputs give {cin}")
+    for j, (g, i) in enumerate(zip(groups, idx)):
+        if i >= len(g) or g[i] != target:
+            raise rd.err(mpath, f"input {j}: group {i} of {g} does not have the {target} channels of the last input")
+    return CBFuse(_name(mpath), list(idx)), target
+
+
 ROWS = {
     "Bottleneck": ("Bottleneck", _bottleneck_row),
     "nn.MaxPool2d": ("MaxPool2d", _maxpool_row),
@@ -377,5 +418,8 @@ ROWS = {
     "ADown": ("ADown", _convlike_row(adown)),
     "AConv": ("AConv", _convlike_row(aconv)),
     "SPPELAN": ("SPPELAN", _sppelan_row),
+    "nn.Identity": ("Identity", _identity_row),
+    "CBLinear": ("CBLinear", _cblinear_row),
+    "CBFuse": ("CBFuse", _cbfuse_row),
 }
 ABSORBS_N = {"C3Ghost", "A2C2f"}  # n is their inner block count, not a Sequential of repeats

@@ -17,7 +17,7 @@ from ..torch_reader.modules import ConvSpec
 __all__ = ["Node", "Repeats", "Concat", "Upsample", "MaxPool", "Bottleneck", "C3", "Attention", "PSABlock",
            "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify",
            "ZeroPad", "SPP", "GhostConv", "GhostBottleneck", "TransposeConv", "A2C2f", "RepConv", "ELAN", "ADown",
-           "AConv"]
+           "AConv", "Identity", "CBLinear", "CBFuse"]
 
 
 @dataclass(frozen=True)
@@ -298,3 +298,28 @@ class AConv:
     name: str
     cv1: ConvSpec
 
+
+
+@dataclass(frozen=True)
+class Identity:
+    """nn.Identity (YOLOv9-E's first row): the input as it is."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class CBLinear:
+    """YOLOv9-E: one Conv2d (with bias, no norm, no activation), its outputs split in `splits` channel groups."""
+
+    name: str
+    conv: ConvSpec
+    splits: list  # ints
+
+
+@dataclass(frozen=True)
+class CBFuse:
+    """YOLOv9-E: the sum of the last input and, of each other input (a CBLinear's groups), group idx[i] resized to the
+    last one's size (nearest)."""
+
+    name: str
+    idx: list  # ints, one per CBLinear input
