@@ -23,13 +23,14 @@ from pyloader.errors import FormatError
 try:
     import torch
     import yaml
-    from ultralytics.nn.tasks import DetectionModel, yaml_model_load  # noqa: F401
+    from ultralytics.nn.tasks import yaml_model_load
 except ImportError as e:  # pragma: no cover - depends on the install
     if os.environ.get("CI", "").lower() == "true":
         raise RuntimeError(f"CI needs torch and ultralytics for the Ultralytics reference tests: {e}") from e
     pytest.skip(f"torch/ultralytics not installed: {e}", allow_module_level=True)
 
 from pyloader_bench.synthetic_pt import write_ultralytics_checkpoint
+from test_ultralytics_reference import _flat, _reference, _rel  # noqa: E402
 
 FULL = os.environ.get("PYLOADER_FULL") == "1"
 RTOL = 1e-4
@@ -98,24 +99,6 @@ def checkpoints(tmp_path_factory):
         return made[key]
 
     return get
-
-
-def _reference(path, x):
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = (ckpt.get("ema") or ckpt["model"]).float().eval()
-    with torch.no_grad():
-        y, preds = model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous())
-    return y.numpy(), torch.cat([preds["boxes"], preds["scores"]], 1).permute(0, 2, 1).numpy()
-
-
-def _rel(got, want):
-    got = np.asarray(got)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    return float(np.abs(got - want).max() / np.abs(want).max())
-
-
-def _flat(heads):
-    return np.concatenate([np.asarray(t).reshape(t.shape[0], -1, t.shape[-1]) for t in heads], axis=1)
 
 
 @pytest.mark.parametrize("name,change,size", CASES)

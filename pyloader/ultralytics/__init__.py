@@ -1,7 +1,8 @@
-"""Ultralytics checkpoints, detection (YOLOv8, YOLO11, YOLOv5u; P5 and P6) and classification (the -cls models): the
-reader (weights.py, numpy only), the
-plan's typed records it builds (blocks.py, numpy only), the Keras builder (model.py), and this family's declaration
-(FAMILY)."""
+"""Ultralytics checkpoints, detection (YOLOv8, YOLO11, YOLOv5u, YOLO12, YOLOv9, YOLOv6, YOLOv3u, the Ghost variants;
+P2, P5 and P6) and classification (the -cls models): the reader (weights.py, numpy only; backbones.py for the
+YOLOv3u / Ghost / YOLOv6 / YOLO12 / YOLOv9 backbone and neck rows), the plan's typed records it builds (blocks.py,
+numpy only), the Keras builder (model.py; backbone_model.py for those rows; keras_layers.py), and this family's
+declaration (FAMILY)."""
 
 from __future__ import annotations
 
@@ -68,8 +69,8 @@ def summary(plan, content) -> tuple:
 
 FAMILY = Family(
     name="ultralytics",
-    reads="Ultralytics YOLOv8/YOLO11/YOLOv5u detection and classification (ultralytics.nn.tasks.DetectionModel, "
-          "ClassificationModel)",
+    reads="Ultralytics YOLOv8/YOLO11/YOLOv5u/YOLO12/YOLOv9/YOLOv6/YOLOv3u/Ghost detection and classification "
+          "(ultralytics.nn.tasks.DetectionModel, ClassificationModel)",
     recognise=lambda ckpt: ckpt.model is not None and ckpt.model.cls.module.startswith("ultralytics.nn.tasks"),
     plan=read_plan,
     arrays=plan_arrays,
@@ -77,6 +78,7 @@ FAMILY = Family(
     layout=layout,
     summary=summary,
     keras="pyloader.ultralytics.model",
-    keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.ultralytics.keras_layers", "pyloader.ultralytics.model"),
+    keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.ultralytics.keras_layers",
+                   "pyloader.ultralytics.model"),
     letterbox=True,
 )

@@ -11,7 +11,7 @@ repeats) and against what feeds it before any tensor is used, and collects every
 from __future__ import annotations
 
 from ..boundary import short_repr
-from ..torch_reader.modules import NN, ConvSpec, activation_of, children, is_class, maxpool, pair, param, sequence
+from ..torch_reader.modules import NN, ConvSpec, activation_of, is_class, maxpool, pair, param, sequence
 from .blocks import (A2C2f, ADown, AConv, Attention, Bottleneck, C3, CBFuse, CBLinear, Chain, ELAN, GhostBottleneck,
                      GhostConv, Identity, MaxPool, PSABlock, RepConv, SPP, SPPF, TransposeConv, ZeroPad)
 
@@ -31,9 +31,10 @@ def _out(rec) -> int:
     if isinstance(rec, (ConvSpec, GhostConv, RepConv)):
         return rec.out_channels
     if isinstance(rec, GhostBottleneck):
-        return rec.conv[-1].out_channels
-    return {Bottleneck: lambda r: r.cv2, C3: lambda r: r.cv3, ADown: lambda r: r.cv1}[type(rec)](rec).out_channels * (
-        2 if isinstance(rec, ADown) else 1)
+        return _out(rec.conv[-1])
+    if isinstance(rec, ADown):
+        return rec.cv1.out_channels + rec.cv2.out_channels
+    return (rec.cv2 if isinstance(rec, Bottleneck) else rec.cv3).out_channels  # Bottleneck, C3
 
 
 def _inputs(rec) -> list:
@@ -96,9 +97,9 @@ def ghost_bottleneck(rd, rec, mpath) -> GhostBottleneck:
     shortcut = [] if is_class(short, "Identity", *NN) else [
         rd.conv(r, f"{mpath}.shortcut.{j}") for j, r in enumerate(sequence(rd.ctx, short, mpath + ".shortcut", "Conv"))]
     first = conv[0].cv1 if conv and isinstance(conv[0], GhostConv) else None
-    if len(conv) not in (2, 3) or first is None or not isinstance(conv[-1], GhostConv) or len(shortcut) not in (0, 2):
-        raise rd.err(mpath, f"expected conv = GhostConv, (DWConv,) GhostConv and an identity or two-conv shortcut, "
-                            f"found {len(conv)} conv and {len(shortcut)} shortcut modules")
+    if (len(conv), len(shortcut)) not in ((2, 0), (3, 2)) or first is None or not isinstance(conv[-1], GhostConv):
+        raise rd.err(mpath, f"expected conv = GhostConv, GhostConv with an identity shortcut, or GhostConv, DWConv, "
+                            f"GhostConv with a two-conv one; found {len(conv)} conv and {len(shortcut)} shortcut modules")
     c1 = _cin(first)
     c2, want = _walk(rd, mpath + ".conv", c1, conv), _walk(rd, mpath + ".shortcut", c1, shortcut)
     if want != c2:
@@ -228,7 +229,8 @@ def adown(rd, rec, mpath) -> ADown:
 
 def aconv(rd, rec, mpath) -> AConv:
     cv1 = rd.conv(rd.expect(rec, mpath, "AConv").get("cv1"), mpath + ".cv1")
-    _check(rd, mpath + ".cv1", "kernel, stride, padding", ((3, 3), (2, 2), (1, 1)), (cv1.kernel.shape[2:], cv1.stride, cv1.padding))
+    _check(rd, mpath + ".cv1", "kernel, stride, padding", ((3, 3), (2, 2), (1, 1)),
+           (cv1.kernel.shape[2:], cv1.stride, cv1.padding))
     return AConv(_name(mpath), cv1)
 
 
@@ -307,7 +309,8 @@ def _zeropad_row(rd, rec, mpath, args, cin, c2_of, n_eff):
 def _spp_row(rd, rec, mpath, args, cin, c2_of, n_eff):
     mods = rd.expect(rec, mpath, "SPP")
     cv1, cv2 = rd.conv(mods.get("cv1"), mpath + ".cv1"), rd.conv(mods.get("cv2"), mpath + ".cv2")
-    pools = [MaxPool(**maxpool(rd.ctx, r, f"{mpath}.m.{j}")) for j, r in enumerate(sequence(rd.ctx, mods.get("m"), mpath + ".m", "MaxPool2d"))]
+    pools = [MaxPool(**maxpool(rd.ctx, r, f"{mpath}.m.{j}"))
+             for j, r in enumerate(sequence(rd.ctx, mods.get("m"), mpath + ".m", "MaxPool2d"))]
     ks = args[1] if len(args) > 1 else (5, 9, 13)
     _check(rd, mpath, "pools (kernel, stride 1, padding k // 2)", [((k, k), (1, 1), (k // 2, k // 2)) for k in ks],
            [(p.kernel, p.stride, p.padding) for p in pools])

@@ -5,7 +5,9 @@ Semantics follow PyTorch exactly (convolutions, padding, pooling, batch norm: ke
   blocks run on the first half, C2PSA: on the second);
 * C2PSA's attention (`PSAAttention`) reproduces Attention.forward: per head, softmax(q^T k * scale) over the
   keys, v weighted by it, plus the depthwise positional conv `pe` of v, then `proj`;
-* Detect's box branch (cv2) and class branch (cv3; YOLO11's with depthwise stages) per level.
+* Detect's box branch (cv2) and class branch (cv3; YOLO11's with depthwise stages) per level;
+* the YOLOv3u / Ghost / YOLOv6 / YOLO12 / YOLOv9 modules: backbone_model.py (YOLO12's area attention is
+  PSAAttention with `area` > 1).
 
 Input: NHWC float32 RGB in [0, 1] (Ultralytics divides by 255), shape (input_size[0], input_size[1], 3); the
 default is the checkpoint's training size (`imgsz`, 640 when it records none). Both sides must be multiples
