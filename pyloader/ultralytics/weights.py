@@ -1,4 +1,5 @@
-"""Ultralytics .pt checkpoints (YOLOv8, YOLO11, YOLOv5u, YOLO12, YOLOv9, YOLOv6, YOLOv3u, Ghost detection) as numpy: the plan and the arrays. No TensorFlow.
+"""Ultralytics .pt checkpoints (YOLOv8, YOLO11, YOLOv5u, YOLO12, YOLOv9, YOLOv6, YOLOv3u, Ghost detection) as numpy:
+the plan and the arrays (the YOLOv3u / Ghost / YOLOv6 / YOLO12 / YOLOv9 rows: backbones.py). No TensorFlow.
 
 The checkpoint is read by `torch_reader.checkpoint` (no torch, no pickle code run). The model is `ema` when
 present and not None, else `model` (as Ultralytics' `attempt_load_one_weight`): the trainer's `last.pt` holds
