@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -30,7 +32,7 @@ except ImportError as e:  # pragma: no cover - depends on the install
     pytest.skip(f"torch/ultralytics not installed: {e}", allow_module_level=True)
 
 from pyloader_bench.synthetic_pt import write_ultralytics_checkpoint
-from test_ultralytics_reference import _flat, _reference, _rel  # noqa: E402
+from test_ultralytics_reference import BACKEND_SCRIPT, _flat, _reference, _rel  # noqa: E402
 
 FULL = os.environ.get("PYLOADER_FULL") == "1"
 RTOL = 1e-4
@@ -139,6 +141,17 @@ def test_keras_file_keeps_area_attention(checkpoints, tmp_path):
     m.save(tmp_path / "m.keras")
     x = np.random.default_rng(2).random((1, *P5, 3), dtype=np.float32)
     assert _rel(keras.saving.load_model(tmp_path / "m.keras")(x), np.asarray(m(x))) <= 1e-6
+
+
+def test_keras_torch_backend(checkpoints, tmp_path):
+    """Keras layers and keras.ops only: YOLO12 (area attention, A2C2f) on Keras' PyTorch backend."""
+    _, best = checkpoints("yolo12n.yaml", None)
+    x = np.random.default_rng(3).random((1, *P5, 3), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = subprocess.run([sys.executable, "-c", BACKEND_SCRIPT, str(best), str(tmp_path / "x.npy"), str(tmp_path / "o.npz")],
+                       capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "torch"}, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("torch"), r.stdout[-2000:] + r.stderr[-3000:]
+    assert _rel(np.load(tmp_path / "o.npz")["decoded"], _reference(best, x)[0]) <= RTOL
 
 
 def test_module_disagreeing_with_its_row(checkpoints, tmp_path):
