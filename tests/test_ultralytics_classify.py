@@ -1,4 +1,4 @@
-"""Ultralytics classification models (the -cls yamls of YOLOv8, YOLO11 and YOLO26; YOLO12's needs A2C2f, not read yet) against the PyPI `ultralytics`
+"""Ultralytics classification models (the -cls yamls of YOLOv8, YOLO11, YOLO12, YOLO26) against the PyPI `ultralytics`
 package's own PyTorch models: the first task of issue 20, plugged into the family interface (pyloader.family).
 
 Each yaml shipped in the package is built by ultralytics itself (`ClassificationModel`), given random well-scaled
@@ -41,7 +41,7 @@ def _close(got, want):
     assert float(np.abs(got - want).max()) <= RTOL * float(np.abs(want).max())
 
 
-@pytest.fixture(scope="module", params=["yolov8n-cls.yaml", "yolo11n-cls.yaml", "yolo26n-cls.yaml"])
+@pytest.fixture(scope="module", params=["yolov8n-cls.yaml", "yolo11n-cls.yaml", "yolo12n-cls.yaml", "yolo26n-cls.yaml"])
 def ckpt(request, tmp_path_factory):
     d = tmp_path_factory.mktemp("cls")
     last, best = d / "last.pt", d / "best.pt"

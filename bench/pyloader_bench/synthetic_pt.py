@@ -54,8 +54,11 @@ def write_yolov5_checkpoint(path, yaml_name: str = "yolov5x.yaml", seed: int = 0
 
 
 def randomize_ultralytics(model, seed: int = 0):
-    """randomize_yolov5's well-scaled random weights for an Ultralytics model, ConvTranspose2d (Segment's Proto)
-    included (kernel ~ N(0, 1/in_channels)); the DFL's fixed integral weights (0..reg_max-1, not trained) are kept."""
+    """randomize_yolov5's well-scaled random weights for an Ultralytics model, ConvTranspose2d (Segment's Proto,
+    YOLOv6's neck) included (kernel ~ N(0, 1/in_channels)); the DFL's fixed integral weights (0..reg_max-1, not
+    trained) are kept. YOLO12's ABlock kernels are N(0, 0.02) as ABlock's own init gives them: with 1/fan_in kernels
+    its residual attention grows the maps to hundreds and the attention logits with them, where torch's own float32
+    result departs from float64 by ~2e-4 of the output's range."""
     import torch
     import torch.nn as nn
 
@@ -67,9 +70,13 @@ def randomize_ultralytics(model, seed: int = 0):
 
     dfl = [(m.conv, m.conv.weight.detach().clone()) for m in model.modules() if type(m).__name__ == "DFL"]
     randomize_yolov5(model, seed, other=transposed)
+    g = torch.Generator().manual_seed(seed + 7)
     with torch.no_grad():
         for conv, w in dfl:
             conv.weight.copy_(w)
+        for block in (m for m in model.modules() if type(m).__name__ == "ABlock"):
+            for conv in (c for c in block.modules() if isinstance(c, torch.nn.Conv2d)):
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.02)
     return model
 
 

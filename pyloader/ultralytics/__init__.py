@@ -1,8 +1,10 @@
-"""Ultralytics checkpoints, detection (YOLOv8, YOLO11, YOLOv5u, YOLO26 and YOLOv10 with their end-to-end heads:
-end2end.py; P5 and P6), classification (the -cls models) and the Segment, Pose and OBB tasks of YOLOv8 and YOLO11:
-the reader (weights.py, numpy only; heads.py for the Detect heads, task_heads.py for the task heads, yolov10.py for
-YOLOv10's blocks), the plan's typed records it builds (blocks.py, numpy only), the Keras builder (model.py), and
-this family's declaration (FAMILY)."""
+"""Ultralytics checkpoints: detection (YOLOv8, YOLO11, YOLOv5u, YOLO12, YOLOv9, YOLOv6, YOLOv3u, the Ghost variants,
+YOLO26 and YOLOv10 with their end-to-end heads: end2end.py; P2, P5 and P6), classification (the -cls models) and the
+Segment, Pose and OBB tasks of YOLOv8 and YOLO11. The reader (weights.py, numpy only; backbones.py for the YOLOv3u /
+Ghost / YOLOv6 / YOLO12 / YOLOv9 backbone and neck rows, yolov10.py for YOLOv10's blocks, heads.py for the Detect
+heads, task_heads.py for the task heads), the plan's typed records it builds (blocks.py, numpy only), the Keras builder
+(model.py; backbone_model.py for those rows; keras_layers.py; topk.py for the end-to-end top-k), and this family's
+declaration (FAMILY)."""
 
 from __future__ import annotations
 
@@ -140,9 +142,9 @@ def summary(plan, content) -> tuple:
 
 FAMILY = Family(
     name="ultralytics",
-    reads="Ultralytics YOLOv8/YOLO11/YOLOv5u/YOLO26/YOLOv10 detection, YOLOv8/YOLO11 classification, segmentation, "
-          "pose and OBB (ultralytics.nn.tasks.DetectionModel, ClassificationModel, SegmentationModel, PoseModel, "
-          "OBBModel)",
+    reads="Ultralytics YOLOv8/YOLO11/YOLOv5u/YOLO12/YOLOv9/YOLOv6/YOLOv3u/Ghost/YOLO26/YOLOv10 detection, "
+          "classification, segmentation, pose and OBB (ultralytics.nn.tasks.DetectionModel, ClassificationModel, "
+          "SegmentationModel, PoseModel, OBBModel)",
     recognise=lambda ckpt: ckpt.model is not None and ckpt.model.cls.module.startswith("ultralytics.nn.tasks"),
     plan=read_plan,
     arrays=plan_arrays,
@@ -150,6 +152,7 @@ FAMILY = Family(
     layout=layout,
     summary=summary,
     keras="pyloader.ultralytics.model",
-    keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.ultralytics.model", "pyloader.ultralytics.topk"),
+    keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.ultralytics.keras_layers",
+                   "pyloader.ultralytics.model", "pyloader.ultralytics.topk"),
     letterbox=True,
 )

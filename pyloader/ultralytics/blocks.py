@@ -17,15 +17,16 @@ from ..torch_reader.modules import ConvSpec
 
 __all__ = ["Node", "Repeats", "Concat", "Upsample", "MaxPool", "Bottleneck", "C3", "Attention", "PSABlock",
            "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify", "ConvTranspose",
-           "Proto", "Segment", "Pose", "OBB", "EndToEnd", "RepVGGDW", "CIB"]
+           "Proto", "Segment", "Pose", "OBB", "ZeroPad", "SPP", "GhostConv", "GhostBottleneck", "TransposeConv",
+           "A2C2f", "RepConv", "ELAN", "ADown", "AConv", "Identity", "CBLinear", "CBFuse", "EndToEnd", "RepVGGDW", "CIB"]
 
 
 @dataclass(frozen=True)
 class Repeats:
-    """Convs each feeding the next: a Conv row repeated n times (an nn.Sequential of Conv), or YOLOv10's SCDown
-    (cv1, then the strided depthwise cv2)."""
+    """A row repeated n times (an nn.Sequential of Conv, Bottleneck or GhostConv, each feeding the next), or YOLOv10's
+    SCDown (cv1, then the strided depthwise cv2)."""
 
-    convs: list  # ConvSpec
+    convs: list  # ConvSpec, Bottleneck or GhostConv
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,13 @@ class Attention:
     key_dim: int
     head_dim: int
     scale: float
+    area: int = 1  # YOLO12's AAttn: the flattened map cut in `area` runs of rows, each attending within itself
 
 
 @dataclass(frozen=True)
 class PSABlock:
+    """C2PSA's PSABlock and YOLO12's ABlock: x + attn(x), then x + ffn(x) (add False: no shortcuts)."""
+
     name: str
     attn: Attention
     ffn: list  # ConvSpec
@@ -282,3 +286,141 @@ class CIB:
     name: str
     cv1: list
     add: bool
+
+
+# -- the backbone and neck modules of YOLOv3u, the Ghost variants, YOLOv6, YOLO12 and YOLOv9 (read by .backbones)
+
+
+@dataclass(frozen=True)
+class ZeroPad:
+    """nn.ZeroPad2d: zeros around the map."""
+
+    name: str
+    pad: tuple  # (left, right, top, bottom), as torch stores it
+
+
+@dataclass(frozen=True)
+class SPP:
+    """cv2(cat(y, pool_1(y), ..., pool_k(y))) of y = cv1(x), the pools side by side (not chained as SPPF)."""
+
+    name: str
+    cv1: ConvSpec
+    cv2: ConvSpec
+    pools: list  # MaxPool
+
+
+@dataclass(frozen=True)
+class GhostConv:
+    """cat(y, cv2(y)) of y = cv1(x); cv2 is a depthwise 5x5 Conv."""
+
+    name: str
+    cv1: ConvSpec
+    cv2: ConvSpec
+
+    @property
+    def out_channels(self) -> int:
+        return 2 * self.cv1.out_channels
+
+
+@dataclass(frozen=True)
+class GhostBottleneck:
+    """conv(x) + shortcut(x): conv is GhostConv, (a stride-2 DWConv,) GhostConv; shortcut is x itself (stride 1)
+    or DWConv, Conv (stride 2)."""
+
+    name: str
+    conv: list  # GhostConv and ConvSpec records, in order
+    shortcut: list  # ConvSpec; empty: the identity
+
+
+@dataclass(frozen=True)
+class TransposeConv:
+    """nn.ConvTranspose2d (groups 1, dilation 1, no output padding): `spec.kernel` is torch's (in, out, kh, kw)
+    weight as stored, which `conv_arrays` turns into Keras' Conv2DTranspose layout (kh, kw, out, in)."""
+
+    spec: ConvSpec
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.spec.kernel.shape[1])
+
+
+@dataclass(frozen=True)
+class A2C2f:
+    """YOLO12's A2C2f: y = [cv1(x)], each block on the last output, cv2(cat(y)); with gamma (a2 and residual):
+    x + gamma * that."""
+
+    name: str
+    cv1: ConvSpec
+    cv2: ConvSpec
+    m: list  # Chain (of PSABlocks: ABlock) or C3 (C3k)
+    gamma: Any = None  # (c2,) array or None
+
+
+@dataclass(frozen=True)
+class RepConv:
+    """RepConv (training form, as checkpoints store it): act(conv1(x) + conv2(x)), a 3x3 and a 1x1 Conv without
+    activation; `act` is RepConv's own."""
+
+    name: str
+    conv1: ConvSpec
+    conv2: ConvSpec
+    act: Any
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv1.out_channels
+
+
+@dataclass(frozen=True)
+class ELAN:
+    """RepNCSPELAN4 / ELAN1: cv1's output in halves a, b; c = cv2(b), d = cv3(c); cv4(cat(a, b, c, d)). cv2 and cv3
+    are lists of records (RepCSP as a C3 with RepBottlenecks, then a Conv; ELAN1: one Conv each)."""
+
+    name: str
+    cv1: ConvSpec
+    cv2: list
+    cv3: list
+    cv4: ConvSpec
+
+
+@dataclass(frozen=True)
+class ADown:
+    """avg_pool2d(2, 1) then halves a, b: cat(cv1(a) (3x3 stride 2), cv2(max_pool2d(b, 3, 2, 1)))."""
+
+    name: str
+    cv1: ConvSpec
+    cv2: ConvSpec
+
+
+@dataclass(frozen=True)
+class AConv:
+    """avg_pool2d(2, 1), then cv1 (3x3 stride 2)."""
+
+    name: str
+    cv1: ConvSpec
+
+
+
+@dataclass(frozen=True)
+class Identity:
+    """nn.Identity (YOLOv9-E's first row): the input as it is."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class CBLinear:
+    """YOLOv9-E: one Conv2d (with bias, no norm, no activation), its outputs split in `splits` channel groups."""
+
+    name: str
+    conv: ConvSpec
+    splits: list  # ints
+
+
+@dataclass(frozen=True)
+class CBFuse:
+    """YOLOv9-E: the sum of the last input and, of each other input (a CBLinear's groups), group idx[i] resized to the
+    last one's size (nearest)."""
+
+    name: str
+    idx: list  # ints, one per CBLinear input

@@ -5,7 +5,9 @@ Semantics follow PyTorch exactly (convolutions, padding, pooling, batch norm: ke
   blocks run on the first half, C2PSA: on the second);
 * C2PSA's attention (`PSAAttention`) reproduces Attention.forward: per head, softmax(q^T k * scale) over the
   keys, v weighted by it, plus the depthwise positional conv `pe` of v, then `proj`;
-* Detect's box branch (cv2) and class branch (cv3; YOLO11's with depthwise stages) per level.
+* Detect's box branch (cv2) and class branch (cv3; YOLO11's with depthwise stages) per level;
+* the YOLOv3u / Ghost / YOLOv6 / YOLO12 / YOLOv9 modules: backbone_model.py (YOLO12's area attention is
+  PSAAttention with `area` > 1).
 
 Input: NHWC float32 RGB in [0, 1] (Ultralytics divides by 255), shape (input_size[0], input_size[1], 3); the
 default is the checkpoint's training size (`imgsz`, 640 when it records none). Both sides must be multiples
@@ -41,6 +43,8 @@ from ..keras_blocks.torch_layers import activation, conv as _conv, max_pool_laye
 from ..torch_reader.modules import ConvSpec
 from .blocks import (C2, C2PSA, C3, CIB, OBB, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, Pose,
                      Proto, PSABlock, Repeats, RepVGGDW, Segment, Upsample)
+from .backbone_model import BUILDERS as BACKBONE_BUILDERS
+from .keras_layers import ChannelSplit
 from .topk import EndToEndTopK
 from .weights import UltralyticsPlan
 
@@ -50,39 +54,25 @@ _PKG = "pyloader_ultralytics"
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
-class ChannelSplit(layers.Layer):
-    """Channels [start, stop) of an NHWC tensor (torch's chunk/split along dim 1)."""
-
-    def __init__(self, start, stop, **kw):
-        super().__init__(**kw)
-        self.start, self.stop = int(start), int(stop)
-
-    def call(self, x):
-        return x[..., self.start:self.stop]
-
-    def compute_output_shape(self, shape):
-        return (*shape[:-1], self.stop - self.start)
-
-    def get_config(self):
-        return {**super().get_config(), "start": self.start, "stop": self.stop}
-
-
-@keras.saving.register_keras_serializable(package=_PKG)
 class PSAAttention(layers.Layer):
     """Ultralytics Attention's core on qkv (NHWC): returns (attention output, v), both [B, H, W, heads*head_dim].
 
     Channel layout of qkv per head: key_dim q, key_dim k, head_dim v (qkv.view(B, heads, 2*key_dim+head_dim, N)).
+    area > 1 (YOLO12's AAttn): the H*W positions, flattened row-major, are cut in `area` equal runs that each
+    attend only within themselves.
     """
 
-    def __init__(self, num_heads, key_dim, head_dim, scale, **kw):
+    def __init__(self, num_heads, key_dim, head_dim, scale, area=1, **kw):
         super().__init__(**kw)
         self.num_heads, self.key_dim, self.head_dim = int(num_heads), int(key_dim), int(head_dim)
-        self.scale = float(scale)
+        self.scale, self.area = float(scale), int(area)
 
     def call(self, qkv):
         h, w = int(qkv.shape[1]), int(qkv.shape[2])
         nh, kd, hd = self.num_heads, self.key_dim, self.head_dim
-        t = ops.reshape(qkv, (-1, h * w, nh, 2 * kd + hd))
+        if (h * w) % self.area:
+            raise ValueError(f"{self.name}: {h}x{w} positions do not split in {self.area} areas")
+        t = ops.reshape(qkv, (-1, h * w // self.area, nh, 2 * kd + hd))  # area > 1: runs of rows as batch items
         t = ops.transpose(t, (0, 2, 1, 3))  # [B, nh, N, 2kd+hd]
         q, k, v = t[..., :kd], t[..., kd:2 * kd], t[..., 2 * kd:]
         attn = ops.softmax(ops.matmul(q * self.scale, ops.transpose(k, (0, 1, 3, 2))), axis=-1)  # [B, nh, Nq, Nk]
@@ -96,7 +86,7 @@ class PSAAttention(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
-                "head_dim": self.head_dim, "scale": self.scale}
+                "head_dim": self.head_dim, "scale": self.scale, "area": self.area}
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
@@ -215,7 +205,7 @@ def _blocks(x, blocks, fold_bn):
 
 
 def _bottleneck(x, B: Bottleneck, fold_bn):
-    y = _conv(_conv(x, B.cv1, fold_bn), B.cv2, fold_bn)
+    y = _conv(_block(x, B.cv1, fold_bn), B.cv2, fold_bn)  # cv1: a ConvSpec, or RepBottleneck's RepConv
     return layers.Add(name=B.name + "_add")([x, y]) if B.add else y
 
 
@@ -227,7 +217,7 @@ def _c3(x, B: C3, fold_bn):
 
 def _attention(x, A: Attention, fold_bn):
     qkv = _conv(x, A.qkv, fold_bn)
-    out, v = PSAAttention(A.num_heads, A.key_dim, A.head_dim, A.scale, name=A.name + "_core")(qkv)
+    out, v = PSAAttention(A.num_heads, A.key_dim, A.head_dim, A.scale, A.area, name=A.name + "_core")(qkv)
     pe = _conv(v, A.pe, fold_bn)
     return _conv(layers.Add(name=A.name + "_add")([out, pe]), A.proj, fold_bn)
 
@@ -306,7 +296,7 @@ def _classify(x, H: Classify, fold_bn):
 
 _BUILDERS = {
     ConvSpec: _conv,
-    Repeats: lambda x, R, fold_bn: _convs(x, R.convs, fold_bn),
+    Repeats: lambda x, R, fold_bn: _blocks(x, R.convs, fold_bn),
     Concat: lambda x, P, fold_bn: layers.Concatenate(axis=-1, name=P.name)(list(x)),
     Upsample: lambda x, P, fold_bn: layers.UpSampling2D(size=P.size, interpolation="nearest", name=P.name)(x),
     Bottleneck: _bottleneck, C3: _c3, Chain: lambda x, S, fold_bn: _blocks(x, S.items, fold_bn), PSABlock: _psablock,
@@ -317,7 +307,10 @@ _BUILDERS = {
 
 def _block(x, record, fold_bn):
     """A plan record (a yaml row's, or a block inside one) applied to x, by its type."""
-    return _BUILDERS[type(record)](x, record, fold_bn)
+    build = _BUILDERS.get(type(record))
+    if build is None:  # the YOLOv3u / Ghost / YOLOv6 / YOLO12 / YOLOv9 modules
+        return BACKBONE_BUILDERS[type(record)](x, record, fold_bn, _block)
+    return build(x, record, fold_bn)
 
 
 def build(plan: UltralyticsPlan, options) -> keras.Model:

@@ -1,5 +1,7 @@
-"""Ultralytics .pt checkpoints (YOLOv8, YOLO11, YOLOv5u, YOLO26, YOLOv10 detection; classification; YOLOv8 / YOLO11
-segment, pose and OBB, their heads read by task_heads) as numpy: the plan and the arrays. No TensorFlow.
+"""Ultralytics .pt checkpoints (YOLOv8, YOLO11, YOLOv5u, YOLO12, YOLOv9, YOLOv6, YOLOv3u, Ghost, YOLO26, YOLOv10
+detection; classification; YOLOv8 / YOLO11 segment, pose and OBB) as numpy: the plan and the arrays (the YOLOv3u /
+Ghost / YOLOv6 / YOLO12 / YOLOv9 rows: backbones.py; YOLOv10's blocks: yolov10.py; the Detect heads: heads.py; the
+task heads: task_heads.py). No TensorFlow.
 
 The checkpoint is read by `torch_reader.checkpoint` (no torch, no pickle code run). The model is `ema` when
 present and not None, else `model` (as Ultralytics' `attempt_load_one_weight`): the trainer's `last.pt` holds
@@ -27,11 +29,12 @@ from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
 from ..torch_reader.modules import class_names, maxpool, param, select_model, sequence  # ema when not None, else model (as Ultralytics)
 from ..torch_reader.records import Record
-from .yolov10 import check_c2fcib, cib, row as v10_row
+from .backbones import ABSORBS_N, ROWS
 from .blocks import (C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, MaxPool, Node,
                      Linear, PSABlock, Repeats, Upsample)
 from .heads import detect, ul as _ul
 from .task_heads import TASK_HEADS, read_task_head
+from .yolov10 import check_c2fcib, cib, row as v10_row
 
 __all__ = ["read_plan", "UltralyticsPlan"]
 
@@ -290,7 +293,7 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         if base in _HEADS or mname in _HEADS:
             raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads Detect, v10Detect, Segment, Pose, "
                                 f"OBB and Classify heads)")
-        kind = _KINDS.get(mname)
+        kind = _KINDS.get(mname) or ROWS.get(mname, (None,))[0]
         if kind is None:
             raise rd.err(mpath, f"yaml module {short_repr(mname)} is not supported")
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -301,19 +304,18 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         rf = rec.attr("f") if isinstance(rec, Record) else None
         if rf is not None and rf != f:
             raise rd.err(mpath, f"module 'from' is {short_repr(rf)}, the yaml says {short_repr(f)}")
-        if n_eff > 1 and kind not in _ABSORBS_N:
+        if n_eff > 1 and kind not in _ABSORBS_N | ABSORBS_N:
             reps = sequence(rd.ctx, rec, mpath, mname)
             if len(reps) != n_eff:
                 raise rd.err(mpath, f"{len(reps)} repeats, the yaml's depth gives {n_eff}")
-            if kind != "Conv":
+            if kind not in ("Conv", "Bottleneck", "GhostConv"):
                 raise rd.err(mpath, f"repeated {mname} rows are not supported")
-            sub = [_row(rd, r, f"{mpath}.{j}", kind, mname, args, cin if j == 0 else [None], width, max_ch, nc_yaml, 1)[0]
-                   for j, r in enumerate(reps)]
-            # each repeat feeds the next: check the chain of channels
-            for j, (a, b) in enumerate(zip(sub, sub[1:]), 1):
-                if _cin(b) != a.out_channels:
-                    raise rd.err(f"{mpath}.{j}".replace(".", "_"), f"expected {a.out_channels} input channels, the weight has {_cin(b)}")
-            parts, cout, kind = Repeats(sub), sub[-1].out_channels, "Sequential"
+            sub, cout = [], cin
+            for j, r in enumerate(reps):  # each repeat feeds the next: checked as the row's inputs
+                p, c = _row(rd, r, f"{mpath}.{j}", kind, mname, args, cout, width, max_ch, nc_yaml, 1)
+                sub.append(p)
+                cout = [c]
+            parts, cout, kind = Repeats(sub), cout[0], "Sequential"
         else:
             parts, cout = _row(rd, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml, n_eff, cfg.get("kpt_shape"))
         nodes.append(Node(i, kind, f, mpath.replace(".", "_"), parts))  # kind: the yaml module (C2f, C3k2, C2PSA...)
@@ -351,6 +353,8 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
         if cin[0] is not None and _cin(spec) != cin[0]:
             raise rd.err(mpath + sub, f"expected {cin[0]} input channels (from the layers feeding it), the weight has {_cin(spec)}")
 
+    if mname in ROWS:
+        return ROWS[mname][1](rd, rec, mpath, args, cin, c2_of, n_eff)
     if kind == "Conv":
         spec = rd.conv(rec, mpath)
         if mname == "DWConv" and not _ul(rec, "DWConv"):
