@@ -152,6 +152,11 @@ def signals_held(replay: bool = True):
             signal.raise_signal(got[0])
 
 
+class OutputAppeared(FileExistsError):
+    """The output was put in place by someone else (another convert run into the same folder) while this one was
+    being written: that output is complete (it was renamed into place whole), so this one is dropped."""
+
+
 def write_atomically(final: str, overwrite: bool, produce):
     """`produce(tmp)` writes the output under a temporary name beside `final` (its return value is returned);
     then it is renamed into place (a folder: the old one moved aside when overwriting, then removed). The
@@ -170,11 +175,32 @@ def write_atomically(final: str, overwrite: bool, produce):
 
 
 def _rename(tmp: str, final: str, overwrite: bool):
-    """Rename tmp to final; returns where an old output folder was moved (to be removed), else None."""
+    """Rename tmp to final; returns where an old output folder was moved (to be removed), else None. Without
+    overwrite, an output that is there already (or appears at the same moment: link and rename of a folder fail
+    when the name exists) is OutputAppeared, and nothing of it is touched."""
+    appeared = OutputAppeared(f"{final} appeared while converting (another run wrote it)")
     if not overwrite and os.path.lexists(final):
-        raise FileExistsError(f"{final} appeared while converting")
+        raise appeared
     if not os.path.isdir(tmp) or os.path.islink(tmp):
-        os.replace(tmp, final)
+        if overwrite:
+            os.replace(tmp, final)
+            return None
+        try:
+            os.link(tmp, final)  # atomic and never replaces: of two runs at once, one gets the name
+        except FileExistsError:
+            raise appeared from None
+        except OSError:  # a file system without hard links: the check above, then the rename
+            os.replace(tmp, final)
+            return None
+        os.unlink(tmp)
+        return None
+    if not overwrite:
+        try:
+            os.rename(tmp, final)  # a folder: fails when a non-empty one has the name
+        except OSError as e:
+            if os.path.lexists(final):
+                raise appeared from e
+            raise
         return None
     old = None
     if os.path.lexists(final):

@@ -15,7 +15,7 @@ from ..boundary import error_text
 from ..errors import FormatError
 from ..family import Family, Options
 from ..outputs import NoTemplate, learn, output_format
-from .atomic import in_run, remove, run_open, tmp_path, write_atomically
+from .atomic import OutputAppeared, in_run, remove, run_open, tmp_path, write_atomically
 from .jobs import Job, Result
 
 _MODEL_CACHE_SIZE = 4  # built models kept per process (least recently used goes first)
@@ -43,6 +43,9 @@ def _run_job(job: Job) -> Result:
         note, diff = _write_from_template(prepared, job)
         if note is not None:
             diff = _write_with_exporter(prepared, job)
+    except OutputAppeared:  # another run into the same folder wrote it meanwhile: as if run one after the other
+        return Result(job.source, job.output, "skipped", "output written meanwhile by another run",
+                      time.perf_counter() - t0, job.bytes, imported)
     except Exception as e:  # noqa: BLE001 - one bad checkpoint must not stop the run
         reason = str(e) if isinstance(e, FormatError) else error_text(e)
         if reason.startswith(job.source + ": "):  # the summary already names the source
