@@ -320,7 +320,10 @@ def _spp_row(rd, rec, mpath, args, cin, c2_of, n_eff):
     return SPP(_name(mpath), cv1, cv2, pools), cv2.out_channels
 
 
-def _transpose_row(rd, rec, mpath, args, cin, c2_of, n_eff):
+def read_transpose_conv(rd, rec, mpath) -> TransposeConv:
+    """nn.ConvTranspose2d (YOLOv6's neck rows, Segment's Proto): groups 1, dilation 1, no output padding, a kernel
+    at least the stride; its arrays go with the convolutions' (conv_arrays' OIHW -> HWIO is (in, out, kh, kw) ->
+    Keras' (kh, kw, out, in))."""
     if not is_class(rec, "ConvTranspose2d", *NN):
         raise rd.err(mpath, f"expected a ConvTranspose2d, found {short_repr(rec)}")
     w, b = param(rd.ctx, rec, mpath, "weight"), param(rd.ctx, rec, mpath, "bias", required=False)
@@ -334,7 +337,12 @@ def _transpose_row(rd, rec, mpath, args, cin, c2_of, n_eff):
         raise rd.err(mpath, f"kernel {tuple(w.shape[2:])} smaller than the stride {attrs['stride']} is not supported")
     spec = ConvSpec(_name(mpath), w, b, attrs["stride"], attrs["padding"], (1, 1), 1)
     rd.convs.append(spec)
-    P = TransposeConv(spec)
+    return TransposeConv(spec)
+
+
+def _transpose_row(rd, rec, mpath, args, cin, c2_of, n_eff):
+    P = read_transpose_conv(rd, rec, mpath)
+    w, attrs = P.spec.kernel, {"stride": P.spec.stride, "padding": P.spec.padding}
     _check(rd, mpath, "output channels (the yaml row)", c2_of(args[0] if args else None), P.out_channels)
     if len(args) > 1:
         _check(rd, mpath, "kernel, stride, padding (the yaml row)", [pair(a, mpath, rd.ctx, "yaml arg") for a in args[1:4]],

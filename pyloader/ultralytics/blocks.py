@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from ..torch_reader.modules import ConvSpec
 
 __all__ = ["Node", "Repeats", "Concat", "Upsample", "MaxPool", "Bottleneck", "C3", "Attention", "PSABlock",
-           "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify", "ConvTranspose",
+           "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify",
            "Proto", "Segment", "Pose", "OBB", "ZeroPad", "SPP", "GhostConv", "GhostBottleneck", "TransposeConv",
            "A2C2f", "RepConv", "ELAN", "ADown", "AConv", "Identity", "CBLinear", "CBFuse", "EndToEnd", "RepVGGDW", "CIB"]
 
@@ -156,26 +156,12 @@ class Detect:
 
 
 @dataclass(frozen=True)
-class ConvTranspose:
-    """nn.ConvTranspose2d with kernel == stride, no padding (each input pixel becomes a kernel-sized tile): `kernel`
-    (in, out, kh, kw) as stored, `bias` (out) or None; a Keras Conv2DTranspose named `name`."""
-
-    name: str
-    kernel: Any
-    bias: Any
-
-    @property
-    def out_channels(self) -> int:
-        return int(self.kernel.shape[1])
-
-
-@dataclass(frozen=True)
 class Proto:
     """Segment's mask prototypes: cv3(cv2(upsample(cv1(x)))) on the first level's input (2x its size)."""
 
     name: str
     cv1: ConvSpec
-    upsample: ConvTranspose
+    upsample: "TransposeConv"
     cv2: ConvSpec
     cv3: ConvSpec
 

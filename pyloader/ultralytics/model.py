@@ -41,8 +41,8 @@ from keras import layers, ops
 from ..keras_blocks.model import finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import activation, conv as _conv, max_pool_layer
 from ..torch_reader.modules import ConvSpec
-from .blocks import (C2, C2PSA, C3, CIB, OBB, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, Pose,
-                     Proto, PSABlock, Repeats, RepVGGDW, Segment, Upsample)
+from .blocks import (Attention, Bottleneck, C2, C2PSA, C2f, C3, CIB, Chain, Classify, Concat, Detect, OBB, PSABlock,
+                     Pose, Proto, RepVGGDW, Repeats, SPPF, Segment, TransposeConv, Upsample)
 from .backbone_model import BUILDERS as BACKBONE_BUILDERS
 from .keras_layers import ChannelSplit
 from .topk import EndToEndTopK
@@ -274,11 +274,8 @@ def _cib(x, B: CIB, fold_bn):
 
 
 def _proto(x, P: Proto, fold_bn):
-    """Proto: cv1, the ConvTranspose2d upsampling (kernel == stride: Keras' 'valid' Conv2DTranspose), cv2, cv3."""
-    y = _conv(x, P.cv1, fold_bn)
-    k = tuple(int(v) for v in P.upsample.kernel.shape[2:])
-    y = layers.Conv2DTranspose(P.upsample.out_channels, k, strides=k, padding="valid", use_bias=P.upsample.bias is not None,
-                               name=P.upsample.name, kernel_initializer="zeros", bias_initializer="zeros")(y)
+    """Proto: cv1, the ConvTranspose2d upsampling (as YOLOv6's rows: backbone_model), cv2, cv3."""
+    y = BACKBONE_BUILDERS[TransposeConv](_conv(x, P.cv1, fold_bn), P.upsample, fold_bn, None)
     return _convs(_conv(y, P.cv2, fold_bn), [P.cv3], fold_bn)
 
 

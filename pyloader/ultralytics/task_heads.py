@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 
 from ..boundary import short_repr
-from ..torch_reader.modules import NN, children, is_class, pair, param
-from .blocks import OBB, ConvTranspose, Pose, Proto, Segment
+from ..torch_reader.modules import children
+from .backbones import read_transpose_conv
+from .blocks import OBB, Pose, Proto, Segment
 from .heads import detect, detect_branch
 
 __all__ = ["TASK_HEADS", "read_task_head"]
@@ -27,32 +28,12 @@ def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
-def conv_transpose(rd, rec, mpath) -> ConvTranspose:
-    """nn.ConvTranspose2d with kernel == stride, no padding, output_padding, dilation or groups (Proto's upsample)."""
-    if not is_class(rec, "ConvTranspose2d", *NN):
-        raise rd.err(mpath, f"expected a ConvTranspose2d, found {short_repr(rec)}")
-    w, b = param(rd.ctx, rec, mpath, "weight"), param(rd.ctx, rec, mpath, "bias", required=False)
-    if w.ndim != 4 or (b is not None and b.shape != (w.shape[1],)):
-        raise rd.err(mpath, f"weight {w.shape}, bias {None if b is None else b.shape}: expected (in, out, kh, kw), (out,)")
-    k, s = tuple(int(v) for v in w.shape[2:]), pair(rec.attr("stride"), mpath, rd.ctx, "stride")
-    setup = {"padding": pair(rec.attr("padding", 0), mpath, rd.ctx, "padding"),
-             "output_padding": pair(rec.attr("output_padding", 0), mpath, rd.ctx, "output_padding"),
-             "dilation": pair(rec.attr("dilation", 1), mpath, rd.ctx, "dilation"), "groups": rec.attr("groups", 1)}
-    if s != k or setup != {"padding": (0, 0), "output_padding": (0, 0), "dilation": (1, 1), "groups": 1} \
-            or rec.attr("padding_mode", "zeros") != "zeros":
-        raise rd.err(mpath, f"kernel {k}, stride {s}, {setup}: only kernel == stride without padding, output_padding, "
-                            "dilation or groups is supported")
-    spec = ConvTranspose(mpath.replace(".", "_"), w, b)
-    rd.deconvs.append(spec)
-    return spec
-
-
 def proto(rd, rec, mpath, cin: int) -> Proto:
     mods = rd.expect(rec, mpath, "Proto")
     cv1 = rd.conv(mods.get("cv1"), mpath + ".cv1")
-    up = conv_transpose(rd, mods.get("upsample"), mpath + ".upsample")
+    up = read_transpose_conv(rd, mods.get("upsample"), mpath + ".upsample")
     cv2, cv3 = rd.conv(mods.get("cv2"), mpath + ".cv2"), rd.conv(mods.get("cv3"), mpath + ".cv3")
-    chain = ((cv1, cin, cv1.kernel.shape[1] * cv1.groups), (up, cv1.out_channels, up.kernel.shape[0]),
+    chain = ((cv1, cin, cv1.kernel.shape[1] * cv1.groups), (up, cv1.out_channels, up.spec.kernel.shape[0]),
              (cv2, up.out_channels, cv2.kernel.shape[1] * cv2.groups), (cv3, cv2.out_channels, cv3.kernel.shape[1] * cv3.groups))
     for (spec, want, got), part in zip(chain, ("cv1", "upsample", "cv2", "cv3")):
         if int(got) != want:

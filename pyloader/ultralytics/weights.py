@@ -54,7 +54,6 @@ class UltralyticsPlan:
     model_class: str
     task: str = "detect"  # "detect" (a Detect head) or "classify" (a Classify head)
     linears: list = field(default_factory=list)  # every Linear record, for the arrays
-    deconvs: list = field(default_factory=list)  # every ConvTranspose record (Segment's Proto), for the arrays
     end2end: object = None  # blocks.EndToEnd: the head has a one-to-one branch (YOLO26, YOLOv10; .end2end)
 
 
@@ -72,7 +71,6 @@ class _Reader:
         self.ctx = Ctx(path)
         self.convs: list = []
         self.linears: list = []
-        self.deconvs: list = []
         self.nms = nms  # the model ends in NMS: an end-to-end head computes its one-to-many branch (.end2end)
         self.end2end = None  # blocks.EndToEnd of the head, when it has a one-to-one branch
 
@@ -333,7 +331,7 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
     if imgsz % max_stride:
         imgsz = 640
     return UltralyticsPlan(path, nodes, rd.convs, D.nc, names, D.strides, D.reg_max, D.dfl, max_stride,
-                           imgsz, model.cls.qualname, task, deconvs=rd.deconvs, end2end=rd.end2end)
+                           imgsz, model.cls.qualname, task, end2end=rd.end2end)
 
 
 def _check(rd, mpath, what, want, got):
@@ -442,8 +440,4 @@ def plan_arrays(plan: UltralyticsPlan, fold_bn: bool) -> dict:
     for lin in plan.linears:  # Keras' Dense kernel is (in, out)
         out[f"{lin.name}/kernel"] = np.ascontiguousarray(lin.weight.T, dtype=np.float32)
         out[f"{lin.name}/bias"] = np.ascontiguousarray(lin.bias, dtype=np.float32)
-    for dc in plan.deconvs:  # Keras' Conv2DTranspose kernel is (kh, kw, out, in)
-        out[f"{dc.name}/kernel"] = np.ascontiguousarray(dc.kernel.transpose(2, 3, 1, 0), dtype=np.float32)
-        if dc.bias is not None:
-            out[f"{dc.name}/bias"] = np.ascontiguousarray(dc.bias, dtype=np.float32)
     return out
