@@ -115,9 +115,14 @@ def anchor_outputs(strides, anchors, nc: int, input_size, decoded: str | None) -
              "anchor_units": "pixels"} for i, s in enumerate(strides)]
 
 
-def anchor_plan_fields(plan, input_size, options, decoded: str) -> dict:
-    """A family's metadata fields for a plan of an anchor-based .pt model (model_class, names, nc, strides, anchors
-    in pixels; RGB input in [0, 1] named `images`); `decoded`: the layout text of its decode=True output."""
+ANCHOR_DECODED = ("[batch, boxes, 5 + classes]: x, y, w, h in input pixels, objectness, class probabilities "
+                  "(YOLOv5 Detect, eval mode)")
+
+
+def anchor_plan_fields(plan, input_size, options, decoded: str = ANCHOR_DECODED) -> dict:
+    """A family's `metadata` for a plan of an anchor-based .pt model (YOLOv5-style Detect: model_class, names, nc,
+    strides, anchors in pixels; RGB input in [0, 1] named `images`); `decoded`: the layout text of its decode=True
+    output."""
     h, w = input_size
     return {
         "architecture": plan.model_class,

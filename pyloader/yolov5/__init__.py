@@ -35,11 +35,6 @@ def array_chunks(plan, fold_bn: bool):
     return ArrayChunks(plan, fold_bn)
 
 
-def metadata(plan, input_size, options) -> dict:
-    return anchor_plan_fields(plan, input_size, options, "[batch, boxes, 5 + classes]: x, y, w, h in input pixels, "
-                              "objectness, class probabilities (YOLOv5 Detect, eval mode)")
-
-
 def summary(plan, content) -> tuple:
     return anchor_plan_summary(plan, plan.nodes, "YOLOv5", content)
 
@@ -50,7 +45,7 @@ FAMILY = Family(
     recognise=recognise,
     plan=read_plan,
     arrays=plan_arrays,
-    metadata=metadata,
+    metadata=anchor_plan_fields,
     layout=lambda plan: OutputLayout("xywh_obj_cls"),
     summary=summary,
     keras="pyloader.yolov5.model",

@@ -31,14 +31,9 @@ def read_plan(ckpt, options):
     return read_model_plan(ckpt.path, ckpt.content)
 
 
-def metadata(plan, input_size, options) -> dict:
-    """YOLOv7's heads and decoding have YOLOv5's layout."""
-    return anchor_plan_fields(plan, input_size, options, "[batch, boxes, 5 + classes]: x, y, w, h in input pixels, "
-                              "objectness, class probabilities (YOLOv5 Detect, eval mode)")
-
-
 def summary(plan, content) -> tuple:
-    return anchor_plan_summary(plan, [n for n in plan.nodes if n.index in plan.used], "YOLOv7", content)  # IAuxDetect's auxiliary branches left out
+    used = [n for n in plan.nodes if n.index in plan.used]  # IAuxDetect's auxiliary branches left out
+    return anchor_plan_summary(plan, used, "YOLOv7", content)
 
 
 FAMILY = Family(
@@ -47,7 +42,7 @@ FAMILY = Family(
     recognise=recognise,
     plan=read_plan,
     arrays=plan_arrays,
-    metadata=metadata,
+    metadata=anchor_plan_fields,  # YOLOv7's heads and decoding have YOLOv5's layout
     layout=lambda plan: OutputLayout("xywh_obj_cls"),
     summary=summary,
     keras="pyloader.yolov7.model",
