@@ -5,7 +5,10 @@ Pure Python (no TensorFlow, no numpy). The semantics: docs/FORMATS.md, section 2
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import struct
 from dataclasses import dataclass, field
 
 from ..boundary import fs_str, open_regular
@@ -75,44 +78,24 @@ class Section:
         return default if raw is None else raw
 
     def int(self, name: str, default=_REQUIRED) -> int:
+        """option_find_int: atoi of the value."""
         raw = self._raw(name, default)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise self.error(f"expected an integer, got '{raw[:40]}'", name) from None
-        return _c_int(self, name, value)
+        return default if raw is None else _atoi(self, name, raw)
 
     def float(self, name: str, default=_REQUIRED) -> float:
+        """option_find_float: atof of the value, returned as a C float."""
         raw = self._raw(name, default)
-        if raw is None:
-            return default
-        try:
-            return float(raw)
-        except ValueError:
-            raise self.error(f"expected a number, got '{raw}'", name) from None
+        return default if raw is None else _atof(raw)
 
-    def ints(self, name: str, default=_REQUIRED) -> list:
+    def ints(self, name: str, default=_REQUIRED, hash_ends: bool = False) -> list:
+        """A darknet list read with atoi, one value per comma-separated piece (see _pieces)."""
         raw = self._raw(name, default)
-        if raw is None:
-            return default
-        try:
-            values = [int(x) for x in raw.split(",") if x != ""]
-        except ValueError:
-            raise self.error(f"expected a comma-separated list of integers, got '{raw[:60]}'", name) from None
-        for v in values:
-            _c_int(self, name, v)
-        return values
+        return default if raw is None else [_atoi(self, name, p) for p in _pieces(raw, hash_ends)]
 
-    def floats(self, name: str, default=_REQUIRED) -> list:
+    def floats(self, name: str, default=_REQUIRED, hash_ends: bool = False) -> list:
+        """A darknet list read with atof, one value per comma-separated piece (see _pieces)."""
         raw = self._raw(name, default)
-        if raw is None:
-            return default
-        try:
-            return [float(x) for x in raw.split(",") if x != ""]
-        except ValueError:
-            raise self.error(f"expected a comma-separated list of numbers, got '{raw}'", name) from None
+        return default if raw is None else [_atof(p) for p in _pieces(raw, hash_ends)]
 
     def check_all_used(self, ignored: set) -> None:
         for name, (_, line) in self.options.items():
@@ -121,20 +104,63 @@ class Section:
 
 
 _INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
+_C_SPACE = "[ \t\n\v\f\r]*"  # isspace() in the C locale: atoi and atof skip these first
+_ATOI = re.compile(_C_SPACE + r"([+-]?[0-9]+)", re.ASCII)
+_ATOF = re.compile(_C_SPACE + r"""([+-]?) (?:  # strtod's longest valid prefix
+    (?P<hex> 0x (?:[0-9a-f]+\.?[0-9a-f]*|\.[0-9a-f]+) (?:p[+-]?[0-9]+)? )
+  | (?P<dec> (?:[0-9]+\.?[0-9]*|\.[0-9]+) (?:e[+-]?[0-9]+)? )
+  | (?P<inf> inf(?:inity)? ) | (?P<nan> nan(?:\([0-9a-z_]*\))? ) )""", re.ASCII | re.IGNORECASE | re.VERBOSE)
 
 
-def _c_int(sec: Section, name: str, value: int) -> int:
-    """darknet reads every integer option into a C int (atoi): values outside it are not darknet's."""
+def _atoi(sec: Section, name: str, raw: str) -> int:
+    """C atoi: leading spaces, a sign, the digits up to the first other character ("255abc" is 255); no digits
+    is 0. darknet keeps the result in a C int: values outside it (where glibc's atoi wraps) are refused."""
+    m = _ATOI.match(raw)
+    value = int(m.group(1)) if m else 0
     if not _INT_MIN <= value <= _INT_MAX:
         raise sec.error(f"{value if abs(value) < 10 ** 30 else 'an integer'} is outside darknet's int range", name)
     return value
 
 
+def _atof(raw: str) -> float:
+    """C atof (strtod's longest valid prefix: decimal, hex, inf, nan; none is 0.0), rounded to the C float
+    option_find_float returns and darknet stores."""
+    m = _ATOF.match(raw)
+    if not m:
+        return 0.0
+    if m["hex"]:
+        value = float.fromhex(m["hex"])
+    else:
+        value = float(m["dec"] or ("nan" if m["nan"] else "inf"))
+    value = -value if m.group(1) == "-" else value
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:  # beyond FLT_MAX: the C conversion gives infinity
+        return math.copysign(math.inf, value)
+
+
+def _pieces(raw: str, hash_ends: bool) -> list:
+    """darknet's list parsing (parse_route, parse_yolo ...): n = 1 + the number of commas, counted up to the first
+    '#' where hash_ends (parse_yolo_mask, parse_yolo's anchors) else in the whole value; piece i starts after comma
+    i and is read with atoi/atof up to its first invalid character. "1,,2" has 3 pieces, "1,2," too (the last is
+    empty: 0), "1,2#,3" 2 with hash_ends."""
+    counted = raw.split("#", 1)[0] if hash_ends else raw
+    return raw.split(",")[: counted.count(",") + 1]
+
+
+_STRIP = str.maketrans("", "", " \t\r\n")  # AlexeyAB's strip(): these four, everywhere in the line
+
+
 def parse_cfg_text(text: str, path: str) -> list:
-    """Split cfg text into Sections (the first is [net]). Lines: '[type]', 'key=value', '#' or ';' comments."""
+    """Split cfg text into Sections (the first is [net]) as darknet's read_cfg does: lines end at '\n' only (fgetl),
+    each loses every space, tab and CR (strip), then '[type]', '#' or ';' comments, or 'key=value' split at the
+    first '='; the value is kept whole ('#' inside it is not a comment: atoi/atof stop before it)."""
+    if "\0" in text:  # C strings end there: darknet truncates the line and joins the next one to it
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise FormatError(f"{path}: not a text cfg (a NUL byte on line {line})")
     sections: list = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = "".join(raw.split())  # darknet strips every whitespace character, inside the line too
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        line = raw.translate(_STRIP)
         if not line or line[0] in "#;":
             continue
         if line[0] == "[":
@@ -145,14 +171,12 @@ def parse_cfg_text(text: str, path: str) -> list:
             index = len(sections) - 1
             sections.append(Section(kind, lineno, path, index))
             continue
-        if "=" not in line:
+        if "=" not in line:  # darknet keeps it as an option without value (its default is used): an error here
             raise FormatError(f"{path}: line {lineno}: expected 'key=value' or '[section]', got '{raw.strip()}'")
         if not sections:
             raise FormatError(f"{path}: line {lineno}: option '{raw.strip()}' before the first [section]")
         key, value = line.split("=", 1)
-        if "#" in value:  # an inline comment: darknet would keep it in the value; no official cfg relies on that
-            value = value.split("#", 1)[0]
-        if not key or not value:
+        if not key or not value:  # darknet: "Config file error" ('key=') or a nameless option ('=value')
             raise FormatError(f"{path}: line {lineno}: malformed option '{raw.strip()}'")
         sec = sections[-1]
         if key in sec.options:  # darknet's option_find returns the first occurrence: later ones are unused
@@ -195,11 +219,9 @@ def read_cfg(path) -> list:
             data = f.read()
     except OSError as e:
         raise FormatError(f"{path}: cannot read cfg: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise FormatError(f"{path}: not a text cfg (invalid UTF-8 at byte {e.start})") from None
-    return parse_cfg_text(text.lstrip("\ufeff"), path)
+    # darknet reads bytes: a byte that is not UTF-8 (a Latin-1 comment) is no error; shown escaped in messages
+    text = data.decode("utf-8", errors="backslashreplace")
+    return parse_cfg_text(text.removeprefix("\ufeff"), path)
 
 
 def build_network(sections: list, input_size=None) -> Network:

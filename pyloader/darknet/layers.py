@@ -84,14 +84,12 @@ def _convolutional(sec, layers, shape):
     padding = sec.int("padding", 0)
     if pad:
         padding = size // 2
-    bn = sec.int("batch_normalize", 0)
+    bn = sec.int("batch_normalize", 0) != 0  # darknet: `if (l.batch_normalize)`, any nonzero value
     act = _activation(sec, "logistic")  # darknet's default for a convolutional layer
-    _positive(sec, filters=filters, size=size, stride=stride, stride_x=sx, stride_y=sy, dilation=dilation,
-              groups=groups)
+    # darknet reads `stride` only for the stride_x/stride_y not given (>= 1): stride itself is not checked
+    _positive(sec, filters=filters, size=size, stride_x=sx, stride_y=sy, dilation=dilation, groups=groups)
     if padding < 0:
         raise sec.error(f"padding must be >= 0, got {padding}", "padding")
-    if bn not in (0, 1):
-        raise sec.error(f"batch_normalize must be 0 or 1, got {bn}", "batch_normalize")
     if c % groups or filters % groups:
         raise sec.error(f"groups={groups} must divide the input channels ({c}) and filters ({filters})", "groups")
     sec.check_all_used(set())
@@ -108,7 +106,7 @@ def _convolutional(sec, layers, shape):
     if h + 2 * padding < size or w + 2 * padding < size:
         raise sec.error(f"kernel {size} larger than the padded input {h + 2 * padding}x{w + 2 * padding}", "size")
     params = dict(filters=filters, size=size, stride=(sy, sx), dilation=dilation, groups=groups, padding=padding,
-                  batch_normalize=bool(bn), activation=act)
+                  batch_normalize=bn, activation=act)
     return Layer(sec.index, "conv", sec, [sec.index - 1], params, (out_h, out_w, filters))
 
 
@@ -158,8 +156,6 @@ def _dropout(sec, layers, shape):
 
 def _route(sec, layers, shape):
     refs = _resolve(sec, layers, sec.ints("layers"), "layers")
-    if not refs:
-        raise sec.error("'layers' lists no layer", "layers")
     groups = sec.int("groups", 1)
     group_id = sec.int("group_id", 0)
     _positive(sec, groups=groups)
@@ -181,8 +177,6 @@ def _route(sec, layers, shape):
 
 def _shortcut(sec, layers, shape):
     refs = _resolve(sec, layers, sec.ints("from"), "from")
-    if not refs:
-        raise sec.error("'from' lists no layer", "from")
     act = _activation(sec, "linear")
     wtype = sec.str("weights_type", "none")
     if wtype == "per_layer":
@@ -265,33 +259,36 @@ def _scale_channels(sec, layers, shape):
 
 
 def _single(sec, layers):
-    refs = _resolve(sec, layers, sec.ints("from"), "from")
-    if len(refs) != 1:
-        raise sec.error(f"'from' must name exactly one layer, got {len(refs)}", "from")
-    return refs
+    # parse_sam / parse_scale_channels: `int index = atoi(l);` ("from=-3,-5" is -3)
+    return _resolve(sec, layers, [sec.int("from")], "from")
 
 
-def _anchors(sec, total):
-    """All listed anchor pairs. darknet allocates num pairs; cspx-p7-mish.cfg lists 20 pairs with num=16 and
-    masks up to 19 (darknet reads past its array there); pyloader, like OpenCV, uses the listed pairs."""
-    anchors = sec.floats("anchors", [])
-    if len(anchors) % 2 or len(anchors) < 2 * total:
-        raise sec.error(f"expected at least {2 * total} anchor values (pairs) for num={total}, got {len(anchors)}",
-                        "anchors")
-    return [(anchors[2 * i], anchors[2 * i + 1]) for i in range(len(anchors) // 2)]
+_MAX_NUM = 1 << 16  # anchors per head: beyond any real cfg; darknet callocs 2*num floats for them
+
+
+def _anchors(sec, total: int, hash_ends: bool) -> list:
+    """The anchor values darknet holds (parse_yolo / parse_region): 2*num floats set to .5 (make_yolo_layer,
+    make_region_layer: `l.biases[i] = .5;`), the first min(n, 2*num) overwritten by the listed pieces read with atof
+    (n = 1 + the commas): a missing value or comma leaves .5 at the end. darknet ignores values listed beyond
+    2*num; pyloader keeps them for mask entries >= num (cspx-p7-mish.cfg: num=16, 20 pairs, masks up to 19, where
+    darknet reads past its array), like OpenCV."""
+    if total > _MAX_NUM:
+        raise sec.error(f"num={total} would need {2 * total} anchor values; at most {2 * _MAX_NUM} are supported",
+                        "num")
+    listed = sec.floats("anchors", [], hash_ends)
+    return listed + [0.5] * (2 * total - len(listed))
 
 
 def _yolo(sec, layers, shape):
     classes = sec.int("classes", 20)
     total = sec.int("num", 1)
     _positive(sec, classes=classes, num=total)
-    mask = sec.ints("mask", None)
-    anchors = _anchors(sec, total)  # before range(num): num is checked against the anchors listed
-    if mask is None:
-        mask = list(range(total))
+    anchors = _anchors(sec, total, hash_ends=True)
+    mask = sec.ints("mask", None, hash_ends=True)  # parse_yolo_mask; none: 0..num-1
+    mask = list(range(total)) if mask is None else mask
     for m in mask:
-        if not 0 <= m < len(anchors):
-            raise sec.error(f"mask entry {m} has no anchor (0..{len(anchors) - 1} listed)", "mask")
+        if not 0 <= 2 * m + 1 < len(anchors):
+            raise sec.error(f"mask entry {m} has no anchor (0..{len(anchors) // 2 - 1} listed)", "mask")
     scale_x_y = sec.float("scale_x_y", 1.0)
     new_coords = sec.int("new_coords", 0)
     if sec.has("map"):
@@ -301,8 +298,8 @@ def _yolo(sec, layers, shape):
     if shape[2] != expected:
         raise sec.error(f"input has {shape[2]} channels; {len(mask)} anchors x (5 + {classes} classes) "
                         f"needs {expected}")
-    params = dict(classes=classes, anchors=[anchors[m] for m in mask], scale_x_y=scale_x_y,
-                  new_coords=bool(new_coords))
+    params = dict(classes=classes, anchors=[(anchors[2 * m], anchors[2 * m + 1]) for m in mask],
+                  scale_x_y=scale_x_y, new_coords=bool(new_coords))
     return Layer(sec.index, "yolo", sec, [sec.index - 1], params, shape)
 
 
@@ -314,10 +311,14 @@ def _region(sec, layers, shape):
     _positive(sec, classes=classes, num=total)
     if coords != 4:
         raise sec.error(f"only coords=4 is supported, got {coords}", "coords")
-    for unsupported in ("tree", "map", "sqrt", "log"):
-        if sec.has(unsupported) and sec.str(unsupported) != "0":
+    for unsupported in ("tree", "map"):  # file names: darknet reads any value given
+        if sec.has(unsupported):
             raise sec.error(f"option '{unsupported}' is not supported", unsupported)
-    anchors = _anchors(sec, total)[:total]
+    for unsupported in ("sqrt", "log"):
+        if sec.int(unsupported, 0):
+            raise sec.error(f"option '{unsupported}' is not supported", unsupported)
+    anchors = _anchors(sec, total, hash_ends=False)
+    anchors = [(anchors[2 * i], anchors[2 * i + 1]) for i in range(total)]
     sec.check_all_used(_REGION_IGNORED)
     expected = total * (classes + 5)
     if shape[2] != expected:
