@@ -224,7 +224,10 @@ DarknetResult read_darknet(std::uint64_t size, const ReadAt& read_at, const std:
 DarknetResult read_darknet(const std::byte* data, std::size_t size, const std::vector<DarknetLayerPlan>& plan,
                            bool fold_bn, double eps, unsigned threads) {
     return read_darknet(
-        size, [data](std::uint64_t offset, void* dst, std::size_t length) { std::memcpy(dst, data + offset, length); },
+        size,
+        [data](std::uint64_t offset, void* dst, std::size_t length) {
+            if (length != 0) std::memcpy(dst, data + offset, length);  // an empty array's dst may be null
+        },
         plan, fold_bn, eps, threads);
 }
 
