@@ -23,12 +23,6 @@ using namespace pyloader;
 
 namespace {
 
-// Keeps the memory behind returned arrays alive: the file map and the arena of transformed arrays.
-struct Owner {
-    std::shared_ptr<MappedFile> file;
-    std::unique_ptr<Arena> arena;
-};
-
 // Bytes from a file (zip entry names) or messages quoting them as str, lossless: undecodable bytes become
 // surrogates (os.fsdecode's convention), so a non-UTF-8 name is neither refused nor altered.
 py::str text(const std::string& s) {
@@ -37,13 +31,13 @@ py::str text(const std::string& s) {
     return py::reinterpret_steal<py::str>(o);
 }
 
-py::capsule make_owner(Owner* owner) {
-    return py::capsule(owner, [](void* p) { delete static_cast<Owner*>(p); });
+// The owner of the memory behind returned arrays, given as their base.
+py::capsule make_owner(std::unique_ptr<Arena> arena) {
+    return py::capsule(arena.release(), [](void* p) { delete static_cast<Arena*>(p); });
 }
 
 // A float32 C-order array over `data`, not copied; `base` keeps the memory alive.
-py::array float_view(const float* data, const std::vector<std::size_t>& shape, const py::handle& base,
-                     bool writeable) {
+py::array float_view(const float* data, const std::vector<std::size_t>& shape, const py::handle& base) {
     std::vector<py::ssize_t> strides(shape.size());
     py::ssize_t stride = sizeof(float);
     for (std::size_t k = shape.size(); k-- > 0;) {
@@ -51,9 +45,7 @@ py::array float_view(const float* data, const std::vector<std::size_t>& shape, c
         stride *= py::ssize_t(shape[k]);
     }
     std::vector<py::ssize_t> dims(shape.begin(), shape.end());
-    py::array a(py::dtype::of<float>(), dims, strides, data, base);
-    if (!writeable) py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
-    return a;
+    return py::array(py::dtype::of<float>(), dims, strides, data, base);
 }
 
 DarknetLayerPlan plan_from_tuple(const py::tuple& t) {
@@ -626,49 +618,47 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "discard_memory",
-        [](const py::array& a) { discard_pages(a.data(), std::size_t(a.nbytes())); },
+        [](const py::array& a) {
+            if (a.writeable()) discard_pages(a.data(), std::size_t(a.nbytes()));
+        },
         py::arg("array"),
         "Give the memory pages wholly inside `array` back to the system. Its values become undefined (zeros):\n"
-        "only for arrays whose contents have been copied elsewhere and that nothing reads again.");
+        "only for arrays whose contents have been copied elsewhere and that nothing reads again. A read-only\n"
+        "array is left as it is: it views a checkpoint's bytes (read_file), which other arrays may share.");
 
     m.def(
-        "darknet_header",
-        [](const std::string& path) {
-            MappedFile f(path);
-            try {
-                return header_dict(parse_darknet_header(f.data(), f.size()));
-            } catch (const FormatError& e) {
-                throw FormatError(path + ": " + e.what());
-            }
+        "darknet_header", [](const py::bytes& head) {
+            const std::string h = head;
+            return header_dict(parse_darknet_header(reinterpret_cast<const std::byte*>(h.data()), h.size()));
         },
-        py::arg("path"), "Parse the header of a darknet .weights file.");
+        py::arg("head"), "Parse the header of a darknet .weights file from its first (up to 20) bytes.");
 
     m.def(
         "read_darknet",
-        [](const std::string& path, const py::list& plan_list, bool fold_bn, double eps, unsigned threads) {
+        [](int fd, std::uint64_t size, const std::string& path, const py::list& plan_list, bool fold_bn, double eps,
+           unsigned threads) {
             std::vector<DarknetLayerPlan> plan;
             plan.reserve(plan_list.size());
             for (const auto& item : plan_list) plan.push_back(plan_from_tuple(item.cast<py::tuple>()));
-            DarknetFileResult r;
+            DarknetResult r;
             {
                 py::gil_scoped_release release;
-                r = read_darknet_file(path, plan, fold_bn, eps, threads);
+                r = read_darknet_file(InputFile(fd, size), path, plan, fold_bn, eps, threads);
             }
-            auto* owner = new Owner{r.file, std::move(r.result.arena)};
-            py::capsule base = make_owner(owner);
+            py::capsule base = make_owner(std::move(r.arena));
             py::list layers;
-            for (const auto& arrays : r.result.layers) {
+            for (const auto& arrays : r.layers) {
                 py::list items;
-                for (const auto& a : arrays)
-                    items.append(py::make_tuple(a.role, float_view(a.data, a.shape, base, !a.from_input)));
+                for (const auto& a : arrays) items.append(py::make_tuple(a.role, float_view(a.data, a.shape, base)));
                 layers.append(items);
             }
-            return py::make_tuple(header_dict(r.result.header), layers);
+            return py::make_tuple(header_dict(r.header), layers);
         },
-        py::arg("path"), py::arg("plan"), py::arg("fold_bn") = true, py::arg("eps") = 1e-5,
-        py::arg("threads") = 0,
-        "Read a darknet .weights file against a layer plan: [(kind, label, ...)] in file order.\n"
-        "Returns (header, [[(role, array), ...] per plan entry]).");
+        py::arg("fd"), py::arg("size"), py::arg("path"), py::arg("plan"), py::arg("fold_bn") = true,
+        py::arg("eps") = 1e-5, py::arg("threads") = 0,
+        "Read a darknet .weights file, open as `fd` with `size` bytes (pread; `path` for messages), against a\n"
+        "layer plan: [(kind, label, ...)] in file order. Returns (header, [[(role, array), ...] per plan entry]),\n"
+        "the arrays in memory of their own.");
 
     m.def(
         "oihw_to_hwio",
@@ -724,21 +714,28 @@ PYBIND11_MODULE(_core, m) {
         py::arg("conv_bias") = py::none(), "Batch-norm folding: returns (scale, bias) as float32.");
 
     // ---- PyTorch zip ----
-    // The map is handed to Python as a read-only uint8 array whose base owns the MappedFile, so numpy views
-    // of checkpoint records (np.frombuffer / slicing) are zero-copy and keep the file mapped.
+    // The file's bytes are handed to Python as a read-only uint8 array whose base owns them, so numpy views of
+    // checkpoint records (np.frombuffer / slicing) are zero-copy and keep them alive.
     m.def(
-        "map_file",
-        [](const std::string& path) {
-            auto file = std::make_shared<MappedFile>(path);
-            auto* owner = new Owner{file, nullptr};
-            py::capsule base = make_owner(owner);
+        "read_file",
+        [](int fd, std::uint64_t size, const std::string& path, unsigned threads) {
+            std::unique_ptr<Arena> bytes;
+            try {
+                py::gil_scoped_release release;
+                bytes = InputFile(fd, size).read_all(threads);
+            } catch (const FormatError& e) {
+                throw FormatError(path + ": " + e.what());
+            }
             static const std::byte empty{};
-            const std::byte* p = file->size() ? file->data() : &empty;
-            py::array a(py::dtype::of<std::uint8_t>(), {py::ssize_t(file->size())}, {py::ssize_t(1)}, p, base);
+            const std::byte* p = size ? bytes->at(0) : &empty;
+            py::array a(py::dtype::of<std::uint8_t>(), {py::ssize_t(size)}, {py::ssize_t(1)}, p,
+                        make_owner(std::move(bytes)));
             py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
             return a;
         },
-        py::arg("path"), "Memory-map a file read-only; returns a read-only uint8 array over the map.");
+        py::arg("fd"), py::arg("size"), py::arg("path"), py::arg("threads") = 0,
+        "Read a whole file, open as `fd` with `size` bytes (pread; `path` for messages), into memory of its own;\n"
+        "returns a read-only uint8 array over it.");
 
     m.def(
         "torch_zip_index",

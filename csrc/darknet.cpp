@@ -1,6 +1,7 @@
 // The .weights layout this reads (header, blocks, checks): docs/FORMATS.md, section 1 (Darknet .weights).
 #include "darknet.h"
 
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 
@@ -82,11 +83,14 @@ DarknetHeader parse_darknet_header(const std::byte* data, std::size_t size) {
     return h;
 }
 
-DarknetResult read_darknet(const std::byte* data, std::size_t size, const std::vector<DarknetLayerPlan>& plan,
-                           bool fold_bn, double eps, unsigned threads, const InputReleaser& done_with) {
+DarknetResult read_darknet(std::uint64_t size, const ReadAt& read_at, const std::vector<DarknetLayerPlan>& plan,
+                           bool fold_bn, double eps, unsigned threads) {
     if (!little_endian()) throw FormatError("darknet weights are little-endian; big-endian hosts are not supported");
     DarknetResult result;
-    result.header = parse_darknet_header(data, size);
+    std::byte head[20];
+    const std::size_t head_size = std::size_t(std::min<std::uint64_t>(size, sizeof head));
+    read_at(0, head, head_size);
+    result.header = parse_darknet_header(head, head_size);
 
     // 1. Offsets of every layer, and the total the cfg requires, before touching any tensor.
     std::vector<std::uint64_t> offsets(plan.size());
@@ -122,29 +126,41 @@ DarknetResult read_darknet(const std::byte* data, std::size_t size, const std::v
         throw FormatError(m.str());
     }
 
-    // 2. Plan the outputs: arena space for transformed arrays, views for the rest.
+    // 2. The outputs, all in one arena: each layer's vectors as the file stores them (biases; with BN also
+    // scales, rolling mean, rolling variance: the arrays without fold_bn, what folding reads with it), the HWIO
+    // kernel, and with fold_bn the folded scale and bias.
     auto arena = std::make_unique<Arena>();
     struct Out {
-        std::size_t kernel = 0, scale = 0, bias = 0;
+        std::size_t vectors = 0, kernel = 0, scale = 0, bias = 0;
+        std::uint64_t vector_floats = 0;
         bool fold = false;
     };
     std::vector<Out> outs(plan.size());
     for (std::size_t i = 0; i < plan.size(); ++i) {
         const auto& L = plan[i];
-        if (L.kind != DarknetLayerPlan::Kind::Convolutional) continue;
+        Out& o = outs[i];
+        if (L.kind == DarknetLayerPlan::Kind::Floats) {
+            o.vector_floats = L.count;
+            o.vectors = arena->reserve(L.count * 4);
+            continue;
+        }
         const std::uint64_t n = L.filters;
-        outs[i].kernel = arena->reserve(checked_mul(layer_floats(L) - n * (L.batch_normalize ? 4 : 1), 4, "kernel"));
-        outs[i].fold = fold_bn && L.batch_normalize;
-        if (outs[i].fold) {
-            outs[i].scale = arena->reserve(n * 4);
-            outs[i].bias = arena->reserve(n * 4);
+        o.vector_floats = n * (L.batch_normalize ? 4 : 1);
+        o.vectors = arena->reserve(o.vector_floats * 4);
+        o.kernel = arena->reserve(checked_mul(layer_floats(L) - o.vector_floats, 4, "kernel"));
+        o.fold = fold_bn && L.batch_normalize;
+        if (o.fold) {
+            o.scale = arena->reserve(n * 4);
+            o.bias = arena->reserve(n * 4);
         }
     }
     arena->allocate();
+    auto floats = [&](std::size_t offset) { return reinterpret_cast<float*>(arena->at(offset)); };
+    for (std::size_t i = 0; i < plan.size(); ++i)
+        read_at(offsets[i], floats(outs[i].vectors), std::size_t(outs[i].vector_floats * 4));
 
-    auto floats_at = [&](std::uint64_t offset) { return reinterpret_cast<const float*>(data + offset); };
-
-    // 3. Work items of about 256 KiB of kernel each; large layers split by output channel blocks.
+    // 3. Work items of about 256 KiB of kernel each; large layers split by output channel blocks. Each reads its
+    // OIHW rows into this thread's buffer (it stays in cache) and writes them transposed into the arena.
     std::vector<Chunk> chunks;
     for (std::size_t i = 0; i < plan.size(); ++i) {
         const auto& L = plan[i];
@@ -156,29 +172,24 @@ DarknetResult read_darknet(const std::byte* data, std::size_t size, const std::v
             chunks.push_back({i, std::size_t(o), std::size_t(std::min<std::uint64_t>(o + step, L.filters))});
     }
     parallel_for(chunks.size(), threads, [&](std::size_t c) {
+        thread_local std::vector<float> rows;
         const Chunk& ch = chunks[c];
         const auto& L = plan[ch.layer];
         const Out& o = outs[ch.layer];
-        const std::uint64_t n = L.filters;
-        const float* biases = floats_at(offsets[ch.layer]);
-        const float* weights = biases + n * (L.batch_normalize ? 4 : 1);
+        const std::size_t n = std::size_t(L.filters), row = std::size_t(L.channels_per_group * L.kh * L.kw);
+        rows.resize((ch.o_end - ch.o_begin) * row);
+        read_at(offsets[ch.layer] + (o.vector_floats + ch.o_begin * row) * 4, rows.data(), rows.size() * 4);
         const float* scale = nullptr;
         if (o.fold) {
-            const float* gamma = biases + n;
-            const float* mean = biases + 2 * n;
-            const float* var = biases + 3 * n;
-            auto* s = reinterpret_cast<float*>(arena->at(o.scale));
-            auto* b = reinterpret_cast<float*>(arena->at(o.bias));
-            fold_batchnorm(DType::F32, gamma, biases, mean, var, nullptr, eps, s, b, ch.o_begin, ch.o_end);
-            scale = s;
+            const float* v = floats(o.vectors);  // biases, scales, rolling mean, rolling variance
+            fold_batchnorm(DType::F32, v + n, v, v + 2 * n, v + 3 * n, nullptr, eps, floats(o.scale), floats(o.bias),
+                           ch.o_begin, ch.o_end);
+            scale = floats(o.scale) + ch.o_begin;
         }
-        oihw_to_hwio(weights, DType::F32, reinterpret_cast<float*>(arena->at(o.kernel)), n, L.channels_per_group,
-                     L.kh, L.kw, scale, ch.o_begin, ch.o_end);
-        if (done_with) {  // the OIHW rows of these output channels are not read again
-            const std::size_t row = std::size_t(L.channels_per_group * L.kh * L.kw) * 4;
-            const auto* first = reinterpret_cast<const std::byte*>(weights) + ch.o_begin * row;
-            done_with(std::size_t(first - data), (ch.o_end - ch.o_begin) * row);
-        }
+        // rows holds output channels [o_begin, o_end): transposed as channels [0, o_end - o_begin) of a kernel
+        // that starts at output column o_begin
+        oihw_to_hwio(rows.data(), DType::F32, floats(o.kernel) + ch.o_begin, n, L.channels_per_group, L.kh, L.kw,
+                     scale, 0, ch.o_end - ch.o_begin);
     });
 
     // 4. Describe the arrays.
@@ -186,47 +197,49 @@ DarknetResult read_darknet(const std::byte* data, std::size_t size, const std::v
     for (std::size_t i = 0; i < plan.size(); ++i) {
         const auto& L = plan[i];
         auto& arrays = result.layers[i];
-        const float* base = floats_at(offsets[i]);
+        const float* v = floats(outs[i].vectors);
         if (L.kind == DarknetLayerPlan::Kind::Floats) {
-            arrays.push_back({"weights", {std::size_t(L.count)}, base, true});
+            arrays.push_back({"weights", {std::size_t(L.count)}, v});
             continue;
         }
         const std::size_t n = std::size_t(L.filters);
-        arrays.push_back({"kernel",
-                          {std::size_t(L.kh), std::size_t(L.kw), std::size_t(L.channels_per_group), n},
-                          reinterpret_cast<const float*>(arena->at(outs[i].kernel)),
-                          false});
+        arrays.push_back(
+            {"kernel", {std::size_t(L.kh), std::size_t(L.kw), std::size_t(L.channels_per_group), n},
+             floats(outs[i].kernel)});
         if (!L.batch_normalize) {
-            arrays.push_back({"bias", {n}, base, true});
+            arrays.push_back({"bias", {n}, v});
         } else if (outs[i].fold) {
-            arrays.push_back({"bias", {n}, reinterpret_cast<const float*>(arena->at(outs[i].bias)), false});
+            arrays.push_back({"bias", {n}, floats(outs[i].bias)});
         } else {
-            arrays.push_back({"gamma", {n}, base + n, true});
-            arrays.push_back({"beta", {n}, base, true});
-            arrays.push_back({"moving_mean", {n}, base + 2 * n, true});
-            arrays.push_back({"moving_variance", {n}, base + 3 * n, true});
+            arrays.push_back({"gamma", {n}, v + n});
+            arrays.push_back({"beta", {n}, v});
+            arrays.push_back({"moving_mean", {n}, v + 2 * n});
+            arrays.push_back({"moving_variance", {n}, v + 3 * n});
         }
     }
     result.arena = std::move(arena);
     return result;
 }
 
-}  // namespace pyloader
+DarknetResult read_darknet(const std::byte* data, std::size_t size, const std::vector<DarknetLayerPlan>& plan,
+                           bool fold_bn, double eps, unsigned threads) {
+    return read_darknet(
+        size,
+        [data](std::uint64_t offset, void* dst, std::size_t length) {
+            if (length != 0) std::memcpy(dst, data + offset, length);  // an empty array's dst may be null
+        },
+        plan, fold_bn, eps, threads);
+}
 
-namespace pyloader {
-
-DarknetFileResult read_darknet_file(const std::string& path, const std::vector<DarknetLayerPlan>& plan,
-                                    bool fold_bn, double eps, unsigned threads) {
-    DarknetFileResult out;
-    out.file = std::make_shared<MappedFile>(path);
+DarknetResult read_darknet_file(const InputFile& file, const std::string& path,
+                                const std::vector<DarknetLayerPlan>& plan, bool fold_bn, double eps, unsigned threads) {
     try {
-        const MappedFile& file = *out.file;
-        out.result = read_darknet(file.data(), file.size(), plan, fold_bn, eps, threads,
-                                  [&file](std::size_t offset, std::size_t length) { file.release(offset, length); });
+        return read_darknet(
+            file.size(), [&file](std::uint64_t offset, void* dst, std::size_t length) { file.read(offset, dst, length); },
+            plan, fold_bn, eps, threads);
     } catch (const FormatError& e) {
         throw FormatError(path + ": " + e.what());
     }
-    return out;
 }
 
 }  // namespace pyloader

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "arena.h"
+#include "input_file.h"
 
 namespace pyloader {
 
@@ -30,12 +31,11 @@ struct DarknetLayerPlan {
     std::uint64_t count = 0;
 };
 
-// One output array: float32, C order. Either a view of the input bytes (from_input) or arena memory.
+// One output array: float32, C order, in the result's arena.
 struct DarknetArray {
     std::string role;  // kernel, bias, gamma, beta, moving_mean, moving_variance, weights
     std::vector<std::size_t> shape;
     const float* data = nullptr;
-    bool from_input = false;
 };
 
 struct DarknetResult {
@@ -46,31 +46,24 @@ struct DarknetResult {
 
 DarknetHeader parse_darknet_header(const std::byte* data, std::size_t size);
 
-// Validates the whole file against the plan before reading any tensor, then transforms in parallel.
+// Where the reader's bytes come from: copy the `length` bytes at `offset` into `dst` (a FormatError when it
+// cannot). Only ranges inside the `size` given to read_darknet are asked for.
+using ReadAt = std::function<void(std::uint64_t offset, void* dst, std::size_t length)>;
+
+// Validates the whole file (`size` bytes) against the plan before reading any tensor, then reads and transforms
+// in parallel, each piece copied once from `read_at` into a small per-thread buffer and transformed from there.
 // Convolutional kernels come out HWIO (kh, kw, channels_per_group, filters). With fold_bn, batch-normalized
 // layers give the folded kernel and bias; otherwise kernel, bias (conv bias or BN beta) and, with BN,
-// gamma, beta, moving_mean, moving_variance as views of the input.
-// `done_with(offset, length)`, when given, is told about each input range that has been transformed and
-// is not needed again (the caller may drop it from memory).
-using InputReleaser = std::function<void(std::size_t offset, std::size_t length)>;
+// gamma, beta, moving_mean, moving_variance. Every array lies in the result's arena.
+DarknetResult read_darknet(std::uint64_t size, const ReadAt& read_at, const std::vector<DarknetLayerPlan>& plan,
+                           bool fold_bn, double eps, unsigned threads);
 
+// The same over bytes in memory.
 DarknetResult read_darknet(const std::byte* data, std::size_t size, const std::vector<DarknetLayerPlan>& plan,
-                           bool fold_bn, double eps, unsigned threads, const InputReleaser& done_with = {});
+                           bool fold_bn, double eps, unsigned threads);
 
-}  // namespace pyloader
-
-#include "mapped_file.h"
-
-namespace pyloader {
-
-// read_darknet over a memory-mapped file; messages start with the path. The arrays that are views of the
-// input point into `file`, so keep it alive as long as they are used.
-struct DarknetFileResult {
-    std::shared_ptr<MappedFile> file;
-    DarknetResult result;
-};
-
-DarknetFileResult read_darknet_file(const std::string& path, const std::vector<DarknetLayerPlan>& plan,
-                                    bool fold_bn, double eps, unsigned threads);
+// read_darknet over an open file (pread); messages start with `path`.
+DarknetResult read_darknet_file(const InputFile& file, const std::string& path,
+                                const std::vector<DarknetLayerPlan>& plan, bool fold_bn, double eps, unsigned threads);
 
 }  // namespace pyloader

@@ -11,6 +11,6 @@ flags=(-std=c++17 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undef
 core="$here/../csrc"
 "$CXX" "${flags[@]}" "$here/fuzz_pickle_vm.cpp" "$core/pickle_vm.cpp" -o "$out/fuzz_pickle_vm"
 "$CXX" "${flags[@]}" "$here/fuzz_zip.cpp" "$core/zip_archive.cpp" -o "$out/fuzz_zip"
-"$CXX" "${flags[@]}" "$here/fuzz_darknet.cpp" "$core/darknet.cpp" "$core/transform.cpp" "$core/mapped_file.cpp" \
+"$CXX" "${flags[@]}" "$here/fuzz_darknet.cpp" "$core/darknet.cpp" "$core/transform.cpp" "$core/input_file.cpp" \
     -o "$out/fuzz_darknet"
 echo "built: $out/fuzz_pickle_vm $out/fuzz_zip $out/fuzz_darknet"

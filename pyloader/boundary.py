@@ -7,6 +7,8 @@
   pass through.
 * `open_regular(path)`: opens regular files only, checked without blocking (a FIFO named like a checkpoint
   would block `open()` forever): `os.stat` first, then `open(O_NONBLOCK)` and `fstat` of what was opened.
+* `unchanged_file(path)`: the same opening, as (fd, size) for the native core's pread readers, and the check that
+  the file did not change while it was read (a trainer rewriting `last.pt`): FormatError "changed while reading".
 * `short_repr(x)`: a repr bounded in length, depth and work (the only way messages quote file values; the
   built-in repr of a shared-reference graph is exponential and of a deep one recursive).
 * Paths: any Linux file name works. Public functions take str, bytes or os.PathLike; `fs_str` gives the str
@@ -16,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -24,7 +27,7 @@ import stat
 
 from .errors import FormatError
 
-__all__ = ["reads_file", "open_regular", "check_regular", "short_repr", "fs_str", "fs_bytes", "shown",
+__all__ = ["reads_file", "open_regular", "unchanged_file", "check_regular", "short_repr", "fs_str", "fs_bytes", "shown",
            "error_text", "MAX_NESTING"]
 
 # The deepest nesting of containers a pickle may build (tuples, lists, dicts, sets, records). Checkpoints nest
@@ -72,8 +75,8 @@ def check_regular(path) -> int:
     return st.st_size
 
 
-def open_regular(path):
-    """A binary file object for a regular file, opened without ever blocking; FormatError otherwise."""
+def _open_regular_fd(path) -> tuple:
+    """(fd, fstat of it) of a regular file, opened without ever blocking; FormatError otherwise."""
     check_regular(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -86,7 +89,47 @@ def open_regular(path):
     except BaseException:
         os.close(fd)
         raise
-    return os.fdopen(fd, "rb")
+    return fd, st
+
+
+def open_regular(path):
+    """A binary file object for a regular file, opened without ever blocking; FormatError otherwise."""
+    return os.fdopen(_open_regular_fd(path)[0], "rb")
+
+
+def _version(st) -> tuple:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+@contextlib.contextmanager
+def unchanged_file(path):
+    """(fd, size) of a regular file opened as open_regular opens it, for reading with pread (a file rewritten,
+    truncated or deleted later cannot touch what was read; a shrunk one is a short read, which the native core
+    reports as "changed while reading"). On leaving, its size and modification and change times (fstat of the
+    open file) must be what they were when opened: FormatError "<path>: changed while reading" otherwise, also
+    in place of an error that the reading raised (what was read may mix two versions). A file replaced by a
+    rename is not a change: the open file is still the old one, read whole. Timestamps resolve a change made in
+    the same clock tick as the previous one only where the kernel gives fine-grained times (Linux 6.13+)."""
+    fd, st = _open_regular_fd(path)
+    before = _version(st)
+    try:
+        try:
+            yield fd, st.st_size
+        except Exception as e:
+            _check_unchanged(path, fd, before, e)
+            raise
+        _check_unchanged(path, fd, before, None)
+    finally:
+        os.close(fd)
+
+
+def _check_unchanged(path, fd, before: tuple, cause) -> None:
+    after = _version(os.fstat(fd))
+    if after == before:
+        return
+    what = (f"{before[0]} bytes when opened, {after[0]} now" if after[0] != before[0]
+            else "modified while being read")
+    raise FormatError(f"{shown(path)}: changed while reading ({what}); read it again once it is written") from cause
 
 
 _REPR = reprlib.Repr()

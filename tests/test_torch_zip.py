@@ -12,7 +12,7 @@ import pytest
 
 from pyloader import _core
 from pyloader.errors import FormatError
-from pyloader.torch_reader.checkpoint import load_torch_checkpoint
+from pyloader.torch_reader.checkpoint import load_torch_checkpoint, read_bytes
 
 try:
     import torch
@@ -26,7 +26,7 @@ needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
 
 def _same_as_zipfile(path):
     """Our directory == zipfile's (names, sizes), and the bytes at our data offsets == zipfile.read."""
-    buf = _core.map_file(str(path))
+    buf = read_bytes(path)
     ours = _core.zip_directory(buf)
     with zipfile.ZipFile(path) as z:
         infos = z.infolist()
@@ -64,7 +64,7 @@ def test_zip64_central_directory(tmp_path):
     data = path.read_bytes()
     eocd = data.rfind(b"PK\x05\x06")
     assert struct.unpack_from("<H", data, eocd + 10)[0] == 0xFFFF
-    ours = _core.zip_directory(_core.map_file(str(path)))
+    ours = _core.zip_directory(read_bytes(path))
     assert len(ours) == 65541
     name, method, size, offset = ours[-1]
     assert name == "d/last" and data[offset : offset + size] == b"the end"
@@ -105,7 +105,7 @@ def test_data_descriptor_archive(tmp_path):
     path = tmp_path / "dd.pt"
     path.write_bytes(data)
     _same_as_zipfile(path)
-    idx = _core.torch_zip_index(_core.map_file(str(path)))
+    idx = _core.torch_zip_index(read_bytes(path))
     assert idx["prefix"] == "archive" and set(idx["records"]) == {"0"}
     off, size = idx["records"]["0"]
     assert data[off : off + size] == np.arange(4, dtype="<f4").tobytes()
@@ -116,21 +116,21 @@ def test_not_a_zip(tmp_path):
     path = tmp_path / "x.pt"
     path.write_bytes(b"PK\x03\x04" + bytes(100))
     with pytest.raises(FormatError, match="end-of-central-directory"):
-        _core.zip_directory(_core.map_file(str(path)))
+        _core.zip_directory(read_bytes(path))
 
 
 def test_empty_file(tmp_path):
     path = tmp_path / "empty.pt"
     path.write_bytes(b"")
-    assert len(_core.map_file(str(path))) == 0
+    assert len(read_bytes(path)) == 0
     with pytest.raises(FormatError, match="too short"):
-        _core.zip_directory(_core.map_file(str(path)))
+        _core.zip_directory(read_bytes(path))
 
 
-def test_map_is_read_only(tmp_path):
+def test_file_bytes_are_read_only(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"abc")
-    m = _core.map_file(str(path))
+    m = read_bytes(path)
     assert m.tobytes() == b"abc" and not m.flags.writeable
     with pytest.raises(ValueError):
         m[0] = 1
@@ -196,7 +196,7 @@ def test_native_fast_paths_give_what_the_python_policy_gives(tmp_path, monkeypat
            "scalar": torch.tensor(3.5), "odd": torch.randn(7).half()[1:], "byte": torch.arange(5, dtype=torch.uint8)}
     path = tmp_path / "t.pt"
     torch.save(obj, path)
-    buf = _core.map_file(str(path))
+    buf = read_bytes(path)
     index = _core.torch_zip_index(buf)
     off, size = index["pickle"]
 

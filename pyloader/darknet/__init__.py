@@ -87,10 +87,10 @@ def metadata(plan: DarknetPlan, input_size, options) -> dict:
 def summary(plan: DarknetPlan, content) -> tuple:
     from collections import Counter
 
-    from .. import _core
+    from .weights import read_header
 
     network = plan.network
-    header = _core.darknet_header(os.fsencode(plan.path))
+    header = read_header(plan.path)
     heads = []
     for h in network.heads:
         p = h.params

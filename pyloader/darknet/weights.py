@@ -6,8 +6,9 @@ import os
 from dataclasses import dataclass
 
 from .. import _core
-from .cfg import Network, parse_network
+from ..boundary import fs_bytes, open_regular, shown, unchanged_file
 from ..errors import FormatError
+from .cfg import Network, parse_network
 
 BN_EPSILON = 1e-5  # AlexeyAB darknet's batch-norm epsilon (normalize_cpu and fuse_conv_batchnorm)
 
@@ -68,14 +69,28 @@ def is_depthwise(network: Network, layer) -> bool:
     return g > 1 and g == _input_channels(network, layer) == layer.params["filters"]
 
 
+def read_header(weights) -> dict:
+    """The header of a .weights file (version, images seen), from its first bytes."""
+    with open_regular(weights) as f:
+        head = f.read(20)
+    try:
+        return _core.darknet_header(head)
+    except FormatError as e:
+        raise FormatError(f"{shown(weights)}: {e}") from None
+
+
 def read_darknet(weights, cfg=None, *, fold_bn: bool = True, network: Network | None = None,
                  threads: int = 0) -> DarknetWeights:
-    """Validate `weights` against the cfg's layers and return the arrays (kernels HWIO, BN folded if asked)."""
+    """Validate `weights` against the cfg's layers and return the arrays (kernels HWIO, BN folded if asked), in
+    memory of their own (read with pread: they outlive any change to the file; a change while it is read is a
+    FormatError "changed while reading")."""
     weights = os.fspath(weights)
     if network is None:
         cfg = default_cfg(weights) if cfg is None else os.fspath(cfg)
         if not os.path.exists(cfg):
             raise FormatError(f"{weights}: no cfg given and none beside it (looked for {cfg})")
         network = parse_network(cfg)
-    header, per_layer = _core.read_darknet(os.fsencode(weights), weight_plan(network), fold_bn, BN_EPSILON, threads)
+    plan = weight_plan(network)
+    with unchanged_file(weights) as (fd, size):
+        header, per_layer = _core.read_darknet(fd, size, fs_bytes(weights), plan, fold_bn, BN_EPSILON, threads)
     return DarknetWeights(network, header, keras_arrays(network, per_layer))

@@ -73,8 +73,7 @@ def build_filled(build, arrays: dict, source: str, *, discard_arrays: bool = Fal
 def build_streamed(build, chunks, source: str, *, discard_arrays: bool = False):
     """Like build_filled, but the arrays come in chunks ({path: array} per layer, from an iterable) made
     while the variables are created: only one chunk's arrays exist at a time, so a load's peak is about the
-    variables plus one layer. After each chunk, `chunks.done(chunk)` (if the iterable has it) may hand back
-    what the chunk was made from (file pages). Every variable must get exactly one array of its shape."""
+    variables plus one layer. Every variable must get exactly one array of its shape."""
     try:
         from keras.src.backend.common import global_state
     except ImportError:  # pragma: no cover - other Keras layouts
@@ -108,8 +107,6 @@ def build_streamed(build, chunks, source: str, *, discard_arrays: bool = False):
                 done.add(path)
                 if discard:
                     _core.discard_memory(a)
-            if hasattr(chunks, "done"):
-                chunks.done(chunk)
         missing = sorted(set(variables) - done)
         if missing:
             raise FormatError(f"{source}: the checkpoint's arrays do not match the model: {len(missing)} model "

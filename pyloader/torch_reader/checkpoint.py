@@ -1,8 +1,10 @@
 """Read a PyTorch checkpoint (.pt) without torch: the zip format (torch >= 1.6) and the legacy format.
 
-The file is memory-mapped by the native core (`_core.map_file`); the zip directory is read and validated in
-C++ (`_core.torch_zip_index`); the pickle is interpreted by `unpickle.load_pickle` (runs nothing). Tensors are
-numpy arrays viewing the map (read-only, zero-copy); they keep the map alive.
+The native core reads the whole file into memory of its own (`read_bytes`: pread, never a memory map, so a file
+truncated or rewritten later cannot touch what was read, and a change while reading is a FormatError "changed
+while reading"); the zip directory is read and validated in C++ (`_core.torch_zip_index`); the pickle is
+interpreted by `unpickle.load_pickle` (runs nothing). Tensors are numpy arrays viewing those bytes (read-only,
+zero-copy); they keep them alive.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import os
 import numpy as np
 
 from .. import _core
-from ..boundary import short_repr
+from ..boundary import fs_bytes, short_repr, unchanged_file
 from ..errors import FormatError
 from .policy import RecordStorages, storage_pid
 from .records import Storage, StorageType
 from .unpickle import load_pickle
 
-__all__ = ["load_torch_checkpoint"]
+__all__ = ["load_torch_checkpoint", "read_bytes"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -27,15 +29,18 @@ _LEGACY_PROTOCOL = 1001
 def load_torch_checkpoint(path) -> object:
     """The unpickled checkpoint: dicts, lists, numpy arrays (tensors) and inert `Record`s (modules)."""
     path = os.fspath(path)
-    try:
-        buf = _core.map_file(os.fsencode(path))
-    except FormatError:
-        raise
+    buf = read_bytes(path)
     if buf[:4].tobytes() == b"PK\x03\x04":
         return _load_zip(path, buf)
     if buf[:2].tobytes() == b"\x80\x02":
         return _load_legacy(path, buf)
     raise FormatError(f"{path}: neither a PyTorch zip archive nor a legacy torch file (first bytes {short_repr(buf[:8].tobytes())})")
+
+
+def read_bytes(path) -> np.ndarray:
+    """The whole file as a read-only uint8 array in memory of its own, checked unchanged while it was read."""
+    with unchanged_file(path) as (fd, size):
+        return _core.read_file(fd, size, fs_bytes(path))
 
 
 def _load_zip(path: str, buf: np.ndarray):

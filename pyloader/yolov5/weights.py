@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _core
 from ..boundary import short_repr
 from ..errors import FormatError
 from ..torch_reader import state_dict as sd
@@ -261,46 +260,21 @@ def plan_arrays(plan: YoloV5Plan, fold_bn: bool) -> dict:
 
 
 class ArrayChunks:
-    """plan_arrays one conv (with its norm) at a time, for build_streamed; `done(chunk)` drops the file pages
-    of the conv's records (a private read-only map: they read back from the file if needed again)."""
+    """plan_arrays one conv (with its norm) at a time, for build_streamed."""
 
     def __init__(self, plan: YoloV5Plan, fold_bn: bool):
         self.plan, self.fold_bn = plan, fold_bn
-        self._sources: list = []
 
     def __iter__(self):
         for node in self.plan.nodes:
             for spec in node.block.convs():
                 out: dict = {}
                 conv_arrays(spec, self.fold_bn, out)
-                self._sources = [spec.kernel, spec.bias] + ([] if spec.bn is None else
-                                                            [spec.bn.gamma, spec.bn.beta, spec.bn.mean, spec.bn.var])
                 yield out
             if isinstance(node.block, BottleneckCSP) and not self.fold_bn:
                 out = {}
                 bn_arrays(node.block.bn, out)
-                self._sources = []
                 yield out
-
-    def done(self, chunk) -> None:
-        for a in self._sources:
-            if isinstance(a, np.ndarray) and a.nbytes >= 1 << 16 and _in_file_map(a):
-                _core.discard_memory(a)
-        self._sources = []
-
-
-def _in_file_map(a: np.ndarray) -> bool:
-    """Whether `a` views a read-only file map of the native core (never memory that holds computed data):
-    following .base (numpy views, as_strided's wrapper) to an unwriteable array owned by a core capsule."""
-    obj = a
-    for _ in range(64):
-        nxt = getattr(obj, "base", None)
-        if nxt is None:
-            return False
-        if type(nxt).__name__ == "PyCapsule":
-            return isinstance(obj, np.ndarray) and not obj.flags.writeable
-        obj = nxt
-    return False
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -8,14 +8,14 @@ import time
 
 from pyloader import _core
 from pyloader.torch_reader import unpickle as PR
-from pyloader.torch_reader.checkpoint import ZipStorages
+from pyloader.torch_reader.checkpoint import ZipStorages, read_bytes
 
 from ..driver import log, ratio
 
 
 def pickle_inputs(pt_paths, small: bool) -> dict:
     """Pickles for the pickle section: cheap opcodes (a list of small ints and repeated BINGETs) and each .pt's
-    data.pkl read as load_torch_checkpoint reads it (from the file's map, its storages made by
+    data.pkl read as load_torch_checkpoint reads it (from the file's bytes, its storages made by
     checkpoint.ZipStorages: zero-copy views of the records). Each value: (buffer, start, end, (path, zip index)
     of the checkpoint or None)."""
     import pickle
@@ -26,7 +26,7 @@ def pickle_inputs(pt_paths, small: bool) -> dict:
     out = {f"cheap opcodes ({len(cheap) / 1e6:.0f} MB: BININT1, BINGET)": (cheap, 0, len(cheap), None),
            "pickle.dumps(list of small ints)": (dumped, 0, len(dumped), None)}
     for path in pt_paths:
-        buf = _core.map_file(path)
+        buf = read_bytes(path)
         index = _core.torch_zip_index(buf)
         off, size = index["pickle"]
         out[f"{os.path.basename(path)} data.pkl ({size / 1e6:.2f} MB)"] = (buf, off, off + size, (path, index))
@@ -36,7 +36,7 @@ def pickle_inputs(pt_paths, small: bool) -> dict:
 def bench_pickle(pt_paths, repeat: int, small: bool) -> dict:
     """The pickle stage alone: load_pickle (native opcode machine, with its fast paths) against
     load_pickle_reference (the Python interpreter), in MB/s of pickle. A checkpoint's storages are made as
-    load_torch_checkpoint makes them (checkpoint.ZipStorages over the file's map), fresh for every run."""
+    load_torch_checkpoint makes them (checkpoint.ZipStorages over the file's bytes), fresh for every run."""
     sec = {}
     for name, (data, start, end, ckpt) in pickle_inputs(pt_paths, small).items():
         log(f"pickle/{name}")
