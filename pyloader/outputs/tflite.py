@@ -1,5 +1,6 @@
 """TFLite (`.tflite`, TensorFlow's converter on the SavedModel export): float32, float16 weights
-(`tflite_fp16`), or int8 calibrated on images (`int8`; `int8_io`: integer input and outputs too). The metadata
+(`tflite_fp16`), or int8 calibrated on images (`int8`: the network int8, the heads' last convolutions, the decode
+and NMS float, see quantize.py; `int8_io`: every operator int8, integer input and outputs too). The metadata
 is an entry named `pyloader_metadata` of the flatbuffer's `metadata` list whose buffer holds the JSON (TFLite's
 own mechanism, readable with `flatbuffer_utils` or the reader here, without TensorFlow); output tensors are
 renamed to the output names and listed in the Keras model's order.
@@ -44,11 +45,12 @@ def write(model, path: str, meta: dict, job, letterbox: bool) -> None:
     `letterbox`)."""
     from ..calibration import model_images
 
-    rows = [o for o in meta.get("outputs", ()) if job.int8 and "rows" in o]
+    rows = [o for o in meta.get("outputs", ()) if job.int8_io and "rows" in o]
     if rows:  # refused before the calibration images are read
-        raise ValueError(f"int8 cannot hold the output {rows[0]['name']!r} (rows {rows[0]['rows']}: detection rows the "
-                         "model selects itself, a class index among their columns; quantization does not keep them): "
-                         "convert int8 without --decode (the raw heads), or this output as float TFLite")
+        raise ValueError(f"int8_io cannot hold the output {rows[0]['name']!r} (rows {rows[0]['rows']}: detection rows "
+                         "the model selects itself, a class index among their columns; an int8 output does not keep "
+                         "them): convert --int8 without --int8-io (float outputs, the top-k in float), or without "
+                         "--decode (the raw heads)")
     int8 = (model_images(model, job.calibration, letterbox), job.int8_io) if job.int8 else None
     with open(path, "wb") as f:
         f.write(with_metadata(_converted(model, path, job.tflite_fp16, int8), meta, model.output_names))
@@ -67,6 +69,10 @@ def _converted(model, tmp: str, fp16: bool, int8=None) -> bytes:
             converter.target_spec.supported_types = [tf.float16]
         if int8 is not None:
             images, int_io = int8
+            if not int_io:  # the network int8, the decode / NMS tail float (quantize.py)
+                from .quantize import int8_flatbuffer
+
+                return int8_flatbuffer(converter, images)
 
             def representative():
                 for i in range(len(images)):
@@ -74,13 +80,10 @@ def _converted(model, tmp: str, fp16: bool, int8=None) -> bytes:
 
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative
-            if int_io:  # full integer: every op int8, int8 input and outputs
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-                converter.inference_input_type = tf.int8
-                converter.inference_output_type = tf.int8
-            else:  # float input/output; ops without an int8 kernel (NMS) stay float
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                                       tf.lite.OpsSet.TFLITE_BUILTINS]
+            # full integer: every op int8, int8 input and outputs
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
         return converter.convert()
     finally:
         shutil.rmtree(saved, ignore_errors=True)  # the intermediate SavedModel folder
