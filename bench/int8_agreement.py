@@ -5,12 +5,13 @@
     python bench/int8_agreement.py pt OUT/train/weights/last.pt --images OUT/data/images/val \\
         --calibration OUT/data/images/calib          (OUT: bench/int8_shapes.py's folder)
 
-Darknet: test images are ultralytics/assets' photos and their mirror images, calibration images 16 crops of them
-(seeded). Each quantization is converted from the decoded model (float input and output): `all int8` (every
+Darknet: test images are ultralytics/assets' photos, their mirror images and 12 crops of them, calibration images
+16 other crops (seeded). Each quantization is converted from the decoded model (float input and output): `all int8` (every
 operator, the decode included: the converter's plain int8), `float tail` (decode float, heads' last convolutions
 int8), `float tail + heads` (pyloader's --int8). Detections: the same NMS (conf 0.25, IoU 0.45) on the float
 Keras output and the TFLite output, kept = same class and IoU >= 0.5 (pyloader.verify.match_detections). Per
-role: max and mean |int8 - float| of box centre and size (pixels) and of the scores, over every candidate.
+role: max and mean |int8 - float| of box centre and size (pixels) and of the scores, over the candidates whose
+float score is above 0.25.
 Last, the `--int8 --nms` file pyloader writes is run against the float --nms file.
 """
 
@@ -44,11 +45,12 @@ def _darknet_images(size, tmp):
         im = Image.open(p).convert("RGB")
         im.save(os.path.join(test, f"{i}.png"))
         ImageOps.mirror(im).save(os.path.join(test, f"{i}m.png"))
-        for k in range(8):
+        for k in range(14):
             s = rng.uniform(0.5, 0.9)
             w, h = int(im.width * s), int(im.height * s)
             x, y = rng.integers(0, im.width - w), rng.integers(0, im.height - h)
-            im.crop((x, y, x + w, y + h)).save(os.path.join(cal, f"{i}_{k}.png"))
+            crop = im.crop((x, y, x + w, y + h))
+            crop.save(os.path.join(cal, f"{i}_{k}.png") if k < 8 else os.path.join(test, f"{i}_{k}.png"))
     from pyloader.calibration import list_images
 
     return load_images(list_images(test), size, False), cal
@@ -122,8 +124,9 @@ def main(argv=None):
             if layout.get("channels_first"):
                 g, w = np.swapaxes(g, 1, 2), np.swapaxes(w, 1, 2)
             scale = np.array(layout.get("box_scale", (1, 1)) * 2, np.float32)
+            score = w[..., roles["class probs"]].max(-1) * (w[..., 4] if "objectness" in roles else 1.0)
             for r, s in roles.items():
-                a, b = g[..., s], w[..., s]
+                a, b = g[score > 0.25][..., s], w[score > 0.25][..., s]
                 if r in ("xy", "wh"):
                     a, b = a * scale[s], b * scale[s]
                 err[r].append(np.abs(a - b).reshape(-1))

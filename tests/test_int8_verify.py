@@ -155,7 +155,7 @@ def test_verify_catches_a_corrupted_output(case, tmp_path, monkeypatch, fmt):
 
 
 def test_bad_int8_and_nms_options(case, tmp_path):
-    """Usage errors (exit 2), nothing written: int8 without calibration, with another format or with nms,
+    """Usage errors (exit 2), nothing written: int8 without calibration, with another format,
     a calibration folder without images or with an unreadable one, nms with weights.h5, nms flags alone."""
     weights, cfg, cal = case
     empty = tmp_path / "empty"
@@ -168,7 +168,6 @@ def test_bad_int8_and_nms_options(case, tmp_path):
     cases = [
         (["--format", "tflite", "--int8"], "--calibration"),
         (["--format", "keras", "--int8", "--calibration", cal], "--format tflite"),
-        (["--format", "tflite", "--int8", "--nms", "--calibration", cal], "--nms"),
         (["--format", "tflite", "--int8-io"], "--int8"),
         (["--format", "tflite", "--int8", "--calibration", empty], "no calibration images"),
         (["--format", "tflite", "--int8", "--calibration", broken], "a.png"),
