@@ -142,7 +142,7 @@ def verify_images(model, job, letterbox: bool):
             return model_images(model, job.calibration, letterbox, 1)
         images = model_images(model, job.calibration, letterbox)
         order = sorted(range(len(images)), key=lambda i: hashlib.sha256(images[i].tobytes()).digest())
-        return images[np.sort(order[:INT8_IMAGES])]
+        return images[order[:INT8_IMAGES]]
     shape = tuple(int(v) for v in model.inputs[0].shape[1:])
     return np.random.default_rng(0).random((1, *shape), dtype=np.float32)
 
