@@ -170,9 +170,6 @@ def _detect_options(args):
         return None, "--nms: a .weights.h5 file holds weights only; use --format keras, savedmodel or tflite"
     if args.int8 and args.tflite_fp16:
         return None, "--int8 and --tflite-fp16 exclude each other"
-    if args.int8 and args.nms:
-        return None, ("--int8 with --nms is not supported: the int8 file holds the network (raw heads or "
-                      "--decode); run NMS on its output, or convert a float --format tflite --nms file")
     try:
         nms = check_detect_options(args.format, True if nms == {} else nms, args.int8, args.int8_io,
                                    args.calibration, args.tflite_fp16)

@@ -1,21 +1,26 @@
-"""`--verify`: run a written output in its own runtime on one image and compare it with the in-memory model.
+"""`--verify`: run a written output in its own runtime and compare it with the in-memory model.
 
 Each format's module runs its output (pyloader.outputs: `run`): `.keras` in a fresh Python process that imports
 pyloader and keras (nothing else) and calls `keras.saving.load_model`; `.weights.h5` in a fresh process that
 builds the model from the source checkpoint with pyloader and loads the file's weights into it; SavedModel with
 TensorFlow (`tf.saved_model.load`, the `serve` endpoint); TFLite with the TFLite interpreter (full-integer
-inputs are quantized and outputs dequantized with the file's own parameters). The image is the first
-calibration image, else a fixed random one.
+inputs are quantized and outputs dequantized with the file's own parameters).
 
-The difference is the max over outputs of max|output - model| / max|model|. For NMS outputs (boxes, scores,
-classes, num_detections) the detections are matched first (same class, IoU >= 0.5, in score order): when
-all match, the difference is that of the matched boxes and scores; otherwise it is the fraction of
-detections not in common (1 - matched / max(count)). Detection rows a model selects itself (an output whose
-metadata entry has `rows: xyxy_score_class`, [B, k, 6]: Ultralytics' end-to-end top-k) may hold rows of
-near-equal score in either order: each row is paired with the nearest row of its class in the other output, and
-the difference is that of the pairs (boxes and scores each relative to their max), or the fraction of rows left
-unpaired. An output fails verification when the difference is
-above the format's tolerance (TOLERANCE) or it cannot be loaded or run.
+Images: float files run on one image (the first calibration image, else a fixed random one). int8 files run on
+up to INT8_IMAGES calibration images chosen by their pixels (sorted by a digest of the prepared image), so the
+verdict depends neither on file names nor on their order.
+
+The difference is the max over outputs of max|output - model| / max|model|, over all images together. int8 outputs are
+compared after the head's activation: raw heads (a model without decode) through the logistic, so logits an
+int8 tensor clips (-88 vs -12) count for what they change (nothing); decoded outputs as they are. For NMS outputs
+(boxes, scores, classes, num_detections) the detections are matched first (same class, IoU >= 0.5, in score
+order), over all images together: when all match, the difference is that of the matched boxes and scores;
+otherwise it is the fraction of detections not in common (1 - matched / max(count)). Detection rows a model
+selects itself (an output whose metadata entry has `rows: xyxy_score_class`, [B, k, 6]: Ultralytics' end-to-end
+top-k) may hold rows of near-equal score in either order: each row is paired with the nearest row of its class in
+the other output, and the difference is that of the pairs (boxes and scores each relative to their max), or the
+fraction of rows left unpaired. An output fails verification when the difference is above the format's tolerance
+(TOLERANCE) or it cannot be loaded or run.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from .keras_blocks.nms_options import NMS_OUTPUTS
 from .outputs import output_format
 from .outputs.runtime import as_dict
 
-__all__ = ["verify_written", "verify_output", "compare_outputs", "compare_rows", "match_detections", "TOLERANCE"]
+__all__ = ["verify_written", "verify_output", "verify_images", "compare_outputs", "compare_rows", "match_detections",
+           "TOLERANCE", "INT8_IMAGES"]
 
-# float32 files compute the same graph (summation order aside); float16 weights ~1e-3; int8 is coarse (the
-# number measures agreement, the check catches a broken file).
-TOLERANCE = {"float32": 1e-3, "float16": 3e-2, "int8": 0.5}
+# float32 files compute the same graph (summation order aside); float16 weights ~1e-3; int8: activated outputs
+# (probabilities, boxes) within a quarter of their range, a quarter of the detections at most not in common.
+TOLERANCE = {"float32": 1e-3, "float16": 3e-2, "int8": 0.25}
+INT8_IMAGES = 8
 
 
 def _iou(a, b):
@@ -119,37 +126,62 @@ def _precision(job) -> str:
 
 
 def verify_written(model, path: str, job, letterbox: bool) -> float:
-    """verify_output on the verify image, prepared as the model's family expects (`letterbox`)."""
-    return verify_output(model, path, job, _verify_image(model, job, letterbox))
+    """verify_output on the verify images, prepared as the model's family expects (`letterbox`)."""
+    return verify_output(model, path, job, verify_images(model, job, letterbox))
 
 
-def _verify_image(model, job, letterbox: bool):
-    """One image for --verify: the first calibration image, else a fixed random one."""
+def verify_images(model, job, letterbox: bool):
+    """[N, H, W, 3] for --verify (module docstring): int8, up to INT8_IMAGES calibration images chosen by their
+    pixels; otherwise the first calibration image, else a fixed random one."""
     if job.calibration is not None:
+        import hashlib
+
         from .calibration import model_images
 
-        return model_images(model, job.calibration, letterbox, 1)
+        if not getattr(job, "int8", False):
+            return model_images(model, job.calibration, letterbox, 1)
+        images = model_images(model, job.calibration, letterbox)
+        order = sorted(range(len(images)), key=lambda i: hashlib.sha256(images[i].tobytes()).digest())
+        return images[order[:INT8_IMAGES]]
     shape = tuple(int(v) for v in model.inputs[0].shape[1:])
     return np.random.default_rng(0).random((1, *shape), dtype=np.float32)
 
 
-def verify_output(model, path: str, job, image: np.ndarray) -> float:
-    """Run the output at `path` (written for `job`) on `image` [1, H, W, 3]; return the difference, or raise
-    FormatError when it is above the tolerance or the output cannot be run."""
+def _activated(out: dict, meta: dict) -> dict:
+    """Raw heads (a model without decode) through the logistic; other outputs as they are."""
+    if meta.get("decode", True) or set(out) == set(NMS_OUTPUTS):
+        return out
+    return {k: 1.0 / (1.0 + np.exp(-np.asarray(v, np.float64))) for k, v in out.items()}
+
+
+def verify_output(model, path: str, job, images: np.ndarray) -> float:
+    """Run the output at `path` (written for `job`) on each of `images` [N, H, W, 3]; return the difference, or
+    raise FormatError when it is above the tolerance or the output cannot be run."""
     names = list(model.output_names)
-    want = as_dict(model(image), names)
-    try:
-        got = output_format(job.format).run(path, image, names, job)
-    except FormatError:
-        raise
-    except Exception as e:  # noqa: BLE001 - whatever the runtime raises, the output is not usable
-        raise FormatError(f"{job.source}: verify: the written {job.format} output cannot be run: "
-                          f"{type(e).__name__}: {e}") from None
-    rows = {o.get("name") for o in (getattr(model, "metadata", None) or {}).get("outputs", [])
-            if o.get("rows") == "xyxy_score_class"}
-    diff = compare_outputs(want, got, rows)
+    meta = getattr(model, "metadata", None) or {}
+    int8 = _precision(job) == "int8"
+    wants, gots = [], []
+    for i in range(len(images)):
+        image = images[i:i + 1]
+        want = as_dict(model(image), names)
+        try:
+            got = output_format(job.format).run(path, image, names, job)
+        except FormatError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the runtime raises, the output is not usable
+            raise FormatError(f"{job.source}: verify: the written {job.format} output cannot be run: "
+                              f"{type(e).__name__}: {e}") from None
+        wants.append(_activated(want, meta) if int8 else want)
+        gots.append(_activated(got, meta) if int8 else got)
+    rows = {o.get("name") for o in meta.get("outputs", []) if o.get("rows") == "xyxy_score_class"}
+    diff = compare_outputs(*(_batched(v) for v in (wants, gots)), rows)
     tol = TOLERANCE[_precision(job)]
     if not diff <= tol:
         raise FormatError(f"{job.source}: verify: the written {job.format} output differs from the model: "
                           f"max relative difference {diff:.3g} > {tol:g}")
     return diff
+
+
+def _batched(outs: list) -> dict:
+    """Per-image output dicts as one dict of batches."""
+    return {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in outs[0]}

@@ -170,9 +170,9 @@ def check_detect_options(format, nms, int8, int8_io, calibration, tflite_fp16):
             raise ValueError(f"int8 needs format tflite (got {format})")
         if tflite_fp16:
             raise ValueError("int8 and tflite_fp16 exclude each other")
-        if nms is not None:  # the quantizer turns decode + NMS into int8 too; TFLite's interpreter aborts on it
-            raise ValueError("int8 with nms is not supported: the int8 file holds the network (raw heads or "
-                             "decode); run NMS on its output, or convert a float tflite with nms")
+        if nms is not None and int8_io:  # NMS outputs (classes, counts) are not int8 tensors
+            raise ValueError("int8_io with nms is not supported: NMS outputs boxes, scores, classes and counts; use "
+                             "int8 without int8_io (the network int8, NMS in float)")
         if calibration is None:
             raise ValueError("int8 needs calibration images (a folder of image files): random data is not "
                              "calibration")

@@ -1,5 +1,6 @@
 """TFLite (`.tflite`, TensorFlow's converter on the SavedModel export): float32, float16 weights
-(`tflite_fp16`), or int8 calibrated on images (`int8`; `int8_io`: integer input and outputs too). The metadata
+(`tflite_fp16`), or int8 calibrated on images (`int8`: the network int8, the heads' last convolutions, the decode
+and NMS float, see quantize.py; `int8_io`: every operator int8, integer input and outputs too). The metadata
 is an entry named `pyloader_metadata` of the flatbuffer's `metadata` list whose buffer holds the JSON (TFLite's
 own mechanism, readable with `flatbuffer_utils` or the reader here, without TensorFlow); output tensors are
 renamed to the output names and listed in the Keras model's order.
@@ -67,6 +68,10 @@ def _converted(model, tmp: str, fp16: bool, int8=None) -> bytes:
             converter.target_spec.supported_types = [tf.float16]
         if int8 is not None:
             images, int_io = int8
+            if not int_io:  # the network int8, the decode / NMS tail float (quantize.py)
+                from .quantize import int8_flatbuffer
+
+                return int8_flatbuffer(converter, images)
 
             def representative():
                 for i in range(len(images)):
@@ -74,13 +79,10 @@ def _converted(model, tmp: str, fp16: bool, int8=None) -> bytes:
 
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative
-            if int_io:  # full integer: every op int8, int8 input and outputs
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-                converter.inference_input_type = tf.int8
-                converter.inference_output_type = tf.int8
-            else:  # float input/output; ops without an int8 kernel (NMS) stay float
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                                       tf.lite.OpsSet.TFLITE_BUILTINS]
+            # full integer: every op int8, int8 input and outputs
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
         return converter.convert()
     finally:
         shutil.rmtree(saved, ignore_errors=True)  # the intermediate SavedModel folder
