@@ -19,42 +19,9 @@ import pytest
 from pyloader.bulk import TMP_PREFIX
 from pyloader.bulk.atomic import no_space
 from pyloader.darknet.synthetic import write_weights
+from pyloader_bench.soak import TINY_CFG
 
 DEVICE = 160 * 1024
-TINY_CFG = """[net]
-width=32
-height=32
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-num=3
-"""
 
 # A device of PYLOADER_TEST_DEVICE_BYTES at PYLOADER_TEST_DEVICE: file writes there fail with ENOSPC once the
 # files in it would hold more, and statvfs reports the bytes left.
