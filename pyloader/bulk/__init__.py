@@ -16,6 +16,12 @@ fills the model, the format's module in pyloader.outputs writes it), atomic.py r
   while the run is open (atomic.Run: a log of the outputs renamed, itself a temporary entry). An error removes the
   temporary entry; SIGKILL cannot be caught, so it may leave one behind: every run starts by removing the
   temporary entries of processes that no longer exist (`clean_stale_temporaries`).
+* A full device (ENOSPC, EDQUOT): the source fails with "<output>: no space left on device (needs ~N bytes, M
+  free)" (N: the template's size, else the most of the weights' size and the space free when it started), and
+  from then on a source is not started while the free space is below what it would need (its checkpoint's size
+  times the bytes per checkpoint byte of that output): "not started: ...". An executor gets one more job than it
+  has workers at a time, so those are the only ones that can still start. A run ends by removing the temporary
+  entries of processes that died meanwhile (a SIGKILLed pool or Dask worker; Dask retries its task elsewhere).
 * Ctrl-C (KeyboardInterrupt): the run is closed (no output appears after it), tasks not started are cancelled, a
   `jobs=N` pool's workers (which ignore SIGINT and SIGTERM) are killed and their temporaries removed; convert
   raises `Interrupted`, whose `results` list every output renamed into place as 'converted' and the unfinished

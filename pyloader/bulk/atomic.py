@@ -6,6 +6,7 @@ processes are removed."""
 from __future__ import annotations
 
 import contextvars
+import errno
 import fcntl
 import os
 import shutil
@@ -57,6 +58,28 @@ def remove(path: str) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space(e: BaseException) -> bool:
+    """Whether `e`, or an error it was raised from, is a full device or an exceeded quota: an OSError with that
+    errno, or a library's own error carrying the system's text (h5py and TensorFlow re-raise it so)."""
+    texts = [os.strerror(n) for n in _NO_SPACE]
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno in _NO_SPACE) or any(t in str(e) for t in texts):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def free_bytes(folder: str) -> int:
+    """Bytes an unprivileged process can still write on the device holding `folder`."""
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
 
 
 def tmp_path(final: str) -> str:

@@ -28,6 +28,7 @@ class Result:
     import_seconds: float = 0.0  # the one-time framework import in the worker, not part of `seconds`
     verify: float | None = None  # with verify=True: max relative difference of the written output
     note: str = ""  # how it was written when that is worth saying (`pyloader convert -v`): template fallbacks
+    no_space: int = 0  # failed for a full device: the bytes the output needs
 
 
 @dataclass

@@ -10,7 +10,7 @@ import sys
 from contextlib import contextmanager
 
 from ..outputs import output_format
-from .atomic import Run, clean_stale_temporaries, signals_held, tmp_path
+from .atomic import Run, clean_stale_temporaries, free_bytes, signals_held, tmp_path
 from .jobs import Job, Result, check_detect_options, plan_jobs
 from .worker import run_job
 
@@ -87,6 +87,7 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
             raise Interrupted(_sorted(got + _unfinished(todo, got, run.close()), todo) + results) from None
         finally:
             run.close()
+            clean_stale_temporaries(out_dir)  # those of workers killed meanwhile (SIGKILL, a lost Dask worker)
     return _sorted(got, todo) + results
 
 
@@ -113,15 +114,13 @@ def _run_jobs(todo, run: Run, executor, jobs, keep) -> None:
         pool = executor = cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx,
                                                  initializer=_ignore_interrupts)
     futures = {}
+    space = _Space(os.path.dirname(run.path))
     try:
         if executor is None:
             for job in todo:
-                keep(run_job(job, run.path))
+                keep(space.refused(job) or space.learn(run_job(job, run.path)))
             return
-        with signals_held(), _blocked_in_children():  # the pool's processes start in submit()
-            for job in todo:
-                futures[executor.submit(run_job, job, run.path)] = job
-        _collect(futures, keep)
+        _feed(executor, todo, run, futures, keep, space)
     except KeyboardInterrupt:
         with signals_held(replay=False):  # one Ctrl-C is enough: the clean-up below must finish
             run.close()  # from here on no output of this run appears
@@ -134,6 +133,66 @@ def _run_jobs(todo, run: Run, executor, jobs, keep) -> None:
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+
+def _feed(executor, todo, run: Run, futures: dict, keep, space: _Space) -> None:
+    """Submit the jobs to `executor`, a few more than it has workers at a time (the rest wait here, where a
+    full output device can still stop them), and keep() each Result as it comes."""
+    width = _width(executor) or len(todo)
+    waiting = list(reversed(todo))
+    pending = []
+    while waiting or pending:
+        while waiting and len(pending) < width:
+            job = waiting.pop()
+            refused = space.refused(job)
+            if refused is not None:
+                keep(refused)
+                continue
+            with signals_held(), _blocked_in_children():  # a pool's processes start in submit()
+                f = executor.submit(run_job, job, run.path)
+            futures[f] = job
+            pending.append(f)
+        if not pending:
+            continue
+        ours = [f for f in pending if isinstance(f, cf.Future)]
+        # executors whose futures are not concurrent.futures.Future: wait in order
+        done = cf.wait(ours, return_when=cf.FIRST_COMPLETED).done if ours else pending[:1]
+        for f in [f for f in pending if f in done]:
+            pending.remove(f)
+            keep(space.learn(_result_of(f, futures[f])))
+
+
+def _width(executor):
+    """How many jobs to hand `executor` at once: one more than its workers (none waits for the next), or None
+    when it does not say how many it has."""
+    client = getattr(executor, "_client", None)  # Dask's Client.get_executor()
+    n = sum(client.nthreads().values()) if client is not None else getattr(executor, "_max_workers", None)
+    return n + 1 if n else None
+
+
+class _Space:
+    """What a full output device taught the run: after an output did not fit, a source is not started while the
+    device's free space is below what it would need (its checkpoint's size times the bytes per checkpoint byte
+    of the smallest output that did not fit)."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self.per_byte = None
+
+    def learn(self, r: Result) -> Result:
+        if r.no_space and r.bytes:
+            self.per_byte = min(self.per_byte or float("inf"), r.no_space / r.bytes)
+        return r
+
+    def refused(self, job: Job):
+        """The Result of `job` not started for want of space, or None."""
+        if self.per_byte is None:
+            return None
+        need, free = int(job.bytes * self.per_byte), free_bytes(self.out_dir)
+        if need < free:  # the output that did not fit needed more than the space that was free
+            return None
+        return Result(job.source, None, "failed", f"not started: {job.output}: no space left on device (needs "
+                      f"~{need} bytes, {free} free)", 0.0, job.bytes, no_space=need)
 
 
 def _ignore_interrupts() -> None:
@@ -278,15 +337,6 @@ def _cannot_write(folder: str, what: str):
 def _arch_hint(job: Job):
     return (job.cfg or "", os.path.splitext(job.source)[1], job.input_size or (), job.fold_bn, job.decode,
             () if job.nms is None else tuple(sorted(job.nms.items())))
-
-
-def _collect(futures, keep) -> None:
-    pending = [f for f in futures if isinstance(f, cf.Future)]
-    for f in cf.as_completed(pending):
-        keep(_result_of(f, futures[f]))
-    for f in futures:  # executors whose futures are not concurrent.futures.Future: wait in order
-        if not isinstance(f, cf.Future):
-            keep(_result_of(f, futures[f]))
 
 
 def _result_of(future, job: Job) -> Result:

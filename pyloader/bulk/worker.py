@@ -15,7 +15,7 @@ from ..boundary import error_text
 from ..errors import FormatError
 from ..family import Family, Options
 from ..outputs import NoTemplate, learn, output_format
-from .atomic import OutputAppeared, in_run, remove, run_open, tmp_path, write_atomically
+from .atomic import OutputAppeared, free_bytes, in_run, no_space, remove, run_open, tmp_path, write_atomically
 from .jobs import Job, Result
 
 _MODEL_CACHE_SIZE = 4  # built models kept per process (least recently used goes first)
@@ -35,6 +35,8 @@ def _run_job(job: Job) -> Result:
     if os.path.lexists(job.output) and not job.overwrite:
         return Result(job.source, job.output, "skipped", "output exists (use overwrite)", 0.0, job.bytes)
     imported = 0.0
+    prepared = None
+    free = free_bytes(os.path.dirname(job.output) or ".")
     t0 = time.perf_counter()
     try:
         imported = import_framework(job.format)
@@ -47,6 +49,8 @@ def _run_job(job: Job) -> Result:
         return Result(job.source, job.output, "skipped", "output written meanwhile by another run",
                       time.perf_counter() - t0, job.bytes, imported)
     except Exception as e:  # noqa: BLE001 - one bad checkpoint must not stop the run
+        if no_space(e):
+            return _no_space(job, prepared, free, time.perf_counter() - t0, imported)
         reason = str(e) if isinstance(e, FormatError) else error_text(e)
         if reason.startswith(job.source + ": "):  # the summary already names the source
             reason = reason[len(job.source) + 2:]
@@ -54,6 +58,30 @@ def _run_job(job: Job) -> Result:
                       time.perf_counter() - t0, job.bytes, imported)
     return Result(job.source, job.output, "converted", "", time.perf_counter() - t0, job.bytes, imported,
                   verify=diff, note=note or "")
+
+
+def _no_space(job: Job, p, free_before: int, seconds: float, imported: float) -> Result:
+    """The Result of a job whose output did not fit on its device (its temporary entries are gone already):
+    `no_space` holds the bytes it needs (a template's size: exact; else the most of its weights' size and the
+    space that was free when it started, which it filled when it ran alone), which the run uses to stop starting
+    sources that cannot fit."""
+    exact = None if p is None else template_bytes(p, job)
+    needed = exact or max(free_before, job.bytes if p is None else weights_bytes(p, job))
+    free = free_bytes(os.path.dirname(job.output) or ".")
+    return Result(job.source, None, "failed", f"{job.output}: no space left on device (needs ~{needed} bytes, "
+                  f"{free} free)", seconds, job.bytes, imported, no_space=needed)
+
+
+def template_bytes(p: Prepared, job: Job):
+    """The size of job's output when written from its architecture's template, or None (no template yet)."""
+    with _CACHE_LOCK:
+        tpl = _TEMPLATES.get(_template_key(p, job))
+    return None if tpl is None or isinstance(tpl, str) else sum(len(b) for b in tpl.files.values() if b)
+
+
+def weights_bytes(p: Prepared, job: Job) -> int:
+    """The bytes of p's weights as job's format stores them: what its output takes at the least."""
+    return sum(int(a.size) for a in p.arrays.values()) * (1 if job.int8 else 2 if job.tflite_fp16 else 4)
 
 
 def import_framework(format: str) -> float:
@@ -173,12 +201,16 @@ def _metadata_blobs(job: Job, meta: dict) -> list:
     return output_format(job.format).metadata_blobs(complete(meta, job.source))
 
 
+def _template_key(p: Prepared, job: Job) -> tuple:
+    return p.key, job.format, job.tflite_fp16 if job.format == "tflite" else False
+
+
 def _template_for(p: Prepared, job: Job):
     """The template of p's architecture in job's format (learned on first use), or the reason there is none."""
     from ..assemble import input_size_of
     from ..keras_blocks.model import attach_metadata
 
-    tkey = (p.key, job.format, job.tflite_fp16 if job.format == "tflite" else False)
+    tkey = _template_key(p, job)
     with _CACHE_LOCK:
         tpl = _TEMPLATES.get(tkey)
     if tpl is not None:
