@@ -3,8 +3,9 @@
 Each format's module runs its output (pyloader.outputs: `run`): `.keras` in a fresh Python process that imports
 pyloader and keras (nothing else) and calls `keras.saving.load_model`; `.weights.h5` in a fresh process that
 builds the model from the source checkpoint with pyloader and loads the file's weights into it; SavedModel with
-TensorFlow (`tf.saved_model.load`, the `serve` endpoint); TFLite with the TFLite interpreter (full-integer
-inputs are quantized and outputs dequantized with the file's own parameters). The image is the first
+TensorFlow (`tf.saved_model.load`, the `serve` endpoint); TFLite with LiteRT (`ai-edge-litert`; TensorFlow's
+deprecated tf.lite.Interpreter where it is not installed; the format's `runtime()` names it in the messages and
+the CLI's report; full-integer inputs are quantized and outputs dequantized with the file's own parameters). The image is the first
 calibration image, else a fixed random one.
 
 The difference is the max over outputs of max|output - model| / max|model|. For NMS outputs (boxes, scores,
@@ -138,18 +139,20 @@ def verify_output(model, path: str, job, image: np.ndarray) -> float:
     FormatError when it is above the tolerance or the output cannot be run."""
     names = list(model.output_names)
     want = as_dict(model(image), names)
+    fmt = output_format(job.format)
+    ran = f" (run in {fmt.runtime()})" if hasattr(fmt, "runtime") else ""
     try:
-        got = output_format(job.format).run(path, image, names, job)
+        got = fmt.run(path, image, names, job)
     except FormatError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the runtime raises, the output is not usable
-        raise FormatError(f"{job.source}: verify: the written {job.format} output cannot be run: "
+        raise FormatError(f"{job.source}: verify: the written {job.format} output{ran} cannot be run: "
                           f"{type(e).__name__}: {e}") from None
     rows = {o.get("name") for o in (getattr(model, "metadata", None) or {}).get("outputs", [])
             if o.get("rows") == "xyxy_score_class"}
     diff = compare_outputs(want, got, rows)
     tol = TOLERANCE[_precision(job)]
     if not diff <= tol:
-        raise FormatError(f"{job.source}: verify: the written {job.format} output differs from the model: "
+        raise FormatError(f"{job.source}: verify: the written {job.format} output{ran} differs from the model: "
                           f"max relative difference {diff:.3g} > {tol:g}")
     return diff
