@@ -5,7 +5,8 @@ tensors), and GetMinimumMetadataParserVersion, in a fresh process; pyloader's JS
 tflite-support 0.4.4 pins protobuf < 4 (which breaks TensorFlow 2.21): tests/install-references.sh installs it
 with --no-deps; its extensions need libusb-1.0, which the `libusb-package` wheel ships (loaded here first).
 Checkpoints: two yolov3-tiny .weights of random values (the second written from the first's template, so its
-metadata is patched in) and one converted by the CLI with --nms --verify (LiteRT named in its report).
+metadata is patched in) and one converted by the CLI with --nms --verify (the runtime named in its report: LiteRT
+where ai-edge-litert is installed, as CI has it; tests/test_tflite_dynamic.py runs LiteRT itself).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 import pyloader
 from pyloader.darknet.synthetic import write_weights
 from pyloader.outputs import read_metadata
+from pyloader.outputs.runtime import tflite_runtime
 from test_outputs import run_py
 
 SMALL = (64, 96)
@@ -82,7 +84,7 @@ def converted(tmp_path_factory, cfg_dir):
 
 def test_standard_metadata_read_by_tflite_support(tflite_support, converted):
     d, paths, cli_out = converted
-    assert "verify: the tflite outputs ran in LiteRT" in cli_out, cli_out  # item 7: the runtime is named
+    assert f"verify: the tflite outputs ran in {tflite_runtime()}" in cli_out, cli_out  # item 7: the runtime named
     p = run_py(READER, *paths)
     assert p.returncode == 0, p.stderr[-3000:]
     report = json.loads(p.stdout.strip().splitlines()[-1])

@@ -71,12 +71,12 @@ class _Builder:
             self.b.PrependFloat32(float(v))
         return self.b.EndVector()
 
-    def table(self, fields: int, refs: dict = {}, bytes_: dict = {}) -> int:  # noqa: B006 - read only
+    def table(self, fields: int, refs: dict | None = None, bytes_: dict | None = None) -> int:
         """A table of `fields` fields: `refs` {field id: offset}, `bytes_` {field id: enum or union type}."""
         self.b.StartObject(fields)
-        for i, o in refs.items():
+        for i, o in (refs or {}).items():
             self.b.PrependUOffsetTRelativeSlot(i, o, 0)
-        for i, v in bytes_.items():
+        for i, v in (bytes_ or {}).items():
             self.b.PrependUint8Slot(i, v, 0)
         return self.b.EndObject()
 
@@ -104,8 +104,8 @@ def metadata_buffer(meta: dict) -> bytes:
     src = meta.get("source") or {}
     fb = _Builder()
 
-    def tensor(name: str, description: str, refs: dict = {}) -> int:  # noqa: B006 - read only
-        return fb.table(_TENSOR, {0: fb.string(name), 1: fb.string(description), **refs})
+    def tensor(name: str, description: str, refs: dict | None = None) -> int:
+        return fb.table(_TENSOR, {0: fb.string(name), 1: fb.string(description), **(refs or {})})
 
     norm = fb.table(_NORM, {0: fb.floats([0.0]), 1: fb.floats([255.0])})
     unit = fb.table(_UNIT, {1: norm}, {0: _NORMALIZATION_OPTIONS})
