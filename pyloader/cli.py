@@ -16,6 +16,7 @@ import sys
 from .convert_report import ProgressBar, cli_reason, summary_table
 
 from .outputs import FORMATS as _FORMATS
+from .outputs import output_format
 
 __all__ = ["main", "build_parser", "ProgressBar"]
 
@@ -270,6 +271,9 @@ def _convert_run(args) -> int:
     imported = max((r.import_seconds for r in results), default=0.0)
     if imported:
         print(f"framework import: {imported:.1f} s (once per process; not in the times above)")
+    runtime = getattr(output_format(args.format), "runtime", None) if args.verify else None
+    if runtime is not None:  # formats with a runtime of their own (TFLite: LiteRT or tf.lite)
+        print(f"verify: the {args.format} outputs ran in {runtime()}")
     if args.verbose:
         for r in results:
             if getattr(r, "note", ""):

@@ -3,8 +3,9 @@
 Each format's module runs its output (pyloader.outputs: `run`): `.keras` in a fresh Python process that imports
 pyloader and keras (nothing else) and calls `keras.saving.load_model`; `.weights.h5` in a fresh process that
 builds the model from the source checkpoint with pyloader and loads the file's weights into it; SavedModel with
-TensorFlow (`tf.saved_model.load`, the `serve` endpoint); TFLite with the TFLite interpreter (full-integer
-inputs are quantized and outputs dequantized with the file's own parameters).
+TensorFlow (`tf.saved_model.load`, the `serve` endpoint); TFLite with LiteRT (`ai-edge-litert`; TensorFlow's
+deprecated tf.lite.Interpreter where it is not installed; the format's `runtime()` names it in the messages and
+the CLI's report; full-integer inputs are quantized and outputs dequantized with the file's own parameters).
 
 Images: float files run on one image (the first calibration image, else a fixed random one). int8 files run on
 up to INT8_IMAGES calibration images chosen by their pixels (sorted by a digest of the prepared image), so the
@@ -160,16 +161,18 @@ def verify_output(model, path: str, job, images: np.ndarray) -> float:
     names = list(model.output_names)
     meta = getattr(model, "metadata", None) or {}
     int8 = _precision(job) == "int8"
+    fmt = output_format(job.format)
+    ran = f" (run in {fmt.runtime()})" if hasattr(fmt, "runtime") else ""
     wants, gots = [], []
     for i in range(len(images)):
         image = images[i:i + 1]
         want = as_dict(model(image), names)
         try:
-            got = output_format(job.format).run(path, image, names, job)
+            got = fmt.run(path, image, names, job)
         except FormatError:
             raise
         except Exception as e:  # noqa: BLE001 - whatever the runtime raises, the output is not usable
-            raise FormatError(f"{job.source}: verify: the written {job.format} output cannot be run: "
+            raise FormatError(f"{job.source}: verify: the written {job.format} output{ran} cannot be run: "
                               f"{type(e).__name__}: {e}") from None
         wants.append(_activated(want, meta) if int8 else want)
         gots.append(_activated(got, meta) if int8 else got)
@@ -177,7 +180,7 @@ def verify_output(model, path: str, job, images: np.ndarray) -> float:
     diff = compare_outputs(*(_batched(v) for v in (wants, gots)), rows)
     tol = TOLERANCE[_precision(job)]
     if not diff <= tol:
-        raise FormatError(f"{job.source}: verify: the written {job.format} output differs from the model: "
+        raise FormatError(f"{job.source}: verify: the written {job.format} output{ran} differs from the model: "
                           f"max relative difference {diff:.3g} > {tol:g}")
     return diff
 

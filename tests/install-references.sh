@@ -9,6 +9,9 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 python -m pip install -r "$here/requirements-reference.txt"
 python -m pip install --no-deps "yolov7detect==1.0.1"
+# tflite-support (the TFLite metadata reader of tests/test_tflite_metadata.py) pins protobuf<4 too: --no-deps; its
+# extensions need libusb-1.0 (the libusb-package wheel in requirements-reference.txt ships it).
+python -m pip install --no-deps "tflite-support==0.4.4"
 python -m pip uninstall -y opencv-python
 python -m pip install --force-reinstall --no-deps "opencv-python-headless==4.12.0.88"
 python -c "import cv2; assert cv2.__version__.startswith('4.') and hasattr(cv2.dnn, 'readNetFromDarknet'), cv2.__version__"

@@ -1,5 +1,7 @@
-"""Running a written output for `--verify` (pyloader.verify): its outputs as {name: array}, and a fresh Python
-process that loads a file with Keras (the formats whose runtime is Keras itself)."""
+"""Running a written output for `--verify` (pyloader.verify): its outputs as {name: array}, a fresh Python
+process that loads a file with Keras (the formats whose runtime is Keras itself), and the TFLite runtime: LiteRT
+(`ai-edge-litert`, `ai_edge_litert.interpreter.Interpreter`) where it is installed, else TensorFlow's own
+`tf.lite.Interpreter` (deprecated in favour of LiteRT); `tflite_runtime()` names the one that runs."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import textwrap
 
 import numpy as np
 
-__all__ = ["as_dict", "run_fresh"]
+__all__ = ["as_dict", "run_fresh", "tflite_runtime", "tflite_interpreter"]
 
 
 def as_dict(outputs, names) -> dict:
@@ -21,6 +23,33 @@ def as_dict(outputs, names) -> dict:
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]
     return {n: np.asarray(v) for n, v in zip(names, outputs)}
+
+
+def tflite_runtime() -> str:
+    """The runtime `tflite_interpreter` uses, in words (with its version)."""
+    from importlib import metadata
+
+    try:
+        return f"LiteRT {metadata.version('ai-edge-litert')} (ai_edge_litert.interpreter)"
+    except metadata.PackageNotFoundError:
+        import tensorflow as tf
+
+        return f"TensorFlow {tf.__version__} tf.lite.Interpreter (deprecated; pip install ai-edge-litert for LiteRT)"
+
+
+def tflite_interpreter(path: str):
+    """The interpreter of the TFLite file at `path`, in the runtime `tflite_runtime` names."""
+    if tflite_runtime().startswith("LiteRT"):
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter(model_path=path)
+    import warnings
+
+    import tensorflow as tf
+
+    with warnings.catch_warnings():  # its deprecation warning: the runtime is named where verify reports
+        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+        return tf.lite.Interpreter(model_path=path)
 
 
 _HEAD = textwrap.dedent("""

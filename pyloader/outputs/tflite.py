@@ -7,8 +7,13 @@ renamed to the output names and listed in the Keras model's order.
 
 Template: every weight is one flatbuffer buffer, as it is or (4-D kernels) in TFLite's OHWI layout, float16
 with `tflite_fp16`; a checkpoint with an all-zero array or two equal arrays is exported instead (the converter
-may fold or share them). --verify: the TFLite interpreter (full-integer inputs are quantized and outputs
-dequantized with the file's own parameters).
+may fold or share them). --verify: LiteRT (`ai-edge-litert`; TensorFlow's deprecated tf.lite.Interpreter
+where it is not installed; pyloader.outputs.runtime names the one), full-integer inputs quantized and outputs
+dequantized with the file's own parameters.
+
+The input's batch is dynamic (shape_signature -1: `resize_tensor_input(i, [n, H, W, C])` then
+`allocate_tensors`): the converter takes the SavedModel signature, whose batch is None. The standard TFLite
+metadata (pyloader.outputs.tflite_metadata) goes in beside the JSON.
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ import struct
 import numpy as np
 
 from ..metadata import KEY, to_json
-from . import savedmodel
-from .template import Finder, NoTemplate, Slot, Template, find_blobs
-from .template import json_blobs as metadata_blobs
+from . import savedmodel, tflite_metadata
+from .runtime import tflite_interpreter, tflite_runtime
+from .template import Finder, NoTemplate, Slot, Template, find_blobs, json_blobs
 
 __all__ = ["NAME", "FRAMEWORKS", "output_name", "is_output", "write", "metadata_blobs", "parse_template", "run",
-           "read_metadata", "with_metadata"]
+           "runtime", "read_metadata", "with_metadata"]
 
 NAME = "tflite"
 FRAMEWORKS = ("keras", "tensorflow")  # imported once per worker before its first conversion
@@ -88,8 +93,14 @@ def _converted(model, tmp: str, fp16: bool, int8=None) -> bytes:
         shutil.rmtree(saved, ignore_errors=True)  # the intermediate SavedModel folder
 
 
+def metadata_blobs(meta: dict) -> list:
+    """The per-checkpoint bytes (pyloader.outputs.template): the JSON, the standard metadata and its zip."""
+    return json_blobs(meta) + tflite_metadata.blobs(meta)
+
+
 def with_metadata(data: bytes, meta: dict, names: list) -> bytes:
-    """The TFLite flatbuffer with `meta` in its metadata list, its outputs named `names` and in that order.
+    """The TFLite flatbuffer with `meta` in its metadata list, its outputs named `names` and in that order, and
+    the standard TFLite metadata (`_add_standard_metadata`).
 
     The converter keys a SavedModel signature's outputs by name (sorted); here each output tensor is renamed
     to its key and the subgraph's and signature's output lists follow `names` (the Keras model's order).
@@ -115,7 +126,27 @@ def with_metadata(data: bytes, meta: dict, names: list) -> bytes:
     entry.name = KEY.encode()
     entry.buffer = len(model.buffers) - 1
     model.metadata = [m for m in (model.metadata or []) if _s(m.name) != KEY] + [entry]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    zipped = _add_standard_metadata(model, meta, names)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) + zipped
+
+
+def _add_standard_metadata(model, meta: dict, names: list) -> bytes:
+    """Put the TFLite Metadata schema's ModelMetadata (pyloader.outputs.tflite_metadata) into `model` (a
+    flatbuffer_utils object) as the buffer of its `TFLITE_METADATA` entry; return the zip of its associated
+    files, which goes after the flatbuffer (tflite-support's MetadataPopulator layout)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    described = [o["name"] for o in meta["outputs"]]
+    if described != list(names):
+        raise ValueError(f"the metadata describes the outputs {described}, the TFLite file has {list(names)}")
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(tflite_metadata.metadata_buffer(meta), np.uint8)
+    model.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name = tflite_metadata.NAME.encode()
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in model.metadata if _s(m.name) != tflite_metadata.NAME] + [entry]
+    return tflite_metadata.labels_zip(meta)
 
 
 def _s(v) -> str:
@@ -172,15 +203,15 @@ def read_metadata(path: str) -> dict | None:
     return None
 
 
+def runtime() -> str:
+    """What `run` runs the file in, in words (for --verify's report)."""
+    return tflite_runtime()
+
+
 def run(path: str, image, names: list, job) -> dict:
-    """The TFLite interpreter's signature runner; integer inputs quantized, integer outputs dequantized."""
-    import warnings
-
-    import tensorflow as tf
-
-    with warnings.catch_warnings():  # TensorFlow's own interpreter warns that LiteRT replaces it: not the user's concern
-        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
-        it = tf.lite.Interpreter(model_path=path)
+    """The TFLite signature runner (LiteRT where installed: pyloader.outputs.runtime.tflite_runtime); integer
+    inputs quantized, integer outputs dequantized."""
+    it = tflite_interpreter(path)
     runner = it.get_signature_runner()
     (in_name, in_detail), = runner.get_input_details().items()
     x = image
