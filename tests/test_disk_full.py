@@ -174,3 +174,23 @@ def test_no_space_is_recognised_through_libraries():
     except ValueError as e:
         assert no_space(e)
     assert not no_space(OSError(errno.EACCES, os.strerror(errno.EACCES)))
+
+
+def test_weights_h5_on_a_full_device_fails_cleanly(tmp_path):
+    """Keras' save_weights through h5py takes the process down (SIGSEGV) when the device fills inside it: the
+    .weights.h5 writer finds a device without room for the weights before writing, so each source fails with the
+    message and the run ends normally (exit 1), written directly (no templates) as on a first conversion."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    (src / "tiny.cfg").write_text(TINY_CFG)
+    for i in range(4):
+        write_weights(src / f"m{i}.weights", src / "tiny.cfg", seed=i)
+    cmd = [sys.executable, "-m", "pyloader", "convert", str(src), "-o", str(out), "--cfg", str(src / "tiny.cfg"),
+           "--format", "weights.h5", "--no-templates", "-q"]
+    p, mode = _on_full_device(cmd, out, tmp_path)
+    assert p.returncode == 1, (mode, p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+    rows = [line for line in p.stdout.splitlines() if ".weights " in line]
+    assert len(rows) == 4 and any("no space left on device" in r for r in rows), (mode, p.stdout)
+    assert all(r.startswith("converted") or "no space left on device" in r for r in rows), (mode, p.stdout)

@@ -7,8 +7,10 @@ from the source checkpoint with pyloader and loads the file's weights into it.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 
 from ..metadata import KEY, parse, to_json
 from .runtime import run_fresh
@@ -35,9 +37,23 @@ def is_output(path: str, head: bytes) -> bool:
 def write(model, path: str, meta: dict, job, letterbox: bool) -> None:
     import h5py
 
+    _check_room(model, path)
     model.save_weights(path)
     with h5py.File(path, "r+") as f:
         f.attrs[KEY] = to_json(meta)
+
+
+def _check_room(model, path: str) -> None:
+    """Raise ENOSPC before writing when the weights cannot fit on `path`'s device: h5py takes the process down
+    (SIGSEGV) when the device fills inside `save_weights`, so a full disk must be found before it writes. (Another
+    writer filling the device meanwhile can still do that; the bulk run removes what such a process leaves.)"""
+    import numpy as np
+
+    need = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize + 4096 for v in model.weights) + (64 << 10)
+    st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise OSError(errno.ENOSPC, f"{path}: {os.strerror(errno.ENOSPC)} (needs ~{need} bytes, {free} free)")
 
 
 def read_metadata(path: str) -> dict | None:
