@@ -45,10 +45,14 @@ def write(model, path: str, meta: dict, job, letterbox: bool) -> None:
 
 def export(model, path: str, meta: dict) -> None:
     """A SavedModel whose serving signature's outputs are keyed by the model's output names, with a `metadata`
-    signature and assets.extra/pyloader_metadata.json."""
+    signature and assets.extra/pyloader_metadata.json; its input's batch is dynamic, and its height and width
+    where the graph allows (keras_blocks.model.dynamic_model)."""
     import keras
     import tensorflow as tf
 
+    from ..keras_blocks.model import dynamic_model
+
+    model = dynamic_model(model)
     named = keras.Model(model.inputs, dict(zip(model.output_names, model.outputs)), name=model.name)
     archive = keras.export.ExportArchive()
     spec = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name) for t in model.inputs]
