@@ -165,7 +165,7 @@ def _is_darknet(src: str) -> bool:
     from ..registry import container_of
 
     try:
-        return container_of(src) == "darknet"
+        return container_of(src) != "torch"
     except (FormatError, OSError):
         return True
 

@@ -40,19 +40,19 @@ def is_output(path: str, head: bytes) -> bool:
 
 
 def write(model, path: str, meta: dict, job, letterbox: bool) -> None:
-    export(model, path, meta)
+    """The model with a dynamic height and width where its graph allows (keras_blocks.model.dynamic_model)."""
+    from ..keras_blocks.model import dynamic_model
+
+    export(dynamic_model(model), path, meta)
 
 
 def export(model, path: str, meta: dict) -> None:
     """A SavedModel whose serving signature's outputs are keyed by the model's output names, with a `metadata`
-    signature and assets.extra/pyloader_metadata.json; its input's batch is dynamic, and its height and width
-    where the graph allows (keras_blocks.model.dynamic_model)."""
+    signature and assets.extra/pyloader_metadata.json; its input's batch is dynamic (its height and width are
+    the model's: TFLite converts this export)."""
     import keras
     import tensorflow as tf
 
-    from ..keras_blocks.model import dynamic_model
-
-    model = dynamic_model(model)
     named = keras.Model(model.inputs, dict(zip(model.output_names, model.outputs)), name=model.name)
     archive = keras.export.ExportArchive()
     spec = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name) for t in model.inputs]
