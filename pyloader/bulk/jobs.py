@@ -138,6 +138,10 @@ def plan_jobs(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decod
     if input_size is not None:
         input_size = tuple(int(v) for v in input_size)
     paths, done = find_checkpoints(sources)
+    darknet = {src for src, _ in paths if names is not None and _is_darknet(src)}
+    if names is not None and paths and not darknet:
+        raise ValueError(f"names {shown(os.fspath(names))}: class names are for Darknet .weights sources; none "
+                         "of the sources is one (a .pt carries its class names)")
     jobs, taken = [], {}
     for src, stem in paths:
         out = os.path.join(os.fspath(out_dir), output_name(src, format, stem))
@@ -151,9 +155,20 @@ def plan_jobs(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decod
             continue
         jobs.append(Job(src, out, None if cfg is None else os.fspath(cfg), format, bool(fold_bn), bool(decode),
                         input_size, bool(overwrite), bool(tflite_fp16), size,
-                        None if names is None else os.fspath(names), nms, bool(int8), bool(int8_io),
+                        os.fspath(names) if src in darknet else None, nms, bool(int8), bool(int8_io),
                         None if calibration is None else os.fspath(calibration), bool(verify)))
     return jobs, done
+
+
+def _is_darknet(src: str) -> bool:
+    """Whether `src` is a Darknet source (names / --names apply to it, a .pt carries its own); a file that is
+    no checkpoint counts as one, its job then fails saying what it is."""
+    from ..registry import container_of
+
+    try:
+        return container_of(src) != "torch"
+    except (FormatError, OSError):
+        return True
 
 
 def check_detect_options(format, nms, int8, int8_io, calibration, tflite_fp16):

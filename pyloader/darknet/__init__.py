@@ -19,6 +19,7 @@ class DarknetPlan:
     cfg: str  # its .cfg
     network: object  # pyloader.darknet.cfg.Network
     cfg_sha256: str
+    names: object = None  # the class names (pyloader.darknet.names), None: class0, class1, ...
 
 
 def recognise(ckpt) -> bool:
@@ -27,6 +28,7 @@ def recognise(ckpt) -> bool:
 
 def read_plan(ckpt, options) -> DarknetPlan:
     from .cfg import build_network, read_cfg
+    from .names import checkpoint_names
     from .weights import default_cfg
 
     cfg = ckpt.cfg if ckpt.cfg is not None else default_cfg(ckpt.path)
@@ -34,7 +36,9 @@ def read_plan(ckpt, options) -> DarknetPlan:
         raise FormatError(f"{ckpt.path}: no cfg given and none beside it (looked for {cfg})")
     with open_regular(cfg) as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    return DarknetPlan(ckpt.path, cfg, build_network(read_cfg(cfg), options.input_size), digest)
+    network = build_network(read_cfg(cfg), options.input_size)
+    nc = network.heads[0].params["classes"] if network.heads else 0
+    return DarknetPlan(ckpt.path, cfg, network, digest, checkpoint_names(ckpt.path, options.names, nc, cfg))
 
 
 def arrays(plan: DarknetPlan, fold_bn: bool) -> dict:
@@ -77,7 +81,7 @@ def metadata(plan: DarknetPlan, input_size, options) -> dict:
         "architecture": os.path.basename(network.path),
         "input": {"name": "image", "shape": [None, network.height, network.width, network.channels],
                   "layout": "NHWC float32 in [0, 1]", "size": [network.height, network.width]},
-        "class_names": class_names(options.names, nc, network.path),
+        "class_names": class_names(plan.names, nc, network.path),
         "strides": [o["stride"] for o in outputs if "stride" in o],
         "anchors": [o["anchors"] for o in outputs if "anchors" in o],
         "outputs": outputs,

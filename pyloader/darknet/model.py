@@ -179,8 +179,10 @@ def _multiply(network, layer, inputs, fold_bn):
 def _decode(network, head, x):
     p = head.params
     if head.type == "yolo":
-        return L.YoloDecode(p["anchors"], p["classes"], p["scale_x_y"], p["new_coords"],
-                            (network.height, network.width), name=f"yolo_{head.index}")(x)
+        (gh, gw), net = head.shape[:2], (network.height, network.width)
+        exact = net[0] % gh == 0 and net[1] % gw == 0  # a whole stride: the net's size at any input size
+        return L.YoloDecode(p["anchors"], p["classes"], p["scale_x_y"], p["new_coords"], net,
+                            (net[0] // gh, net[1] // gw) if exact else None, name=f"yolo_{head.index}")(x)
     return L.RegionDecode(p["anchors"], p["classes"], p["softmax"], name=f"region_{head.index}")(x)
 
 

@@ -40,6 +40,28 @@ def activation(name: str, x):
     raise ValueError(f"unknown activation {name!r}")
 
 
+def spatial(x):
+    """(height, width) of an NHWC tensor: ints where known, scalar tensors where the model's input size is dynamic
+    (a traced graph of unknown height and width)."""
+    s = ops.shape(x)
+    return s[1], s[2]
+
+
+def cell_grid(ny, nx, offset: float):
+    """(x + offset, y + offset) of each cell of an ny x nx grid, rows first, [ny * nx, 2] float32: a numpy
+    constant where the size is known (a fixed-size model), keras.ops where it is dynamic (the same values)."""
+    if isinstance(ny, int) and isinstance(nx, int):
+        yv, xv = np.meshgrid(np.arange(ny, dtype=np.float32), np.arange(nx, dtype=np.float32), indexing="ij")
+        return (np.stack((xv, yv), -1) + np.float32(offset)).reshape(-1, 2)
+    yv, xv = ops.meshgrid(ops.arange(ny, dtype="float32"), ops.arange(nx, dtype="float32"), indexing="ij")
+    return ops.reshape(ops.stack((xv, yv), -1) + offset, (-1, 2))
+
+
+def as_float(n, dtype):
+    """An int as it is, a dynamic size (tensor) cast to `dtype`: divisions by a static size stay as they were."""
+    return n if isinstance(n, int) else ops.cast(n, dtype)
+
+
 def channels(x, start: int, stop: int):
     """x[..., start:stop] as a static split: under JAX, basic indexing of a tensor with an unknown batch size
     becomes a dynamic gather, which TFLite's converter cannot translate (`vhlo.dynamic_gather_v1`)."""
@@ -120,7 +142,7 @@ class ChannelMaxPool(keras.layers.Layer):
         extra = groups * self.out_channels - c
         if extra:
             x = ops.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)), constant_values=-math.inf)
-        x = ops.reshape(x, (-1, x.shape[1], x.shape[2], groups, self.out_channels))
+        x = ops.reshape(x, (-1, *spatial(x), groups, self.out_channels))
         return ops.max(x, axis=3)
 
     def compute_output_shape(self, s):
@@ -238,7 +260,7 @@ class Upsample(keras.layers.Layer):
             x = ops.repeat(ops.repeat(x, s, axis=1), s, axis=2)
         else:
             s = -s
-            h, w = x.shape[1] // s, x.shape[2] // s
+            h, w = (v // s for v in spatial(x))
             x = x[:, : h * s, : w * s, :]
             x = ops.reshape(x, (-1, h, s, w, s, x.shape[-1]))
             x = ops.sum(x, axis=(2, 4))
@@ -264,7 +286,7 @@ class SpaceToDepth(keras.layers.Layer):
 
     def call(self, x):
         s = self.stride
-        _, h, w, c = x.shape
+        (h, w), c = spatial(x), x.shape[-1]
         x = ops.reshape(x, (-1, h // s, s, w // s, s, c))
         x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
         return ops.reshape(x, (-1, h // s, w // s, s * s * c))
@@ -289,7 +311,7 @@ class DarknetReorg(SpaceToDepth):
 
     def call(self, x):
         s = self.stride
-        _, h, w, c = x.shape
+        (h, w), c = spatial(x), x.shape[-1]
         cin = c // (s * s)
         x = ops.transpose(x, (0, 3, 1, 2))  # NCHW, so reshapes follow darknet's memory order
         x = ops.reshape(x, (-1, cin, h, s, w, s))  # the (C/s², H*s, W*s) view, split as (j, dy), (i, dx)
@@ -308,8 +330,11 @@ class YoloDecode(keras.layers.Layer):
     Box order: y, x, anchor (as darknet and OpenCV enumerate them).
     """
 
-    def __init__(self, anchors, classes, scale_x_y=1.0, new_coords=False, net_size=(416, 416), **kwargs):
+    def __init__(self, anchors, classes, scale_x_y=1.0, new_coords=False, net_size=(416, 416), stride=None,
+                 **kwargs):
         super().__init__(**kwargs)
+        # (y, x) input pixels per grid cell: the network's size at another input size (None: net_size only)
+        self.stride = None if stride is None else tuple(int(v) for v in stride)
         self.anchors = [tuple(float(v) for v in a) for a in anchors]
         self.classes = int(classes)
         self.scale_x_y = float(scale_x_y)
@@ -317,7 +342,7 @@ class YoloDecode(keras.layers.Layer):
         self.net_size = tuple(int(v) for v in net_size)
 
     def call(self, x):
-        _, h, w, _ = x.shape
+        h, w = spatial(x)
         a, n = len(self.anchors), 5 + self.classes
         x = ops.reshape(x, (-1, h, w, a, n))
         xy, wh, rest = x[..., 0:2], x[..., 2:4], x[..., 4:]
@@ -326,11 +351,12 @@ class YoloDecode(keras.layers.Layer):
             rest = ops.sigmoid(rest)
         s = self.scale_x_y
         xy = xy * s - 0.5 * (s - 1.0)
-        gx = ops.reshape(ops.arange(w, dtype=x.dtype), (1, 1, w, 1))
-        gy = ops.reshape(ops.arange(h, dtype=x.dtype), (1, h, 1, 1))
-        bx = (xy[..., 0] + gx) / w
-        by = (xy[..., 1] + gy) / h
-        net_h, net_w = self.net_size
+        gx = ops.reshape(ops.arange(w, dtype=x.dtype), (1, 1, -1, 1))
+        gy = ops.reshape(ops.arange(h, dtype=x.dtype), (1, -1, 1, 1))
+        bx = (xy[..., 0] + gx) / as_float(w, x.dtype)
+        by = (xy[..., 1] + gy) / as_float(h, x.dtype)
+        net_h, net_w = self.net_size if self.stride is None else (as_float(h * self.stride[0], x.dtype),
+                                                                    as_float(w * self.stride[1], x.dtype))
         anchors = ops.convert_to_tensor(self.anchors, dtype=x.dtype)
         scale = wh * wh * 4.0 if self.new_coords else ops.exp(wh)
         bw = scale[..., 0] * anchors[:, 0] / net_w
@@ -340,12 +366,14 @@ class YoloDecode(keras.layers.Layer):
         return ops.reshape(out, (-1, h * w * a, n))
 
     def compute_output_shape(self, s):
-        a = len(self.anchors)
-        return (s[0], s[1] * s[2] * a, 5 + self.classes)
+        if self.stride is None and None in s[1:3]:
+            raise ValueError(f"{self.name}: no stride given, so the input size must be known")
+        return (s[0], _cells(s, len(self.anchors)), 5 + self.classes)
 
     def get_config(self):
         return {**super().get_config(), "anchors": self.anchors, "classes": self.classes,
-                "scale_x_y": self.scale_x_y, "new_coords": self.new_coords, "net_size": self.net_size}
+                "scale_x_y": self.scale_x_y, "new_coords": self.new_coords, "net_size": self.net_size,
+                "stride": self.stride}
 
 
 @_register
@@ -363,16 +391,17 @@ class RegionDecode(keras.layers.Layer):
         self.softmax = bool(softmax)
 
     def call(self, x):
-        _, h, w, _ = x.shape
+        h, w = spatial(x)
         a, n = len(self.anchors), 5 + self.classes
         x = ops.reshape(x, (-1, h, w, a, n))
-        gx = ops.reshape(ops.arange(w, dtype=x.dtype), (1, 1, w, 1))
-        gy = ops.reshape(ops.arange(h, dtype=x.dtype), (1, h, 1, 1))
+        fh, fw = as_float(h, x.dtype), as_float(w, x.dtype)
+        gx = ops.reshape(ops.arange(w, dtype=x.dtype), (1, 1, -1, 1))
+        gy = ops.reshape(ops.arange(h, dtype=x.dtype), (1, -1, 1, 1))
         anchors = ops.convert_to_tensor(self.anchors, dtype=x.dtype)
-        bx = (ops.sigmoid(x[..., 0]) + gx) / w
-        by = (ops.sigmoid(x[..., 1]) + gy) / h
-        bw = ops.exp(x[..., 2]) * anchors[:, 0] / w
-        bh = ops.exp(x[..., 3]) * anchors[:, 1] / h
+        bx = (ops.sigmoid(x[..., 0]) + gx) / fw
+        by = (ops.sigmoid(x[..., 1]) + gy) / fh
+        bw = ops.exp(x[..., 2]) * anchors[:, 0] / fw
+        bh = ops.exp(x[..., 3]) * anchors[:, 1] / fh
         obj = ops.sigmoid(x[..., 4:5])
         cls = x[..., 5:]
         if self.softmax:
@@ -381,7 +410,12 @@ class RegionDecode(keras.layers.Layer):
         return ops.reshape(out, (-1, h * w * a, n))
 
     def compute_output_shape(self, s):
-        return (s[0], s[1] * s[2] * len(self.anchors), 5 + self.classes)
+        return (s[0], _cells(s, len(self.anchors)), 5 + self.classes)
 
     def get_config(self):
         return {**super().get_config(), "anchors": self.anchors, "classes": self.classes, "softmax": self.softmax}
+
+
+def _cells(s, per_cell: int):
+    """Boxes of a head of shape `s` (None where its size is dynamic)."""
+    return None if s[1] is None or s[2] is None else s[1] * s[2] * per_cell

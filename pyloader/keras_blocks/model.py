@@ -14,12 +14,13 @@ class_name `Functional`) and the registered name `pyloader>DetectionModel`:
 from __future__ import annotations
 
 import os
+import weakref
 
 import keras
 
 from ..metadata import output_names
 
-__all__ = ["DetectionModel", "name_outputs", "METADATA_KEY", "plan_input", "run_nodes", "finish_plan_model"]
+__all__ = ["DetectionModel", "dynamic_model", "name_outputs", "METADATA_KEY", "plan_input", "run_nodes", "finish_plan_model"]
 
 METADATA_KEY = "pyloader_metadata"
 
@@ -64,6 +65,35 @@ def attach_metadata(model, meta: dict, source_path=None) -> None:
     model.class_names = list(meta.get("class_names") or [])
     if source_path is not None:
         model._pyloader_source_path = str(source_path)
+
+
+_DYNAMIC = weakref.WeakKeyDictionary()  # model -> its dynamic-size copy (or itself), built once
+
+
+def dynamic_model(model):
+    """`model` with an input of unknown batch, height and width, holding model's weights and metadata, where its
+    graph builds that way: every layer of the Darknet, YOLOv5, YOLOv7 and Ultralytics detectors computes its grid
+    from the runtime size (raw or decoded heads). Where a layer needs a known size, Keras' build raises ValueError
+    or TypeError and the answer is `model` itself, whose batch alone is dynamic: a fully connected classifier,
+    NMS (its box count and box scale) and the end-to-end top-k (min(max_det, boxes)). Sizes other than the
+    built one must be multiples of the model's max stride (its pooling pads and grids are the built size's)."""
+    dyn = _DYNAMIC.get(model)
+    if dyn is None:
+        config = model.get_config()
+        for layer in config["layers"]:
+            if layer["class_name"] == "InputLayer":
+                shape = layer["config"]["batch_shape"]
+                layer["config"]["batch_shape"] = [None] * (len(shape) - 1) + [shape[-1]]
+        try:
+            dyn = type(model).from_config(config)
+        except (ValueError, TypeError):
+            dyn = model
+        _DYNAMIC[model] = dyn
+    if dyn is not model:
+        dyn.set_weights(model.get_weights())
+        if getattr(model, "metadata", None) is not None:
+            attach_metadata(dyn, model.metadata, getattr(model, "_pyloader_source_path", None))
+    return dyn
 
 
 def plan_input(plan, input_size, default_size) -> tuple:

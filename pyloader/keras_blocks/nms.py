@@ -46,6 +46,8 @@ class DetectionNMS(keras.layers.Layer):
                 "use_tf_op": self.use_tf_op}
 
     def compute_output_spec(self, x):
+        if x.shape[2 if self.channels_first else 1] is None:  # top-k over min(boxes, candidates); box_scale
+            raise ValueError(f"{self.name}: NMS needs a known box count (a fixed input height and width)")
         b, m = x.shape[0], self.max_det
         return (keras.KerasTensor((b, m, 4), "float32"), keras.KerasTensor((b, m), "float32"),
                 keras.KerasTensor((b, m), "int32"), keras.KerasTensor((b,), "int32"))

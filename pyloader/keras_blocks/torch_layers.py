@@ -16,6 +16,7 @@ from keras import layers, ops
 
 from ..boundary import short_repr
 from ..errors import FormatError
+from .layers import cell_grid, spatial
 
 __all__ = ["conv", "activation", "max_pool_layer", "TorchMaxPool2D", "Hardswish", "FocusSpaceToDepth", "YoloV5Decode"]
 
@@ -90,21 +91,20 @@ class YoloV5Decode(layers.Layer):
         no = self.nc + 5
         outs = []
         for i, x in enumerate(heads):
-            ny, nx = int(x.shape[1]), int(x.shape[2])
+            ny, nx = spatial(x)
             y = ops.reshape(x, (-1, ny, nx, self.na, no))
             y = ops.sigmoid(ops.transpose(y, (0, 3, 1, 2, 4)))  # [B, na, ny, nx, no]
-            yv, xv = np.meshgrid(np.arange(ny, dtype=np.float32), np.arange(nx, dtype=np.float32), indexing="ij")
-            grid = (np.stack((xv, yv), -1) - 0.5).reshape(1, 1, ny, nx, 2).astype(np.float32)
+            grid = ops.reshape(cell_grid(ny, nx, -0.5), (1, 1, ny, nx, 2))
             anchor = np.asarray(self.anchors[i], np.float32).reshape(1, self.na, 1, 1, 2)
-            xy = (y[..., 0:2] * 2.0 + ops.convert_to_tensor(grid)) * self.strides[i]
+            xy = (y[..., 0:2] * 2.0 + grid) * self.strides[i]
             wh = ops.square(y[..., 2:4] * 2.0) * ops.convert_to_tensor(anchor)
             y = ops.concatenate([xy, wh, y[..., 4:]], axis=-1)
             outs.append(ops.reshape(y, (-1, self.na * ny * nx, no)))
         return ops.concatenate(outs, axis=1)
 
     def compute_output_shape(self, shapes):
-        cells = sum(int(s[1]) * int(s[2]) for s in shapes)
-        return (shapes[0][0], self.na * cells, self.nc + 5)
+        cells = [None if None in s[1:3] else s[1] * s[2] for s in shapes]
+        return (shapes[0][0], None if None in cells else self.na * sum(cells), self.nc + 5)
 
     def get_config(self):
         return {**super().get_config(), "na": self.na, "nc": self.nc, "strides": self.strides, "anchors": self.anchors}

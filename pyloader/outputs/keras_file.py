@@ -42,7 +42,11 @@ def is_output(path: str, head: bytes) -> bool:
 
 
 def write(model, path: str, meta: dict, job, letterbox: bool) -> None:
-    model.save(path)  # the metadata goes into config.json (DetectionModel.get_config)
+    """The model with a dynamic batch, and height and width where its graph allows (dynamic_model); the metadata
+    goes into config.json (DetectionModel.get_config)."""
+    from ..keras_blocks.model import dynamic_model
+
+    dynamic_model(model).save(path)
 
 
 def metadata_blobs(meta: dict) -> list:

@@ -40,12 +40,16 @@ def is_output(path: str, head: bytes) -> bool:
 
 
 def write(model, path: str, meta: dict, job, letterbox: bool) -> None:
-    export(model, path, meta)
+    """The model with a dynamic height and width where its graph allows (keras_blocks.model.dynamic_model)."""
+    from ..keras_blocks.model import dynamic_model
+
+    export(dynamic_model(model), path, meta)
 
 
 def export(model, path: str, meta: dict) -> None:
     """A SavedModel whose serving signature's outputs are keyed by the model's output names, with a `metadata`
-    signature and assets.extra/pyloader_metadata.json."""
+    signature and assets.extra/pyloader_metadata.json; its input's batch is dynamic (its height and width are
+    the model's: TFLite converts this export)."""
     import keras
     import tensorflow as tf
 

@@ -38,6 +38,7 @@ import numpy as np
 import keras
 from keras import layers, ops
 
+from ..keras_blocks.layers import cell_grid, spatial
 from ..keras_blocks.model import finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import activation, conv as _conv, max_pool_layer
 from ..torch_reader.modules import ConvSpec
@@ -68,9 +69,9 @@ class PSAAttention(layers.Layer):
         self.scale, self.area = float(scale), int(area)
 
     def call(self, qkv):
-        h, w = int(qkv.shape[1]), int(qkv.shape[2])
+        h, w = spatial(qkv)
         nh, kd, hd = self.num_heads, self.key_dim, self.head_dim
-        if (h * w) % self.area:
+        if isinstance(h * w, int) and (h * w) % self.area:
             raise ValueError(f"{self.name}: {h}x{w} positions do not split in {self.area} areas")
         t = ops.reshape(qkv, (-1, h * w // self.area, nh, 2 * kd + hd))  # area > 1: runs of rows as batch items
         t = ops.transpose(t, (0, 2, 1, 3))  # [B, nh, N, 2kd+hd]
@@ -108,22 +109,21 @@ class UltralyticsDecode(layers.Layer):
         rm, nc = self.reg_max, self.nc
         boxes, scores, anchors, strides = [], [], [], []
         for x, s in zip(heads, self.strides):
-            ny, nx = int(x.shape[1]), int(x.shape[2])
+            ny, nx = spatial(x)
             x = ops.reshape(x, (-1, ny * nx, 4 * rm + nc))
             boxes.append(x[..., :4 * rm])
             scores.append(x[..., 4 * rm:])
-            sy, sx = np.meshgrid(np.arange(ny, dtype=np.float32) + 0.5, np.arange(nx, dtype=np.float32) + 0.5, indexing="ij")
-            anchors.append(np.stack((sx, sy), -1).reshape(-1, 2))
-            strides.append(np.full((ny * nx, 1), s, np.float32))
+            anchors.append(cell_grid(ny, nx, 0.5))
+            strides.append(np.full((ny * nx, 1), s, np.float32) if isinstance(ny * nx, int) else
+                           ops.full((ny * nx, 1), s, "float32"))
         box = ops.concatenate(boxes, axis=1) if len(boxes) > 1 else boxes[0]
         score = ops.concatenate(scores, axis=1) if len(scores) > 1 else scores[0]
-        a = int(box.shape[1])
         dist = box
         if rm > 1:
-            dist = ops.softmax(ops.reshape(box, (-1, a, 4, rm)), axis=-1)  # DFL: softmax over the bins
+            dist = ops.softmax(ops.reshape(box, (-1, ops.shape(box)[1], 4, rm)), axis=-1)  # DFL: softmax over the bins
             dist = ops.sum(dist * ops.convert_to_tensor(np.asarray(self.dfl, np.float32)), axis=-1)  # [B, A, 4] ltrb
-        anchor = ops.convert_to_tensor(np.concatenate(anchors)[None])
-        stride = ops.convert_to_tensor(np.concatenate(strides)[None])
+        anchor, stride = ((np.concatenate(v) if all(isinstance(t, np.ndarray) for t in v) else
+                           ops.concatenate(v, axis=0))[None] for v in (anchors, strides))
         return dist, score, anchor, stride
 
     @staticmethod
@@ -141,8 +141,8 @@ class UltralyticsDecode(layers.Layer):
         return ops.transpose(y, (0, 2, 1))
 
     def compute_output_shape(self, shapes):
-        a = sum(int(s[1]) * int(s[2]) for s in shapes)
-        return (shapes[0][0], 4 + self.nc, a)
+        cells = [None if None in s[1:3] else s[1] * s[2] for s in shapes]
+        return (shapes[0][0], 4 + self.nc, None if None in cells else sum(cells))
 
     def get_config(self):
         return {**super().get_config(), "nc": self.nc, "reg_max": self.reg_max, "strides": self.strides, "dfl": self.dfl,
@@ -164,7 +164,7 @@ class UltralyticsTaskDecode(UltralyticsDecode):
     def call(self, inputs):
         nl = len(self.strides)
         dist, score, anchor, stride = self.parts(inputs[:nl])
-        extra = ops.concatenate([ops.reshape(x, (-1, int(x.shape[1]) * int(x.shape[2]), self.channels))
+        extra = ops.concatenate([ops.reshape(x, (-1, spatial(x)[0] * spatial(x)[1], self.channels))
                                  for x in inputs[nl:]], axis=1)  # [B, A, channels]
         if self.task == "obb":
             extra = (ops.sigmoid(extra) - 0.25) * np.pi
@@ -177,10 +177,10 @@ class UltralyticsTaskDecode(UltralyticsDecode):
             box = self.xywh(dist, anchor, stride)
         if self.task == "pose":
             k, ndim = self.kpt_shape
-            kp = ops.reshape(extra, (-1, int(extra.shape[1]), k, ndim))
+            kp = ops.reshape(extra, (-1, ops.shape(extra)[1], k, ndim))
             xy = (kp[..., :2] * 2.0 + (anchor[:, :, None, :] - 0.5)) * stride[:, :, None, :]
             kp = ops.concatenate([xy, ops.sigmoid(kp[..., 2:])], axis=-1) if ndim == 3 else xy
-            extra = ops.reshape(kp, (-1, int(extra.shape[1]), k * ndim))
+            extra = ops.reshape(kp, (-1, ops.shape(extra)[1], k * ndim))
         y = ops.concatenate([box, ops.sigmoid(score), extra], axis=-1)
         return ops.transpose(y, (0, 2, 1))
 
