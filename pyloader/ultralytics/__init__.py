@@ -57,19 +57,37 @@ _TASK_LAYOUTS = {  # what follows x, y, w, h and the class probabilities in a de
 }
 
 
+_TASK26_LAYOUTS = {  # where YOLO26's heads (Pose26, OBB26) differ
+    "pose": ("keypoints: x, y in input pixels (and visibility, sigmoid, when kpt_shape[1] is 3) per keypoint",
+             "per keypoint (channel k * kpt_shape[1] + d): x, y offsets (x in pixels is (value + the cell's column "
+             "+ 0.5) * stride, y likewise with its row), then the visibility logit when kpt_shape[1] is 3"),
+    "obb": ("the angle in radians (OBB26: cv4's value itself); x, y is the rotated box's centre, w, h its sides "
+            "(Ultralytics dist2rbox)", "the angle in radians (OBB26: no sigmoid)"),
+}
+
+
 def _task_outputs(plan, h, w, decode: bool) -> list:
-    """Segment / Pose / OBB outputs (model.py's _task_model)."""
-    head, task = plan.nodes[-1].parts, plan.task
-    ch = head.channels
-    if decode:
-        anchors = sum((h // int(s)) * (w // int(s)) for s in plan.strides)
+    """Segment / Pose / OBB outputs (model.py's _task_model); an end-to-end head's selection (.end2end) as top-k rows."""
+    head, task, e2e = plan.nodes[-1].parts, plan.task, plan.end2end
+    ch, kind = head.channels, type(head).__name__
+    text = (_TASK26_LAYOUTS if kind in ("Pose26", "OBB26") else _TASK_LAYOUTS).get(task, _TASK_LAYOUTS[task])
+    anchors = sum((h // int(s)) * (w // int(s)) for s in plan.strides)
+    if decode and e2e is not None and e2e.selected:
+        k, box = min(e2e.max_det, anchors), ("x, y, w, h, the rotated box" if task == "obb" else "x1, y1, x2, y2")
+        outputs = [{"name": "detections", "shape": [None, k, 6 + ch], "rows": "xyxy_score_class" if task != "obb" else
+                    "xywh_score_class", "layout": f"[batch, {k}, 6 + {ch}] rows {box} (input pixels), score, class "
+                    f"index (a float), then {text[0]}, best first: Ultralytics' end-to-end {kind} in eval mode, top-k "
+                    f"of the one-to-one branch (max_det {e2e.max_det}{', class-agnostic' if e2e.agnostic else ''}), "
+                    f"no NMS"}]
+    elif decode:
         outputs = [{"name": "detections", "shape": [None, 4 + plan.nc + ch, anchors],
                     "layout": f"[batch, 4 + classes + {ch}, anchors]: x, y, w, h in input pixels, class probabilities, "
-                              f"then {_TASK_LAYOUTS[task][0]} (Ultralytics {type(head).__name__}, eval mode)"}]
+                              f"then {text[0]} (Ultralytics {kind}, eval mode)"}]
     else:
-        outputs = _detect_heads(plan, h, w) + [
+        branch = "" if e2e is None else ("; the one-to-one branch" if e2e.selected else "; the one-to-many branch")
+        outputs = _detect_heads(plan, h, w, branch) + [
             {"name": f"{head.output}_{i}", "shape": [None, h // int(s), w // int(s), ch],
-             "layout": f"NHWC; {_TASK_LAYOUTS[task][1]} (cv4[{i}])", "stride": [int(s), int(s)]}
+             "layout": f"NHWC; {text[1]} (cv4[{i}]{branch})", "stride": [int(s), int(s)]}
             for i, s in enumerate(plan.strides)]
     if task == "segment":
         s = int(plan.strides[0]) // 2
@@ -99,7 +117,7 @@ def metadata(plan, input_size, options) -> dict:
     else:
         outputs = _detect_outputs(plan, input_size, options.decode)
     if plan.end2end is not None:
-        extra = {"end2end": {"branch": "one2one" if plan.end2end.selected else "one2many",
+        extra = {**extra, "end2end": {"branch": "one2one" if plan.end2end.selected else "one2many",
                              "max_det": plan.end2end.max_det, "agnostic": plan.end2end.agnostic}}
     return {
         "task": plan.task,

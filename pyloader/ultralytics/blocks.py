@@ -17,7 +17,7 @@ from ..torch_reader.modules import ConvSpec
 
 __all__ = ["Node", "Repeats", "Concat", "Upsample", "MaxPool", "Bottleneck", "C3", "Attention", "PSABlock",
            "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify",
-           "Proto", "Segment", "Pose", "OBB", "ZeroPad", "SPP", "GhostConv", "GhostBottleneck", "TransposeConv",
+           "Proto", "Segment", "Pose", "OBB", "Proto26", "Segment26", "Pose26", "OBB26", "ZeroPad", "SPP", "GhostConv", "GhostBottleneck", "TransposeConv",
            "A2C2f", "RepConv", "ELAN", "ADown", "AConv", "Identity", "CBLinear", "CBFuse", "EndToEnd", "RepVGGDW", "CIB"]
 
 
@@ -204,6 +204,33 @@ class OBB(Detect):
     @property
     def channels(self) -> int:
         return self.ne
+
+
+@dataclass(frozen=True)
+class Proto26:
+    """YOLO26's Proto: the first level's input plus each deeper level's refine Conv (1x1) upsampled (nearest) to its
+    size, feat_fuse (3x3), then the Proto chain (cv1, upsample, cv2, cv3)."""
+
+    name: str
+    refine: list  # ConvSpec per level after the first
+    fuse: ConvSpec
+    proto: Proto
+
+
+@dataclass(frozen=True)
+class Segment26(Segment):
+    """YOLO26's Segment: as Segment, its prototypes from every level (Proto26)."""
+
+
+@dataclass(frozen=True)
+class Pose26(Pose):
+    """YOLO26's Pose: cv4 is two Convs then cv4_kpts' Conv2d (kept as one stage list); keypoints decode as
+    (value + cell centre) * stride."""
+
+
+@dataclass(frozen=True)
+class OBB26(OBB):
+    """YOLO26's OBB: cv4 gives the angle itself (radians), no sigmoid."""
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ class UltralyticsPlan:
 
 
 _NN = ("torch.nn.modules",)
-_HEADS = ("Segment26", "Pose26", "OBB26", "WorldDetect",
+_HEADS = ("WorldDetect",
           "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "RTDETRDecoder", "LRPCHead", "SemanticSegment", "Depth")
 _TASKS = {"DetectionModel": ("detect", "Detect"), "ClassificationModel": ("classify", "Classify"),  # class: task, head
           "SegmentationModel": ("segment", "Segment"), "PoseModel": ("pose", "Pose"), "OBBModel": ("obb", "OBB")}
@@ -290,7 +290,7 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         base = mname.rsplit(".", 1)[-1]
         if base in _HEADS or mname in _HEADS:
             raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads Detect, v10Detect, Segment, Pose, "
-                                f"OBB and Classify heads)")
+                                f"OBB, their YOLO26 forms and Classify heads)")
         kind = _KINDS.get(mname) or ROWS.get(mname, (None,))[0]
         if kind is None:
             raise rd.err(mpath, f"yaml module {short_repr(mname)} is not supported")
@@ -319,7 +319,7 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         nodes.append(Node(i, kind, f, mpath.replace(".", "_"), parts))  # kind: the yaml module (C2f, C3k2, C2PSA...)
         ch.append(cout)
     det = nodes[-1]
-    if det.kind != head or any(isinstance(n.parts, (Detect, Classify)) for n in nodes[:-1]):
+    if det.kind.removesuffix("26") != head or any(isinstance(n.parts, (Detect, Classify)) for n in nodes[:-1]):
         raise FormatError(f"{path}: the last layer is {det.kind}, expected {head} ({cname}), and only there")
     D = det.parts
     names = class_names(model, D.nc, path)
