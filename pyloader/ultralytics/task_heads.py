@@ -98,6 +98,8 @@ def read_task_head(rd, rec, mpath, kind, args, cin, width, max_ch, kpt_yaml):
     elif task == "Pose":
         if not (isinstance(ks, (list, tuple)) and len(ks) == 2 and _int(ks[0]) and ks[1] in (2, 3)):
             raise rd.err(mpath, f"kpt_shape {short_repr(ks)}: expected [keypoints, 2 or 3]")
+        if kpt_yaml is not None and list(kpt_yaml) != list(ks):
+            raise rd.err(mpath, f"kpt_shape: the yaml gives {short_repr(kpt_yaml)}, the head has {list(ks)}")
         n = ks[0] * ks[1]
     else:
         ne = n = rec.attr("ne")
@@ -131,8 +133,6 @@ def read_task_head(rd, rec, mpath, kind, args, cin, width, max_ch, kpt_yaml):
                                            f"channels, expected npr={npr} and nm={nm}")
         return record(**base, nm=nm, proto=P)
     if task == "Pose":
-        if kpt_yaml is not None and list(kpt_yaml) != list(ks):
-            raise rd.err(mpath, f"kpt_shape: the yaml gives {short_repr(kpt_yaml)}, the head has {list(ks)}")
         return record(**base, kpt_shape=(int(ks[0]), int(ks[1])))
     row_arg(1, "angle channels (ne)", ne)
     return record(**base, ne=ne)
