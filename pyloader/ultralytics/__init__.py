@@ -97,6 +97,20 @@ def _task_outputs(plan, h, w, decode: bool) -> list:
     return outputs
 
 
+def _dense_outputs(plan, h, w, decode: bool) -> list:
+    """SemanticSegment's logits; Depth's log depth or depth (dense_model.py)."""
+    if plan.task == "semantic":
+        return [{"name": "logits", "shape": [None, h // 8, w // 8, plan.nc], "stride": [8, 8],
+                 "layout": "NHWC per-pixel class logits at 1/8 of the input size (Ultralytics SemanticSegment, eval "
+                           "mode, NCHW there; its predictor resizes them to the image, then the argmax)"}]
+    shape = [None, h // 4, w // 4, 1]
+    if not decode:
+        return [{"name": "log_depth", "shape": shape, "stride": [4, 4], "layout": "NHWC log depth at 1/4 of the input "
+                 "size (Depth's last Conv2d; depth is exp(cal_a * clamp(value, -4, 5) + cal_b))"}]
+    return [{"name": "depth", "shape": shape, "stride": [4, 4], "layout": "NHWC positive depth at 1/4 of the input "
+             "size (Ultralytics Depth, eval mode, calibration applied; its predictor resizes it to the image)"}]
+
+
 def _detect_heads(plan, h, w, branch="") -> list:
     box = (f"DFL distance bins (l, t, r, b; {plan.reg_max} each)" if plan.reg_max > 1 else
            "distances l, t, r, b from the cell centre in strides (reg_max 1, no DFL)")
@@ -110,6 +124,8 @@ def metadata(plan, input_size, options) -> dict:
     extra = {}
     if plan.task == "classify":
         outputs = _classify_outputs(plan, options.decode)
+    elif plan.task in ("semantic", "depth"):
+        outputs = _dense_outputs(plan, h, w, options.decode)
     elif plan.task in _TASK_LAYOUTS:
         outputs = _task_outputs(plan, h, w, options.decode)
         if plan.task == "pose":
@@ -152,6 +168,11 @@ def summary(plan, content) -> tuple:
               "reg_max": plan.reg_max, **task} for i, st in enumerate(plan.strides)]
     if plan.task == "classify":
         heads = [{"layer": plan.nodes[-1].name, "type": "Classify (pool + linear, softmax)", "classes": plan.nc}]
+    elif plan.task == "semantic":
+        heads = [{"layer": plan.nodes[-1].name, "type": "SemanticSegment (per-pixel class logits, stride 8)",
+                  "classes": plan.nc}]
+    elif plan.task == "depth":
+        heads = [{"layer": plan.nodes[-1].name, "type": "Depth (top-down fusion, log depth at stride 4)"}]
     extra = {"version": content["version"][:200]} if isinstance(content, dict) and isinstance(
         content.get("version"), str) else {}
     # the checkpoint's training size is the model's default input
@@ -162,7 +183,8 @@ FAMILY = Family(
     name="ultralytics",
     reads="Ultralytics YOLOv8/YOLO11/YOLOv5u/YOLO12/YOLOv9/YOLOv6/YOLOv3u/Ghost/YOLO26/YOLOv10 detection, "
           "classification, segmentation, pose and OBB (ultralytics.nn.tasks.DetectionModel, ClassificationModel, "
-          "SegmentationModel, PoseModel, OBBModel)",
+          "SegmentationModel, PoseModel, OBBModel; YOLO26 semantic segmentation and depth: SemanticSegmentationModel, "
+          "DepthModel)",
     recognise=lambda ckpt: ckpt.model is not None and ckpt.model.cls.module.startswith("ultralytics.nn.tasks"),
     plan=read_plan,
     arrays=plan_arrays,
@@ -171,6 +193,7 @@ FAMILY = Family(
     summary=summary,
     keras="pyloader.ultralytics.model",
     keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.ultralytics.keras_layers",
-                   "pyloader.ultralytics.model", "pyloader.ultralytics.topk"),
+                   "pyloader.ultralytics.model", "pyloader.ultralytics.topk",
+                   "pyloader.ultralytics.dense_model"),
     letterbox=True,
 )

@@ -45,6 +45,7 @@ from .blocks import (Attention, Bottleneck, C2, C2PSA, C2f, C3, CIB, Chain, Clas
                      PSABlock, Pose, Pose26, Proto, Proto26, RepVGGDW, Repeats, SPPF, Segment, Segment26, TransposeConv,
                      Upsample)
 from .backbone_model import BUILDERS as BACKBONE_BUILDERS
+from .dense_model import BUILDERS as DENSE_BUILDERS, dense_model
 from .keras_layers import ChannelSplit
 from .topk import EndToEndTopK
 from .weights import UltralyticsPlan
@@ -318,7 +319,7 @@ _BUILDERS = {
     Bottleneck: _bottleneck, C3: _c3, Chain: lambda x, S, fold_bn: _blocks(x, S.items, fold_bn), PSABlock: _psablock,
     C2f: _c2f, C2: _c2f, C2PSA: _c2f, SPPF: _sppf, Detect: _detect, Classify: _classify,
     Segment: _task_head, Pose: _task_head, OBB: _task_head, RepVGGDW: _repvggdw, CIB: _cib,
-    Segment26: _task_head, Pose26: _task_head, OBB26: _task_head,
+    Segment26: _task_head, Pose26: _task_head, OBB26: _task_head, **DENSE_BUILDERS,
 }
 
 
@@ -342,6 +343,8 @@ def build(plan: UltralyticsPlan, options) -> keras.Model:
                                  names=["probabilities", "logits"])
     if plan.task in ("segment", "pose", "obb"):
         return _task_model(inp, heads, plan, options.decoded)
+    if plan.task in ("semantic", "depth"):
+        return dense_model(inp, heads, plan, options.decoded)
     outputs = heads
     if options.decoded:  # an end-to-end head's selection (.end2end): xyxy boxes, then Detect.postprocess's top-k
         e2e = plan.end2end is not None and plan.end2end.selected
