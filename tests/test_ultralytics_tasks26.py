@@ -1,5 +1,6 @@
-"""YOLO26's task heads (Segment26, Pose26, OBB26: issue 20 item 1) against the PyPI `ultralytics` package's own
-PyTorch models (SegmentationModel, PoseModel, OBBModel built from its yolo26-seg / -pose / -obb yamls).
+"""YOLO26's task heads (Segment26, Pose26, OBB26, SemanticSegment, Depth: issue 20 item 1) against the PyPI `ultralytics` package's own
+PyTorch models (SegmentationModel, PoseModel, OBBModel, SemanticSegmentationModel, DepthModel built from its
+yolo26-seg / -pose / -obb / -sem / -depth yamls).
 
 Each yaml is built by ultralytics, given random well-scaled weights and saved as its trainer saves (`last.pt`, then
 `strip_optimizer`'s `best.pt`); the same checkpoint with `end2end` set (the one-to-one branch and Detect.postprocess's
@@ -9,6 +10,9 @@ eval mode: ((detections, prototypes), preds) for Segment26, (detections, preds) 
 [B, 4 + nc + channels, anchors] (end2end off) or [B, min(max_det, anchors), 6 + channels] rows (on: x1, y1, x2, y2 (OBB:
 the rotated x, y, w, h), score, class, then the mask coefficients / decoded keypoints / angle). The raw outputs are the
 branch the model decodes: head_i, then mask_coefficients_i / keypoints_i / angle_i, then the prototypes.
+
+SemanticSegment's eval output is its logits [B, nc, H/8, W/8] (pyloader: NHWC `logits`, raw and decoded), Depth's the
+calibrated depth [B, 1, H/4, W/4] (decoded `depth`; raw `log_depth`, the head's last Conv2d, checked through a hook).
 
 Tolerance: per part (boxes, scores or class probabilities, the task's channels, prototypes), max |keras - torch| <=
 1e-4 * max |torch|; top-k rows are paired by score (within 1e-4) and class first, as test_ultralytics_e2e does.
@@ -38,12 +42,9 @@ from pyloader_bench.synthetic_pt import write_ultralytics_checkpoint  # noqa: E4
 from ultralytics.utils.torch_utils import strip_optimizer  # noqa: E402
 
 SUPPORTED = ["yolo26n-seg.yaml", "yolo26n-pose.yaml", "yolo26n-obb.yaml"]
-# the dense-prediction yamls of the 26/ folder (no boxes), and the YOLOE one: not read yet, and why
-NOT_YET = {
-    "yolo26-sem.yaml": "SemanticSegment head (SemanticSegmentationModel): not read yet",
-    "yolo26-depth.yaml": "Depth head (DepthModel; bilinear align_corners upsampling): not read yet",
-    "yoloe-26-seg.yaml": "YOLOESegment26 head (YOLOE, issue 20 item 4: prompt-free class embeddings)",
-}
+DENSE = {"yolo26n-sem.yaml": "SemanticSegmentationModel", "yolo26n-depth.yaml": "DepthModel"}
+# the task yamls of the 26/ folder not read yet, and why
+NOT_YET = {"yoloe-26-seg.yaml": "YOLOESegment26 head (YOLOE, issue 20 item 4: prompt-free class embeddings)"}
 STATES = ["as-trained", "end2end", "fused"]
 HEAD = {"seg": "Segment26", "pose": "Pose26", "obb": "OBB26"}
 
@@ -53,7 +54,7 @@ def test_scope_is_enumerated():
     NOT_YET with its reason."""
     root = Path(ultralytics.__file__).parent / "cfg" / "models" / "26"
     shipped = {p.name for p in root.glob("*.yaml") if any(f"-{t}" in p.name for t in ("seg", "pose", "obb", "sem", "depth"))}
-    assert shipped == {y.replace("yolo26n-", "yolo26-") for y in SUPPORTED} | set(NOT_YET)
+    assert shipped == {y.replace("yolo26n-", "yolo26-") for y in SUPPORTED + list(DENSE)} | set(NOT_YET)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,16 @@ def checkpoints(tmp_path_factory):
         if yaml_name not in made:
             stem = yaml_name[:-5]
             last = d / f"{stem}-as-trained-last.pt"
-            write_ultralytics_checkpoint(last, yaml_name, seed=7, task_model=MODEL_CLASS[_task(yaml_name)])
+            write_ultralytics_checkpoint(last, yaml_name, seed=7, task_model=DENSE.get(yaml_name) or MODEL_CLASS[_task(yaml_name)])
             ckpt = torch.load(last, map_location="cpu", weights_only=False)
+            if yaml_name in DENSE:  # no end-to-end branch; a calibrated Depth
+                if "depth" in yaml_name:
+                    ckpt["ema"].model[-1].cal_a.fill_(0.9)
+                    ckpt["ema"].model[-1].cal_b.fill_(0.1)
+                    torch.save(ckpt, last)
+                made[yaml_name] = {"as-trained": (last, Path(str(last).replace("-last", "-best")))}
+                strip_optimizer(str(last), str(made[yaml_name]["as-trained"][1]))
+                return made[yaml_name]
             ckpt["ema"].end2end = True
             torch.save(ckpt, d / f"{stem}-end2end-last.pt")
             ckpt["ema"].model[-1].fuse()
@@ -142,7 +151,9 @@ def test_matches_ultralytics(checkpoints, yaml_name, state):
     e2e = state != "as-trained"
     assert head.end2end is e2e and type(head).__name__ == HEAD[task]
     errors = {}
-    for path, fold in ((best, True), (best, False), (last, True))[:2 if state == "fused" else 3]:
+    loads = {"as-trained": ((best, True), (best, False), (last, True)), "end2end": ((best, True), (best, False)),
+             "fused": ((best, True),)}[state]
+    for path, fold in loads:
         m = pyloader.load(path, fold_bn=fold, decode=True, input_size=P5_SIZE)
         out = m(x)
         assert m.output_names == (["detections", "prototypes"] if task == "seg" else ["detections"])
@@ -174,8 +185,8 @@ def _check_metadata(model, head, task, e2e):
 
 def test_inspect_nms_and_keras_files(checkpoints, tmp_path):
     """`inspect` names each head; nms=True is refused by name; each head's decoded end2end .keras file (its
-    Proto26, task decoding and top-k with the task's channels) reloads in a fresh process and gives the reference's
-    rows."""
+    Proto26, task decoding and top-k with the task's channels; the semantic and depth heads) reloads in a fresh
+    process and gives the reference's outputs."""
     from pyloader.inspect_checkpoint import inspect
 
     x = np.random.default_rng(2).random((1, *P5_SIZE, 3), dtype=np.float32)
@@ -193,6 +204,14 @@ def test_inspect_nms_and_keras_files(checkpoints, tmp_path):
         files.append(str(res.output))
         det, proto, _, head = _reference(best, x)
         want[task] = (det, proto, head.nc)
+    for yaml_name in DENSE:
+        _, best = checkpoints(yaml_name)["as-trained"]
+        (res,) = pyloader.convert([best], tmp_path / yaml_name[:-5], format="keras", decode=True, input_size=P5_SIZE)
+        assert res.status == "converted", res
+        files.append(str(res.output))
+        ckpt = torch.load(best, map_location="cpu", weights_only=False)
+        with torch.no_grad():
+            want[yaml_name] = ckpt["model"].float().eval()(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
     code = ("import sys, numpy as np, keras, pyloader\n"
             "x = np.load(sys.argv[1])\n"
             "outs = {}\n"
@@ -210,6 +229,41 @@ def test_inspect_nms_and_keras_files(checkpoints, tmp_path):
         _check_decoded(o[f"{i}_0"], det, nc, True, yaml_name)
         if proto is not None:
             _rel(np.transpose(o[f"{i}_1"], (0, 3, 1, 2)), proto, "prototypes")
+    for i, yaml_name in enumerate(DENSE, len(SUPPORTED)):
+        _rel(np.transpose(o[f"{i}_0"], (0, 3, 1, 2)), want[yaml_name], yaml_name)
+
+
+@pytest.mark.parametrize("yaml_name", list(DENSE))
+def test_dense_heads_match_ultralytics(checkpoints, yaml_name):
+    """SemanticSegment's logits, Depth's log depth and depth: raw and decoded, fold_bn on and off, best and last."""
+    last, best = checkpoints(yaml_name)["as-trained"]
+    x = np.random.default_rng(3).random((2, *P5_SIZE, 3), dtype=np.float32)
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    ref = ckpt["model"].float().eval()
+    head, raw = ref.model[-1], {}
+    hook = head.head.register_forward_hook(lambda m, i, o: raw.update(y=o)) if hasattr(head, "head") else None
+    with torch.no_grad():
+        want = ref(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    depth = hook is not None
+    if depth:
+        hook.remove()
+        log = raw["y"].numpy()
+        assert 0.2 < float(((log > -4) & (log < 5)).mean()) and want.shape == (2, 1, *(s // 4 for s in P5_SIZE))
+    errors = {}
+    for path, fold, decode in ((best, True, True), (best, False, True), (last, True, True), (best, False, False)):
+        m = pyloader.load(path, fold_bn=fold, decode=decode, input_size=P5_SIZE)
+        name = ("depth" if decode else "log_depth") if depth else "logits"
+        assert m.output_names == [name] and m.metadata["task"] == ("depth" if depth else "semantic")
+        assert [o["shape"] for o in m.metadata["outputs"]] == [[None, *m.outputs[0].shape[1:]]]
+        got = np.transpose(np.asarray(m(x)), (0, 3, 1, 2))
+        errors[f"{path.name} fold={fold} {name}"] = _rel(got, want if decode or not depth else log, name)
+    print(yaml_name, {k: f"{v:.1e}" for k, v in errors.items()})
+    from pyloader.inspect_checkpoint import inspect
+
+    level = inspect(best)["architecture"]["heads"][0]
+    assert level["type"].startswith("Depth (" if depth else "SemanticSegment (")
+    with pytest.raises(FormatError, match=rf"{best.name}: nms is not available for this ultralytics model \(task "):
+        pyloader.load(best, nms=True, input_size=P5_SIZE)
 
 
 def _resave(src, dst, change):
@@ -226,10 +280,14 @@ def _resave(src, dst, change):
      r"module 'model\.23\.one2one_cv4': 3 levels and 2 cv4_kpts, expected nl=3"),
     ("yolo26n-pose.yaml", lambda h: setattr(h, "kpt_shape", [17, 2]),
      r"module 'model\.23': kpt_shape: the yaml gives \[17, 3\], the head has \[17, 2\]"),
-], ids=["proto26-refine", "pose26-kpts", "kpt_shape"])
+    ("yolo26n-depth.yaml", lambda h: h.refine.__delitem__(0),
+     r"module 'model\.23': 3 proj and 1 refine blocks, expected 3 and 2 \(levels\)"),
+    ("yolo26n-sem.yaml", lambda h: setattr(h, "nc", 5),
+     r"module 'model\.17\.classifier\.1': weight \(19, 64, 1, 1\): expected a 1x1 Conv2d with bias from 64 channels to 5"),
+], ids=["proto26-refine", "pose26-kpts", "kpt_shape", "depth-refine", "sem-nc"])
 def test_bad_heads_name_the_module(checkpoints, tmp_path, yaml_name, change, message):
     """A head whose modules disagree with each other or with its yaml: a FormatError naming the module."""
-    _, best = checkpoints(yaml_name)["end2end"]
+    _, best = checkpoints(yaml_name)["as-trained" if yaml_name in DENSE else "end2end"]
     path = _resave(best, tmp_path / "bad.pt", change)
     with pytest.raises(FormatError, match=message):
         pyloader.read(path)
