@@ -35,6 +35,7 @@ from pyloader.errors import FormatError
 sys.path.insert(0, os.path.dirname(__file__))
 # skips this module without torch / ultralytics (fails in CI), as the other task tests
 from test_ultralytics_tasks import MODEL_CLASS, P5_SIZE, RAW_KEY, RAW_NAME, RTOL, _nchw, _task  # noqa: E402
+from test_ultralytics_tasks import _check_metadata as tasks_check_metadata  # noqa: E402
 
 import torch  # noqa: E402
 import ultralytics  # noqa: E402
@@ -174,13 +175,9 @@ def test_matches_ultralytics(checkpoints, yaml_name, state):
 
 
 def _check_metadata(model, head, task, e2e):
-    meta = model.metadata
-    assert meta["task"] == {"seg": "segment", "pose": "pose", "obb": "obb"}[task]
-    assert [o["name"] for o in meta["outputs"]] == model.output_names
-    for o, t in zip(meta["outputs"], model.outputs):
-        assert o["shape"][1:] == list(t.shape[1:]), (o["name"], o["shape"], t.shape)
-    assert meta.get("kpt_shape") == (list(head.kpt_shape) if task == "pose" else None)
-    assert meta["end2end"]["branch"] == ("one2one" if e2e else "one2many")
+    """As the v8 / v11 task tests, and the branch the model decodes."""
+    tasks_check_metadata(model, head, task)
+    assert model.metadata["end2end"]["branch"] == ("one2one" if e2e else "one2many")
 
 
 def test_inspect_nms_and_keras_files(checkpoints, tmp_path):
