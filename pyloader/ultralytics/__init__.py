@@ -172,7 +172,7 @@ def summary(plan, content) -> tuple:
         heads = [{"layer": plan.nodes[-1].name, "type": "SemanticSegment (per-pixel class logits, stride 8)",
                   "classes": plan.nc}]
     elif plan.task == "depth":
-        heads = [{"layer": plan.nodes[-1].name, "type": "Depth (top-down fusion, log depth at stride 4)"}]
+        heads = [{"layer": plan.nodes[-1].name, "type": "Depth (top-down fusion, log depth at stride 4)", "channels": 1}]
     extra = {"version": content["version"][:200]} if isinstance(content, dict) and isinstance(
         content.get("version"), str) else {}
     # the checkpoint's training size is the model's default input

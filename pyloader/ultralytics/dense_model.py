@@ -39,17 +39,19 @@ def _interp(n: int, factor: int) -> np.ndarray:
 @keras.saving.register_keras_serializable(package=_PKG)
 class AlignCornersUpsample(layers.Layer):
     """Bilinear upsampling by an integer factor with align_corners=True, NHWC: the rows, then the columns, each
-    through its fixed interpolation matrix (Keras' Resizing has no align_corners)."""
+    through its fixed interpolation matrix as a 2-D matmul (Keras' Resizing has no align_corners; TFLite runs
+    these matmuls, not einsum)."""
 
     def __init__(self, factor=2, **kw):
         super().__init__(**kw)
         self.factor = int(factor)
 
     def call(self, x):
-        h, w = int(x.shape[1]), int(x.shape[2])
-        ah, aw = ops.convert_to_tensor(_interp(h, self.factor)), ops.convert_to_tensor(_interp(w, self.factor))
-        y = ops.einsum("oh,bhwc->bowc", ah, x)
-        return ops.einsum("pw,bowc->bopc", aw, y)
+        h, w, c, f = int(x.shape[1]), int(x.shape[2]), int(x.shape[3]), self.factor
+        ah, aw = ops.convert_to_tensor(_interp(h, f).T), ops.convert_to_tensor(_interp(w, f).T)
+        y = ops.reshape(ops.matmul(ops.reshape(ops.transpose(x, (0, 2, 3, 1)), (-1, h)), ah), (-1, w, c, f * h))
+        y = ops.reshape(ops.matmul(ops.reshape(ops.transpose(y, (0, 3, 2, 1)), (-1, w)), aw), (-1, f * h, c, f * w))
+        return ops.transpose(y, (0, 1, 3, 2))
 
     def compute_output_shape(self, shape):
         return (shape[0], shape[1] * self.factor, shape[2] * self.factor, shape[3])
