@@ -1,6 +1,6 @@
-"""YOLO26's task heads (Segment26, Pose26, OBB26, SemanticSegment, Depth: issue 20 item 1) against the PyPI `ultralytics` package's own
-PyTorch models (SegmentationModel, PoseModel, OBBModel, SemanticSegmentationModel, DepthModel built from its
-yolo26-seg / -pose / -obb / -sem / -depth yamls).
+"""YOLO26's task heads (Segment26, Pose26, OBB26, SemanticSegment, Depth: issue 20 item 1) against the PyPI
+`ultralytics` package's own PyTorch models (SegmentationModel, PoseModel, OBBModel, SemanticSegmentationModel,
+DepthModel built from its yolo26-seg / -pose / -obb / -sem / -depth yamls).
 
 Each yaml is built by ultralytics, given random well-scaled weights and saved as its trainer saves (`last.pt`, then
 `strip_optimizer`'s `best.pt`); the same checkpoint with `end2end` set (the one-to-one branch and Detect.postprocess's
@@ -231,8 +231,9 @@ def test_inspect_nms_and_keras_files(checkpoints, tmp_path):
 
 
 @pytest.mark.parametrize("yaml_name", list(DENSE))
-def test_dense_heads_match_ultralytics(checkpoints, yaml_name):
-    """SemanticSegment's logits, Depth's log depth and depth: raw and decoded, fold_bn on and off, best and last."""
+def test_dense_heads_match_ultralytics(checkpoints, yaml_name, tmp_path):
+    """SemanticSegment's logits, Depth's log depth and depth: raw and decoded, fold_bn on and off, best and last;
+    Depth's align-corners upsampling through TFLite (`--verify`)."""
     last, best = checkpoints(yaml_name)["as-trained"]
     x = np.random.default_rng(3).random((2, *P5_SIZE, 3), dtype=np.float32)
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
@@ -255,6 +256,9 @@ def test_dense_heads_match_ultralytics(checkpoints, yaml_name):
         got = np.transpose(np.asarray(m(x)), (0, 3, 1, 2))
         errors[f"{path.name} fold={fold} {name}"] = _rel(got, want if decode or not depth else log, name)
     print(yaml_name, {k: f"{v:.1e}" for k, v in errors.items()})
+    if depth:
+        (res,) = pyloader.convert([best], tmp_path, format="tflite", decode=True, input_size=P5_SIZE, verify=True)
+        assert res.status == "converted", res
     from pyloader.inspect_checkpoint import inspect
 
     level = inspect(best)["architecture"]["heads"][0]

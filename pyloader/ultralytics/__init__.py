@@ -1,8 +1,10 @@
 """Ultralytics checkpoints: detection (YOLOv8, YOLO11, YOLOv5u, YOLO12, YOLOv9, YOLOv6, YOLOv3u, the Ghost variants,
-YOLO26 and YOLOv10 with their end-to-end heads: end2end.py; P2, P5 and P6), classification (the -cls models) and the
-Segment, Pose and OBB tasks of YOLOv8 and YOLO11. The reader (weights.py, numpy only; backbones.py for the YOLOv3u /
-Ghost / YOLOv6 / YOLO12 / YOLOv9 backbone and neck rows, yolov10.py for YOLOv10's blocks, heads.py for the Detect
-heads, task_heads.py for the task heads), the plan's typed records it builds (blocks.py, numpy only), the Keras builder
+YOLO26 and YOLOv10 with their end-to-end heads: end2end.py; P2, P5 and P6), classification (the -cls models), the
+Segment, Pose and OBB tasks of YOLOv8, YOLO11, YOLO12, YOLOv9 and YOLO26 (Segment26, Pose26, OBB26, end-to-end), and
+YOLO26's semantic segmentation and depth. The reader (weights.py, numpy only; backbones.py for the YOLOv3u / Ghost /
+YOLOv6 / YOLO12 / YOLOv9 backbone and neck rows, yolov10.py for YOLOv10's blocks, heads.py for the Detect heads,
+task_heads.py for the task heads, dense_heads.py for the semantic and depth heads; dense_model.py builds them), the
+plan's typed records it builds (blocks.py, numpy only), the Keras builder
 (model.py; backbone_model.py for those rows; keras_layers.py; topk.py for the end-to-end top-k), and this family's
 declaration (FAMILY)."""
 

@@ -25,7 +25,10 @@ Segment / Pose / OBB models (UltralyticsTaskDecode): raw, head_i as above, then 
 (mask_coefficients_i, keypoints_i or angle_i: NHWC, as the conv gives them), then (Segment) `prototypes`, NHWC
 [B, 2H/stride0, 2W/stride0, nm]; decoded, `detections` [B, 4 + nc + channels, anchors] as Ultralytics' eval output
 (mask coefficients, keypoints in pixels with visibility sigmoid, or the angle in radians with the rotated box's
-centre) and, for Segment, `prototypes` (NHWC, as Ultralytics' own TF exports give them).
+centre) and, for Segment, `prototypes` (NHWC, as Ultralytics' own TF exports give them). YOLO26's Segment26 / Pose26 /
+OBB26 likewise (their own keypoint and angle decoding); with the one-to-one branch selected, `detections` is the top-k
+[B, k, 6 + channels] (x1, y1, x2, y2 or OBB's rotated x, y, w, h, score, class, the task's channels). YOLO26's
+semantic and depth models: dense_model.py.
 
 The model's `class_names` attribute is the checkpoint's class-name list (model.names, ordered by class id).
 """
