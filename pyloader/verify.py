@@ -176,7 +176,7 @@ def verify_output(model, path: str, job, images: np.ndarray) -> float:
                               f"{type(e).__name__}: {e}") from None
         wants.append(_activated(want, meta) if int8 else want)
         gots.append(_activated(got, meta) if int8 else got)
-    rows = {o.get("name") for o in meta.get("outputs", []) if o.get("rows") == "xyxy_score_class"}
+    rows = {o.get("name") for o in meta.get("outputs", []) if o.get("rows")}
     diff = compare_outputs(*(_batched(v) for v in (wants, gots)), rows)
     tol = TOLERANCE[_precision(job)]
     if not diff <= tol:

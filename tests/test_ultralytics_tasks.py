@@ -1,4 +1,5 @@
-"""Ultralytics Segment, Pose and OBB models of YOLOv8 and YOLO11 (issue 20, tasks) against the PyPI `ultralytics`
+"""Ultralytics Segment, Pose and OBB models of YOLOv8, YOLO11, YOLO12 and YOLOv9 (issue 20, tasks; YOLO26's:
+test_ultralytics_tasks26.py) against the PyPI `ultralytics`
 package's own PyTorch models (SegmentationModel, PoseModel, OBBModel).
 
 Each yaml shipped in the package is built by ultralytics itself, given random well-scaled weights and saved as its
@@ -48,9 +49,13 @@ MODEL_CLASS = {"seg": "SegmentationModel", "pose": "PoseModel", "obb": "OBBModel
 RAW_KEY = {"seg": "mask_coefficient", "pose": "kpts", "obb": "angle"}  # the reference's raw task entry
 RAW_NAME = {"seg": "mask_coefficients", "pose": "keypoints", "obb": "angle"}
 
-# the Segment / Pose / OBB yamls of YOLOv8 and YOLO11 that the package ships, at scale n
+# the Segment / Pose / OBB yamls of YOLOv8, YOLO11, YOLO12 and YOLOv9 that the package ships, at scale n (YOLOv9's
+# have no scales: c here, e with PYLOADER_FULL=1)
 SUPPORTED = ["yolov8n-seg.yaml", "yolo11n-seg.yaml", "yolov8n-pose.yaml", "yolo11n-pose.yaml", "yolov8n-obb.yaml",
-             "yolo11n-obb.yaml", "yolov8n-seg-p6.yaml", "yolov8n-pose-p6.yaml"]
+             "yolo11n-obb.yaml", "yolov8n-seg-p6.yaml", "yolov8n-pose-p6.yaml", "yolo12n-seg.yaml", "yolo12n-pose.yaml",
+             "yolo12n-obb.yaml", "yolov9c-seg.yaml"]
+FULL_ONLY = ["yolov9e-seg.yaml"]
+FOLDERS = ("v8", "11", "12", "v9")
 # task yamls of these families' folders that are not read yet, and why
 NOT_YET = {
     "yoloe-v8-seg.yaml": "YOLOESegment head (YOLOE, issue 20 item 4: prompt-free class embeddings)",
@@ -67,18 +72,23 @@ def _size(yaml_name: str) -> tuple:
 
 
 CASES = [pytest.param(y, id=y[:-5]) for y in SUPPORTED] + [
-    pytest.param(y.replace("n-", f"{s}-"), id=y[:-5].replace("n-", f"{s}-"), marks=pytest.mark.full)
-    for y in SUPPORTED for s in "smlx"
-]
+    pytest.param(y, id=y[:-5], marks=pytest.mark.full) for y in FULL_ONLY + [
+        y.replace("n-", f"{s}-") for y in SUPPORTED if "n-" in y for s in "smlx"]]
+
+
+def _base(yaml_name: str) -> str:
+    """'yolo12n-seg.yaml' -> 'yolo12-seg.yaml' (the scale letter after the version); YOLOv9's names have no scale."""
+    return yaml_name if yaml_name.startswith("yolov9") else yaml_name.replace("n-", "-", 1)
 
 
 def test_scope_is_enumerated():
-    """Every Segment / Pose / OBB yaml that the installed package ships for YOLOv8 and YOLO11 is either tested here
-    (at scale n) or listed in NOT_YET with its reason: a yaml added upstream is a failure, not silence."""
+    """Every Segment / Pose / OBB yaml that the installed package ships for YOLOv8, YOLO11, YOLO12 and YOLOv9 is
+    either tested here (at scale n) or listed in NOT_YET with its reason: a yaml added upstream is a failure, not
+    silence."""
     root = Path(ultralytics.__file__).parent / "cfg" / "models"
-    shipped = {p.name for d in ("v8", "11") for p in (root / d).glob("*.yaml")
+    shipped = {p.name for d in FOLDERS for p in (root / d).glob("*.yaml")
                if any(f"-{t}" in p.name for t in MODEL_CLASS)}
-    ours = {y.replace("yolov8n-", "yolov8-").replace("yolo11n-", "yolo11-") for y in SUPPORTED} | set(NOT_YET)
+    ours = {_base(y) for y in SUPPORTED + FULL_ONLY} | set(NOT_YET)
     assert shipped == ours, (sorted(shipped - ours), sorted(ours - shipped))
 
 

@@ -1,8 +1,10 @@
 """Ultralytics checkpoints: detection (YOLOv8, YOLO11, YOLOv5u, YOLO12, YOLOv9, YOLOv6, YOLOv3u, the Ghost variants,
-YOLO26 and YOLOv10 with their end-to-end heads: end2end.py; P2, P5 and P6), classification (the -cls models) and the
-Segment, Pose and OBB tasks of YOLOv8 and YOLO11. The reader (weights.py, numpy only; backbones.py for the YOLOv3u /
-Ghost / YOLOv6 / YOLO12 / YOLOv9 backbone and neck rows, yolov10.py for YOLOv10's blocks, heads.py for the Detect
-heads, task_heads.py for the task heads), the plan's typed records it builds (blocks.py, numpy only), the Keras builder
+YOLO26 and YOLOv10 with their end-to-end heads: end2end.py; P2, P5 and P6), classification (the -cls models), the
+Segment, Pose and OBB tasks of YOLOv8, YOLO11, YOLO12, YOLOv9 and YOLO26 (Segment26, Pose26, OBB26, end-to-end), and
+YOLO26's semantic segmentation and depth. The reader (weights.py, numpy only; backbones.py for the YOLOv3u / Ghost /
+YOLOv6 / YOLO12 / YOLOv9 backbone and neck rows, yolov10.py for YOLOv10's blocks, heads.py for the Detect heads,
+task_heads.py for the task heads, dense_heads.py for the semantic and depth heads; dense_model.py builds them), the
+plan's typed records it builds (blocks.py, numpy only), the Keras builder
 (model.py; backbone_model.py for those rows; keras_layers.py; topk.py for the end-to-end top-k), and this family's
 declaration (FAMILY)."""
 
@@ -57,19 +59,37 @@ _TASK_LAYOUTS = {  # what follows x, y, w, h and the class probabilities in a de
 }
 
 
+_TASK26_LAYOUTS = {  # where YOLO26's heads (Pose26, OBB26) differ
+    "pose": ("keypoints: x, y in input pixels (and visibility, sigmoid, when kpt_shape[1] is 3) per keypoint",
+             "per keypoint (channel k * kpt_shape[1] + d): x, y offsets (x in pixels is (value + the cell's column "
+             "+ 0.5) * stride, y likewise with its row), then the visibility logit when kpt_shape[1] is 3"),
+    "obb": ("the angle in radians (OBB26: cv4's value itself); x, y is the rotated box's centre, w, h its sides "
+            "(Ultralytics dist2rbox)", "the angle in radians (OBB26: no sigmoid)"),
+}
+
+
 def _task_outputs(plan, h, w, decode: bool) -> list:
-    """Segment / Pose / OBB outputs (model.py's _task_model)."""
-    head, task = plan.nodes[-1].parts, plan.task
-    ch = head.channels
-    if decode:
-        anchors = sum((h // int(s)) * (w // int(s)) for s in plan.strides)
+    """Segment / Pose / OBB outputs (model.py's _task_model); an end-to-end head's selection (.end2end) as top-k rows."""
+    head, task, e2e = plan.nodes[-1].parts, plan.task, plan.end2end
+    ch, kind = head.channels, type(head).__name__
+    text = (_TASK26_LAYOUTS if kind in ("Pose26", "OBB26") else _TASK_LAYOUTS).get(task, _TASK_LAYOUTS[task])
+    anchors = sum((h // int(s)) * (w // int(s)) for s in plan.strides)
+    if decode and e2e is not None and e2e.selected:
+        k, box = min(e2e.max_det, anchors), ("x, y, w, h, the rotated box" if task == "obb" else "x1, y1, x2, y2")
+        outputs = [{"name": "detections", "shape": [None, k, 6 + ch], "rows": "xyxy_score_class" if task != "obb" else
+                    "xywh_score_class", "layout": f"[batch, {k}, 6 + {ch}] rows {box} (input pixels), score, class "
+                    f"index (a float), then {text[0]}, best first: Ultralytics' end-to-end {kind} in eval mode, top-k "
+                    f"of the one-to-one branch (max_det {e2e.max_det}{', class-agnostic' if e2e.agnostic else ''}), "
+                    f"no NMS"}]
+    elif decode:
         outputs = [{"name": "detections", "shape": [None, 4 + plan.nc + ch, anchors],
                     "layout": f"[batch, 4 + classes + {ch}, anchors]: x, y, w, h in input pixels, class probabilities, "
-                              f"then {_TASK_LAYOUTS[task][0]} (Ultralytics {type(head).__name__}, eval mode)"}]
+                              f"then {text[0]} (Ultralytics {kind}, eval mode)"}]
     else:
-        outputs = _detect_heads(plan, h, w) + [
+        branch = "" if e2e is None else ("; the one-to-one branch" if e2e.selected else "; the one-to-many branch")
+        outputs = _detect_heads(plan, h, w, branch) + [
             {"name": f"{head.output}_{i}", "shape": [None, h // int(s), w // int(s), ch],
-             "layout": f"NHWC; {_TASK_LAYOUTS[task][1]} (cv4[{i}])", "stride": [int(s), int(s)]}
+             "layout": f"NHWC; {text[1]} (cv4[{i}]{branch})", "stride": [int(s), int(s)]}
             for i, s in enumerate(plan.strides)]
     if task == "segment":
         s = int(plan.strides[0]) // 2
@@ -77,6 +97,20 @@ def _task_outputs(plan, h, w, decode: bool) -> list:
                         "layout": f"NHWC mask prototypes at 1/{s} of the input size (twice the first level's; "
                                   "Ultralytics' proto, NCHW there)"})
     return outputs
+
+
+def _dense_outputs(plan, h, w, decode: bool) -> list:
+    """SemanticSegment's logits; Depth's log depth or depth (dense_model.py)."""
+    if plan.task == "semantic":
+        return [{"name": "logits", "shape": [None, h // 8, w // 8, plan.nc], "stride": [8, 8],
+                 "layout": "NHWC per-pixel class logits at 1/8 of the input size (Ultralytics SemanticSegment, eval "
+                           "mode, NCHW there; its predictor resizes them to the image, then the argmax)"}]
+    shape = [None, h // 4, w // 4, 1]
+    if not decode:
+        return [{"name": "log_depth", "shape": shape, "stride": [4, 4], "layout": "NHWC log depth at 1/4 of the input "
+                 "size (Depth's last Conv2d; depth is exp(cal_a * clamp(value, -4, 5) + cal_b))"}]
+    return [{"name": "depth", "shape": shape, "stride": [4, 4], "layout": "NHWC positive depth at 1/4 of the input "
+             "size (Ultralytics Depth, eval mode, calibration applied; its predictor resizes it to the image)"}]
 
 
 def _detect_heads(plan, h, w, branch="") -> list:
@@ -92,6 +126,8 @@ def metadata(plan, input_size, options) -> dict:
     extra = {}
     if plan.task == "classify":
         outputs = _classify_outputs(plan, options.decode)
+    elif plan.task in ("semantic", "depth"):
+        outputs = _dense_outputs(plan, h, w, options.decode)
     elif plan.task in _TASK_LAYOUTS:
         outputs = _task_outputs(plan, h, w, options.decode)
         if plan.task == "pose":
@@ -99,7 +135,7 @@ def metadata(plan, input_size, options) -> dict:
     else:
         outputs = _detect_outputs(plan, input_size, options.decode)
     if plan.end2end is not None:
-        extra = {"end2end": {"branch": "one2one" if plan.end2end.selected else "one2many",
+        extra = {**extra, "end2end": {"branch": "one2one" if plan.end2end.selected else "one2many",
                              "max_det": plan.end2end.max_det, "agnostic": plan.end2end.agnostic}}
     return {
         "task": plan.task,
@@ -134,6 +170,11 @@ def summary(plan, content) -> tuple:
               "reg_max": plan.reg_max, **task} for i, st in enumerate(plan.strides)]
     if plan.task == "classify":
         heads = [{"layer": plan.nodes[-1].name, "type": "Classify (pool + linear, softmax)", "classes": plan.nc}]
+    elif plan.task == "semantic":
+        heads = [{"layer": plan.nodes[-1].name, "type": "SemanticSegment (per-pixel class logits, stride 8)",
+                  "classes": plan.nc}]
+    elif plan.task == "depth":
+        heads = [{"layer": plan.nodes[-1].name, "type": "Depth (top-down fusion, log depth at stride 4)", "channels": 1}]
     extra = {"version": content["version"][:200]} if isinstance(content, dict) and isinstance(
         content.get("version"), str) else {}
     # the checkpoint's training size is the model's default input
@@ -144,7 +185,8 @@ FAMILY = Family(
     name="ultralytics",
     reads="Ultralytics YOLOv8/YOLO11/YOLOv5u/YOLO12/YOLOv9/YOLOv6/YOLOv3u/Ghost/YOLO26/YOLOv10 detection, "
           "classification, segmentation, pose and OBB (ultralytics.nn.tasks.DetectionModel, ClassificationModel, "
-          "SegmentationModel, PoseModel, OBBModel)",
+          "SegmentationModel, PoseModel, OBBModel; YOLO26 semantic segmentation and depth: SemanticSegmentationModel, "
+          "DepthModel)",
     recognise=lambda ckpt: ckpt.model is not None and ckpt.model.cls.module.startswith("ultralytics.nn.tasks"),
     plan=read_plan,
     arrays=plan_arrays,
@@ -153,6 +195,7 @@ FAMILY = Family(
     summary=summary,
     keras="pyloader.ultralytics.model",
     keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.ultralytics.keras_layers",
-                   "pyloader.ultralytics.model", "pyloader.ultralytics.topk"),
+                   "pyloader.ultralytics.model", "pyloader.ultralytics.topk",
+                   "pyloader.ultralytics.dense_model"),
     letterbox=True,
 )

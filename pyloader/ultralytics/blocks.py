@@ -17,7 +17,7 @@ from ..torch_reader.modules import ConvSpec
 
 __all__ = ["Node", "Repeats", "Concat", "Upsample", "MaxPool", "Bottleneck", "C3", "Attention", "PSABlock",
            "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify",
-           "Proto", "Segment", "Pose", "OBB", "ZeroPad", "SPP", "GhostConv", "GhostBottleneck", "TransposeConv",
+           "Proto", "Segment", "Pose", "OBB", "Proto26", "Segment26", "Pose26", "OBB26", "SemanticHead", "DepthHead", "ZeroPad", "SPP", "GhostConv", "GhostBottleneck", "TransposeConv",
            "A2C2f", "RepConv", "ELAN", "ADown", "AConv", "Identity", "CBLinear", "CBFuse", "EndToEnd", "RepVGGDW", "CIB"]
 
 
@@ -204,6 +204,33 @@ class OBB(Detect):
     @property
     def channels(self) -> int:
         return self.ne
+
+
+@dataclass(frozen=True)
+class Proto26:
+    """YOLO26's Proto: the first level's input plus each deeper level's refine Conv (1x1) upsampled (nearest) to its
+    size, feat_fuse (3x3), then the Proto chain (cv1, upsample, cv2, cv3)."""
+
+    name: str
+    refine: list  # ConvSpec per level after the first
+    fuse: ConvSpec
+    proto: Proto
+
+
+@dataclass(frozen=True)
+class Segment26(Segment):
+    """YOLO26's Segment: as Segment, its prototypes from every level (Proto26)."""
+
+
+@dataclass(frozen=True)
+class Pose26(Pose):
+    """YOLO26's Pose: cv4 is two Convs then cv4_kpts' Conv2d (kept as one stage list); keypoints decode as
+    (value + cell centre) * stride."""
+
+
+@dataclass(frozen=True)
+class OBB26(OBB):
+    """YOLO26's OBB: cv4 gives the angle itself (radians), no sigmoid."""
 
 
 @dataclass(frozen=True)
@@ -410,3 +437,33 @@ class CBFuse:
 
     name: str
     idx: list  # ints, one per CBLinear input
+
+
+# -- YOLO26's dense heads (read by .dense_heads): no boxes, one map per pixel block
+
+
+@dataclass(frozen=True)
+class SemanticHead:
+    """SemanticSegment in eval mode: its classifier (Conv 3x3, then the Conv2d to nc logits) on the first level's
+    input; the auxiliary head on the second level is training-only."""
+
+    name: str
+    classifier: list  # ConvSpec: the Conv, then the plain output Conv2d
+
+    @property
+    def nc(self) -> int:
+        return int(self.classifier[-1].out_channels)
+
+
+@dataclass(frozen=True)
+class DepthHead:
+    """Depth: proj[i] (1x1) per level; from the deepest, out = refine[i](bilinear 2x (align_corners) of out + proj[i]);
+    then head (Conv, ConvTranspose2d 2x, Conv, the Conv2d to one log-depth channel); depth = exp(cal_a * clamp(log
+    depth, -4, 5) + cal_b)."""
+
+    name: str
+    proj: list  # ConvSpec per level
+    refine: list  # per level but the last: ConvSpecs
+    head: list  # ConvSpec, TransposeConv, ConvSpec, ConvSpec (plain)
+    cal_a: float
+    cal_b: float

@@ -22,9 +22,11 @@ def ul(rec, name: str) -> bool:
     return isinstance(rec, Record) and rec.cls.name == name and ".nn.modules" in f".{rec.cls.module}"
 
 
-def detect(rd, rec, mpath, kind="Detect") -> Detect:
+def detect(rd, rec, mpath, kind="Detect", task=None):
     """Detect or v10Detect: the branch the model computes (.end2end; its selection kept in rd.end2end); or the
-    Detect part of a task head (`kind`: Segment, Pose, OBB; task_heads reads the rest)."""
+    Detect part of a task head (`kind`: Segment, Pose, OBB and their YOLO26 forms; task_heads reads the rest):
+    `task(mods, prefix)` reads the task's own branch (cv4...) with each Detect branch, and (Detect, the computed
+    branch's) is returned."""
     mods = rd.expect(rec, mpath, kind)
     nl, nc, reg_max, no = (rec.attr(k) for k in ("nl", "nc", "reg_max", "no"))
     if not all(isinstance(v, int) and v > 0 for v in (nl, nc, reg_max, no)) or no != nc + 4 * reg_max:
@@ -52,10 +54,13 @@ def detect(rd, rec, mpath, kind="Detect") -> Detect:
 
     def branch(prefix):  # the DetectLevels of cv2 / cv3 (prefix "") or one2one_cv2 / one2one_cv3 (prefix "one2one_")
         box = detect_branch(rd, mods, mpath, prefix + "cv2", nl, 4 * reg_max)
-        return [DetectLevel(b, c) for b, c in zip(box, detect_branch(rd, mods, mpath, prefix + "cv3", nl, nc))]
+        levels = [DetectLevel(b, c) for b, c in zip(box, detect_branch(rd, mods, mpath, prefix + "cv3", nl, nc))]
+        return levels if task is None else (levels, task(mods, prefix))
 
-    levels, rd.end2end = head_levels(rd, rec, mods, mpath, branch)
-    return Detect(mpath.replace(".", "_"), levels, nc, reg_max, strides, bins)
+    got, rd.end2end = head_levels(rd, rec, mods, mpath, branch)
+    levels, extra = (got, None) if task is None else got
+    D = Detect(mpath.replace(".", "_"), levels, nc, reg_max, strides, bins)
+    return D if task is None else (D, extra)
 
 
 def detect_branch(rd, mods, mpath, branch, nl, width) -> list:

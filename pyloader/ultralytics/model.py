@@ -25,7 +25,10 @@ Segment / Pose / OBB models (UltralyticsTaskDecode): raw, head_i as above, then 
 (mask_coefficients_i, keypoints_i or angle_i: NHWC, as the conv gives them), then (Segment) `prototypes`, NHWC
 [B, 2H/stride0, 2W/stride0, nm]; decoded, `detections` [B, 4 + nc + channels, anchors] as Ultralytics' eval output
 (mask coefficients, keypoints in pixels with visibility sigmoid, or the angle in radians with the rotated box's
-centre) and, for Segment, `prototypes` (NHWC, as Ultralytics' own TF exports give them).
+centre) and, for Segment, `prototypes` (NHWC, as Ultralytics' own TF exports give them). YOLO26's Segment26 / Pose26 /
+OBB26 likewise (their own keypoint and angle decoding); with the one-to-one branch selected, `detections` is the top-k
+[B, k, 6 + channels] (x1, y1, x2, y2 or OBB's rotated x, y, w, h, score, class, the task's channels). YOLO26's
+semantic and depth models: dense_model.py.
 
 The model's `class_names` attribute is the checkpoint's class-name list (model.names, ordered by class id).
 """
@@ -42,9 +45,11 @@ from ..keras_blocks.layers import cell_grid, spatial
 from ..keras_blocks.model import finish_plan_model, plan_input, run_nodes
 from ..keras_blocks.torch_layers import activation, conv as _conv, max_pool_layer
 from ..torch_reader.modules import ConvSpec
-from .blocks import (Attention, Bottleneck, C2, C2PSA, C2f, C3, CIB, Chain, Classify, Concat, Detect, OBB, PSABlock,
-                     Pose, Proto, RepVGGDW, Repeats, SPPF, Segment, TransposeConv, Upsample)
+from .blocks import (Attention, Bottleneck, C2, C2PSA, C2f, C3, CIB, Chain, Classify, Concat, Detect, OBB, OBB26,
+                     PSABlock, Pose, Pose26, Proto, Proto26, RepVGGDW, Repeats, SPPF, Segment, Segment26, TransposeConv,
+                     Upsample)
 from .backbone_model import BUILDERS as BACKBONE_BUILDERS
+from .dense_model import BUILDERS as DENSE_BUILDERS, dense_model
 from .keras_layers import ChannelSplit
 from .topk import EndToEndTopK
 from .weights import UltralyticsPlan
@@ -154,11 +159,13 @@ class UltralyticsTaskDecode(UltralyticsDecode):
     """Segment / Pose / OBB in eval mode: [B, 4 + nc + channels, anchors] from the raw heads followed by cv4's raw
     outputs per level: boxes and class probabilities as Detect, then (segment) the mask coefficients as they are,
     (pose) the keypoints decoded as Pose.kpts_decode: x, y = (2 * raw + anchor - 0.5) * stride, visibility sigmoid,
-    (obb) the angle (sigmoid - 0.25) * pi, the box centre rotated by it (dist2rbox)."""
+    (obb) the angle (sigmoid - 0.25) * pi, the box centre rotated by it (dist2rbox). head26 (Pose26, OBB26): the
+    keypoints are (raw + anchor) * stride, the angle is the raw value. xyxy (an end-to-end head's selected branch):
+    Segment / Pose boxes as x1, y1, x2, y2 (OBB keeps its rotated x, y, w, h, as OBB.decode_bboxes)."""
 
-    def __init__(self, nc, reg_max, strides, dfl, task, channels, kpt_shape=None, **kw):
+    def __init__(self, nc, reg_max, strides, dfl, task, channels, kpt_shape=None, head26=False, **kw):
         super().__init__(nc, reg_max, strides, dfl, **kw)
-        self.task, self.channels = str(task), int(channels)
+        self.task, self.channels, self.head26 = str(task), int(channels), bool(head26)
         self.kpt_shape = None if kpt_shape is None else [int(v) for v in kpt_shape]
 
     def call(self, inputs):
@@ -167,18 +174,21 @@ class UltralyticsTaskDecode(UltralyticsDecode):
         extra = ops.concatenate([ops.reshape(x, (-1, spatial(x)[0] * spatial(x)[1], self.channels))
                                  for x in inputs[nl:]], axis=1)  # [B, A, channels]
         if self.task == "obb":
-            extra = (ops.sigmoid(extra) - 0.25) * np.pi
+            extra = extra if self.head26 else (ops.sigmoid(extra) - 0.25) * np.pi
             lt, rb = dist[..., :2], dist[..., 2:]
             xf, yf = (rb[..., :1] - lt[..., :1]) / 2.0, (rb[..., 1:] - lt[..., 1:]) / 2.0
             cos, sin = ops.cos(extra), ops.sin(extra)
             xy = ops.concatenate([xf * cos - yf * sin, xf * sin + yf * cos], axis=-1) + anchor
             box = ops.concatenate([xy, lt + rb], axis=-1) * stride
+        elif self.xyxy:
+            box = ops.concatenate([anchor - dist[..., :2], anchor + dist[..., 2:]], axis=-1) * stride
         else:
             box = self.xywh(dist, anchor, stride)
         if self.task == "pose":
             k, ndim = self.kpt_shape
             kp = ops.reshape(extra, (-1, ops.shape(extra)[1], k, ndim))
-            xy = (kp[..., :2] * 2.0 + (anchor[:, :, None, :] - 0.5)) * stride[:, :, None, :]
+            offset = kp[..., :2] if self.head26 else kp[..., :2] * 2.0 - 0.5
+            xy = (offset + anchor[:, :, None, :]) * stride[:, :, None, :]
             kp = ops.concatenate([xy, ops.sigmoid(kp[..., 2:])], axis=-1) if ndim == 3 else xy
             extra = ops.reshape(kp, (-1, ops.shape(extra)[1], k * ndim))
         y = ops.concatenate([box, ops.sigmoid(score), extra], axis=-1)
@@ -189,7 +199,8 @@ class UltralyticsTaskDecode(UltralyticsDecode):
         return (b, c + self.channels, a)
 
     def get_config(self):
-        return {**super().get_config(), "task": self.task, "channels": self.channels, "kpt_shape": self.kpt_shape}
+        return {**super().get_config(), "task": self.task, "channels": self.channels, "kpt_shape": self.kpt_shape,
+                "head26": self.head26}
 
 
 def _convs(x, specs, fold_bn):
@@ -279,10 +290,22 @@ def _proto(x, P: Proto, fold_bn):
     return _convs(_conv(y, P.cv2, fold_bn), [P.cv3], fold_bn)
 
 
+def _proto26(x, P: Proto26, fold_bn):
+    """Proto26: x[0] + each deeper level's refine conv upsampled (nearest) to x[0]'s size, feat_fuse, the Proto."""
+    feat = x[0]
+    for i, (xi, spec) in enumerate(zip(x[1:], P.refine)):
+        up = layers.UpSampling2D(2 ** (i + 1), interpolation="nearest", name=f"{P.name}_up{i}")(_conv(xi, spec, fold_bn))
+        feat = layers.Add(name=f"{P.name}_add{i}")([feat, up])
+    return _proto(_conv(feat, P.fuse, fold_bn), P.proto, fold_bn)
+
+
 def _task_head(x, H, fold_bn):
     """Segment / Pose / OBB: Detect's per-level outputs, then cv4's per level, then (Segment) the prototypes."""
     cv4 = [_convs(xi, stages, fold_bn) for xi, stages in zip(x, H.cv4)]
-    return _detect(x, H, fold_bn) + cv4 + ([_proto(x[0], H.proto, fold_bn)] if isinstance(H, Segment) else [])
+    protos = []
+    if isinstance(H, Segment):
+        protos = [_proto26(x, H.proto, fold_bn) if isinstance(H.proto, Proto26) else _proto(x[0], H.proto, fold_bn)]
+    return _detect(x, H, fold_bn) + cv4 + protos
 
 
 def _classify(x, H: Classify, fold_bn):
@@ -299,6 +322,7 @@ _BUILDERS = {
     Bottleneck: _bottleneck, C3: _c3, Chain: lambda x, S, fold_bn: _blocks(x, S.items, fold_bn), PSABlock: _psablock,
     C2f: _c2f, C2: _c2f, C2PSA: _c2f, SPPF: _sppf, Detect: _detect, Classify: _classify,
     Segment: _task_head, Pose: _task_head, OBB: _task_head, RepVGGDW: _repvggdw, CIB: _cib,
+    Segment26: _task_head, Pose26: _task_head, OBB26: _task_head, **DENSE_BUILDERS,
 }
 
 
@@ -322,6 +346,8 @@ def build(plan: UltralyticsPlan, options) -> keras.Model:
                                  names=["probabilities", "logits"])
     if plan.task in ("segment", "pose", "obb"):
         return _task_model(inp, heads, plan, options.decoded)
+    if plan.task in ("semantic", "depth"):
+        return dense_model(inp, heads, plan, options.decoded)
     outputs = heads
     if options.decoded:  # an end-to-end head's selection (.end2end): xyxy boxes, then Detect.postprocess's top-k
         e2e = plan.end2end is not None and plan.end2end.selected
@@ -335,9 +361,13 @@ def _task_model(inp, out, plan, decoded):
     """Raw: head_i, then <H.output>_i per level, then (segment) prototypes; decoded: detections (+ prototypes)."""
     H, nl = plan.nodes[-1].parts, len(plan.strides)
     proto = out[2 * nl:]
-    if decoded:
+    if decoded:  # an end-to-end head's selection (.end2end): Detect.postprocess's top-k, the task's channels kept
+        e2e = plan.end2end is not None and plan.end2end.selected
         det = UltralyticsTaskDecode(plan.nc, plan.reg_max, plan.strides, plan.dfl, plan.task, H.channels,
-                                    getattr(H, "kpt_shape", None), name="decode")(out[:2 * nl])
+                                    getattr(H, "kpt_shape", None), isinstance(H, (Pose26, OBB26)), xyxy=e2e,
+                                    name="decode")(out[:2 * nl])
+        if e2e:
+            det = EndToEndTopK(plan.nc, plan.end2end.max_det, plan.end2end.agnostic, H.channels, name="topk")(det)
         return finish_plan_model(inp, out, [det] + proto, plan, "ultralytics", decode=True,
                                  names=["detections"] + ["prototypes"] * len(proto))
     names = [f"head_{i}" for i in range(nl)] + [f"{H.output}_{i}" for i in range(nl)] + ["prototypes"] * len(proto)

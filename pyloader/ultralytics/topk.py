@@ -12,21 +12,22 @@ __all__ = ["EndToEndTopK"]
 
 @keras.saving.register_keras_serializable(package="pyloader_ultralytics")
 class EndToEndTopK(layers.Layer):
-    """[B, 4 + nc, anchors] (x1, y1, x2, y2 in pixels, class probabilities; UltralyticsDecode with xyxy) ->
-    [B, k, 6] rows (x1, y1, x2, y2, score, class index as a float), k = min(max_det, anchors), best first.
+    """[B, 4 + nc + extra, anchors] (x1, y1, x2, y2 in pixels, class probabilities, then a task head's `extra`
+    channels: UltralyticsDecode with xyxy) -> [B, k, 6 + extra] rows (x1, y1, x2, y2, score, class index as a float,
+    the extra channels), k = min(max_det, anchors), best first.
 
     Not agnostic (the default): the k anchors of highest best-class score, then the k highest of those anchors'
     (anchor, class) scores, so an anchor may give one row per class. Agnostic (Detect.agnostic_nms): the k anchors
     of highest best-class score, with that class (the first one reaching the max, as torch's max)."""
 
-    def __init__(self, nc, max_det, agnostic=False, **kw):
+    def __init__(self, nc, max_det, agnostic=False, extra=0, **kw):
         super().__init__(**kw)
-        self.nc, self.max_det, self.agnostic = int(nc), int(max_det), bool(agnostic)
+        self.nc, self.max_det, self.agnostic, self.extra = int(nc), int(max_det), bool(agnostic), int(extra)
 
     def call(self, y):
         x = ops.transpose(y, (0, 2, 1))
         nc, k = self.nc, min(self.max_det, int(x.shape[1]))
-        boxes, scores = x[..., :4], x[..., 4:]
+        boxes, scores, extra = x[..., :4], x[..., 4:4 + nc], x[..., 4 + nc:]
         best = ops.max(scores, axis=-1)
         score, index = ops.top_k(best, k=k, sorted=True)
         if self.agnostic:
@@ -39,10 +40,14 @@ class EndToEndTopK(layers.Layer):
             label = flat % nc
             index = ops.take_along_axis(index, flat // nc, axis=1)
         box = ops.take_along_axis(boxes, index[..., None], axis=1)
-        return ops.concatenate([box, score[..., None], ops.cast(label, box.dtype)[..., None]], axis=-1)
+        rows = [box, score[..., None], ops.cast(label, box.dtype)[..., None]]
+        if self.extra:
+            rows.append(ops.take_along_axis(extra, index[..., None], axis=1))
+        return ops.concatenate(rows, axis=-1)
 
     def compute_output_shape(self, shape):
-        return (shape[0], min(self.max_det, int(shape[2])), 6)
+        return (shape[0], min(self.max_det, int(shape[2])), 6 + self.extra)
 
     def get_config(self):
-        return {**super().get_config(), "nc": self.nc, "max_det": self.max_det, "agnostic": self.agnostic}
+        return {**super().get_config(), "nc": self.nc, "max_det": self.max_det, "agnostic": self.agnostic,
+                "extra": self.extra}

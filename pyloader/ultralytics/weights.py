@@ -1,7 +1,8 @@
 """Ultralytics .pt checkpoints (YOLOv8, YOLO11, YOLOv5u, YOLO12, YOLOv9, YOLOv6, YOLOv3u, Ghost, YOLO26, YOLOv10
-detection; classification; YOLOv8 / YOLO11 segment, pose and OBB) as numpy: the plan and the arrays (the YOLOv3u /
-Ghost / YOLOv6 / YOLO12 / YOLOv9 rows: backbones.py; YOLOv10's blocks: yolov10.py; the Detect heads: heads.py; the
-task heads: task_heads.py). No TensorFlow.
+detection; classification; YOLOv8 / YOLO11 / YOLO12 / YOLOv9 / YOLO26 segment, pose and OBB; YOLO26 semantic
+segmentation and depth) as numpy: the plan and the arrays (the YOLOv3u / Ghost / YOLOv6 / YOLO12 / YOLOv9 rows:
+backbones.py; YOLOv10's blocks: yolov10.py; the Detect heads: heads.py; the task heads: task_heads.py; the dense
+heads: dense_heads.py). No TensorFlow.
 
 The checkpoint is read by `torch_reader.checkpoint` (no torch, no pickle code run). The model is `ema` when
 present and not None, else `model` (as Ultralytics' `attempt_load_one_weight`): the trainer's `last.pt` holds
@@ -32,6 +33,7 @@ from ..torch_reader.records import Record
 from .backbones import ABSORBS_N, ROWS
 from .blocks import (C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, MaxPool, Node,
                      Linear, PSABlock, Repeats, Upsample)
+from .dense_heads import DENSE_HEADS, read_dense_head
 from .heads import detect, ul as _ul
 from .task_heads import TASK_HEADS, read_task_head
 from .yolov10 import check_c2fcib, cib, row as v10_row
@@ -58,10 +60,11 @@ class UltralyticsPlan:
 
 
 _NN = ("torch.nn.modules",)
-_HEADS = ("Segment26", "Pose26", "OBB26", "WorldDetect",
-          "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "RTDETRDecoder", "LRPCHead", "SemanticSegment", "Depth")
+_HEADS = ("WorldDetect",
+          "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "RTDETRDecoder", "LRPCHead")
 _TASKS = {"DetectionModel": ("detect", "Detect"), "ClassificationModel": ("classify", "Classify"),  # class: task, head
-          "SegmentationModel": ("segment", "Segment"), "PoseModel": ("pose", "Pose"), "OBBModel": ("obb", "OBB")}
+          "SegmentationModel": ("segment", "Segment"), "PoseModel": ("pose", "Pose"), "OBBModel": ("obb", "OBB"),
+          "SemanticSegmentationModel": ("semantic", "SemanticSegment"), "DepthModel": ("depth", "Depth")}
 _TASK_MODELS = {"RTDETRDetectionModel": "RTDETRDecoder", "WorldModel": "WorldDetect",
                 "YOLOEModel": "YOLOEDetect", "YOLOESegModel": "YOLOESegment"}
 
@@ -223,7 +226,7 @@ def _make_divisible(x, divisor=8) -> int:
 _KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C2": "C2", "C3": "C3", "SPPF": "SPPF",
           "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect",
           "Classify": "Classify", "v10Detect": "Detect", "C2fCIB": "C2fCIB", "SCDown": "SCDown", "PSA": "PSA",
-          **{k: k for k in TASK_HEADS}}
+          **{k: k for k in TASK_HEADS + DENSE_HEADS}}
 _ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA", "C2fCIB"}  # n is their inner block count, not a Sequential of repeats
 
 
@@ -250,7 +253,8 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         raise FormatError(f"{path}: model class '{model.cls.qualname}'{what}; pyloader reads Ultralytics "
                           f"detection, classification, segmentation, pose and OBB models (ultralytics.nn.tasks."
                           f"DetectionModel with a Detect head, ClassificationModel with Classify, SegmentationModel "
-                          f"with Segment, PoseModel with Pose, OBBModel with OBB)")
+                          f"with Segment, PoseModel with Pose, OBBModel with OBB, SemanticSegmentationModel with "
+                          f"SemanticSegment, DepthModel with Depth)")
     task, head = _TASKS[cname]
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
@@ -290,7 +294,7 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         base = mname.rsplit(".", 1)[-1]
         if base in _HEADS or mname in _HEADS:
             raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads Detect, v10Detect, Segment, Pose, "
-                                f"OBB and Classify heads)")
+                                f"OBB, their YOLO26 forms and Classify heads)")
         kind = _KINDS.get(mname) or ROWS.get(mname, (None,))[0]
         if kind is None:
             raise rd.err(mpath, f"yaml module {short_repr(mname)} is not supported")
@@ -319,9 +323,11 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         nodes.append(Node(i, kind, f, mpath.replace(".", "_"), parts))  # kind: the yaml module (C2f, C3k2, C2PSA...)
         ch.append(cout)
     det = nodes[-1]
-    if det.kind != head or any(isinstance(n.parts, (Detect, Classify)) for n in nodes[:-1]):
+    if det.kind.removesuffix("26") != head or any(isinstance(n.parts, (Detect, Classify)) for n in nodes[:-1]):
         raise FormatError(f"{path}: the last layer is {det.kind}, expected {head} ({cname}), and only there")
     D = det.parts
+    if task in ("semantic", "depth"):
+        return _dense_plan(path, model, ckpt, nodes, rd, task, D, nc_yaml)
     names = class_names(model, D.nc, path)
     imgsz = _imgsz(model, ckpt)
     if task == "classify":  # any input size (the pool takes the whole map): max stride 1, as Ultralytics' stride
@@ -332,6 +338,19 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         imgsz = 640
     return UltralyticsPlan(path, nodes, rd.convs, D.nc, names, D.strides, D.reg_max, D.dfl, max_stride,
                            imgsz, model.cls.qualname, task, end2end=rd.end2end)
+
+
+def _dense_plan(path, model, ckpt, nodes, rd, task, D, nc_yaml) -> UltralyticsPlan:
+    """A SemanticSegment or Depth model: no detection levels; the input a multiple of the model's stride (its
+    deepest backbone level's, which the neck's concatenations need)."""
+    stride = model.attr("stride")
+    if not (isinstance(stride, np.ndarray) and stride.shape == (1,) and float(stride[0]) == int(stride[0]) > 0):
+        raise FormatError(f"{path}: model stride {short_repr(stride)}: expected one positive integer")
+    max_stride = int(stride[0])
+    nc = D.nc if task == "semantic" else nc_yaml if isinstance(nc_yaml, int) and not isinstance(nc_yaml, bool) else 1
+    imgsz = _imgsz(model, ckpt)
+    return UltralyticsPlan(path, nodes, rd.convs, nc, class_names(model, nc, path), [], 0, [], max_stride,
+                           imgsz if imgsz % max_stride == 0 else 640, model.cls.qualname, task)
 
 
 def _check(rd, mpath, what, want, got):
@@ -422,6 +441,11 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
             for b, stages in (("cv2", lv.cv2), ("cv3", lv.cv3)) + ((("cv4", P.cv4[i]),) if kind in TASK_HEADS else ()):
                 if _cin(stages[0]) != cin[i]:
                     raise rd.err(f"{mpath}.{b}.{i}", f"expected {cin[i]} input channels, the weight has {_cin(stages[0])}")
+        return P, 0
+    if kind in DENSE_HEADS:
+        P = read_dense_head(rd, rec, mpath, kind, args, cin)
+        if kind == "SemanticSegment" and isinstance(nc_yaml, int) and not isinstance(nc_yaml, bool):
+            _check(rd, mpath, "classes (nc)", nc_yaml, P.nc)
         return P, 0
     if kind == "Classify":
         P = rd.classify(rec, mpath)
