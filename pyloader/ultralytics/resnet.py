@@ -11,12 +11,24 @@ from __future__ import annotations
 
 from ..boundary import short_repr
 from ..torch_reader.modules import NN, ConvSpec, activation_of, batchnorm, children, conv2d, is_class, maxpool, sequence
-from .backbones import _check, _cin, _name
 from .blocks import Chain, MaxPool, ResNetBlock
 
 __all__ = ["ROWS"]
 
 _TV = ("torchvision.models",)
+
+
+def _name(mpath: str) -> str:
+    return mpath.replace(".", "_")
+
+
+def _cin(spec: ConvSpec) -> int:
+    return int(spec.kernel.shape[1]) * int(spec.groups)
+
+
+def _check(rd, mpath, what, want, got):
+    if want != got:
+        raise rd.err(mpath, f"{what}: expected {want}, the checkpoint has {got}")
 
 
 def _ul_block(rd, rec, mpath) -> ResNetBlock:
