@@ -1,17 +1,19 @@
 """Ultralytics classification models (the -cls yamls of YOLOv8, YOLO11, YOLO12, YOLO26, and the ResNet ones:
-yolov8-cls-resnet50 / -resnet101's ResNetLayer rows, yolo11-cls-resnet18's TorchVision ResNet) against the PyPI `ultralytics`
-package's own PyTorch models: the first task of issue 20, plugged into the family interface (pyloader.family).
+yolov8-cls-resnet50 / -resnet101's ResNetLayer rows, yolo11-cls-resnet18's TorchVision ResNet) against the PyPI
+`ultralytics` package's own PyTorch models: the first task of issue 20, plugged into the family interface.
 
 Each yaml shipped in the package is built by ultralytics itself (`ClassificationModel`), given random well-scaled
 weights and saved as its trainer saves `last.pt` (pyloader_bench.synthetic_pt.write_ultralytics_checkpoint), then
 `strip_optimizer`'s `best.pt`. The reference in eval mode returns (probabilities, logits); pyloader's raw model
 returns `logits`, decode=True returns `probabilities`, `logits`. Tolerance as the detection tests: max |keras -
 torch| <= 1e-4 * max |torch|. yolo11-cls-resnet18 is built with `weights: null` (its yaml's DEFAULT makes
-torchvision download ImageNet weights; the module tree is the same). A classification model has no boxes: nms=True is a FormatError naming the file and the task.
+torchvision download ImageNet weights; the module tree is the same). A classification model has no boxes: nms=True
+is a FormatError naming the file and the task.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -99,6 +101,20 @@ def test_classify_matches_ultralytics(ckpt):
     with pytest.raises(FormatError,
                        match=rf"{best.name}: nms is not available for this ultralytics model \(task classify\)"):
         pyloader.load(best, nms=True, input_size=SIZE)
+
+
+@pytest.mark.parametrize("ckpt, row, arg, value, match", [
+    ("yolov8n-cls-resnet50.yaml", 2, 4, 3, r"'model.2.layer': blocks \(the yaml row's n\): expected 3, the checkpoint has 4"),
+    ("yolo11-cls-resnet18.yaml", 0, 0, 256, r"'model.0': output channels \(the yaml row\): expected 256, the checkpoint has 512"),
+], indirect=["ckpt"])
+def test_resnet_row_disagreeing_is_refused(ckpt, row, arg, value, match, tmp_path):
+    """A ResNetLayer / TorchVision module that disagrees with its yaml row: FormatError naming the module."""
+    model = copy.deepcopy(ckpt[3])
+    model.yaml["backbone"][row][3][arg] = value
+    path = tmp_path / "bad.pt"
+    torch.save({"model": model.half(), "ema": None}, path)
+    with pytest.raises(FormatError, match=rf"bad.pt: module {match}"):
+        pyloader.read(path)
 
 
 @pytest.mark.parametrize("ckpt", ["yolo11n-cls.yaml"], indirect=True)  # one model is enough for the output path

@@ -94,7 +94,8 @@ class YoloV5Decode(layers.Layer):
             ny, nx = int(x.shape[1]), int(x.shape[2])
             y = ops.reshape(x, (-1, ny, nx, self.na, no))
             y = ops.transpose(y, (0, 3, 1, 2, 4))  # [B, na, ny, nx, no]
-            y = ops.concatenate([ops.sigmoid(y[..., :5 + self.nc]), y[..., 5 + self.nc:]], axis=-1) if self.nm else ops.sigmoid(y)
+            y = (ops.concatenate([ops.sigmoid(y[..., :5 + self.nc]), y[..., 5 + self.nc:]], axis=-1) if self.nm
+                 else ops.sigmoid(y))
             yv, xv = np.meshgrid(np.arange(ny, dtype=np.float32), np.arange(nx, dtype=np.float32), indexing="ij")
             grid = (np.stack((xv, yv), -1) - 0.5).reshape(1, 1, ny, nx, 2).astype(np.float32)
             anchor = np.asarray(self.anchors[i], np.float32).reshape(1, self.na, 1, 1, 2)

@@ -172,7 +172,8 @@ def _detect(ctx, rec, mpath, n, cls="Detect", nm=0) -> Detect:
     name = _name(mpath)
     nl, na, nc, no = (rec.attr(k) for k in ("nl", "na", "nc", "no"))
     if not all(isinstance(v, int) and v > 0 for v in (nl, na, nc, no)) or no != nc + 5 + nm:
-        raise ctx.err(mpath, f"{cls} nl={nl} na={na} nc={nc} no={no}{f' nm={nm}' if cls != 'Detect' else ''}: inconsistent")
+        extra = f" nm={nm}" if cls != "Detect" else ""
+        raise ctx.err(mpath, f"{cls} nl={nl} na={na} nc={nc} no={no}{extra}: inconsistent")
     anchors = _param(ctx, rec, mpath, "anchors")
     if anchors.shape != (nl, na, 2):
         raise ctx.err(mpath, f"anchors of shape {anchors.shape}, expected ({nl}, {na}, 2)")
