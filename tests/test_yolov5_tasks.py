@@ -1,7 +1,7 @@
 """YOLOv5's own segmentation and classification checkpoints (issue 20 item 8) against the PyPI `yolov5` package's
 models: SegmentationModel (yolov5n-seg.yaml: Segment, Detect with 32 mask coefficients per anchor, and Proto) and
 ClassificationModel (yolov5n.yaml's backbone cut at layer 10 as YOLOv5's classify/train.py makes it, ending in
-Classify), with random well-scaled weights.
+Classify), with random well-scaled weights; scale n, and s, m, l, x with PYLOADER_FULL=1.
 
 Saved as YOLOv5's trainers save: segment/train.py's `last.pt` (fp16 `model` and `ema`, the optimizer's state) under
 YOLOv5's own module names (models.yolo, models.common), then its `strip_optimizer` (`best.pt`: `model` = ema,
@@ -44,6 +44,15 @@ from test_yolov5_reference import official_module_names  # noqa: E402
 RTOL = 1e-4
 SIZE = (96, 128)
 Y5_DIR = os.path.dirname(Y5Y.__file__)
+FULL = os.environ.get("PYLOADER_FULL") == "1"
+SCALES = [pytest.param("n", id="n")] + [pytest.param(s, id=s, marks=pytest.mark.full) for s in "smlx"]
+
+
+def _scale(request) -> str:
+    scale = getattr(request, "param", "n")
+    if scale != "n" and not FULL:
+        pytest.skip("every scale: set PYLOADER_FULL=1")
+    return scale
 
 
 def _rel(got, want):
@@ -58,22 +67,23 @@ def _train_ckpt(model, ema, optimizer):
             "date": datetime.datetime(2024, 1, 2, 3, 4, 5).isoformat()}
 
 
-def _segmentation_model(seed=1):
-    model = Y5Y.SegmentationModel(os.path.join(Y5_DIR, "segment", "yolov5n-seg.yaml"), nc=5)
+def _segmentation_model(scale="n", seed=1):
+    model = Y5Y.SegmentationModel(os.path.join(Y5_DIR, "segment", f"yolov5{scale}-seg.yaml"), nc=5)
     randomize_yolov5(model, seed)
     model.names = {k: f"part_{k}" for k in range(5)}
     return model
 
 
 @pytest.fixture(scope="module")
-def seg(tmp_path_factory):
+def seg(request, tmp_path_factory):
+    scale = _scale(request)
     d = tmp_path_factory.mktemp("y5seg")
-    model = _segmentation_model()
+    model = _segmentation_model(scale)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     for p in model.parameters():
         p.grad = torch.full_like(p, 1e-3)
     opt.step()  # momentum buffers in the state
-    randomize_yolov5(model, 1)
+    randomize_yolov5(model, 1)  # the step moved the weights; keep them well-scaled
     last, best = d / "last.pt", d / "best.pt"
     with official_module_names(False):  # as YOLOv5's own segment/train.py writes them
         torch.save(_train_ckpt(copy.deepcopy(model).half(), copy.deepcopy(model).half(), opt.state_dict()), last)
@@ -84,9 +94,10 @@ def seg(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cls(tmp_path_factory):
+def cls(request, tmp_path_factory):
+    scale = _scale(request)
     d = tmp_path_factory.mktemp("y5cls")
-    det = Y5Y.DetectionModel(os.path.join(Y5_DIR, "yolov5n.yaml"))
+    det = Y5Y.DetectionModel(os.path.join(Y5_DIR, f"yolov5{scale}.yaml"))
     randomize_yolov5(det, 2)
     model = Y5Y.ClassificationModel(model=det, nc=7, cutoff=10)  # as classify/train.py from a detection model
     model.names = [f"kind_{k}" for k in range(7)]
@@ -105,6 +116,7 @@ def _nchw(x):
     return np.asarray(x).transpose(0, 3, 1, 2)
 
 
+@pytest.mark.parametrize("seg", SCALES, indirect=True)
 def test_segment_matches_yolov5(seg):
     last, best, ref = seg
     x = _image()
@@ -132,6 +144,7 @@ def test_segment_matches_yolov5(seg):
         pyloader.load(best, nms=True, input_size=SIZE)
 
 
+@pytest.mark.parametrize("cls", SCALES, indirect=True)
 def test_classify_matches_yolov5(cls):
     last, best, ref = cls
     x = _image(1)
@@ -156,6 +169,7 @@ def test_classify_matches_yolov5(cls):
         pyloader.load(best, nms=True, input_size=SIZE)
 
 
+@pytest.mark.parametrize("seg", ["n"], indirect=True)  # the n-scale checkpoints, built once
 def test_segment_proto_disagreeing_is_refused(seg, tmp_path):
     """A Proto whose last conv gives other than nm channels: FormatError naming the module, expected vs actual."""
     model = copy.deepcopy(seg[2])
@@ -168,6 +182,7 @@ def test_segment_proto_disagreeing_is_refused(seg, tmp_path):
         pyloader.read(path)
 
 
+@pytest.mark.parametrize("seg", ["n"], indirect=True)  # the n-scale checkpoints, built once
 def test_segment_to_keras_file_fresh_process(seg, tmp_path):
     """`convert --decode` as a command; the .keras file reloads in a fresh process with its two outputs."""
     last, best, ref = seg
