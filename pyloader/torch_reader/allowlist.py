@@ -247,9 +247,13 @@ def _bytes(*args):
 
 
 def _getattr_inert(obj, name, *default):
-    if default or not isinstance(obj, Record) or not isinstance(name, str):
-        raise UnsafePickleError(f"getattr on {describe(obj)}: only bound methods of model records are read")
-    return MethodRef(obj, name)
+    """getattr(record, name): a bound method (MethodRef); getattr(class, name): a function of a class as pickle
+    protocols < 4 write `Class.function` (YOLOv5's Segment.detect = Detect.forward), an inert ClassRef of the dotted
+    name. Nothing is looked up; calling either is refused as any other class or function."""
+    if default or not isinstance(obj, (Record, ClassRef)) or not isinstance(name, str) or not name.isidentifier():
+        raise UnsafePickleError(f"getattr on {describe(obj)}: only bound methods of model records and functions of "
+                                "classes are read")
+    return ClassRef(obj.module, f"{obj.name}.{name}") if isinstance(obj, ClassRef) else MethodRef(obj, name)
 
 
 def _device(*args):

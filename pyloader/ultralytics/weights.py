@@ -30,15 +30,18 @@ from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
 from ..torch_reader.modules import class_names, maxpool, param, select_model, sequence  # ema when not None, else model (as Ultralytics)
 from ..torch_reader.records import Record
-from .backbones import ABSORBS_N, ROWS
+from .backbones import ABSORBS_N, ROWS as _BACKBONE_ROWS
 from .blocks import (C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, MaxPool, Node,
                      Linear, PSABlock, Repeats, Upsample)
 from .dense_heads import DENSE_HEADS, read_dense_head
 from .heads import detect, ul as _ul
+from .resnet import ROWS as _RESNET_ROWS
 from .task_heads import TASK_HEADS, read_task_head
 from .yolov10 import check_c2fcib, cib, row as v10_row
 
 __all__ = ["read_plan", "UltralyticsPlan"]
+
+ROWS = {**_BACKBONE_ROWS, **_RESNET_ROWS}  # yaml module -> (kind, row reader)
 
 
 @dataclass
