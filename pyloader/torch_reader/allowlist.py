@@ -247,9 +247,22 @@ def _bytes(*args):
 
 
 def _getattr_inert(obj, name, *default):
-    if default or not isinstance(obj, Record) or not isinstance(name, str):
-        raise UnsafePickleError(f"getattr on {describe(obj)}: only bound methods of model records are read")
+    """A bound method of a model record, or a class's function (ultralytics < 8.4's Segment / Pose / OBB heads
+    hold `self.detect = Detect.forward`): inert references, nothing is looked up."""
+    if default or not isinstance(obj, (Record, ClassRef)) or not isinstance(name, str):
+        raise UnsafePickleError(f"getattr on {describe(obj)}: only bound methods of model records and functions "
+                                "of classes are read")
+    if isinstance(obj, ClassRef):
+        return ClassRef(obj.module, f"{obj.name}.{name}")
     return MethodRef(obj, name)
+
+
+def _defaultdict(factory=None):
+    """collections.defaultdict(factory) (OmegaConf's node metadata, ultralytics 8.0.0-8.0.6 arguments): a plain
+    dict, its items set by the pickle; the factory, a class, is never called."""
+    if factory is not None and not isinstance(factory, ClassRef):
+        raise UnsafePickleError(f"defaultdict of {describe(factory)}: only a class or None is read as its factory")
+    return {}
 
 
 def _device(*args):
@@ -277,6 +290,7 @@ FUNCTIONS: dict[tuple[str, str], Callable] = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("collections", "OrderedDict"): _ordered_dict,
+    ("collections", "defaultdict"): _defaultdict,
     ("__builtin__", "set"): _set,
     ("builtins", "set"): _set,
     ("__builtin__", "frozenset"): _frozenset,
