@@ -10,9 +10,10 @@ release's own `strip_optimizer` turns best.pt into the final checkpoint, as its 
 reference is best.pt loaded back (torch.load) and run in float32 eval mode by the release on a fixed input, saved as
 OUT/<yaml>/ref.npz: the input (NHWC) and the outputs, normalised across releases: 'det' (decoded [B, C, anchors]),
 'boxes' / 'scores' (the raw head levels flattened), 'extra' (raw mask coefficients / keypoints / angle), 'proto'
-(Segment's prototypes, NCHW), 'topk' (v10Detect's eval output in 8.2-8.3, whose class attribute end2end is True:
-the one-to-one branch's top-k rows; 'det' and the raw parts are then its one-to-many branch); for Classify 'logits' (the Linear's output) and 'probabilities' (the model's output
-where it is the softmax (8.0.x returns the logits), else the softmax of the logits).
+(Segment's prototypes, NCHW), 'topk' (v10Detect's eval output in 8.2-8.3, whose class attribute end2end is True: the
+one-to-one branch's top-k rows; 'det' and the raw parts are then its one-to-many branch); for Classify 'logits' (the
+Linear's output) and 'probabilities' (the model's output where it is the softmax (8.0.x returns the logits), else the
+softmax of the logits).
 """
 
 from __future__ import annotations

@@ -7,11 +7,12 @@ environment lacks) into a cache folder ($PYLOADER_TEST_CACHE or ~/.cache/pyloade
 runs with that release alone on PYTHONPATH: the release builds each model from its own yaml, its own trainer's
 save_model writes last.pt / best.pt, its own strip_optimizer finalises best.pt, and it computes the reference outputs
 of best.pt. pyloader reads both files (last.pt: the fp16 EMA beside the optimizer; best.pt: the stripped model), raw
-and decoded, every part within 1e-4 of the reference's max |value|. A YOLOv10 head (v10Detect) of 8.2-8.3 has
-`end2end = True` as a class attribute: its release returns the one-to-one branch's top-k rows; ultralytics 8.4 (a
-property over the pickled `_end2end`, absent in these files) and pyloader (pyloader/ultralytics/end2end.py) decode the
-one-to-many branch, checked against the release's own decoding of that branch (its `_inference`). Three releases by default, all with
-PYLOADER_FULL=1. Needs the package registry (pip); under CI=true nothing skips.
+and decoded (last.pt decoded with fold_bn; best.pt raw and decoded without), every part within 1e-4 of the reference's
+max |value|. A YOLOv10 head (v10Detect) of 8.2-8.3 has `end2end = True` as a class attribute: its release returns the
+one-to-one branch's top-k rows; ultralytics 8.4 (a property over the pickled `_end2end`, absent in these files) and
+pyloader (pyloader/ultralytics/end2end.py) decode the one-to-many branch, checked against the release's own decoding
+of that branch (its `_inference`). Six models of three releases by default (DEFAULT), all with PYLOADER_FULL=1. Needs
+the package registry (pip); under CI=true nothing skips.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ CACHE = Path(os.environ.get("PYLOADER_TEST_CACHE", Path.home() / ".cache" / "pyl
 D, S, P, O, C = "DetectionModel", "SegmentationModel", "PoseModel", "OBBModel", "ClassificationModel"
 # release: (packages its import needs beside ultralytics, installed with it; the models it writes, yaml: class)
 RELEASES = {
-    "8.0.6": (["omegaconf==2.3.0", "antlr4-python3-runtime==4.9.3"],
+    "8.0.6": (["hydra-core==1.3.2", "omegaconf==2.3.0", "antlr4-python3-runtime==4.9.3"],
               {"yolov8n.yaml": D, "yolov8n-seg.yaml": S, "yolov8n-cls.yaml": C}),
     "8.0.100": ([], {"yolov8n.yaml": D, "yolov8n-seg.yaml": S, "yolov8n-pose.yaml": P, "yolov8n-cls.yaml": C}),
     "8.1.0": (["hub-sdk==0.0.25"], {"yolov8n.yaml": D, "yolov8n-pose.yaml": P, "yolov8n-obb.yaml": O}),
@@ -48,9 +49,12 @@ RELEASES = {
     "8.3.100": ([], {"yolov8n.yaml": D, "yolo11n-pose.yaml": P, "yolo11n-cls.yaml": C, "yolo12n.yaml": D,
                      "yolo12n-seg.yaml": S, "yolov10n.yaml": D}),
 }
-DEFAULT = {"8.0.6", "8.1.0", "8.3.0"}  # without PYLOADER_FULL: the oldest paths, the split modules, YOLO11
-CASES = [pytest.param(v, y, id=f"{v}-{y[:-5]}", marks=() if v in DEFAULT else pytest.mark.full)
-         for v, (_, models) in RELEASES.items() for y in models]
+# without PYLOADER_FULL: the oldest paths (ultralytics.yolo, one nn/modules.py, OmegaConf arguments), the split
+# modules, and YOLO11; every task among them
+DEFAULT = {("8.0.6", "yolov8n.yaml"), ("8.0.6", "yolov8n-seg.yaml"), ("8.0.6", "yolov8n-cls.yaml"),
+           ("8.1.0", "yolov8n-pose.yaml"), ("8.1.0", "yolov8n-obb.yaml"), ("8.3.0", "yolo11n.yaml")}
+SELECTED = {v: [y for y in models if FULL or (v, y) in DEFAULT] for v, (_, models) in RELEASES.items()}
+CASES = [pytest.param(v, y, id=f"{v}-{y[:-5]}") for v, models in SELECTED.items() for y in models]
 
 
 def _install(version: str) -> Path:
@@ -82,7 +86,7 @@ def release(tmp_path_factory):
             home = tmp_path_factory.mktemp("home")  # the release's settings file stays out of the user's
             env = dict(os.environ, PYTHONPATH=str(_install(version)), HOME=str(home), YOLO_CONFIG_DIR=str(home),
                        YOLO_OFFLINE="1")
-            specs = [f"{y}:{c}" for y, c in RELEASES[version][1].items()]
+            specs = [f"{y}:{RELEASES[version][1][y]}" for y in SELECTED[version]]
             r = subprocess.run([sys.executable, str(GENERATOR), str(out), *specs], capture_output=True, text=True,
                                timeout=900, env=env, cwd=out)
             assert r.returncode == 0, f"ultralytics {version}: {r.stdout[-2000:]}{r.stderr[-4000:]}"
@@ -113,15 +117,18 @@ def test_release_checkpoint_matches_its_release(release, version, yaml_name):
     assert str(ref["version"]) == version
     task, x = str(ref["task"]), ref["x"]
     size = x.shape[1:3]
-    for path, fold_bn in ((d / "last.pt", True), (d / "best.pt", False)):
+    for path, fold_bn, raw in ((d / "last.pt", True, False), (d / "best.pt", False, True)):
         what = f"{version} {yaml_name} {path.name}"
-        raw = pyloader.load(path, fold_bn=fold_bn, input_size=size)
         dec = pyloader.load(path, fold_bn=fold_bn, decode=True, input_size=size)
         assert dec.metadata["task"] == task
-        out, got = [np.asarray(o) for o in pyloader_outputs(raw(x))], [np.asarray(o) for o in pyloader_outputs(dec(x))]
+        got = _outputs(dec(x))
+        raw = pyloader.load(path, fold_bn=fold_bn, input_size=size) if raw else None
+        out = _outputs(raw(x)) if raw else None
         if task == "classify":
-            _close(out[0], ref["logits"], f"{what} logits")
             _close(got[0], ref["probabilities"], f"{what} probabilities")
+            _close(got[1], ref["logits"], f"{what} logits")
+            if raw is not None:
+                _close(out[0], ref["logits"], f"{what} raw logits")
             continue
         if "topk" in ref:  # see the module docstring: v10Detect of 8.2-8.3 is read as ultralytics 8.4 reads it
             assert dec.metadata["end2end"]["branch"] == "one2many"
@@ -129,6 +136,10 @@ def test_release_checkpoint_matches_its_release(release, version, yaml_name):
         for part, rows in (("boxes", slice(0, 4)), ("classes", slice(4, 4 + nc)), ("extra", slice(4 + nc, None))):
             if det[:, rows].size:
                 _close(got[0][:, rows], det[:, rows], f"{what} decoded {part}")
+        if task == "segment":
+            _close(np.transpose(got[1], (0, 3, 1, 2)), ref["proto"], f"{what} decoded prototypes")
+        if raw is None:
+            continue
         nl = sum(n.startswith("head_") for n in raw.output_names)
         heads = _flat(out[:nl])
         rm = ref["boxes"].shape[1]
@@ -140,15 +151,42 @@ def test_release_checkpoint_matches_its_release(release, version, yaml_name):
                 extra = (1 / (1 + np.exp(-extra)) - 0.25) * math.pi
             _close(extra, ref["extra"], f"{what} raw {task}")
         if task == "segment":
-            for o in (out[-1], got[1]):
-                _close(np.transpose(o, (0, 3, 1, 2)), ref["proto"], f"{what} prototypes")
+            _close(np.transpose(out[-1], (0, 3, 1, 2)), ref["proto"], f"{what} raw prototypes")
 
 
-def pyloader_outputs(y):
-    return list(y) if isinstance(y, (list, tuple)) else [y]
+def _outputs(y):
+    return [np.asarray(o) for o in (y if isinstance(y, (list, tuple)) else [y])]
 
 
 def test_cases_cover_every_task():
-    """The releases tested by default hold the oldest module paths, the split modules and every task."""
-    tasks = {c for v in DEFAULT for c in RELEASES[v][1].values()}
-    assert tasks == {D, S, P, O, C} and "8.0.6" in DEFAULT
+    """The cases run by default hold the oldest module paths, the split modules and every task."""
+    assert {RELEASES[v][1][y] for v, y in DEFAULT} == {D, S, P, O, C}
+    assert {v for v, _ in DEFAULT} == {"8.0.6", "8.1.0", "8.3.0"}
+
+
+@pytest.mark.parametrize("interpreter", ["load_pickle", "load_pickle_reference"])
+def test_old_release_pickle_forms(interpreter):
+    """What the releases pickle beyond today's checkpoints, in both pickle interpreters: getattr on a class (Segment /
+    Pose / OBB before 8.4 hold `self.detect = Detect.forward`) is an inert reference, collections.defaultdict of a
+    class (OmegaConf's node metadata) a plain dict; getattr on anything else, or a defaultdict whose factory is not a
+    class, stay refused."""
+    import collections
+    import pickle
+
+    from pyloader.errors import UnsafePickleError
+    from pyloader.torch_reader import unpickle
+    from pyloader.torch_reader.records import ClassRef
+
+    from test_pickle_asm import PROTO2, REDUCE, STOP, TUPLE1, glob, s
+
+    def load(data):
+        return getattr(unpickle, interpreter)(data)[0]
+
+    ref = load(PROTO2 + glob("builtins", "getattr") + glob("ultralytics.nn.modules.head", "Detect") + s("forward")
+               + b"\x86" + REDUCE + STOP)
+    assert ref == ClassRef("ultralytics.nn.modules.head", "Detect.forward")
+    assert load(pickle.dumps(collections.defaultdict(dict, {"a": 1}), protocol=2)) == {"a": 1}
+    for bad in (glob("builtins", "getattr") + s("x") + s("upper") + b"\x86" + REDUCE,
+                glob("collections", "defaultdict") + s("x") + TUPLE1 + REDUCE):
+        with pytest.raises(UnsafePickleError):
+            load(PROTO2 + bad + STOP)
