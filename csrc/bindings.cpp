@@ -13,6 +13,7 @@
 #include "crc32c.h"
 #include "darknet.h"
 #include "errors.h"
+#include "input_file.h"
 #include "parallel.h"
 #include "pickle_vm.h"
 #include "transform.h"
@@ -31,9 +32,46 @@ py::str text(const std::string& s) {
     return py::reinterpret_steal<py::str>(o);
 }
 
-// The owner of the memory behind returned arrays, given as their base.
-py::capsule make_owner(std::unique_ptr<Arena> arena) {
-    return py::capsule(arena.release(), [](void* p) { delete static_cast<Arena*>(p); });
+// The owner of the memory behind returned arrays, given as their base (a capsule named `name`, if given).
+py::capsule make_owner(std::unique_ptr<Arena> arena, const char* name = nullptr) {
+    return py::capsule(arena.release(), name, [](void* p) { delete static_cast<Arena*>(p); });
+}
+
+// A file image (torch_zip_open): an arena standing for a whole file, of which read_into_image fills parts later.
+constexpr const char* kImageCapsule = "pyloader.file_image";
+
+// A read-only uint8 array of `size` bytes over `arena` (memory of its own), its base a capsule named `name`.
+py::array owned_bytes(std::unique_ptr<Arena> arena, std::uint64_t size, const char* name = nullptr) {
+    static const std::byte empty{};
+    const std::byte* p = size ? arena->at(0) : &empty;
+    py::array a(py::dtype::of<std::uint8_t>(), {py::ssize_t(size)}, {py::ssize_t(1)}, p,
+                make_owner(std::move(arena), name));
+    py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    return a;
+}
+
+py::dict index_dict(const TorchZipIndex& idx) {
+    py::dict records;
+    for (const auto& [key, r] : idx.records) records[text(key)] = py::make_tuple(r.first, r.second);
+    py::list entries;
+    for (const auto& e : idx.entries) entries.append(py::make_tuple(text(e.name), e.method, e.size, e.data_offset));
+    py::dict d;
+    d["prefix"] = text(idx.prefix);
+    d["pickle"] = py::make_tuple(idx.pickle_offset, idx.pickle_size);
+    d["records"] = records;
+    d["entries"] = entries;
+    return d;
+}
+
+// Run `fn` without the GIL; a FormatError leaves with the file's path in front.
+template <typename Fn>
+void reading(const std::string& path, Fn&& fn) {
+    try {
+        py::gil_scoped_release release;
+        fn();
+    } catch (const FormatError& e) {
+        throw FormatError(path + ": " + e.what());
+    }
 }
 
 // A float32 C-order array over `data`, not copied; `base` keeps the memory alive.
@@ -720,22 +758,49 @@ PYBIND11_MODULE(_core, m) {
         "read_file",
         [](int fd, std::uint64_t size, const std::string& path, unsigned threads) {
             std::unique_ptr<Arena> bytes;
-            try {
-                py::gil_scoped_release release;
-                bytes = InputFile(fd, size).read_all(threads);
-            } catch (const FormatError& e) {
-                throw FormatError(path + ": " + e.what());
-            }
-            static const std::byte empty{};
-            const std::byte* p = size ? bytes->at(0) : &empty;
-            py::array a(py::dtype::of<std::uint8_t>(), {py::ssize_t(size)}, {py::ssize_t(1)}, p,
-                        make_owner(std::move(bytes)));
-            py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
-            return a;
+            reading(path, [&] { bytes = InputFile(fd, size).read_all(threads); });
+            return owned_bytes(std::move(bytes), size);
         },
         py::arg("fd"), py::arg("size"), py::arg("path"), py::arg("threads") = 0,
         "Read a whole file, open as `fd` with `size` bytes (pread; `path` for messages), into memory of its own;\n"
         "returns a read-only uint8 array over it.");
+
+    m.def(
+        "torch_zip_open",
+        [](int fd, std::uint64_t size, const std::string& path) {
+            TorchZipIndex idx;
+            auto image = std::make_unique<Arena>();
+            reading(path, [&] {
+                const InputFile file(fd, size);
+                idx = index_torch_zip(file);
+                image->reserve(size);
+                image->allocate(false);
+                file.read_ranges({{idx.pickle_offset, idx.pickle_size}}, *image, 1);
+            });
+            return py::make_tuple(owned_bytes(std::move(image), size, kImageCapsule), index_dict(idx));
+        },
+        py::arg("fd"), py::arg("size"), py::arg("path"),
+        "Open a PyTorch zip checkpoint, open as `fd` with `size` bytes (`path` for messages), reading only its\n"
+        "directory (end record, central directory, local headers) and its pickle. Returns (image, index): image, a\n"
+        "read-only uint8 array of `size` bytes standing for the file, holds the pickle's bytes at their offsets and\n"
+        "zeros elsewhere until read_into_image fills more of it; index as torch_zip_index gives it.");
+
+    m.def(
+        "read_into_image",
+        [](int fd, std::uint64_t size, const std::string& path, const py::array& image,
+           const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges, unsigned threads) {
+            const py::object base = image.base();
+            if (!py::isinstance<py::capsule>(base) || py::reinterpret_borrow<py::capsule>(base).name() == nullptr ||
+                std::strcmp(py::reinterpret_borrow<py::capsule>(base).name(), kImageCapsule) != 0)
+                throw std::invalid_argument("read_into_image: `image` must be an image made by torch_zip_open");
+            auto* arena = py::reinterpret_borrow<py::capsule>(base).get_pointer<Arena>();
+            if (image.ndim() != 1 || std::uint64_t(image.shape(0)) != size || (size && image.data() != arena->at(0)))
+                throw std::invalid_argument("read_into_image: `image` is not the image of a file of this size");
+            reading(path, [&] { InputFile(fd, size).read_ranges(ranges, *arena, threads); });
+        },
+        py::arg("fd"), py::arg("size"), py::arg("path"), py::arg("image"), py::arg("ranges"), py::arg("threads") = 0,
+        "Read the bytes [offset, offset + length) of each (offset, length) range of the file (open as `fd`, `size`\n"
+        "bytes; pread over up to `threads` threads) into the torch_zip_open image at the same offsets.");
 
     m.def(
         "torch_zip_index",
@@ -747,17 +812,7 @@ PYBIND11_MODULE(_core, m) {
                 py::gil_scoped_release release;
                 idx = index_torch_zip(static_cast<const std::byte*>(info.ptr), std::size_t(info.size));
             }
-            py::dict records;
-            for (const auto& [key, r] : idx.records) records[text(key)] = py::make_tuple(r.first, r.second);
-            py::list entries;
-            for (const auto& e : idx.entries)
-                entries.append(py::make_tuple(text(e.name), e.method, e.size, e.data_offset));
-            py::dict d;
-            d["prefix"] = text(idx.prefix);
-            d["pickle"] = py::make_tuple(idx.pickle_offset, idx.pickle_size);
-            d["records"] = records;
-            d["entries"] = entries;
-            return d;
+            return index_dict(idx);
         },
         py::arg("buffer"),
         "Index a PyTorch zip checkpoint: {'prefix', 'pickle': (offset, size), 'records': {key: (offset, size)},\n"

@@ -7,24 +7,32 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "arena.h"
+#include "byte_source.h"
 
 namespace pyloader {
 
-class InputFile {
+class InputFile final : public ByteSource {
 public:
     // `fd`: open for reading, not owned; `size`: its size when opened.
     InputFile(int fd, std::uint64_t size) : fd_(fd), size_(size) {}
 
-    std::uint64_t size() const { return size_; }
+    std::uint64_t size() const override { return size_; }
 
     // Copy bytes [offset, offset + length) into `dst`. FormatError "changed while reading" when the file ends
     // before them, "cannot read" on an I/O error (callers put the path in front). Safe from several threads.
-    void read(std::uint64_t offset, void* dst, std::size_t length) const;
+    void read(std::uint64_t offset, void* dst, std::size_t length) const override;
 
     // The whole file in an arena of its own, read in pieces over up to `threads` threads (0: one per core).
     std::unique_ptr<Arena> read_all(unsigned threads) const;
+
+    // Bytes [offset, offset + length) of each range into `image` at the same offsets (an arena of at least
+    // size() bytes standing for the file), in pieces over up to `threads` threads.
+    void read_ranges(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges, Arena& image,
+                     unsigned threads) const;
 
 private:
     int fd_;

@@ -1,10 +1,14 @@
 """Read a PyTorch checkpoint (.pt) without torch: the zip format (torch >= 1.6) and the legacy format.
 
-The native core reads the whole file into memory of its own (`read_bytes`: pread, never a memory map, so a file
-truncated or rewritten later cannot touch what was read, and a change while reading is a FormatError "changed
-while reading"); the zip directory is read and validated in C++ (`_core.torch_zip_index`); the pickle is
-interpreted by `unpickle.load_pickle` (runs nothing). Tensors are numpy arrays viewing those bytes (read-only,
-zero-copy); they keep them alive.
+Everything is read with pread into memory of its own, never memory-mapped (a file truncated or rewritten later
+cannot touch what was read), and the file must be unchanged from its opening until its last byte is read
+(boundary.unchanged_file: FormatError "changed while reading" otherwise).
+
+A zip checkpoint is read in two steps (`_core.torch_zip_open`, `_core.read_into_image`): first its directory,
+validated in C++, and its pickle, which `unpickle.load_pickle` interprets (it runs nothing) into tensors that are
+read-only numpy views of an image of the file (memory of its own, zeros where nothing was read yet); then only
+the storage records that the tensors in use view (`used`: the model, not a trainer's optimizer state or second
+model copy). The legacy (pre-1.6) format is read whole (`read_bytes`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from .. import _core
 from ..boundary import fs_bytes, short_repr, unchanged_file
 from ..errors import FormatError
 from .policy import RecordStorages, storage_pid
-from .records import Storage, StorageType
+from .records import MethodRef, Record, Storage, StorageType
 from .unpickle import load_pickle
 
 __all__ = ["load_torch_checkpoint", "read_bytes"]
@@ -26,15 +30,20 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
 
-def load_torch_checkpoint(path) -> object:
-    """The unpickled checkpoint: dicts, lists, numpy arrays (tensors) and inert `Record`s (modules)."""
+def load_torch_checkpoint(path, used=None) -> object:
+    """The unpickled checkpoint: dicts, lists, numpy arrays (tensors) and inert `Record`s (modules).
+
+    `used(checkpoint)`: the part of it whose tensors the caller reads (the model record); of a zip checkpoint only
+    the storages those tensors view are read, and every other tensor holds zeros. None: all of them are read.
+    """
     path = os.fspath(path)
-    buf = read_bytes(path)
-    if buf[:4].tobytes() == b"PK\x03\x04":
-        return _load_zip(path, buf)
-    if buf[:2].tobytes() == b"\x80\x02":
-        return _load_legacy(path, buf)
-    raise FormatError(f"{path}: neither a PyTorch zip archive nor a legacy torch file (first bytes {short_repr(buf[:8].tobytes())})")
+    with unchanged_file(path) as (fd, size):
+        head = os.pread(fd, 8, 0)
+        if head[:4] == b"PK\x03\x04":
+            return _load_zip(path, fd, size, used)
+        if head[:2] == b"\x80\x02":
+            return _load_legacy(path, _core.read_file(fd, size, fs_bytes(path)))
+    raise FormatError(f"{path}: neither a PyTorch zip archive nor a legacy torch file (first bytes {short_repr(head)})")
 
 
 def read_bytes(path) -> np.ndarray:
@@ -43,23 +52,68 @@ def read_bytes(path) -> np.ndarray:
         return _core.read_file(fd, size, fs_bytes(path))
 
 
-def _load_zip(path: str, buf: np.ndarray):
-    try:
-        index = _core.torch_zip_index(buf)
-    except FormatError as e:
-        raise FormatError(f"{path}: {e}") from None
+def _load_zip(path: str, fd: int, size: int, used):
+    image, index = _core.torch_zip_open(fd, size, fs_bytes(path))
     prefix = index["prefix"]
     records = index["records"]
-    for name, method, size, offset in index["entries"]:
+    for name, method, n, offset in index["entries"]:
         if name == f"{prefix}/byteorder" and method == 0:
-            order = buf[offset : offset + size].tobytes()
-            if order.strip() != b"little":
+            order = os.pread(fd, min(n, 64), offset)
+            if n > 64 or order.strip() != b"little":
                 raise FormatError(f"{path}: zip entry '{name}': byte order {short_repr(order[:16])}, expected b'little'")
     pkl_offset, pkl_size = index["pickle"]
-    storages = ZipStorages(path, buf, prefix, records)
-    obj, _ = load_pickle(buf, start=pkl_offset, end=pkl_offset + pkl_size, persistent_load=storages,
+    storages = ZipStorages(path, image, prefix, records)
+    obj, _ = load_pickle(image, start=pkl_offset, end=pkl_offset + pkl_size, persistent_load=storages,
                          where=storages.where)
+    _core.read_into_image(fd, size, fs_bytes(path), image, viewed_ranges(obj if used is None else used(obj), image))
     return obj
+
+
+def viewed_ranges(root, image: np.ndarray) -> list:
+    """[(offset, length)] of the bytes of `image` that the tensors and storages reachable from `root` view, in
+    order, overlaps merged. Reaches through every container a checkpoint's pickle makes (dict, list, tuple, set,
+    frozenset, Record, MethodRef, Storage); arrays over other memory (numpy arrays pickled inline) are skipped."""
+    start = image.__array_interface__["data"][0]
+    end = start + image.nbytes
+    spans = []
+    seen = set()
+    stack = [root]
+    while stack:
+        x = stack.pop()
+        kind = type(x)
+        if kind is np.ndarray or kind is Storage:
+            a = x if kind is np.ndarray else x.array
+            if a.size:
+                lo = hi = a.__array_interface__["data"][0]
+                for n, step in zip(a.shape, a.strides):
+                    if step < 0:
+                        lo += (n - 1) * step
+                    else:
+                        hi += (n - 1) * step
+                hi += a.itemsize
+                if start <= lo and hi <= end:
+                    spans.append((lo - start, hi - start))
+        elif kind in _CONTAINERS and id(x) not in seen:
+            seen.add(id(x))
+            if isinstance(x, dict):
+                stack.extend(x)
+                stack.extend(x.values())
+            elif kind is Record:
+                stack += (x.args, x.state)
+            elif kind is MethodRef:
+                stack.append(x.record)
+            else:
+                stack.extend(x)
+    merged = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return [(lo, hi - lo) for lo, hi in merged]
+
+
+_CONTAINERS = frozenset({dict, list, tuple, set, frozenset, Record, MethodRef})
 
 
 class ZipStorages(RecordStorages):
