@@ -94,12 +94,10 @@ public:
     // Allocate once all reservations are made: anonymous pages, transparent huge pages where the kernel
     // offers them (512x fewer page faults than 4 KiB pages; faults cost more than the transform). Pages
     // are not touched here: the worker that writes a region takes its faults, spread over the threads.
-    // A kept arena (ArenaPool) is reused when one fits (its pages are usually faulted in already), unless
-    // `reuse` is false: then every page is fresh, and those never written read as zeros, not as an earlier
-    // read's bytes (an image of a file of which only some parts are read).
-    void allocate(bool reuse = true) {
+    // A kept arena (ArenaPool) is reused when one fits: its pages are usually faulted in already.
+    void allocate() {
         if (size_ == 0) return;
-        auto kept = reuse ? ArenaPool::instance().take(size_) : std::make_pair<void*, std::size_t>(nullptr, 0);
+        auto kept = ArenaPool::instance().take(size_);
         if (kept.first != nullptr) {
             base_ = static_cast<std::byte*>(kept.first);
             mapped_ = kept.second;

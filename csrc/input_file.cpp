@@ -66,4 +66,39 @@ void InputFile::read_ranges(const std::vector<std::pair<std::uint64_t, std::uint
     });
 }
 
+FileImage::FileImage(std::uint64_t size) : size_(size) {
+    arena_.reserve(size);
+    arena_.allocate();
+}
+
+void FileImage::read(const InputFile& file, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges,
+                     unsigned threads) {
+    if (file.size() != size_)
+        throw FormatError("an image of " + std::to_string(size_) + " bytes for a file of " +
+                          std::to_string(file.size()));
+    file.read_ranges(ranges, arena_, threads);
+    read_.insert(read_.end(), ranges.begin(), ranges.end());
+}
+
+void FileImage::clear_rest() {
+    std::sort(read_.begin(), read_.end());
+    std::uint64_t from = 0;  // the first byte not known to be read
+    auto clear = [&](std::uint64_t to) {  // [from, to): zeros
+        if (to <= from) return;
+        std::byte* p = arena_.at(std::size_t(from));
+        const std::size_t n = std::size_t(to - from);
+        discard_pages(p, n);  // the whole pages inside read back as zeros; the partial ones at either end:
+        const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
+        const std::size_t head = std::min<std::size_t>(n, (page - std::uintptr_t(p) % page) % page);
+        std::memset(p, 0, head);
+        const std::size_t tail = std::min<std::size_t>(n - head, std::uintptr_t(p + n) % page);
+        std::memset(p + n - tail, 0, tail);
+    };
+    for (const auto& [offset, length] : read_) {
+        clear(offset);
+        from = std::max(from, offset + length);
+    }
+    clear(size_);
+}
+
 }  // namespace pyloader

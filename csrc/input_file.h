@@ -39,4 +39,23 @@ private:
     std::uint64_t size_;
 };
 
+// An image of a file of which only some ranges are read: an arena of the file's size (from the arena pool, so
+// until clear_rest it may hold an earlier read's bytes where nothing was read), the ranges read into it at their
+// own offsets, and clear_rest, which makes every other byte zero (whole pages given back to the system).
+class FileImage {
+public:
+    explicit FileImage(std::uint64_t size);
+    std::uint64_t size() const { return size_; }
+    const std::byte* data() const { return arena_.at(0); }
+    // InputFile::read_ranges, the ranges kept as read.
+    void read(const InputFile& file, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges,
+              unsigned threads);
+    void clear_rest();
+
+private:
+    Arena arena_;
+    std::uint64_t size_;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> read_;
+};
+
 }  // namespace pyloader

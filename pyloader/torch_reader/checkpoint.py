@@ -60,60 +60,19 @@ def _load_zip(path: str, fd: int, size: int, used):
         if name == f"{prefix}/byteorder" and method == 0:
             order = os.pread(fd, min(n, 64), offset)
             if n > 64 or order.strip() != b"little":
-                raise FormatError(f"{path}: zip entry '{name}': byte order {short_repr(order[:16])}, expected b'little'")
+                raise FormatError(f"{path}: zip entry '{name}': byte order {short_repr(order[:16])}, "
+                                  "expected b'little'")
     pkl_offset, pkl_size = index["pickle"]
     storages = ZipStorages(path, image, prefix, records)
     obj, _ = load_pickle(image, start=pkl_offset, end=pkl_offset + pkl_size, persistent_load=storages,
                          where=storages.where)
-    _core.read_into_image(fd, size, fs_bytes(path), image, viewed_ranges(obj if used is None else used(obj), image))
+    ranges = _core.viewed_ranges(obj if used is None else used(obj), image, _FOLLOW)
+    _core.read_into_image(fd, size, fs_bytes(path), image, ranges)  # the last read: unchanged_file checks after it
     return obj
 
 
-def viewed_ranges(root, image: np.ndarray) -> list:
-    """[(offset, length)] of the bytes of `image` that the tensors and storages reachable from `root` view, in
-    order, overlaps merged. Reaches through every container a checkpoint's pickle makes (dict, list, tuple, set,
-    frozenset, Record, MethodRef, Storage); arrays over other memory (numpy arrays pickled inline) are skipped."""
-    start = image.__array_interface__["data"][0]
-    end = start + image.nbytes
-    spans = []
-    seen = set()
-    stack = [root]
-    while stack:
-        x = stack.pop()
-        kind = type(x)
-        if kind is np.ndarray or kind is Storage:
-            a = x if kind is np.ndarray else x.array
-            if a.size:
-                lo = hi = a.__array_interface__["data"][0]
-                for n, step in zip(a.shape, a.strides):
-                    if step < 0:
-                        lo += (n - 1) * step
-                    else:
-                        hi += (n - 1) * step
-                hi += a.itemsize
-                if start <= lo and hi <= end:
-                    spans.append((lo - start, hi - start))
-        elif kind in _CONTAINERS and id(x) not in seen:
-            seen.add(id(x))
-            if isinstance(x, dict):
-                stack.extend(x)
-                stack.extend(x.values())
-            elif kind is Record:
-                stack += (x.args, x.state)
-            elif kind is MethodRef:
-                stack.append(x.record)
-            else:
-                stack.extend(x)
-    merged = []
-    for lo, hi in sorted(spans):
-        if merged and lo <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
-    return [(lo, hi - lo) for lo, hi in merged]
-
-
-_CONTAINERS = frozenset({dict, list, tuple, set, frozenset, Record, MethodRef})
+# What holds tensors besides dicts, lists, tuples and sets in what a checkpoint's pickle makes (_core.viewed_ranges).
+_FOLLOW = {Record: ("args", "state"), MethodRef: ("record",), Storage: ("array",)}
 
 
 class ZipStorages(RecordStorages):
