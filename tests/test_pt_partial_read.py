@@ -2,6 +2,7 @@
 use (the model), never a trainer's optimizer state. Checked by the kernel's count of the bytes the reading process
 read (/proc/self/io rchar, no hook in pyloader), and against torch's own reading of the same file."""
 
+import gc
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 import pyloader
+from pyloader import _core
 from pyloader.torch_reader.checkpoint import load_torch_checkpoint
 
 if os.environ.get("CI") != "true":  # under CI a missing reference is a failure, not a skip
@@ -74,22 +76,31 @@ def test_last_pt_read_without_its_optimizer_state(last_pt):
 
 
 def test_tensors_outside_the_part_used_are_not_read(last_pt):
-    """load_torch_checkpoint(used=...): the optimizer's tensors hold zeros, the model's torch's values; without
-    `used` every tensor is read."""
+    """Without `used` every tensor is read; with used=..., the optimizer's tensors hold zeros and the model's torch's
+    values. The partial read goes second, into the memory the first one left in the arena pool (its optimizer
+    bytes read): every byte not read is cleared, not an earlier read's."""
     last, _, ref = last_pt
     opt_ref = ref["optimizer"]["state"]
-    lazy = load_torch_checkpoint(last, used=lambda c: c["ema"])
-    eager = load_torch_checkpoint(last)
     key = next(iter(opt_ref))
-    for name, t in opt_ref[key].items():
-        if torch.is_tensor(t) and t.numel() > 1:
-            assert t.abs().sum() > 0
-            assert not lazy["optimizer"]["state"][key][name].any(), name
-            np.testing.assert_array_equal(eager["optimizer"]["state"][key][name], t.numpy())
-    for got in (lazy, eager):
-        conv = got["ema"].state["_modules"]["model"].state["_modules"]["0"].state["_modules"]["conv"]
-        want = ref["ema"].model[0].conv.weight.detach().numpy()
-        np.testing.assert_array_equal(conv.state["_parameters"]["weight"], want)
+    names = [n for n, t in opt_ref[key].items() if torch.is_tensor(t) and t.numel() > 1]
+    assert names and all(opt_ref[key][n].abs().sum() > 0 for n in names)
+    want = ref["ema"].model[0].conv.weight.detach().numpy()
+
+    def first_conv(c):
+        return c["ema"].state["_modules"]["model"].state["_modules"]["0"].state["_modules"]["conv"]
+
+    eager = load_torch_checkpoint(last)
+    for n in names:
+        np.testing.assert_array_equal(eager["optimizer"]["state"][key][n], opt_ref[key][n].numpy())
+    np.testing.assert_array_equal(first_conv(eager).state["_parameters"]["weight"], want)
+    del eager
+    gc.collect()
+    assert _core.arena_pool_bytes() >= last.stat().st_size  # the eager read's memory, kept for the next read
+    lazy = load_torch_checkpoint(last, used=lambda c: c["ema"])
+    assert _core.arena_pool_bytes() == 0  # ... taken by this one
+    for n in names:
+        assert not lazy["optimizer"]["state"][key][n].any(), n
+    np.testing.assert_array_equal(first_conv(lazy).state["_parameters"]["weight"], want)
 
 
 def test_views_of_one_storage(tmp_path):
