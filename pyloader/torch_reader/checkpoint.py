@@ -6,9 +6,10 @@ cannot touch what was read), and the file must be unchanged from its opening unt
 
 A zip checkpoint is read in two steps (`_core.torch_zip_open`, `_core.read_into_image`): first its directory,
 validated in C++, and its pickle, which `unpickle.load_pickle` interprets (it runs nothing) into tensors that are
-read-only numpy views of an image of the file (memory of its own, zeros where nothing was read yet); then only
-the storage records that the tensors in use view (`used`: the model, not a trainer's optimizer state or second
-model copy). The legacy (pre-1.6) format is read whole (`read_bytes`).
+read-only numpy views of an image of the file (memory of its own); then only the bytes of the storage records
+that the tensors in use view (`used`: the model, not a trainer's optimizer state or second model copy), in
+parallel, sorted by offset; every other byte of the image is then zero. The legacy (pre-1.6) format is read
+whole (`read_bytes`).
 """
 
 from __future__ import annotations
