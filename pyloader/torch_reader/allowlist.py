@@ -2,7 +2,7 @@
 
 A reference to one of a few allow-listed functions (`torch._utils._rebuild_tensor_v2`, `_rebuild_parameter`,
 `collections.OrderedDict`, `set`, numpy's array reconstruction, ...) resolves to a pure function of this module
-(tensors become numpy arrays over the file's memory map, zero-copy); a global of a module that exists to run code
+(tensors become numpy views of the checkpoint's bytes, zero-copy); a global of a module that exists to run code
 (os, subprocess, builtins' eval/exec, ...) is an `UnsafePickleError` at the GLOBAL opcode, before anything could
 have run; any other global is an inert `ClassRef` (nothing is imported). Each function checks its arguments and
 charges what it copies against the pickle's budget (budget.py).
