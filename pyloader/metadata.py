@@ -173,7 +173,7 @@ def nms_metadata(meta: dict, options: dict, layout, passthrough=()) -> dict:
     ]
     if extras:
         meta["nms_rows"] = (f"boxes, scores, classes (as float), {', '.join(extras)} concatenated on the last axis: "
-                            "Ultralytics' nms=True export rows")
+                            "Ultralytics' nms=True export rows (whose padding has class 0 where classes has -1)")
     return meta
 
 
