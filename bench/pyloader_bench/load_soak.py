@@ -10,13 +10,13 @@ more than 5% after the warm-up."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
+
+from .soak import print_report
 
 RSS_GROWTH = 0.05
 
@@ -73,15 +73,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not 0 < args.warm < args.count:
         ap.error("--warm must be between 0 and --count")
-    work = tempfile.mkdtemp(prefix="pyloader-load-soak-")
-    try:
-        report = load_soak(args.count, args.warm, max(1, args.files), work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(report, indent=1))
-    for p in report["problems"]:
-        print(f"load_soak: {p}", file=sys.stderr)
-    return 1 if report["problems"] else 0
+    with tempfile.TemporaryDirectory(prefix="pyloader-load-soak-") as work:
+        return print_report(load_soak(args.count, args.warm, max(1, args.files), work), "load_soak")
 
 
 if __name__ == "__main__":
