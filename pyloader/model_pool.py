@@ -10,11 +10,12 @@ out of reuse, and the next load builds a new model. Something that references th
 
 Each checkpoint file and architecture (pyloader.family.Family.architecture, the options that change the model,
 Keras' dtype policy and image data format) keeps at most PER_KEY models, the pool at most MODELS in all, least
-recently used first out; `release()` empties it. Thread-safe: a model is taken under the pool's lock.
+recently used first out (MODELS: 2, or PYLOADER_MODEL_POOL); `release()` empties it. Thread-safe: a model is taken under the pool's lock.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections import OrderedDict
@@ -22,7 +23,9 @@ from collections import OrderedDict
 __all__ = ["take", "release", "PER_KEY", "MODELS", "COUNTS"]
 
 PER_KEY = 2  # `m = pyloader.load(f)` in a loop holds the previous model while the next loads: two alternate
-MODELS = 4
+# Models kept in all (PYLOADER_MODEL_POOL; 0: none kept, every load builds): a dropped model's memory stays until it
+# is reused or pushed out, so the default keeps just the two a `m = pyloader.load(f)` loop alternates between.
+MODELS = int(os.environ.get("PYLOADER_MODEL_POOL", "2"))
 
 _POOL: OrderedDict = OrderedDict()  # key -> [_Kept, ...]
 _LOCK = threading.Lock()

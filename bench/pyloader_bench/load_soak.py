@@ -1,4 +1,4 @@
-"""`python -m pyloader_bench.load_soak [--count 1000] [--warm 100] [--files 4]`: a soak of `pyloader.load`.
+"""`python -m pyloader_bench.load_soak [--count 1000] [--warm 100] [--files 2]`: a soak of `pyloader.load`.
 
 `count` loads in one process of a tiny Darknet model (pyloader_bench.soak.TINY_CFG; `files` checkpoints of it,
 synthetic weights, one seed each, loaded in turn), written as users write it (`model = pyloader.load(f)`: the
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pyloader_bench.load_soak", description=__doc__.split("\n\n")[1])
     ap.add_argument("--count", type=int, default=1000, help="loads (default 1000)")
     ap.add_argument("--warm", type=int, default=100, help="loads before the first memory reading (default 100)")
-    ap.add_argument("--files", type=int, default=4, help="checkpoints loaded in turn (default 4)")
+    ap.add_argument("--files", type=int, default=2, help="checkpoints loaded in turn (default 2)")
     args = ap.parse_args(argv)
     if not 0 < args.warm < args.count:
         ap.error("--warm must be between 0 and --count")
