@@ -8,7 +8,8 @@
 Darknet: test images are ultralytics/assets' photos, their mirror images and 12 crops of them, calibration images
 16 other crops (seeded). Each quantization is converted from the decoded model (float input and output): `all int8` (every
 operator, the decode included: the converter's plain int8), `float tail` (decode float, heads' last convolutions
-int8), `float tail + heads` (pyloader's --int8). Detections: the same NMS (conf 0.25, IoU 0.45) on the float
+int8), `float tail + heads` (the heads' last convolutions float too), `... + stem N%` (the first operators holding N% of
+the weights float too; 10% is pyloader's --int8). Detections: the same NMS (conf 0.25, IoU 0.45) on the float
 Keras output and the TFLite output, kept = same class and IoU >= 0.5 (pyloader.verify.match_detections). Per
 role: max and mean |int8 - float| of box centre and size (pixels) and of the scores, over the candidates whose
 float score is above 0.25.
@@ -107,14 +108,17 @@ def main(argv=None):
         c.representative_dataset = lambda: ([cal_images[i:i + 1]] for i in range(len(cal_images)))
         return c.convert()
 
-    variants = {"all int8": all_int8(), "float tail": int8_flatbuffer(converter(), cal_images, float_heads=False),
-                "float tail + heads": int8_flatbuffer(converter(), cal_images)}
+    variants = {"all int8": all_int8(),
+                "float tail": int8_flatbuffer(converter(), cal_images, float_heads=False, float_stem=0),
+                "float tail + heads": int8_flatbuffer(converter(), cal_images, float_stem=0),
+                **{f"float tail + heads + stem {s:.0%}": int8_flatbuffer(converter(), cal_images, float_stem=s)
+                   for s in (0.05, 0.1, 0.15)}}
     nms = DetectionNMS(**layout)
     want = [np.asarray(model(images[i:i + 1])) for i in range(len(images))]
     want_det = [{k: np.asarray(v) for k, v in zip(("boxes", "scores", "classes", "num_detections"), nms(w))}
                 for w in want]
     print(f"{os.path.basename(args.weights)}: {len(images)} images {size}, calibration {len(cal_images)}")
-    print("| quantization | kept | float | int8 | " + " | ".join(f"{r} max / mean" for r in roles) + " |")
+    print("| quantization | kept | float | int8 | bytes | " + " | ".join(f"{r} max / mean" for r in roles) + " |")
     for name, data in variants.items():
         kept = n_float = n_int8 = 0
         err = {r: [] for r in roles}
@@ -134,7 +138,7 @@ def main(argv=None):
             m, nw, ng, _ = match_detections(want_det[i], det)
             kept, n_float, n_int8 = kept + m, n_float + nw, n_int8 + ng
         cells = " | ".join(f"{np.concatenate(e).max():.3g} / {np.concatenate(e).mean():.2g}" for e in err.values())
-        print(f"| {name} | {kept}/{n_float} ({kept / max(n_float, 1):.1%}) | {n_float} | {n_int8} | {cells} |")
+        print(f"| {name} | {kept}/{n_float} ({kept / max(n_float, 1):.1%}) | {n_float} | {n_int8} | {len(data)} | {cells} |")
     out = os.path.join(tmp, "out")
     for int8 in (False, True):
         res, = pyloader.convert([args.weights], os.path.join(out, str(int8)), format="tflite", nms=True, int8=int8,

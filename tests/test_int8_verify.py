@@ -112,6 +112,22 @@ def test_int8_agreement_with_float(case, tmp_path):
           f"int8 {n_int8}, in common {matched} ({matched / max(n_float, 1):.0%} of float)")
     assert max(rel) < 0.1  # the heads' last convolutions float (all int8: ~0.2); a broken file is off by ~1
     assert n_float >= 20 and matched >= 0.9 * n_float  # all int8 kept 80%
+    convs = _conv_weight_types(raw_file)  # the stem (first convolutions, <= 10% of the weights) and heads float
+    assert convs[0][0] == "FLOAT32" and convs[-1][0] == "FLOAT32" and "INT8" in {t for t, _ in convs}, convs
+    assert sum(n for t, n in convs if t == "FLOAT32") < 0.15 * sum(n for _, n in convs), convs
+
+
+def _conv_weight_types(path):
+    """[(weight tensor type, element count)] of the file's convolutions, in execution order."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    sub = model.subgraphs[0]
+    return [(types[sub.tensors[op.inputs[1]].type], int(np.prod(sub.tensors[op.inputs[1]].shape)))
+            for op in sub.operators
+            if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.CONV_2D]
 
 
 def test_int8_full_integer_io(case, tmp_path):
