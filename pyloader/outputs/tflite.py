@@ -1,6 +1,6 @@
 """TFLite (`.tflite`, TensorFlow's converter on the SavedModel export): float32, float16 weights
-(`tflite_fp16`), or int8 calibrated on images (`int8`: the network int8, the heads' last convolutions, the decode
-and NMS float, see quantize.py; `int8_io`: every operator int8, integer input and outputs too). The metadata
+(`tflite_fp16`), or int8 calibrated on images (`int8`: the network int8; the stem (the first operators, up to 10%
+of the weights), the heads' last convolutions, the decode and NMS float, see quantize.py; `int8_io`: every operator int8, integer input and outputs too). The metadata
 is an entry named `pyloader_metadata` of the flatbuffer's `metadata` list whose buffer holds the JSON (TFLite's
 own mechanism, readable with `flatbuffer_utils` or the reader here, without TensorFlow); output tensors are
 renamed to the output names and listed in the Keras model's order.
