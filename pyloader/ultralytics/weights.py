@@ -259,7 +259,7 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
                           f"detection, classification, segmentation, pose and OBB models (ultralytics.nn.tasks."
                           f"DetectionModel with a Detect head, ClassificationModel with Classify, SegmentationModel "
                           f"with Segment, PoseModel with Pose, OBBModel with OBB, SemanticSegmentationModel with "
-                          f"SemanticSegment, DepthModel with Depth)")
+                          f"SemanticSegment, DepthModel with Depth, RTDETRDetectionModel with RTDETRDecoder)")
     task, head = _TASKS[cname]
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
