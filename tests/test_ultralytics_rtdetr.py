@@ -14,7 +14,10 @@ The input size sets the anchors; 96x128 gives 252 anchors, fewer than the 300 qu
 from __future__ import annotations
 
 import glob
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -99,6 +102,37 @@ def test_rtdetr_refuses_nms_and_a_wrong_row(ckpt, tmp_path):
     torch.save(data, bad)
     with pytest.raises(FormatError, match=r"module 'model\.11\.fc1': weight \(1024, 256\): expected \(512, 256\)"):
         pyloader.load(bad, input_size=SIZE)
+
+
+@pytest.mark.parametrize("ckpt", SUPPORTED[:1], indirect=True)
+def test_rtdetr_to_keras_file_and_inspect(ckpt, tmp_path):
+    """`convert --decode` (a command) to .keras; the file loads in a fresh process (pyloader imported: its layers registered)
+    and gives Ultralytics' detections; `inspect` reads its metadata. (TFLite converts too, with --verify at 1.3e-6 of
+    the source, but takes minutes: not run here.)"""
+    yaml_name, last, best, ref = ckpt
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "pyloader", "convert", str(last), "-o", str(out), "--decode",
+                        "--input-size", f"{SIZE[0]}x{SIZE[1]}"], capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    code = ("import sys, numpy as np, pyloader, keras\n"
+            "m = keras.saving.load_model(sys.argv[1])\n"
+            "x = np.random.default_rng(1).uniform(0, 1, (1, 96, 128, 3)).astype(np.float32)\n"
+            "np.save(sys.argv[2], np.asarray(m(x)))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(out / "last.keras"), str(tmp_path / "y.npy")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    x = np.random.default_rng(1).uniform(0, 1, (1, *SIZE, 3)).astype(np.float32)
+    with torch.no_grad():
+        y, _ = ref(torch.from_numpy(x).permute(0, 3, 1, 2))
+    assert _matched(np.load(tmp_path / "y.npy"), y.numpy()) <= RTOL
+    r = subprocess.run([sys.executable, "-m", "pyloader", "inspect", str(out / "last.keras"), "--json"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    meta = json.loads(r.stdout)
+    meta = meta.get("metadata", meta)
+    assert meta["task"] == "detect" and [o["name"] for o in meta["outputs"]] == ["detections"]
+    assert meta["outputs"][0]["rows"] == "cxcywh_normalized_score_class"
 
 
 def test_rtdetr_yamls_enumerated():
