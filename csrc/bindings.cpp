@@ -4,15 +4,18 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "crc32c.h"
 #include "darknet.h"
 #include "errors.h"
+#include "input_file.h"
 #include "parallel.h"
 #include "pickle_vm.h"
 #include "transform.h"
@@ -34,6 +37,107 @@ py::str text(const std::string& s) {
 // The owner of the memory behind returned arrays, given as their base.
 py::capsule make_owner(std::unique_ptr<Arena> arena) {
     return py::capsule(arena.release(), [](void* p) { delete static_cast<Arena*>(p); });
+}
+
+// A read-only uint8 array of `size` bytes at `p`, whose memory `owner` keeps alive.
+py::array read_only_bytes(const std::byte* p, std::uint64_t size, const py::capsule& owner) {
+    static const std::byte empty{};
+    py::array a(py::dtype::of<std::uint8_t>(), {py::ssize_t(size)}, {py::ssize_t(1)}, size ? p : &empty, owner);
+    py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    return a;
+}
+
+// checkpoint.viewed_ranges: the (offset, length) ranges of `image` that the numpy arrays reachable from `root`
+// view, sorted, overlaps merged. Followed: dict keys and values, list, tuple, set and frozenset items, and for an
+// object whose exact type is a key of `follow`, the attributes it names; arrays (exact ndarrays) over other memory
+// are skipped. Each container is visited once (shared references, cycles).
+std::vector<std::pair<std::uint64_t, std::uint64_t>> viewed_ranges(const py::handle& root, const py::array& image,
+                                                                   const py::dict& follow) {
+    auto& api = py::detail::npy_api::get();
+    const auto start = reinterpret_cast<std::uintptr_t>(image.data());
+    const auto end = start + std::uintptr_t(image.nbytes());
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> spans;
+    std::vector<py::object> held;  // attribute values, alive until the walk ends
+    std::unordered_set<PyObject*> seen;
+    std::vector<PyObject*> stack{root.ptr()};
+    while (!stack.empty()) {
+        PyObject* o = stack.back();
+        stack.pop_back();
+        PyTypeObject* t = Py_TYPE(o);
+        if (t == &PyUnicode_Type || t == &PyLong_Type || t == &PyBool_Type || o == Py_None) continue;
+        if (t == api.PyArray_Type_) {
+            const auto a = py::reinterpret_borrow<py::array>(o);
+            if (a.size() == 0) continue;
+            auto lo = reinterpret_cast<std::uintptr_t>(a.data()), hi = lo;
+            for (py::ssize_t k = 0; k < a.ndim(); ++k) {
+                const auto reach = std::uintptr_t(a.shape(k) - 1) * std::uintptr_t(std::abs(a.strides(k)));
+                if (a.strides(k) < 0) lo -= reach; else hi += reach;
+            }
+            hi += std::uintptr_t(a.itemsize());
+            if (start <= lo && hi <= end) spans.emplace_back(lo - start, hi - start);
+            continue;
+        }
+        PyObject* names = nullptr;
+        const bool container = t == &PyDict_Type || t == &PyList_Type || t == &PyTuple_Type || t == &PySet_Type ||
+                               t == &PyFrozenSet_Type;
+        if (!container && !(names = PyDict_GetItemWithError(follow.ptr(), reinterpret_cast<PyObject*>(t)))) {
+            if (PyErr_Occurred()) throw py::error_already_set();
+            continue;
+        }
+        if (!seen.insert(o).second) continue;
+        if (t == &PyDict_Type) {
+            Py_ssize_t pos = 0;
+            PyObject *key, *value;
+            while (PyDict_Next(o, &pos, &key, &value)) {
+                stack.push_back(key);
+                stack.push_back(value);
+            }
+        } else if (t == &PyList_Type || t == &PyTuple_Type) {
+            for (py::handle item : py::reinterpret_borrow<py::sequence>(o)) stack.push_back(item.ptr());
+        } else if (container) {
+            for (py::handle item : py::reinterpret_borrow<py::iterable>(o)) stack.push_back(item.ptr());
+        } else {
+            for (py::handle name : py::reinterpret_borrow<py::tuple>(names)) {
+                held.push_back(py::reinterpret_borrow<py::object>(o).attr(name));
+                stack.push_back(held.back().ptr());
+            }
+        }
+    }
+    std::sort(spans.begin(), spans.end());
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> merged;  // (offset, end), then (offset, length)
+    for (const auto& [lo, hi] : spans) {
+        if (!merged.empty() && lo <= merged.back().second) merged.back().second = std::max(merged.back().second, hi);
+        else merged.emplace_back(lo, hi);
+    }
+    for (auto& [lo, hi] : merged) hi -= lo;
+    return merged;
+}
+
+// The capsule that owns a FileImage (torch_zip_open) and that read_into_image recognises.
+constexpr const char* kImageCapsule = "pyloader.file_image";
+
+py::dict index_dict(const TorchZipIndex& idx) {
+    py::dict records;
+    for (const auto& [key, r] : idx.records) records[text(key)] = py::make_tuple(r.first, r.second);
+    py::list entries;
+    for (const auto& e : idx.entries) entries.append(py::make_tuple(text(e.name), e.method, e.size, e.data_offset));
+    py::dict d;
+    d["prefix"] = text(idx.prefix);
+    d["pickle"] = py::make_tuple(idx.pickle_offset, idx.pickle_size);
+    d["records"] = records;
+    d["entries"] = entries;
+    return d;
+}
+
+// Run `fn` without the GIL; a FormatError leaves with the file's path in front.
+template <typename Fn>
+void reading(const std::string& path, Fn&& fn) {
+    try {
+        py::gil_scoped_release release;
+        fn();
+    } catch (const FormatError& e) {
+        throw FormatError(path + ": " + e.what());
+    }
 }
 
 // A float32 C-order array over `data`, not copied; `base` keeps the memory alive.
@@ -262,7 +366,7 @@ PyObject* fast_zip_storage(const PickleHooks& h, PyObject* pid) {
     if (!api.PyArrayDescr_Check_(dt.ptr())) return nullptr;
     const auto itemsize = std::uint64_t(py::reinterpret_borrow<py::dtype>(dt).itemsize());
     std::uint64_t need = 0;
-    // (an empty storage takes the Python path: numpy places an empty slice at the start of the map)
+    // (an empty storage takes the Python path: numpy places an empty slice at the start of the buffer)
     if (numel == 0 || itemsize == 0 || __builtin_mul_overflow(numel, itemsize, &need) || size < need) return nullptr;
     const auto buf = py::reinterpret_borrow<py::array>(h.storage_buf);
     if (!range_inside(offset, need, std::uint64_t(buf.shape(0)))) return nullptr;
@@ -580,7 +684,7 @@ py::tuple replay_pickle(const PickleProgram& P, const std::byte* data, const Pic
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "pyloader's native core: memory-mapped readers and layout transforms.";
+    m.doc() = "pyloader's native core: file readers (pread) and layout transforms.";
 
     py::register_exception_translator([](std::exception_ptr p) {
         try {
@@ -720,22 +824,62 @@ PYBIND11_MODULE(_core, m) {
         "read_file",
         [](int fd, std::uint64_t size, const std::string& path, unsigned threads) {
             std::unique_ptr<Arena> bytes;
-            try {
-                py::gil_scoped_release release;
-                bytes = InputFile(fd, size).read_all(threads);
-            } catch (const FormatError& e) {
-                throw FormatError(path + ": " + e.what());
-            }
-            static const std::byte empty{};
-            const std::byte* p = size ? bytes->at(0) : &empty;
-            py::array a(py::dtype::of<std::uint8_t>(), {py::ssize_t(size)}, {py::ssize_t(1)}, p,
-                        make_owner(std::move(bytes)));
-            py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
-            return a;
+            reading(path, [&] { bytes = InputFile(fd, size).read_all(threads); });
+            const std::byte* p = size ? bytes->at(0) : nullptr;
+            return read_only_bytes(p, size, make_owner(std::move(bytes)));
         },
         py::arg("fd"), py::arg("size"), py::arg("path"), py::arg("threads") = 0,
         "Read a whole file, open as `fd` with `size` bytes (pread; `path` for messages), into memory of its own;\n"
         "returns a read-only uint8 array over it.");
+
+    m.def(
+        "torch_zip_open",
+        [](int fd, std::uint64_t size, const std::string& path) {
+            TorchZipIndex idx;
+            std::unique_ptr<FileImage> image;
+            reading(path, [&] {
+                const InputFile file(fd, size);
+                idx = index_torch_zip(file);
+                image = std::make_unique<FileImage>(size);
+                image->read(file, {{idx.pickle_offset, idx.pickle_size}}, 1);
+            });
+            const std::byte* p = image->data();
+            py::capsule owner(image.release(), kImageCapsule, [](void* q) { delete static_cast<FileImage*>(q); });
+            return py::make_tuple(read_only_bytes(p, size, owner), index_dict(idx));
+        },
+        py::arg("fd"), py::arg("size"), py::arg("path"),
+        "Open a PyTorch zip checkpoint, open as `fd` with `size` bytes (`path` for messages), reading only its\n"
+        "directory (end record, central directory, local headers) and its pickle. Returns (image, index): image, a\n"
+        "read-only uint8 array of `size` bytes standing for the file, holds the pickle's bytes at their offsets\n"
+        "(what else it holds is undefined until read_into_image); index as torch_zip_index gives it.");
+
+    m.def(
+        "read_into_image",
+        [](int fd, std::uint64_t size, const std::string& path, const py::array& image,
+           const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges, unsigned threads) {
+            const py::object base = image.base();
+            const char* name = py::isinstance<py::capsule>(base) ? py::reinterpret_borrow<py::capsule>(base).name()
+                                                                  : nullptr;
+            if (name == nullptr || std::strcmp(name, kImageCapsule) != 0)
+                throw std::invalid_argument("read_into_image: `image` must be an image made by torch_zip_open");
+            auto* file_image = py::reinterpret_borrow<py::capsule>(base).get_pointer<FileImage>();
+            if (image.ndim() != 1 || std::uint64_t(image.shape(0)) != file_image->size() ||
+                (size && image.data() != file_image->data()))
+                throw std::invalid_argument("read_into_image: `image` is not the whole image");
+            reading(path, [&] {
+                file_image->read(InputFile(fd, size), ranges, threads);
+                file_image->clear_rest();
+            });
+        },
+        py::arg("fd"), py::arg("size"), py::arg("path"), py::arg("image"), py::arg("ranges"), py::arg("threads") = 0,
+        "Read the bytes [offset, offset + length) of each (offset, length) range of the file (open as `fd`, `size`\n"
+        "bytes; pread over up to `threads` threads) into the torch_zip_open image at the same offsets; every byte\n"
+        "of the image read neither here nor by torch_zip_open is zero afterwards.");
+
+    m.def("viewed_ranges", &viewed_ranges, py::arg("root"), py::arg("image"), py::arg("follow"),
+          "[(offset, length)] of `image` (a 1-d byte array) that the arrays reachable from `root` view, sorted and\n"
+          "merged: through dict keys and values, list, tuple, set and frozenset items, and the attributes that\n"
+          "`follow` ({type: (attribute names)}) names for objects of exactly those types.");
 
     m.def(
         "torch_zip_index",
@@ -747,17 +891,7 @@ PYBIND11_MODULE(_core, m) {
                 py::gil_scoped_release release;
                 idx = index_torch_zip(static_cast<const std::byte*>(info.ptr), std::size_t(info.size));
             }
-            py::dict records;
-            for (const auto& [key, r] : idx.records) records[text(key)] = py::make_tuple(r.first, r.second);
-            py::list entries;
-            for (const auto& e : idx.entries)
-                entries.append(py::make_tuple(text(e.name), e.method, e.size, e.data_offset));
-            py::dict d;
-            d["prefix"] = text(idx.prefix);
-            d["pickle"] = py::make_tuple(idx.pickle_offset, idx.pickle_size);
-            d["records"] = records;
-            d["entries"] = entries;
-            return d;
+            return index_dict(idx);
         },
         py::arg("buffer"),
         "Index a PyTorch zip checkpoint: {'prefix', 'pickle': (offset, size), 'records': {key: (offset, size)},\n"

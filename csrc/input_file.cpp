@@ -12,10 +12,18 @@
 
 namespace pyloader {
 
-void InputFile::read(std::uint64_t offset, void* dst, std::size_t length) const {
-    if (!range_inside(offset, length, size_))
+namespace {
+
+void check_inside(std::uint64_t offset, std::uint64_t length, std::uint64_t size) {
+    if (!range_inside(offset, length, size))
         throw FormatError("read of bytes " + std::to_string(offset) + "+" + std::to_string(length) + " past its " +
-                          std::to_string(size_) + " bytes");
+                          std::to_string(size) + " bytes");
+}
+
+}  // namespace
+
+void InputFile::read(std::uint64_t offset, void* dst, std::size_t length) const {
+    check_inside(offset, length, size_);
     auto* out = static_cast<char*>(dst);
     while (length > 0) {
         const std::size_t want = std::min<std::size_t>(length, std::size_t(1) << 30);
@@ -34,15 +42,63 @@ void InputFile::read(std::uint64_t offset, void* dst, std::size_t length) const 
 }
 
 std::unique_ptr<Arena> InputFile::read_all(unsigned threads) const {
-    constexpr std::uint64_t piece = std::uint64_t(4) << 20;
     auto arena = std::make_unique<Arena>();
     arena->reserve(size_);
     arena->allocate();
-    parallel_for(std::size_t((size_ + piece - 1) / piece), threads, [&](std::size_t k) {
-        const std::uint64_t at = std::uint64_t(k) * piece;
-        read(at, arena->at(std::size_t(at)), std::size_t(std::min(piece, size_ - at)));
-    });
+    read_ranges({{0, size_}}, *arena, threads);
     return arena;
+}
+
+void InputFile::read_ranges(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges, Arena& image,
+                            unsigned threads) const {
+    if (image.size() < size_)
+        throw FormatError("an image of " + std::to_string(image.size()) + " bytes for a file of " +
+                          std::to_string(size_));
+    constexpr std::uint64_t piece = std::uint64_t(4) << 20;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> pieces;  // (offset, length), at most `piece` bytes each
+    for (const auto& [offset, length] : ranges) {
+        check_inside(offset, length, size_);
+        for (std::uint64_t at = 0; at < length; at += piece)
+            pieces.emplace_back(offset + at, std::min(piece, length - at));
+    }
+    parallel_for(pieces.size(), threads, [&](std::size_t k) {
+        read(pieces[k].first, image.at(std::size_t(pieces[k].first)), std::size_t(pieces[k].second));
+    });
+}
+
+FileImage::FileImage(std::uint64_t size) : size_(size) {
+    arena_.reserve(size);
+    arena_.allocate();
+}
+
+void FileImage::read(const InputFile& file, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges,
+                     unsigned threads) {
+    if (file.size() != size_)
+        throw FormatError("an image of " + std::to_string(size_) + " bytes for a file of " +
+                          std::to_string(file.size()));
+    file.read_ranges(ranges, arena_, threads);
+    read_.insert(read_.end(), ranges.begin(), ranges.end());
+}
+
+void FileImage::clear_rest() {
+    std::sort(read_.begin(), read_.end());
+    std::uint64_t from = 0;  // the first byte not known to be read
+    auto clear = [&](std::uint64_t to) {  // [from, to): zeros
+        if (to <= from) return;
+        std::byte* p = arena_.at(std::size_t(from));
+        const std::size_t n = std::size_t(to - from);
+        discard_pages(p, n);  // the whole pages inside read back as zeros; the partial ones at either end:
+        const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
+        const std::size_t head = std::min<std::size_t>(n, (page - std::uintptr_t(p) % page) % page);
+        std::memset(p, 0, head);
+        const std::size_t tail = std::min<std::size_t>(n - head, std::uintptr_t(p + n) % page);
+        std::memset(p + n - tail, 0, tail);
+    };
+    for (const auto& [offset, length] : read_) {
+        clear(offset);
+        from = std::max(from, offset + length);
+    }
+    clear(size_);
 }
 
 }  // namespace pyloader

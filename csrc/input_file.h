@@ -7,28 +7,55 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "arena.h"
+#include "byte_source.h"
 
 namespace pyloader {
 
-class InputFile {
+class InputFile final : public ByteSource {
 public:
     // `fd`: open for reading, not owned; `size`: its size when opened.
     InputFile(int fd, std::uint64_t size) : fd_(fd), size_(size) {}
 
-    std::uint64_t size() const { return size_; }
+    std::uint64_t size() const override { return size_; }
 
     // Copy bytes [offset, offset + length) into `dst`. FormatError "changed while reading" when the file ends
     // before them, "cannot read" on an I/O error (callers put the path in front). Safe from several threads.
-    void read(std::uint64_t offset, void* dst, std::size_t length) const;
+    void read(std::uint64_t offset, void* dst, std::size_t length) const override;
 
     // The whole file in an arena of its own, read in pieces over up to `threads` threads (0: one per core).
     std::unique_ptr<Arena> read_all(unsigned threads) const;
 
+    // Bytes [offset, offset + length) of each range into `image` at the same offsets (an arena of at least
+    // size() bytes standing for the file), in pieces over up to `threads` threads.
+    void read_ranges(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges, Arena& image,
+                     unsigned threads) const;
+
 private:
     int fd_;
     std::uint64_t size_;
+};
+
+// An image of a file of which only some ranges are read: an arena of the file's size (from the arena pool, so
+// until clear_rest it may hold an earlier read's bytes where nothing was read), the ranges read into it at their
+// own offsets, and clear_rest, which makes every other byte zero (whole pages given back to the system).
+class FileImage {
+public:
+    explicit FileImage(std::uint64_t size);
+    std::uint64_t size() const { return size_; }
+    const std::byte* data() const { return arena_.at(0); }
+    // InputFile::read_ranges, the ranges kept as read.
+    void read(const InputFile& file, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges,
+              unsigned threads);
+    void clear_rest();
+
+private:
+    Arena arena_;
+    std::uint64_t size_;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> read_;
 };
 
 }  // namespace pyloader

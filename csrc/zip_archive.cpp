@@ -38,65 +38,93 @@ std::string hex(std::uint64_t v) {
     return "0x" + s;
 }
 
-void need(std::uint64_t offset, std::uint64_t length, std::size_t size, const std::string& what) {
+void need(std::uint64_t offset, std::uint64_t length, std::uint64_t size, const std::string& what) {
     if (!range_inside(offset, length, size))
         throw FormatError(what + ": expected " + std::to_string(length) + " bytes at offset " +
                           std::to_string(offset) + ", but the file has " + std::to_string(size) + " bytes");
 }
 
+// Bytes [offset, offset + length) of the source, checked to lie inside it first.
+std::vector<std::byte> read_block(const ByteSource& src, std::uint64_t offset, std::uint64_t length,
+                                  const std::string& what) {
+    need(offset, length, src.size(), what);
+    std::vector<std::byte> out(static_cast<std::size_t>(length));
+    src.read(offset, out.data(), out.size());
+    return out;
+}
+
 }  // namespace
 
 std::vector<ZipEntry> read_zip_directory(const std::byte* data, std::size_t size) {
+    return read_zip_directory(MemorySource(data, size));
+}
+
+std::vector<ZipEntry> read_zip_directory(const ByteSource& src) {
+    const std::uint64_t size = src.size();
     if (size < kEocdSize)
         throw FormatError("zip: file of " + std::to_string(size) +
                           " bytes is too short for an end-of-central-directory record (22 bytes)");
     // Find the end-of-central-directory record: the last signature within the comment window.
-    const std::size_t lowest = size > kEocdSize + 0xFFFF ? size - kEocdSize - 0xFFFF : 0;
-    std::size_t eocd = size;  // none
-    for (std::size_t pos = size - kEocdSize + 1; pos-- > lowest;) {
-        if (u32(data + pos) == kEocdSig && pos + kEocdSize + u16(data + pos + 20) == size) {
+    // The end record and, before it, the ZIP64 locator's place: the file's last 20 + 22 bytes when the archive
+    // has no comment (torch writes none), else up to 0xFFFF bytes more.
+    auto tail_from = [&](std::uint64_t comment) {
+        return size > 20 + kEocdSize + comment ? size - 20 - kEocdSize - comment : 0;
+    };
+    std::uint64_t tail_start = tail_from(0);
+    std::vector<std::byte> tail = read_block(src, tail_start, size - tail_start, "zip: end of the archive");
+    if (u32(tail.data() + tail.size() - kEocdSize) != kEocdSig || u16(tail.data() + tail.size() - 2) != 0) {
+        tail_start = tail_from(0xFFFF);
+        tail = read_block(src, tail_start, size - tail_start, "zip: end of the archive");
+    }
+    const std::byte* data = tail.data();  // offsets below are in the tail
+    const std::size_t tsize = tail.size();
+    const std::size_t lowest = tsize > kEocdSize + 0xFFFF ? tsize - kEocdSize - 0xFFFF : 0;
+    std::size_t eocd = tsize;  // none
+    for (std::size_t pos = tsize - kEocdSize + 1; pos-- > lowest;) {
+        if (u32(data + pos) == kEocdSig && pos + kEocdSize + u16(data + pos + 20) == tsize) {
             eocd = pos;
             break;
         }
     }
-    if (eocd == size)
+    if (eocd == tsize)
         throw FormatError("zip: no end-of-central-directory record (truncated or not a zip archive)");
 
     std::uint64_t count = u16(data + eocd + 10);
     std::uint64_t cd_size = u32(data + eocd + 12);
     std::uint64_t cd_offset = u32(data + eocd + 16);
     const bool zip64 = count == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_offset == 0xFFFFFFFFu ||
-                       (eocd >= 20 && u32(data + eocd - 20) == kZip64LocatorSig);
+                       (tail_start + eocd >= 20 && u32(data + eocd - 20) == kZip64LocatorSig);
     if (zip64) {
-        if (eocd < 20 || u32(data + eocd - 20) != kZip64LocatorSig)
+        if (tail_start + eocd < 20 || u32(data + eocd - 20) != kZip64LocatorSig)
             throw FormatError("zip: the end record says ZIP64 but there is no ZIP64 locator before it");
         const std::uint64_t z64 = u64(data + eocd - 20 + 8);
-        need(z64, 56, size, "zip: ZIP64 end-of-central-directory record");
-        if (u32(data + z64) != kZip64EocdSig)
+        const std::vector<std::byte> r = read_block(src, z64, 56, "zip: ZIP64 end-of-central-directory record");
+        if (u32(r.data()) != kZip64EocdSig)
             throw FormatError("zip: ZIP64 end record at offset " + std::to_string(z64) + ": expected signature " +
-                              hex(kZip64EocdSig) + ", found " + hex(u32(data + z64)));
-        count = u64(data + z64 + 32);
-        cd_size = u64(data + z64 + 40);
-        cd_offset = u64(data + z64 + 48);
+                              hex(kZip64EocdSig) + ", found " + hex(u32(r.data())));
+        count = u64(r.data() + 32);
+        cd_size = u64(r.data() + 40);
+        cd_offset = u64(r.data() + 48);
     }
-    need(cd_offset, cd_size, size, "zip: central directory");
     // Each central record is at least 46 bytes: bound the count before reserving memory.
     if (count > cd_size / kCentralSize)
         throw FormatError("zip: the end record claims " + std::to_string(count) + " entries, but a central " +
                           "directory of " + std::to_string(cd_size) + " bytes holds at most " +
                           std::to_string(cd_size / kCentralSize));
 
+    const std::vector<std::byte> cd = read_block(src, cd_offset, cd_size, "zip: central directory");
     std::vector<ZipEntry> entries;
     entries.reserve(count);
-    std::uint64_t pos = cd_offset;
-    const std::uint64_t cd_end = checked_add(cd_offset, cd_size, "zip central directory end");
+    std::uint64_t pos = 0;  // in the central directory
+    const std::uint64_t cd_end = cd_size;
     for (std::uint64_t k = 0; k < count; ++k) {
         const std::string where = "zip: central directory record " + std::to_string(k);
         if (!range_inside(pos, kCentralSize, cd_end))
-            throw FormatError(where + ": runs past the central directory (offset " + std::to_string(pos) + ")");
-        const std::byte* c = data + pos;
+            throw FormatError(where + ": runs past the central directory (offset " + std::to_string(cd_offset + pos) +
+                              ")");
+        const std::byte* c = cd.data() + pos;
         if (u32(c) != kCentralSig)
-            throw FormatError(where + " at offset " + std::to_string(pos) + ": expected signature " +
+            throw FormatError(where + " at offset " + std::to_string(cd_offset + pos) + ": expected signature " +
                               hex(kCentralSig) + ", found " + hex(u32(c)));
         ZipEntry e;
         const std::uint16_t flags = u16(c + 8);
@@ -133,8 +161,9 @@ std::vector<ZipEntry> read_zip_directory(const std::byte* data, std::size_t size
             x += 4 + len;
         }
         // Local header: signature, then its own name and extra lengths give the data start.
+        std::byte l[kLocalSize];
         need(e.local_header_offset, kLocalSize, size, ewhere + ": local header");
-        const std::byte* l = data + e.local_header_offset;
+        src.read(e.local_header_offset, l, kLocalSize);
         if (u32(l) != kLocalSig)
             throw FormatError(ewhere + ": local header at offset " + std::to_string(e.local_header_offset) +
                               ": expected signature " + hex(kLocalSig) + ", found " + hex(u32(l)));
@@ -156,8 +185,12 @@ std::vector<ZipEntry> read_zip_directory(const std::byte* data, std::size_t size
 }
 
 TorchZipIndex index_torch_zip(const std::byte* data, std::size_t size) {
+    return index_torch_zip(MemorySource(data, size));
+}
+
+TorchZipIndex index_torch_zip(const ByteSource& src) {
     TorchZipIndex index;
-    index.entries = read_zip_directory(data, size);
+    index.entries = read_zip_directory(src);
     const ZipEntry* pkl = nullptr;
     for (const auto& e : index.entries) {
         const auto slash = e.name.find('/');

@@ -1,5 +1,6 @@
 // A read-only ZIP reader for PyTorch checkpoints (torch >= 1.6 zip format) and the storage table of the
-// legacy (pre-1.6) format. Pure C++: takes raw bytes, knows nothing of Python.
+// legacy (pre-1.6) format. Pure C++: takes raw bytes or a ByteSource (a file read with pread: only the end
+// record, the central directory and the local headers are read), knows nothing of Python.
 //
 // Only what a torch archive needs: the central directory (ZIP64 included), stored entries (method 0).
 // Sizes and offsets come from the central directory (local headers of data-descriptor archives say 0);
@@ -11,6 +12,8 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include "byte_source.h"
 
 namespace pyloader {
 
@@ -26,6 +29,7 @@ struct ZipEntry {
 // Parse the central directory. Throws FormatError (message names the entry and expected vs actual)
 // for a truncated archive, a lying directory, or an entry whose data lies outside the buffer.
 // Compressed entries are listed (method != 0) with data_offset 0; callers refuse them when they use them.
+std::vector<ZipEntry> read_zip_directory(const ByteSource& src);
 std::vector<ZipEntry> read_zip_directory(const std::byte* data, std::size_t size);
 
 // The records of a torch archive: `<prefix>/data.pkl` and `<prefix>/data/<key>`.
@@ -39,6 +43,7 @@ struct TorchZipIndex {
 
 // Finds exactly one `*/data.pkl` at the top folder, requires it and every `<prefix>/data/*` record to be
 // stored (a compressed one is a FormatError naming it).
+TorchZipIndex index_torch_zip(const ByteSource& src);
 TorchZipIndex index_torch_zip(const std::byte* data, std::size_t size);
 
 // Legacy format: after the pickles, for each storage key in order, an int64 element count then

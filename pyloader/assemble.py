@@ -4,6 +4,8 @@ of exactly that model (pyloader.metadata.model_metadata). Shared by every family
 
 from __future__ import annotations
 
+import os
+
 from .errors import FormatError
 from .keras_blocks.assign import assign_weights, build_filled, build_streamed
 from .keras_blocks.model import attach_metadata
@@ -54,11 +56,31 @@ def fill_model(model, family, plan, options, arrays: dict):
 
 def load_model(family, plan, options):
     """Build and fill in one go without running initializers; a family with array_chunks streams one layer at a
-    time, so a load holds about the variables (keras_blocks.assign)."""
-    if family.array_chunks is not None:
-        model = build_streamed(lambda: build_model(family, plan, options), family.array_chunks(plan, options.fold_bn),
-                               plan.path, discard_arrays=True)
-    else:
-        model = build_filled(lambda: build_model(family, plan, options),
-                             model_arrays(family, plan, options.fold_bn), plan.path, discard_arrays=True)
-    return describe(model, family, plan, options)
+    time, so a load holds about the variables (keras_blocks.assign). A model built before for this checkpoint
+    file and architecture that no one holds any more is filled again instead (pyloader.model_pool)."""
+    import keras
+
+    from .keras_blocks.assign import fill_streamed
+    from .model_pool import take
+
+    streamed = family.array_chunks is not None
+
+    def arrays():
+        if streamed:
+            return family.array_chunks(plan, options.fold_bn)
+        return model_arrays(family, plan, options.fold_bn)
+
+    def build():
+        fill = build_streamed if streamed else build_filled
+        return describe(fill(lambda: build_model(family, plan, options), arrays(), plan.path, discard_arrays=True),
+                        family, plan, options)
+
+    def refill(model):
+        fill = fill_streamed if streamed else assign_weights
+        fill(model, arrays(), plan.path, discard_arrays=True)
+        return describe(model, family, plan, options)
+
+    # the model's name comes from the checkpoint's file name: one file, one key
+    key = (family.name, family.architecture(plan), options.key(), os.path.realpath(plan.path),
+           keras.config.dtype_policy().name, keras.config.image_data_format())
+    return take(key, build, refill)

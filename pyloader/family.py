@@ -47,6 +47,11 @@ class OutputLayout:
     channels_first: bool = False  # [B, 4 + nc, N] (Ultralytics)
     box_scale: Optional[tuple] = None  # (width, height) when boxes are normalised to the input, else None (pixels)
     score: str = "objectness x class probability"  # what an NMS `scores` row holds
+    # columns after the class probabilities, gathered with each kept box into their own NMS outputs:
+    # ((output name, columns, what they hold), ...), e.g. Segment's mask coefficients
+    extras: tuple = ()
+    rotated: bool = False  # x, y, w, h of rotated boxes, the angle the last extra column: probiou Fast-NMS
+    passthrough: tuple = ()  # names of the decoded outputs after the first, kept as they are (Segment's prototypes)
 
 
 @dataclass(frozen=True)

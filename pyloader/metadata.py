@@ -143,22 +143,37 @@ def model_metadata(family, plan, input_size, options, source=None, *, digest=Tru
     meta = {"format": "pyloader", "pyloader_version": _version(), "family": family.name, **fields,
             "decode": bool(options.decode), "fold_bn": bool(options.fold_bn)}
     if options.nms is not None:
-        meta = nms_metadata(meta, options.nms, family.layout(plan).score)
+        layout, kept = family.layout(plan), []
+        if layout.passthrough:  # the decoded outputs NMS keeps as they are, described as decode=True describes them
+            import dataclasses
+
+            decoded = family.metadata(plan, tuple(int(v) for v in input_size), dataclasses.replace(options, decode=True))
+            kept = [o for o in decoded["outputs"] if o["name"] in layout.passthrough]
+        meta = nms_metadata(meta, options.nms, layout, kept)
     return with_source(meta, source, digest) if source is not None else meta
 
 
-def nms_metadata(meta: dict, options: dict, score: str) -> dict:
-    """`meta` for a model whose outputs are the NMS outputs (keras_blocks.nms); `score`: what a score is."""
+def nms_metadata(meta: dict, options: dict, layout, passthrough=()) -> dict:
+    """`meta` for a model whose outputs are the NMS outputs (keras_blocks.nms) of a decoded output laid out as
+    `layout` (pyloader.family.OutputLayout), then `passthrough` (the entries of the outputs kept as they are)."""
     meta = dict(meta)
     meta["decode"] = True
     meta["nms"] = dict(options)
+    m, extras = options["max_det"], [name for name, _, _ in layout.extras]
+    box = (f"x, y, w, h: the rotated box's centre and sides in input pixels, its angle in {extras[-1]} (Ultralytics "
+           "xywhr)" if layout.rotated else "x1, y1, x2, y2 in input pixels")
     meta["outputs"] = [
-        {"name": "boxes", "shape": [None, options["max_det"], 4],
-         "layout": "x1, y1, x2, y2 in input pixels; rows past num_detections are 0"},
-        {"name": "scores", "shape": [None, options["max_det"]], "layout": score},
-        {"name": "classes", "shape": [None, options["max_det"]], "layout": "int32 class id, -1 past num_detections"},
+        {"name": "boxes", "shape": [None, m, 4], "layout": f"{box}; rows past num_detections are 0"},
+        {"name": "scores", "shape": [None, m], "layout": layout.score},
+        {"name": "classes", "shape": [None, m], "layout": "int32 class id, -1 past num_detections"},
         {"name": "num_detections", "shape": [None], "layout": "int32 detections kept per image"},
+        *({"name": name, "shape": [None, m, c], "layout": f"{what}, per kept box; rows past num_detections are 0"}
+          for name, c, what in layout.extras),
+        *passthrough,
     ]
+    if extras:
+        meta["nms_rows"] = (f"boxes, scores, classes (as float), {', '.join(extras)} concatenated on the last axis: "
+                            "Ultralytics' nms=True export rows (whose padding has class 0 where classes has -1)")
     return meta
 
 

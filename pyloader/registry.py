@@ -94,7 +94,8 @@ def _torch_checkpoint(path: str, cfg, content=None) -> Checkpoint:
     if cfg is not None and not isinstance(cfg, dict) and not str(cfg).endswith((".yaml", ".yml")):
         raise FormatError(f"{shown(path)}: a PyTorch checkpoint carries its architecture; cfg must be None (or, "
                           f"for a plain state_dict, the model's .yaml)")
-    content = load_torch_checkpoint(path) if content is None else content
+    if content is None:  # only the tensors of the model (all of a state_dict) are read: not a trainer's optimizer
+        content = load_torch_checkpoint(path, used=lambda c: _model_record(c) or c)
     if is_state_dict(content):
         if cfg is None:
             raise FormatError(

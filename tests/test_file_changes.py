@@ -61,6 +61,10 @@ class FaultyCore:
         self.change(path)
         return native.read_file(fd, size, path, *args)
 
+    def read_into_image(self, fd, size, path, *args):  # a zip .pt's storages: its last read, after the pickle
+        self.change(path)
+        return native.read_into_image(fd, size, path, *args)
+
 
 def inject(how: str) -> None:
     """Put FaultyCore(how) in place of the native core for the Darknet and the .pt readers (a subprocess's)."""

@@ -106,6 +106,18 @@ def test_refused(pkl, why):
         assert why in str(e.value)
 
 
+def test_getattr_on_a_class_is_an_inert_reference():
+    """Protocol 2 pickles a class's function (YOLOv5's Segment.detect = Detect.forward) as getattr(class, name): an
+    inert ClassRef of the dotted name, nothing looked up; calling it is refused as any other."""
+    ref = PROTO2 + glob("builtins", "getattr") + glob("yolov5.models.yolo", "Detect") + s("forward") + b"\x86" + REDUCE
+    got, _ = load_pickle(ref + STOP)
+    assert got == ClassRef("yolov5.models.yolo", "Detect.forward")
+    with pytest.raises(UnsafePickleError, match="Detect.forward"):
+        load_pickle(ref + EMPTY_TUPLE + REDUCE + STOP)
+    with pytest.raises(UnsafePickleError, match="getattr on class"):  # not an identifier
+        load_pickle(PROTO2 + glob("builtins", "getattr") + glob("a.b", "C") + s("x.y") + b"\x86" + REDUCE + STOP)
+
+
 def test_unknown_class_is_inert_data():
     # Safe is not the same as supported: a class no family knows is an inert record (its family's loader says
     # it is unsupported), not an attack.

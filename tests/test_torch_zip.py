@@ -70,6 +70,43 @@ def test_zip64_central_directory(tmp_path):
     assert name == "d/last" and data[offset : offset + size] == b"the end"
 
 
+def _opened(path):
+    """torch_zip_open of the file (directory and pickle read with pread) -> (image, index)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _core.torch_zip_open(fd, os.fstat(fd).st_size, os.fsencode(path))
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("comment", [0, 100, 0xFFFF])
+@pytest.mark.parametrize("writer", ["zipfile", pytest.param("torch", marks=needs_torch)])
+def test_directory_read_with_pread_is_the_in_memory_one(tmp_path, comment, writer):
+    """torch_zip_open reads only the end of the archive (end record, ZIP64 locator and record as torch.save
+    writes them, a comment up to 64 KiB), the central directory and the local headers: the same index as the
+    reader of the whole file, and an image holding the pickle's bytes at their offsets and zeros in place of the
+    records, until the tensors are read."""
+    path = tmp_path / "c.pt"
+    if writer == "torch":
+        torch.save({"t": torch.full((4096,), 7, dtype=torch.uint8)}, path)
+    else:
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+            z.writestr("archive/data/0", b"\x07" * 4096)
+    data = bytearray(path.read_bytes())
+    assert data[-22:-18] == b"PK\x05\x06" and (data[-42:-38] == b"PK\x06\x07") == (writer == "torch")
+    data[-2:] = struct.pack("<H", comment)
+    path.write_bytes(bytes(data) + b"c" * comment)
+    image, index = _opened(path)
+    assert index == _core.torch_zip_index(read_bytes(path))
+    offset, size = index["pickle"]
+    assert image[offset : offset + size].tobytes() == data[offset : offset + size] and not image.flags.writeable
+    record, length = index["records"]["0"]
+    assert length == 4096 and not image[record : record + length].any()
+    got = load_torch_checkpoint(path)
+    assert got == {} if writer == "zipfile" else np.array_equal(got["t"], np.full(4096, 7, np.uint8))
+
+
 def test_force_zip64_local_headers(tmp_path):
     """force_zip64: local headers carry ZIP64 extras (sizes 0xFFFFFFFF); data start from the local header."""
     path = tmp_path / "z64.zip"

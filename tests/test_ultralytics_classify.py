@@ -1,19 +1,24 @@
-"""Ultralytics classification models (the -cls yamls of YOLOv8, YOLO11, YOLO12, YOLO26) against the PyPI `ultralytics`
-package's own PyTorch models: the first task of issue 20, plugged into the family interface (pyloader.family).
+"""Ultralytics classification models (the -cls yamls of YOLOv8, YOLO11, YOLO12, YOLO26, and the ResNet ones:
+yolov8-cls-resnet50 / -resnet101's ResNetLayer rows, yolo11-cls-resnet18's TorchVision ResNet) against the PyPI
+`ultralytics` package's own PyTorch models: the first task of issue 20, plugged into the family interface.
 
 Each yaml shipped in the package is built by ultralytics itself (`ClassificationModel`), given random well-scaled
 weights and saved as its trainer saves `last.pt` (pyloader_bench.synthetic_pt.write_ultralytics_checkpoint), then
 `strip_optimizer`'s `best.pt`. The reference in eval mode returns (probabilities, logits); pyloader's raw model
 returns `logits`, decode=True returns `probabilities`, `logits`. Tolerance as the detection tests: max |keras -
-torch| <= 1e-4 * max |torch|. A classification model has no boxes: nms=True is a FormatError naming the file and the task.
+torch| <= 1e-4 * max |torch|. yolo11-cls-resnet18 is built with `weights: null` (its yaml's DEFAULT makes
+torchvision download ImageNet weights; the module tree is the same). A classification model has no boxes: nms=True
+is a FormatError naming the file and the task.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +28,7 @@ from pyloader.errors import FormatError
 
 try:
     import torch
+    import ultralytics
     from ultralytics.nn.tasks import ClassificationModel  # noqa: F401
 except ImportError as e:  # pragma: no cover - depends on the install
     if os.environ.get("CI", "").lower() == "true":
@@ -33,6 +39,21 @@ from pyloader_bench.synthetic_pt import write_ultralytics_checkpoint
 
 RTOL = 1e-4
 SIZE = (96, 128)  # any size works: the head pools the whole map
+FULL = os.environ.get("PYLOADER_FULL") == "1"
+
+# every classification yaml the installed package ships, at scale n where it has scales
+SUPPORTED = ["yolov8n-cls.yaml", "yolo11n-cls.yaml", "yolo12n-cls.yaml", "yolo26n-cls.yaml", "yolov8n-cls-resnet50.yaml",
+             "yolo11-cls-resnet18.yaml"]
+SLOW = ["yolov8n-cls-resnet101.yaml"]  # 44M parameters whatever the scale (ResNetLayer ignores the width): PYLOADER_FULL=1
+NOT_YET: dict = {}  # shipped classification yamls not read yet, and why
+
+
+def test_scope_is_enumerated():
+    """Every classification yaml the installed package ships is tested here or listed in NOT_YET with its reason: a
+    yaml added upstream is a failure, not silence."""
+    shipped = {p.name for p in (Path(ultralytics.__file__).parent / "cfg" / "models").rglob("*-cls*.yaml")}
+    ours = {y.replace("n-cls", "-cls") for y in SUPPORTED + SLOW} | set(NOT_YET)
+    assert shipped == ours, (sorted(shipped - ours), sorted(ours - shipped))
 
 
 def _close(got, want):
@@ -41,11 +62,19 @@ def _close(got, want):
     assert float(np.abs(got - want).max()) <= RTOL * float(np.abs(want).max())
 
 
-@pytest.fixture(scope="module", params=["yolov8n-cls.yaml", "yolo11n-cls.yaml", "yolo12n-cls.yaml", "yolo26n-cls.yaml"])
+@pytest.fixture(scope="module", params=SUPPORTED + [pytest.param(y, marks=pytest.mark.full) for y in SLOW])
 def ckpt(request, tmp_path_factory):
+    if request.param in SLOW and not FULL:
+        pytest.skip("a large model: set PYLOADER_FULL=1")
     d = tmp_path_factory.mktemp("cls")
     last, best = d / "last.pt", d / "best.pt"
-    write_ultralytics_checkpoint(last, request.param, seed=3, stripped=best, task_model="ClassificationModel")
+    yaml = request.param
+    if yaml == "yolo11-cls-resnet18.yaml":  # weights None: nothing downloaded
+        text = (Path(ultralytics.__file__).parent / "cfg" / "models" / "11" / yaml).read_text()
+        assert "resnet18, DEFAULT," in text
+        yaml = d / yaml
+        yaml.write_text(text.replace("resnet18, DEFAULT,", "resnet18, null,"))
+    write_ultralytics_checkpoint(last, yaml, seed=3, stripped=best, task_model="ClassificationModel")
     from ultralytics.nn.tasks import load_checkpoint
 
     ref, _ = load_checkpoint(str(best))
@@ -72,6 +101,20 @@ def test_classify_matches_ultralytics(ckpt):
     with pytest.raises(FormatError,
                        match=rf"{best.name}: nms is not available for this ultralytics model \(task classify\)"):
         pyloader.load(best, nms=True, input_size=SIZE)
+
+
+@pytest.mark.parametrize("ckpt, row, arg, value, match", [
+    ("yolov8n-cls-resnet50.yaml", 2, 4, 3, r"'model.2.layer': blocks \(the yaml row's n\): expected 3, the checkpoint has 4"),
+    ("yolo11-cls-resnet18.yaml", 0, 0, 256, r"'model.0': output channels \(the yaml row\): expected 256, the checkpoint has 512"),
+], indirect=["ckpt"])
+def test_resnet_row_disagreeing_is_refused(ckpt, row, arg, value, match, tmp_path):
+    """A ResNetLayer / TorchVision module that disagrees with its yaml row: FormatError naming the module."""
+    model = copy.deepcopy(ckpt[3])
+    model.yaml["backbone"][row][3][arg] = value
+    path = tmp_path / "bad.pt"
+    torch.save({"model": model.half(), "ema": None}, path)
+    with pytest.raises(FormatError, match=rf"bad.pt: module {match}"):
+        pyloader.read(path)
 
 
 @pytest.mark.parametrize("ckpt", ["yolo11n-cls.yaml"], indirect=True)  # one model is enough for the output path

@@ -1,5 +1,5 @@
-"""Ultralytics RT-DETR (the rt-detr yamls: HGNetv2 backbone (HGStem, HGBlock), AIFI, RepC3, RTDETRDecoder with its
-multi-scale deformable attention) against the PyPI `ultralytics` package's own RTDETRDetectionModel, built from its
+"""Ultralytics RT-DETR (the rt-detr yamls: HGNetv2 (HGStem, HGBlock) or ResNet (ResNetLayer) backbone, AIFI, RepC3,
+RTDETRDecoder with its multi-scale deformable attention) against the PyPI `ultralytics` package's own RTDETRDetectionModel, built from its
 yaml, with random well-scaled weights (Linear, LayerNorm and attention included), saved as its trainer saves (last.pt,
 then strip_optimizer's best.pt).
 
@@ -39,12 +39,10 @@ from pyloader_bench.synthetic_pt import write_ultralytics_checkpoint
 FULL = os.environ.get("PYLOADER_FULL") == "1"
 RTOL = 1e-4
 SIZE = (96, 128)
-SUPPORTED = [pytest.param("rtdetr-l.yaml", id="rtdetr-l"),
-             pytest.param("rtdetr-x.yaml", id="rtdetr-x", marks=pytest.mark.full)]  # the full ones: PYLOADER_FULL=1
-NOT_YET = {  # the package's rt-detr yamls pyloader still refuses, and why
-    "rtdetr-resnet50.yaml": "ResNetLayer backbone rows (read by the -cls-resnet work, not merged yet)",
-    "rtdetr-resnet101.yaml": "ResNetLayer backbone rows (read by the -cls-resnet work, not merged yet)",
-}
+SUPPORTED = [pytest.param("rtdetr-l.yaml", id="rtdetr-l")] + [  # the others with PYLOADER_FULL=1
+    pytest.param(y, id=y[:-5], marks=pytest.mark.full)
+    for y in ("rtdetr-x.yaml", "rtdetr-resnet50.yaml", "rtdetr-resnet101.yaml")]
+NOT_YET: dict = {}  # the package's rt-detr yamls pyloader still refuses, with the reason: none
 
 
 def _matched(got, want):
@@ -62,7 +60,7 @@ def _matched(got, want):
 @pytest.fixture(scope="module")
 def ckpt(request, tmp_path_factory):
     if request.param != "rtdetr-l.yaml" and not FULL:
-        pytest.skip("rtdetr-x: set PYLOADER_FULL=1")
+        pytest.skip(f"{request.param}: set PYLOADER_FULL=1")
     d = tmp_path_factory.mktemp("rtdetr")
     last, best = d / "last.pt", d / "best.pt"
     write_ultralytics_checkpoint(last, request.param, seed=3, stripped=best, task_model="RTDETRDetectionModel")
@@ -140,14 +138,3 @@ def test_rtdetr_yamls_enumerated():
     shipped = {os.path.basename(p) for p in glob.glob(os.path.join(os.path.dirname(ultralytics.__file__), "cfg",
                                                                    "models", "rt-detr", "*.yaml"))}
     assert shipped == {p.values[0] for p in SUPPORTED} | set(NOT_YET)
-
-
-@pytest.mark.full  # writes a ResNet checkpoint
-@pytest.mark.parametrize("yaml_name", sorted(NOT_YET))
-def test_rtdetr_not_yet_refused(yaml_name, tmp_path):
-    if not FULL:
-        pytest.skip("writes a ResNet checkpoint: set PYLOADER_FULL=1")
-    path = tmp_path / "last.pt"
-    write_ultralytics_checkpoint(path, yaml_name, task_model="RTDETRDetectionModel")
-    with pytest.raises(FormatError, match="ResNetLayer"):
-        pyloader.load(path, input_size=SIZE)

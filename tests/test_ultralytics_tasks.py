@@ -11,8 +11,8 @@ mask_coefficients_i / keypoints_i / angle_i, then prototypes) are checked agains
 (as Ultralytics' own TF exports give them), NCHW in torch.
 
 Tolerance as the detection tests, per part (boxes, class probabilities, the task's channels, each against its own
-scale): max |keras - torch| <= 1e-4 * max |torch|; measured about 1e-6. NMS for these tasks is not done yet: nms=True
-is a FormatError naming the file. Every scale with PYLOADER_FULL=1.
+scale): max |keras - torch| <= 1e-4 * max |torch|; measured about 1e-6. nms=True gives the task's NMS outputs (checked
+against Ultralytics' NMS in tests/test_task_nms.py). Every scale with PYLOADER_FULL=1.
 """
 
 from __future__ import annotations
@@ -171,19 +171,32 @@ def _check_metadata(model, head, task):
     assert meta["strides"] == [[int(s), int(s)] for s in head.stride]
 
 
-def test_nms_refused_and_inspect(ckpt):
-    """NMS of these tasks (Ultralytics' nms=True rows) is not done yet: a FormatError naming the file. `inspect`
-    names the head and what it adds per anchor."""
+def test_nms_and_inspect(ckpt):
+    """nms=True: detection's outputs plus the task's columns per kept box (and the prototypes), as many kept per
+    image as Ultralytics' own non_max_suppression keeps, of the same classes (tests/test_task_nms.py checks the rows
+    themselves). `inspect` names the head and what it adds per anchor."""
     yaml_name, last, best, head, x, y, preds = ckpt
     from pyloader.inspect_checkpoint import inspect
+    from ultralytics.utils.nms import non_max_suppression
 
     task = _task(yaml_name)
     want = (("mask_coefficients", head.nm) if task == "seg" else ("angle", 1) if task == "obb"
             else ("keypoints", "x".join(map(str, head.kpt_shape))))
     for level in inspect(best)["architecture"]["heads"]:
         assert level["type"].startswith(f"{type(head).__name__}: Detect + {want[0]}") and level[want[0]] == want[1]
-    with pytest.raises(FormatError, match=rf"{best.name}: nms is not available for this ultralytics model \(task "):
-        pyloader.load(best, nms=True, input_size=_size(yaml_name))
+    model = pyloader.load(best, nms={"score": 0.05}, input_size=_size(yaml_name))
+    extra = {"seg": "mask_coefficients", "pose": "keypoints", "obb": "angles"}[task]
+    assert model.output_names == ["boxes", "scores", "classes", "num_detections", extra] + (
+        ["prototypes"] if task == "seg" else [])
+    _check_metadata(model, head, task)
+    outs = dict(zip(model.output_names, (np.asarray(o) for o in model(x))))
+    assert outs[extra].shape[2] == (head.nm if task == "seg" else head.nk if task == "pose" else 1)
+    ref = non_max_suppression((y[0] if task == "seg" else y).clone(), 0.05, 0.45, nc=head.nc, max_time_img=60,
+                              rotated=task == "obb")
+    assert min(len(r) for r in ref) >= 3, [len(r) for r in ref]
+    for i, r in enumerate(ref):
+        n = int(outs["num_detections"][i])
+        assert n == len(r) and sorted(outs["classes"][i][:n]) == sorted(r[:, 5].int().tolist())
 
 
 def _save(model, path):

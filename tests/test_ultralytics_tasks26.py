@@ -16,7 +16,7 @@ calibrated depth [B, 1, H/4, W/4] (decoded `depth`; raw `log_depth`, the head's 
 
 Tolerance: per part (boxes, scores or class probabilities, the task's channels, prototypes), max |keras - torch| <=
 1e-4 * max |torch|; top-k rows are paired by score (within 1e-4) and class first, as test_ultralytics_e2e does.
-Measured: about 1e-6 or less. nms=True for these tasks is not done yet (refused by name).
+Measured: about 1e-6 or less. nms=True: the one-to-many branch and the task's NMS, as for YOLOv8 / YOLO11.
 """
 
 from __future__ import annotations
@@ -187,8 +187,28 @@ def _check_metadata(model, head, task, e2e):
     assert model.metadata["end2end"]["branch"] == ("one2one" if e2e else "one2many")
 
 
+def _nms_matches_ultralytics(best, task, x):
+    """nms=True (the one-to-many branch, as Ultralytics' nms=True export): detection's outputs plus the task's
+    columns, as many kept as Ultralytics' own non_max_suppression keeps on the reference's decoded output, of the
+    same classes (tests/test_task_nms.py checks the rows themselves for YOLOv8 / YOLO11)."""
+    from ultralytics.utils.nms import non_max_suppression
+
+    model = pyloader.load(best, nms={"score": 0.01}, input_size=P5_SIZE)
+    extra = {"seg": "mask_coefficients", "pose": "keypoints", "obb": "angles"}[task]
+    assert model.output_names == ["boxes", "scores", "classes", "num_detections", extra] + (
+        ["prototypes"] if task == "seg" else [])
+    assert model.metadata["end2end"]["branch"] == "one2many"
+    outs = dict(zip(model.output_names, (np.asarray(o) for o in model(x))))
+    det, _, _, head = _reference(best, x)
+    ref = non_max_suppression(torch.from_numpy(det), 0.01, 0.45, nc=head.nc, max_time_img=60, rotated=task == "obb")
+    assert sum(len(r) for r in ref) >= 3, [len(r) for r in ref]
+    for i, r in enumerate(ref):
+        n = int(outs["num_detections"][i])
+        assert n == len(r) and sorted(outs["classes"][i][:n]) == sorted(r[:, 5].int().tolist()), (task, n, len(r))
+
+
 def test_inspect_nms_and_keras_files(checkpoints, tmp_path):
-    """`inspect` names each head; nms=True is refused by name; each head's decoded end2end .keras file (its
+    """`inspect` names each head; nms=True matches Ultralytics' NMS; each head's decoded end2end .keras file (its
     Proto26, task decoding and top-k with the task's channels; the semantic and depth heads) reloads in a fresh
     process and gives the reference's outputs."""
     from pyloader.inspect_checkpoint import inspect
@@ -201,8 +221,7 @@ def test_inspect_nms_and_keras_files(checkpoints, tmp_path):
         _, best = checkpoints(yaml_name)["end2end"]
         level = inspect(best)["architecture"]["heads"][0]
         assert level["type"].startswith(f"{HEAD[task]}: Detect + {RAW_NAME[task]}") and "one-to-one branch + top-k" in level["type"]
-        with pytest.raises(FormatError, match=rf"{best.name}: nms is not available for this ultralytics model \(task "):
-            pyloader.load(best, nms=True, input_size=P5_SIZE)
+        _nms_matches_ultralytics(checkpoints(yaml_name)["as-trained"][1], task, x)
         (res,) = pyloader.convert([best], tmp_path / task, format="keras", decode=True, input_size=P5_SIZE)
         assert res.status == "converted", res
         files.append(str(res.output))

@@ -18,6 +18,7 @@ from .report import write_results
 from .sections.backends import bench_backends
 from .sections.bulk import BULK_FORMATS, bench_bulk
 from .sections.darknet import bench_model, bench_weights
+from .sections.load import bench_load
 from .sections.pickle_stage import bench_pickle
 from .sections.pt import ULTRALYTICS_YAMLS, bench_pt, bench_ultralytics
 from .targets import targets
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=os.path.join("bench", "results"),
                         help="folder for results.json, results.md, chart.png (default bench/results)")
     parser.add_argument("--sections", default=None,
-                        help="comma-separated subset of weights,model,pt,ultralytics,pickle,backends,bulk (default: "
+                        help="comma-separated subset of weights,model,pt,ultralytics,pickle,backends,load,bulk (default: "
                              "all; with --small: weights,model,pickle,bulk)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold page cache runs")
     parser.add_argument("--bulk-count", type=int, default=None, help="checkpoints in the bulk section (default 20)")
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pyloader bench", description=pyloader_bench.__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_intermixed_args(argv)  # files before and after --cfg
-    default = "weights,model,pickle,bulk" if args.small else "weights,model,pt,ultralytics,pickle,backends,bulk"
+    default = "weights,model,pickle,bulk" if args.small else "weights,model,pt,ultralytics,pickle,backends,load,bulk"
     sections = {s.strip() for s in (args.sections or default).split(",") if s.strip()}
     repeat = max(1, args.repeat)
     out = os.path.abspath(args.out)
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     cold, cold_info = (None, "skipped (--no-cold)") if args.no_cold else cold_method()
     res = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "repeat": repeat, "cold": cold, "cold_info": cold_info,
            "machine": machine(), "models": {}, "weights": {}, "model": {}, "pt": None, "ultralytics": None,
-           "pickle": None, "bulk": None, "backends": {}}
+           "pickle": None, "bulk": None, "backends": {}, "load": {}}
     try:
         darknet, pt, pt_paths = _inputs(args, sections, tmp)
         for name, m in darknet.items():
@@ -90,14 +91,16 @@ def main(argv=None) -> int:
             res["ultralytics"] = {"error": "skipped (not in --sections" + (", --small)" if args.small else ")")}
         if "pickle" in sections:
             res["pickle"] = bench_pickle(pt_paths, repeat, args.small)
+        loads = {}
+        if darknet:
+            big = "yolov4-size" if "yolov4-size" in darknet else next(iter(darknet))
+            loads[big] = (darknet[big]["weights"], darknet[big]["cfg"])
+        if pt and "error" not in pt:
+            loads[os.path.basename(pt["path"])] = (pt["path"], None)
         if "backends" in sections:
-            loads = {}
-            if darknet:
-                big = "yolov4-size" if "yolov4-size" in darknet else next(iter(darknet))
-                loads[big] = (darknet[big]["weights"], darknet[big]["cfg"])
-            if pt and "error" not in pt:
-                loads[os.path.basename(pt["path"])] = (pt["path"], None)
             res["backends"] = bench_backends(loads, repeat)
+        if "load" in sections:
+            res["load"] = bench_load(loads, repeat, tmp)
         if "bulk" in sections and darknet:
             bname = args.bulk_model or ("small" if args.small or "yolov4-size" not in darknet else "yolov4-size")
             if bname not in darknet:
@@ -135,7 +138,7 @@ def _inputs(args, sections: set, tmp: str) -> tuple:
                     "cfg": os.path.abspath(cfg), "weights": os.path.abspath(f), "description": os.path.basename(f)}
         return darknet, pt, pt_paths
     log(f"writing the embedded models to {tmp}")
-    want_pt = ("pt" in sections or "backends" in sections) and have("torch") and have("yolov5")
+    want_pt = bool({"pt", "backends", "load"} & sections) and have("torch") and have("yolov5")
     pt_yaml = args.pt_yaml or ("yolov5n.yaml" if args.small else "yolov5x.yaml")
     d = prepare_default(tmp, args.small, want_pt, pt_yaml)
     darknet, pt = d["darknet"], d["pt"]

@@ -115,6 +115,24 @@ def markdown(res: dict) -> str:
                 bd = r.get("breakdown_s") or {}
                 lines.append(f"| {label} | {b} | {_fmt(r['warm_median_s'])} | {_fmt(r['first_call_s'])} | "
                              f"{_fmt(bd.get('read'))} | {_fmt(bd.get('build'))} | {_fmt(bd.get('variables'))} |")
+    lines += ["", "### pyloader.load vs keras.saving.load_model of the same model's .keras", "",
+              "Each in a fresh process: the first call, then the median of repeated calls (`model = load(...)`)."]
+    ld = res.get("load") or {}
+    if not ld:
+        lines.append("not run (not in --sections)")
+    else:
+        lines += ["", "| model | backend | pyloader median s | load_model median s | x (repeated) | pyloader first s "
+                  "| load_model first s | x (first) | pyloader read s | models built |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for label, per in ld.items():
+            for b, r in per.items():
+                ours, theirs = r.get("pyloader_load", r), r.get("keras_load_model", {})
+                if "error" in ours or "error" in theirs:
+                    lines.append(f"| {label} | {b} | {ours.get('error') or theirs.get('error')} | | | | | | | |")
+                    continue
+                lines.append(f"| {label} | {b} | {_fmt(ours['warm_median_s'])} | {_fmt(theirs['warm_median_s'])} | "
+                             f"{_fmt(r['speedup_repeated'])} | {_fmt(ours['first_call_s'])} | "
+                             f"{_fmt(theirs['first_call_s'])} | {_fmt(r['speedup_first_call'])} | "
+                             f"{_fmt(ours['read_median_s'])} | {ours['models_built']} |")
     lines += ["", "### Bulk", ""]
     bulk = res.get("bulk") or {}
     if not bulk or "error" in bulk:

@@ -173,9 +173,14 @@ def main(argv=None) -> int:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+    return print_report(report, "soak")
+
+
+def print_report(report: dict, tag: str) -> int:
+    """Print a soak's JSON report, its problems on stderr; the exit status (1 when it found any)."""
     print(json.dumps(report, indent=1))
     for p in report["problems"]:
-        print(f"soak: {p}", file=sys.stderr)
+        print(f"{tag}: {p}", file=sys.stderr)
     return 1 if report["problems"] else 0
 
 

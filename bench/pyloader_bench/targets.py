@@ -33,6 +33,12 @@ def targets(res: dict) -> list:
         pr = peak / pb if peak else None
         add(f"peak memory of pyloader.read ({big}) <= 1.3x parameter bytes above baseline", pr, 1.3,
             None if pr is None else pr <= 1.3)
+    for label, per in (res.get("load") or {}).items():
+        r = per.get("tensorflow") or {}
+        s = r.get("speedup_repeated")
+        add(f"pyloader.load ({label}) >= 5x faster than keras.saving.load_model of its .keras (TensorFlow, "
+            "repeated calls)", s, 5.0, None if s is None else s >= 5.0,
+            (r.get("keras_load_model") or r.get("pyloader_load") or {}).get("error", ""))
     pt = res.get("pt") or {}
     s = pt.get("speedup_pyloader_vs_yolov5_tf")
     label = os.path.basename(pt.get("path", "")) or "YOLOv5x"

@@ -53,7 +53,8 @@ def _times(op, cleanup, repeat: int, before=None) -> list:
 
 # the workers that time their own runs, by method; every other method is one operation for `timed`
 RUNS = {"backend_load": worker_runs.backend_load, "bulk_format": worker_runs.bulk_format,
-        "bulk_convert": worker_runs.bulk, "bulk_separate": worker_runs.bulk, "breakdown": worker_runs.breakdown}
+        "bulk_convert": worker_runs.bulk, "bulk_separate": worker_runs.bulk, "breakdown": worker_runs.breakdown,
+        "load_repeated": worker_runs.load_repeated}
 
 
 def main(spec_json: str) -> None:

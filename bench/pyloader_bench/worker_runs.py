@@ -215,3 +215,51 @@ def breakdown(spec: dict) -> dict:
         out["build_zeros_init"].append(t[6] - t[5])
         out["build_stateless_scope"].append(t[8] - t[7])
     return {k: (statistics.median(v) if isinstance(v, list) and v else v) for k, v in out.items()}
+
+
+def load_repeated(spec: dict) -> dict:
+    """pyloader.load of a checkpoint, or with `keras`: keras.saving.load_model of a .keras, on this process' Keras
+    backend: the first call (fresh process, imports done) and `repeat` later calls written as users write them
+    (`model = load(...)`: the previous model is held while the next loads). pyloader's also says how many models
+    it built (the rest were reused, pyloader.model_pool) and the median of reading the arrays alone; with `save`,
+    it writes its model there as .keras after the measurements."""
+    sys.modules.setdefault("triton", None)  # torch after TensorFlow: see tests/conftest.py
+    import keras
+
+    if spec.get("keras"):
+        import pyloader  # noqa: F401 - registers pyloader's Keras classes, which its .keras files name
+
+        def op():
+            return keras.saving.load_model(spec["keras"])
+    else:
+        import pyloader
+        from pyloader.assemble import model_arrays
+        from pyloader.family import Options
+        from pyloader.registry import open_checkpoint
+
+        w, cfg = spec["weights"], spec.get("cfg")
+
+        def op():
+            return pyloader.load(w, cfg) if cfg else pyloader.load(w)
+    times = []
+    model = None
+    for _ in range(spec["repeat"] + 1):
+        t0 = time.perf_counter()
+        model = op()
+        times.append(time.perf_counter() - t0)
+    out = {"backend": keras.backend.backend(), "first_call_s": times[0], "warm_s": times[1:],
+           "warm_median_s": statistics.median(times[1:])}
+    if not spec.get("keras"):
+        from pyloader import model_pool
+
+        reads = []
+        for _ in range(spec["repeat"]):
+            t0 = time.perf_counter()
+            family, plan = open_checkpoint(w, cfg, Options())
+            model_arrays(family, plan, True)  # dropped at once, as a load drops each array once assigned
+            reads.append(time.perf_counter() - t0)
+        out.update(models_built=model_pool.COUNTS["built"], models_reused=model_pool.COUNTS["reused"],
+                   read_median_s=statistics.median(reads))
+        if spec.get("save"):
+            model.save(spec["save"])
+    return out

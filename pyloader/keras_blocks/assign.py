@@ -25,10 +25,34 @@ def _matched(model, arrays: dict, source: str) -> dict:
     return {path: (v, arrays[path]) for path, v in variables.items()}
 
 
-def assign_weights(model, arrays: dict, source: str) -> None:
-    """Assign every variable of a built model from `arrays` (`source` names the checkpoint in errors)."""
+def assign_weights(model, arrays: dict, source: str, *, discard_arrays: bool = False) -> None:
+    """Assign every variable of a built model from `arrays` (`source` names the checkpoint in errors);
+    discard_arrays as in build_filled."""
+    put = _putter(_assign, discard_arrays)
     for v, a in _matched(model, arrays, source).values():
-        v.assign(a)
+        put(v, a)
+
+
+def _assign(v, a) -> None:
+    v.assign(a)
+
+
+def _initialize(v, a) -> None:
+    v._initialize(a)
+    v._initializer = None
+
+
+def _putter(put, discard_arrays: bool):
+    """put(variable, array), then, with discard_arrays on TensorFlow (its variables hold copies), the array's
+    memory handed back to the system."""
+    if not (discard_arrays and keras.backend.backend() == "tensorflow"):
+        return put
+    from .. import _core
+
+    def put_discard(v, a):
+        put(v, a)
+        _core.discard_memory(a)
+    return put_discard
 
 
 def build_filled(build, arrays: dict, source: str, *, discard_arrays: bool = False):
@@ -55,15 +79,10 @@ def build_filled(build, arrays: dict, source: str, *, discard_arrays: bool = Fal
         model = build()
     pairs = _matched(model, arrays, source)
     ours = {id(v) for v, _ in pairs.values()}
-    discard = discard_arrays and keras.backend.backend() == "tensorflow"
-    if discard:
-        from .. import _core
     try:
+        put = _putter(_initialize, discard_arrays)
         for v, a in pairs.values():
-            v._initialize(a)
-            v._initializer = None
-            if discard:
-                _core.discard_memory(a)
+            put(v, a)
     finally:  # take ours off Keras' list of variables still waiting for their initializer
         pending = global_state.get_global_attribute("uninitialized_variables", [])
         global_state.set_global_attribute("uninitialized_variables", [v for v in pending if id(v) not in ours])
@@ -87,31 +106,36 @@ def build_streamed(build, chunks, source: str, *, discard_arrays: bool = False):
         return model
     with keras.StatelessScope(initialize_variables=False):
         model = build()
-    variables = {v.path: v for v in model.weights}
-    ours = {id(v) for v in variables.values()}
-    done: set = set()
-    discard = discard_arrays and keras.backend.backend() == "tensorflow"
-    if discard:
-        from .. import _core
+    ours = {id(v) for v in model.weights}
     try:
-        for chunk in chunks:
-            for path, a in chunk.items():
-                v = variables.get(path)
-                if v is None or path in done:
-                    what = "has no variable" if v is None else "comes twice"
-                    raise FormatError(f"{source}: the checkpoint's arrays do not match the model: {path} {what}")
-                if tuple(v.shape) != tuple(a.shape):
-                    raise FormatError(f"{source}: {path}: expected shape {tuple(v.shape)}, got {tuple(a.shape)}")
-                v._initialize(a)
-                v._initializer = None
-                done.add(path)
-                if discard:
-                    _core.discard_memory(a)
-        missing = sorted(set(variables) - done)
-        if missing:
-            raise FormatError(f"{source}: the checkpoint's arrays do not match the model: {len(missing)} model "
-                              f"variables have no array (first: {missing[:3]})")
+        _fill_chunks(model, chunks, source, _initialize, discard_arrays)
     finally:  # take ours off Keras' list of variables still waiting for their initializer
         pending = global_state.get_global_attribute("uninitialized_variables", [])
         global_state.set_global_attribute("uninitialized_variables", [v for v in pending if id(v) not in ours])
     return model
+
+
+def fill_streamed(model, chunks, source: str, *, discard_arrays: bool = False) -> None:
+    """Assign every variable of a built model from chunks of arrays, as build_streamed takes them."""
+    _fill_chunks(model, chunks, source, _assign, discard_arrays)
+
+
+def _fill_chunks(model, chunks, source: str, put, discard_arrays: bool) -> None:
+    """put(variable, array) for each array of each chunk, checked: every variable exactly once, its shape."""
+    variables = {v.path: v for v in model.weights}
+    done: set = set()
+    put = _putter(put, discard_arrays)
+    for chunk in chunks:
+        for path, a in chunk.items():
+            v = variables.get(path)
+            if v is None or path in done:
+                what = "has no variable" if v is None else "comes twice"
+                raise FormatError(f"{source}: the checkpoint's arrays do not match the model: {path} {what}")
+            if tuple(v.shape) != tuple(a.shape):
+                raise FormatError(f"{source}: {path}: expected shape {tuple(v.shape)}, got {tuple(a.shape)}")
+            put(v, a)
+            done.add(path)
+    missing = sorted(set(variables) - done)
+    if missing:
+        raise FormatError(f"{source}: the checkpoint's arrays do not match the model: {len(missing)} model "
+                          f"variables have no array (first: {missing[:3]})")

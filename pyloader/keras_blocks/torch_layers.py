@@ -79,21 +79,24 @@ class FocusSpaceToDepth(layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class YoloV5Decode(layers.Layer):
-    """Detect's eval-mode decoding of the raw heads into [B, boxes, 5 + nc] (pixels)."""
+    """Detect's eval-mode decoding of the raw heads into [B, boxes, 5 + nc + nm] (pixels); YOLOv5's Segment: the nm
+    mask coefficients after each anchor's 5 + nc values are left as they are (no sigmoid)."""
 
-    def __init__(self, na, nc, strides, anchors, **kw):
+    def __init__(self, na, nc, strides, anchors, nm=0, **kw):
         super().__init__(**kw)
-        self.na, self.nc = int(na), int(nc)
+        self.na, self.nc, self.nm = int(na), int(nc), int(nm)
         self.strides = [float(s) for s in strides]
         self.anchors = np.asarray(anchors, np.float32).tolist()  # (nl, na, 2) pixels
 
     def call(self, heads):
-        no = self.nc + 5
+        no = self.nc + 5 + self.nm
         outs = []
         for i, x in enumerate(heads):
             ny, nx = spatial(x)
             y = ops.reshape(x, (-1, ny, nx, self.na, no))
-            y = ops.sigmoid(ops.transpose(y, (0, 3, 1, 2, 4)))  # [B, na, ny, nx, no]
+            y = ops.transpose(y, (0, 3, 1, 2, 4))  # [B, na, ny, nx, no]
+            y = (ops.concatenate([ops.sigmoid(y[..., :5 + self.nc]), y[..., 5 + self.nc:]], axis=-1) if self.nm
+                 else ops.sigmoid(y))
             grid = ops.reshape(cell_grid(ny, nx, -0.5), (1, 1, ny, nx, 2))
             anchor = np.asarray(self.anchors[i], np.float32).reshape(1, self.na, 1, 1, 2)
             xy = (y[..., 0:2] * 2.0 + grid) * self.strides[i]
@@ -104,10 +107,11 @@ class YoloV5Decode(layers.Layer):
 
     def compute_output_shape(self, shapes):
         cells = [None if None in s[1:3] else s[1] * s[2] for s in shapes]
-        return (shapes[0][0], None if None in cells else self.na * sum(cells), self.nc + 5)
+        return (shapes[0][0], None if None in cells else self.na * sum(cells), self.nc + 5 + self.nm)
 
     def get_config(self):
-        return {**super().get_config(), "na": self.na, "nc": self.nc, "strides": self.strides, "anchors": self.anchors}
+        return {**super().get_config(), "na": self.na, "nc": self.nc, "strides": self.strides, "anchors": self.anchors,
+                "nm": self.nm}
 
 
 def activation(x, act, name):

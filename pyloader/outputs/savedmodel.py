@@ -56,7 +56,7 @@ def export(model, path: str, meta: dict) -> None:
     named = keras.Model(model.inputs, dict(zip(model.output_names, model.outputs)), name=model.name)
     archive = keras.export.ExportArchive()
     spec = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name) for t in model.inputs]
-    archive.track_and_add_endpoint("serve", named, spec)
+    archive.add_endpoint("serve", named.__call__, spec)
     text = tf.constant(to_json(meta))
     archive._tf_trackable.metadata = tf.function(lambda: {KEY: text}, input_signature=[])
     archive._tf_trackable.metadata.get_concrete_function()
@@ -67,10 +67,17 @@ def export(model, path: str, meta: dict) -> None:
 
 
 def _write_archive(archive, path, extra_signatures) -> None:
-    """ExportArchive.write_out, plus signatures that are plain tf.functions (the metadata)."""
+    """ExportArchive.write_out, plus signatures that are plain tf.functions (the metadata), storing each variable
+    once: `track` would list the Keras variables, which are trackables of their own beside the tf.Variables the
+    endpoints capture (`_all_variables`), so the bundle would hold every weight twice. The `variables`,
+    `trainable_variables` and `non_trainable_variables` lists of the loaded object name the captured ones."""
     import tensorflow as tf
 
     archive._filter_and_track_resources()
+    t = archive._tf_trackable
+    t.variables = list(t._all_variables)
+    t.trainable_variables = [v for v in t.variables if v.trainable]
+    t.non_trainable_variables = [v for v in t.variables if not v.trainable]
     signatures = {name: archive._get_concrete_fn(name) for name in archive._endpoint_names}
     signatures["serving_default"] = signatures["serve"]
     signatures.update(extra_signatures)

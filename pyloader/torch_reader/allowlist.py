@@ -2,7 +2,7 @@
 
 A reference to one of a few allow-listed functions (`torch._utils._rebuild_tensor_v2`, `_rebuild_parameter`,
 `collections.OrderedDict`, `set`, numpy's array reconstruction, ...) resolves to a pure function of this module
-(tensors become numpy arrays over the file's memory map, zero-copy); a global of a module that exists to run code
+(tensors become numpy views of the checkpoint's bytes, zero-copy); a global of a module that exists to run code
 (os, subprocess, builtins' eval/exec, ...) is an `UnsafePickleError` at the GLOBAL opcode, before anything could
 have run; any other global is an inert `ClassRef` (nothing is imported). Each function checks its arguments and
 charges what it copies against the pickle's budget (budget.py).
@@ -247,9 +247,22 @@ def _bytes(*args):
 
 
 def _getattr_inert(obj, name, *default):
-    if default or not isinstance(obj, Record) or not isinstance(name, str):
-        raise UnsafePickleError(f"getattr on {describe(obj)}: only bound methods of model records are read")
-    return MethodRef(obj, name)
+    """getattr(record, name): a bound method (MethodRef); getattr(class, name): a function of a class as pickle
+    protocols < 4 write `Class.function` (YOLOv5's and ultralytics < 8.4's Segment / Pose / OBB:
+    `detect = Detect.forward`), an inert ClassRef of the dotted
+    name. Nothing is looked up; calling either is refused as any other class or function."""
+    if default or not isinstance(obj, (Record, ClassRef)) or not isinstance(name, str) or not name.isidentifier():
+        raise UnsafePickleError(f"getattr on {describe(obj)}: only bound methods of model records and functions of "
+                                "classes are read")
+    return ClassRef(obj.module, f"{obj.name}.{name}") if isinstance(obj, ClassRef) else MethodRef(obj, name)
+
+
+def _defaultdict(factory=None):
+    """collections.defaultdict(factory) (OmegaConf's node metadata, ultralytics 8.0.0-8.0.6 arguments): a plain
+    dict, its items set by the pickle; the factory, a class, is never called."""
+    if factory is not None and not isinstance(factory, ClassRef):
+        raise UnsafePickleError(f"defaultdict of {describe(factory)}: only a class or None is read as its factory")
+    return {}
 
 
 def _device(*args):
@@ -277,6 +290,7 @@ FUNCTIONS: dict[tuple[str, str], Callable] = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("collections", "OrderedDict"): _ordered_dict,
+    ("collections", "defaultdict"): _defaultdict,
     ("__builtin__", "set"): _set,
     ("builtins", "set"): _set,
     ("__builtin__", "frozenset"): _frozenset,

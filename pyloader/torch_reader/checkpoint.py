@@ -1,10 +1,15 @@
 """Read a PyTorch checkpoint (.pt) without torch: the zip format (torch >= 1.6) and the legacy format.
 
-The native core reads the whole file into memory of its own (`read_bytes`: pread, never a memory map, so a file
-truncated or rewritten later cannot touch what was read, and a change while reading is a FormatError "changed
-while reading"); the zip directory is read and validated in C++ (`_core.torch_zip_index`); the pickle is
-interpreted by `unpickle.load_pickle` (runs nothing). Tensors are numpy arrays viewing those bytes (read-only,
-zero-copy); they keep them alive.
+Everything is read with pread into memory of its own, never memory-mapped (a file truncated or rewritten later
+cannot touch what was read), and the file must be unchanged from its opening until its last byte is read
+(boundary.unchanged_file: FormatError "changed while reading" otherwise).
+
+A zip checkpoint is read in two steps (`_core.torch_zip_open`, `_core.read_into_image`): first its directory,
+validated in C++, and its pickle, which `unpickle.load_pickle` interprets (it runs nothing) into tensors that are
+read-only numpy views of an image of the file (memory of its own); then only the bytes of the storage records
+that the tensors in use view (`used`: the model, not a trainer's optimizer state or second model copy), in
+parallel, sorted by offset; every other byte of the image is then zero. The legacy (pre-1.6) format is read
+whole (`read_bytes`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from .. import _core
 from ..boundary import fs_bytes, short_repr, unchanged_file
 from ..errors import FormatError
 from .policy import RecordStorages, storage_pid
-from .records import Storage, StorageType
+from .records import MethodRef, Record, Storage, StorageType
 from .unpickle import load_pickle
 
 __all__ = ["load_torch_checkpoint", "read_bytes"]
@@ -26,15 +31,20 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
 
-def load_torch_checkpoint(path) -> object:
-    """The unpickled checkpoint: dicts, lists, numpy arrays (tensors) and inert `Record`s (modules)."""
+def load_torch_checkpoint(path, used=None) -> object:
+    """The unpickled checkpoint: dicts, lists, numpy arrays (tensors) and inert `Record`s (modules).
+
+    `used(checkpoint)`: the part of it whose tensors the caller reads (the model record); of a zip checkpoint only
+    the storages those tensors view are read, and every other tensor holds zeros. None: all of them are read.
+    """
     path = os.fspath(path)
-    buf = read_bytes(path)
-    if buf[:4].tobytes() == b"PK\x03\x04":
-        return _load_zip(path, buf)
-    if buf[:2].tobytes() == b"\x80\x02":
-        return _load_legacy(path, buf)
-    raise FormatError(f"{path}: neither a PyTorch zip archive nor a legacy torch file (first bytes {short_repr(buf[:8].tobytes())})")
+    with unchanged_file(path) as (fd, size):
+        head = os.pread(fd, 8, 0)
+        if head[:4] == b"PK\x03\x04":
+            return _load_zip(path, fd, size, used)
+        if head[:2] == b"\x80\x02":
+            return _load_legacy(path, _core.read_file(fd, size, fs_bytes(path)))
+    raise FormatError(f"{path}: neither a PyTorch zip archive nor a legacy torch file (first bytes {short_repr(head)})")
 
 
 def read_bytes(path) -> np.ndarray:
@@ -43,23 +53,27 @@ def read_bytes(path) -> np.ndarray:
         return _core.read_file(fd, size, fs_bytes(path))
 
 
-def _load_zip(path: str, buf: np.ndarray):
-    try:
-        index = _core.torch_zip_index(buf)
-    except FormatError as e:
-        raise FormatError(f"{path}: {e}") from None
+def _load_zip(path: str, fd: int, size: int, used):
+    image, index = _core.torch_zip_open(fd, size, fs_bytes(path))
     prefix = index["prefix"]
     records = index["records"]
-    for name, method, size, offset in index["entries"]:
+    for name, method, n, offset in index["entries"]:
         if name == f"{prefix}/byteorder" and method == 0:
-            order = buf[offset : offset + size].tobytes()
-            if order.strip() != b"little":
-                raise FormatError(f"{path}: zip entry '{name}': byte order {short_repr(order[:16])}, expected b'little'")
+            order = os.pread(fd, min(n, 64), offset)
+            if n > 64 or order.strip() != b"little":
+                raise FormatError(f"{path}: zip entry '{name}': byte order {short_repr(order[:16])}, "
+                                  "expected b'little'")
     pkl_offset, pkl_size = index["pickle"]
-    storages = ZipStorages(path, buf, prefix, records)
-    obj, _ = load_pickle(buf, start=pkl_offset, end=pkl_offset + pkl_size, persistent_load=storages,
+    storages = ZipStorages(path, image, prefix, records)
+    obj, _ = load_pickle(image, start=pkl_offset, end=pkl_offset + pkl_size, persistent_load=storages,
                          where=storages.where)
+    ranges = _core.viewed_ranges(obj if used is None else used(obj), image, _FOLLOW)
+    _core.read_into_image(fd, size, fs_bytes(path), image, ranges)  # the last read: unchanged_file checks after it
     return obj
+
+
+# What holds tensors besides dicts, lists, tuples and sets in what a checkpoint's pickle makes (_core.viewed_ranges).
+_FOLLOW = {Record: ("args", "state"), MethodRef: ("record",), Storage: ("array",)}
 
 
 class ZipStorages(RecordStorages):

@@ -22,7 +22,7 @@ MAX_STRING_BYTES = 1 << 31  # a single string/bytes value larger than 2 GiB is n
 
 
 class _Reader:
-    """The pickle's bytes (copied out of the map: pickles are small; tensors stay in the map)."""
+    """The pickle's bytes (copied out of the buffer: pickles are small; tensors stay views of it)."""
 
     def __init__(self, data, start, end):
         self.data = bytes(memoryview(data).cast("B")[start:end])

@@ -167,13 +167,20 @@ def metadata(plan, input_size, options) -> dict:
     }
 
 
+_NMS_EXTRAS = {"segment": "mask_coefficients", "pose": "keypoints", "obb": "angles"}  # per kept box, after classes
+
+
 def layout(plan):
     """Detect's decoded output feeds NMS (an end-to-end head's one-to-many branch, as Ultralytics' nms=True export:
-    .end2end); a classification model has no boxes, and NMS of the Segment, Pose and OBB rows (Ultralytics' nms=True
-    format with mask coefficients, keypoints, rotated boxes) is not done yet: None, NMS is refused."""
-    if plan.task != "detect" or plan.nodes[-1].kind == "RTDETRDecoder":  # RT-DETR: its own top-k, no NMS
+    .end2end); Segment, Pose and OBB add their columns per kept box (Ultralytics' nms=True rows: mask coefficients
+    with the prototypes passed through, decoded keypoints, the angle of rotated x, y, w, h boxes, suppressed with
+    probiou). A classification model has no boxes, RT-DETR selects its own top-k: None, NMS is refused."""
+    if plan.task not in ("detect", *_NMS_EXTRAS) or plan.nodes[-1].kind == "RTDETRDecoder":
         return None
-    return OutputLayout("xywh_cls", channels_first=True, score="class probability")
+    extras = () if plan.task == "detect" else (
+        (_NMS_EXTRAS[plan.task], plan.nodes[-1].parts.channels, _TASK_LAYOUTS[plan.task][0]),)
+    return OutputLayout("xywh_cls", channels_first=True, score="class probability", extras=extras,
+                        rotated=plan.task == "obb", passthrough=("prototypes",) if plan.task == "segment" else ())
 
 
 def summary(plan, content) -> tuple:

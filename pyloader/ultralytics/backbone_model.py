@@ -9,6 +9,7 @@ PyTorch computes them; Keras layers only. Each builder takes (x, record, fold_bn
 * RepConv: act(conv1(x) + conv2(x)), the two convolutions as stored (not reparameterised);
 * RepNCSPELAN4 / ELAN1: cv4(cat(a, b, c, d)) of cv1's halves a, b, c = cv2(b), d = cv3(c);
 * ADown / AConv: a 2x2 stride-1 average pool (no padding) first;
+* ResNetBlock (Ultralytics', torchvision's BasicBlock / Bottleneck): relu(convs(x) + shortcut(x));
 * CBLinear: its conv's outputs as a list of channel groups; CBFuse: nearest upsampling by the integer size ratio
   (torch's interpolate to the target size), then the sum.
 """
@@ -19,7 +20,7 @@ from keras import layers
 
 from ..keras_blocks.torch_layers import activation, conv as _conv, max_pool_layer
 from .blocks import (A2C2f, ADown, AConv, CBFuse, CBLinear, ELAN, GhostBottleneck, GhostConv, Identity, MaxPool, RepConv,
-                     SPP, TransposeConv, ZeroPad)
+                     ResNetBlock, SPP, TransposeConv, ZeroPad)
 from .keras_layers import ChannelSplit
 
 __all__ = ["BUILDERS"]
@@ -130,7 +131,13 @@ def _cbfuse(xs, B: CBFuse, fold_bn, block):
     return layers.Add(name=B.name)(res + [target])
 
 
+def _resnet_block(x, B: ResNetBlock, fold_bn, block):
+    y = _chain(x, B.convs, fold_bn, block)
+    s = x if B.shortcut is None else _conv(x, B.shortcut, fold_bn)
+    return activation(layers.Add(name=B.name + "_add")([y, s]), "relu", B.name + "_relu")
+
+
 BUILDERS = {GhostConv: _ghost_conv, GhostBottleneck: _ghost_bottleneck, ZeroPad: _zero_pad,
             MaxPool: lambda x, P, fold_bn, block: _pool(x, P), SPP: _spp, TransposeConv: _transpose, A2C2f: _a2c2f,
             RepConv: _rep_conv, ELAN: _elan, ADown: _adown, AConv: _aconv, Identity: lambda x, P, fold_bn, block: x,
-            CBLinear: _cblinear, CBFuse: _cbfuse}
+            CBLinear: _cblinear, CBFuse: _cbfuse, ResNetBlock: _resnet_block}

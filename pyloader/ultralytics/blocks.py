@@ -17,8 +17,9 @@ from ..torch_reader.modules import ConvSpec
 
 __all__ = ["Node", "Repeats", "Concat", "Upsample", "MaxPool", "Bottleneck", "C3", "Attention", "PSABlock",
            "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify",
-           "Proto", "Segment", "Pose", "OBB", "Proto26", "Segment26", "Pose26", "OBB26", "SemanticHead", "DepthHead", "ZeroPad", "SPP", "GhostConv", "GhostBottleneck", "TransposeConv",
-           "A2C2f", "RepConv", "ELAN", "ADown", "AConv", "Identity", "CBLinear", "CBFuse", "EndToEnd", "RepVGGDW", "CIB"]
+           "Proto", "Segment", "Pose", "OBB", "Proto26", "Segment26", "Pose26", "OBB26", "SemanticHead", "DepthHead",
+           "ZeroPad", "SPP", "GhostConv", "GhostBottleneck", "TransposeConv", "A2C2f", "RepConv", "ELAN", "ADown",
+           "AConv", "Identity", "CBLinear", "CBFuse", "EndToEnd", "RepVGGDW", "CIB", "ResNetBlock"]
 
 
 @dataclass(frozen=True)
@@ -467,3 +468,14 @@ class DepthHead:
     head: list  # ConvSpec, TransposeConv, ConvSpec, ConvSpec (plain)
     cal_a: float
     cal_b: float
+
+
+@dataclass(frozen=True)
+class ResNetBlock:
+    """Ultralytics' ResNetBlock or torchvision's BasicBlock / Bottleneck: relu(convs(x) + shortcut(x)), the convs
+    chained (each with its batch norm, all but the last with its activation), the shortcut a Conv + batch norm without
+    activation (the strided or widening projection) or None (the identity)."""
+
+    name: str
+    convs: list  # ConvSpec
+    shortcut: Any  # ConvSpec or None

@@ -15,7 +15,7 @@ import numpy as np
 from ..boundary import short_repr
 from ..torch_reader.modules import NN, ConvSpec, activation_of, batchnorm, children, conv2d, is_class, param, sequence
 from .backbones import rep_conv
-from .blocks import Linear, Upsample
+from .blocks import Chain, Linear, MaxPool, ResNetBlock, Upsample
 from .heads import ul
 
 __all__ = ["RTDETR_ROWS", "RTDETR_ABSORBS_N", "level_strides", "HGStem", "HGBlock", "RepC3", "AIFI", "RTDETRHead"]
@@ -393,18 +393,23 @@ RTDETR_ROWS = {  # yaml module: (the kind `pyloader inspect` counts, its row rea
 RTDETR_ABSORBS_N = {"HGBlock", "RepC3"}  # n is their inner block count
 
 
+def _stride(P) -> float:
+    """How much a row's record downsamples (HGStem 4; convolutions, pools and ResNet chains by their strides)."""
+    if isinstance(P, HGStem):
+        return 4
+    if isinstance(P, (ConvSpec, MaxPool)):
+        return P.stride[0]
+    if isinstance(P, Upsample):
+        return 1 / P.size[0]
+    if isinstance(P, (Chain, ResNetBlock)):
+        return float(np.prod([_stride(p) for p in (P.items if isinstance(P, Chain) else P.convs)]))
+    return 1
+
+
 def level_strides(nodes, head) -> list:
     """The stride of each map the head takes (from the rows' convolutions, pools and upsampling)."""
     strides = []
     for node in nodes:
         src = node.source if isinstance(node.source, int) else node.source[0]
-        s = (strides[src] if src >= 0 else strides[len(strides) + src]) if strides else 1
-        P = node.parts
-        if isinstance(P, HGStem):
-            s *= 4
-        elif isinstance(P, ConvSpec):
-            s *= P.stride[0]
-        elif isinstance(P, Upsample):
-            s /= P.size[0]
-        strides.append(s)
+        strides.append(((strides[src] if src >= 0 else strides[len(strides) + src]) if strides else 1) * _stride(node.parts))
     return [float(strides[i]) for i in head.source]

@@ -30,16 +30,19 @@ from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
 from ..torch_reader.modules import class_names, maxpool, param, select_model, sequence  # ema when not None, else model (as Ultralytics)
 from ..torch_reader.records import Record
-from .backbones import ABSORBS_N, ROWS
+from .backbones import ABSORBS_N, ROWS as _BACKBONE_ROWS
 from .blocks import (C2, C2PSA, C3, SPPF, Attention, Bottleneck, C2f, Chain, Classify, Concat, Detect, MaxPool, Node,
                      Linear, PSABlock, Repeats, Upsample)
 from .dense_heads import DENSE_HEADS, read_dense_head
 from .heads import detect, ul as _ul
+from .resnet import ROWS as _RESNET_ROWS
 from .task_heads import TASK_HEADS, read_task_head
 from .yolov10 import check_c2fcib, cib, row as v10_row
 from .rtdetr import RTDETR_ABSORBS_N, RTDETR_ROWS, level_strides
 
 __all__ = ["read_plan", "UltralyticsPlan"]
+
+ROWS = {**_BACKBONE_ROWS, **_RESNET_ROWS, **RTDETR_ROWS}  # yaml module -> (kind, row reader)
 
 
 @dataclass
@@ -231,7 +234,6 @@ _KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C2": 
           "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect",
           "Classify": "Classify", "v10Detect": "Detect", "C2fCIB": "C2fCIB", "SCDown": "SCDown", "PSA": "PSA",
           **{k: k for k in TASK_HEADS + DENSE_HEADS}}
-_ROWS = {**ROWS, **RTDETR_ROWS}  # yaml module: (kind, row reader) of the other modules
 _ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA", "C2fCIB"} | ABSORBS_N | RTDETR_ABSORBS_N  # n is their inner block count, not a Sequential of repeats
 
 
@@ -300,7 +302,7 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         if base in _HEADS or mname in _HEADS:
             raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads Detect, v10Detect, Segment, Pose, "
                                 f"OBB, their YOLO26 forms and Classify heads)")
-        kind = _KINDS.get(mname) or _ROWS.get(mname, (None,))[0]
+        kind = _KINDS.get(mname) or ROWS.get(mname, (None,))[0]
         if kind is None:
             raise rd.err(mpath, f"yaml module {short_repr(mname)} is not supported")
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -380,8 +382,8 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
         if cin[0] is not None and _cin(spec) != cin[0]:
             raise rd.err(mpath + sub, f"expected {cin[0]} input channels (from the layers feeding it), the weight has {_cin(spec)}")
 
-    if mname in _ROWS:
-        return _ROWS[mname][1](rd, rec, mpath, args, cin, c2_of, n_eff)
+    if mname in ROWS:
+        return ROWS[mname][1](rd, rec, mpath, args, cin, c2_of, n_eff)
     if kind == "Conv":
         spec = rd.conv(rec, mpath)
         if mname == "DWConv" and not _ul(rec, "DWConv"):

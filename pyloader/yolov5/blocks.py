@@ -16,7 +16,7 @@ import numpy as np
 from ..torch_reader.modules import BatchNorm, ConvSpec
 
 __all__ = ["Node", "Conv", "Focus", "Bottleneck", "C3", "BottleneckCSP", "MaxPool", "SPP", "SPPF", "Concat",
-           "Upsample", "ZeroPad", "Detect", "Sequential"]
+           "Upsample", "ZeroPad", "Detect", "Proto", "Segment", "Classify", "Sequential"]
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,52 @@ class Detect:
 
     def convs(self):
         return self.m
+
+
+@dataclass(frozen=True)
+class Proto:
+    """The mask prototypes of level 0's input: cv3(cv2(upsample(cv1(x)))), nearest upsampling by `scale`."""
+
+    name: str
+    cv1: ConvSpec
+    cv2: ConvSpec
+    cv3: ConvSpec
+    scale: tuple  # (height factor, width factor)
+
+    def convs(self):
+        yield self.cv1
+        yield self.cv2
+        yield self.cv3
+
+
+@dataclass(frozen=True)
+class Segment(Detect):
+    """Detect whose per-anchor outputs are 5 + nc + nm (the mask coefficients last), and the prototypes."""
+
+    nm: int
+    proto: Proto
+
+    def convs(self):
+        yield from self.m
+        yield from self.proto.convs()
+
+
+@dataclass(frozen=True)
+class Classify:
+    """linear(flatten(pool(conv(x)))) (its Dropout: nothing in eval); `linear` is a 1x1 ConvSpec of nn.Linear's
+    weight (out, in, 1, 1) and bias, applied to the pooled 1x1 map."""
+
+    name: str
+    conv: ConvSpec
+    linear: ConvSpec
+
+    @property
+    def nc(self) -> int:
+        return self.linear.out_channels
+
+    def convs(self):
+        yield self.conv
+        yield self.linear
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,12 @@ decode=True: one tensor [B, boxes, 5+nc] as YOLOv5's Detect returns in eval mode
 (box centre and size), objectness and class probabilities after the sigmoid; boxes ordered per level, then
 anchor, then y, then x.
 
+Segmentation (SegmentationModel): each head has na*(5+nc+nm) channels (the nm mask coefficients after each anchor's
+5+nc values), then `prototypes` NHWC [B, 2H/stride0, 2W/stride0, nm] (Proto's output, NCHW there); decoded,
+`detections` [B, boxes, 5+nc+nm] (the coefficients as they are) and `prototypes`, as SegmentationModel returns in
+eval mode (its raw heads left out). Classification (ClassificationModel): `logits` [B, nc] (what the model returns);
+decoded, `probabilities` (softmax, as YOLOv5's classify predict.py / val.py take them) and `logits`.
+
 The model's `class_names` attribute is the checkpoint's class-name list (model.names, ordered by class id).
 """
 
@@ -32,7 +38,8 @@ from ..keras_blocks.torch_layers import (
     FocusSpaceToDepth, Hardswish, TorchMaxPool2D, YoloV5Decode, activation as _activation, conv as _conv, max_pool_layer,
 )
 from .blocks import (
-    C3, SPP, SPPF, Bottleneck, BottleneckCSP, Concat, Conv, Detect, Focus, MaxPool, Sequential, Upsample, ZeroPad,
+    C3, SPP, SPPF, Bottleneck, BottleneckCSP, Classify, Concat, Conv, Detect, Focus, MaxPool, Segment, Sequential,
+    Upsample, ZeroPad,
 )
 from .weights import YoloV5Plan
 
@@ -97,6 +104,22 @@ def _zero_pad(x, b: ZeroPad, fold_bn):
     return layers.ZeroPadding2D(((top, bottom), (left, right)), name=b.name)(x)
 
 
+def _segment(x, b: Segment, fold_bn):
+    """The heads, then the prototypes of level 0's input."""
+    p = b.proto
+    y = layers.UpSampling2D(size=p.scale, interpolation="nearest", name=p.name + "_upsample")(_conv(x[0], p.cv1, fold_bn))
+    return [_conv(xi, c, fold_bn) for xi, c in zip(x, b.m)] + [_conv(_conv(y, p.cv2, fold_bn), p.cv3, fold_bn)]
+
+
+def _classify(x, b: Classify, fold_bn):
+    """Classify in eval mode: (the inputs concatenated), conv, global average pool, Linear (a 1x1 conv on the pooled
+    map)."""
+    if isinstance(x, list):
+        x = layers.Concatenate(axis=-1, name=b.name + "_cat")(x)
+    y = layers.GlobalAveragePooling2D(keepdims=True, name=b.name + "_pool")(_conv(x, b.conv, fold_bn))
+    return layers.Reshape((b.nc,), name=b.name + "_flatten")(_conv(y, b.linear, fold_bn))
+
+
 _BUILDERS = {
     Sequential: _sequential,
     Conv: lambda x, b, fold_bn: _conv(x, b.conv, fold_bn),
@@ -111,6 +134,8 @@ _BUILDERS = {
     MaxPool: lambda x, b, fold_bn: _pool(x, b),
     ZeroPad: _zero_pad,
     Detect: lambda x, b, fold_bn: [_conv(xi, c, fold_bn) for xi, c in zip(x, b.m)],
+    Segment: _segment,
+    Classify: _classify,
 }
 
 
@@ -120,8 +145,9 @@ def _block(x, block, fold_bn):
 
 
 def default_input_size(plan: YoloV5Plan) -> tuple:
-    """YOLOv5 has no fixed size: 640x640, or 1280x1280 for P6 models (max stride 64)."""
-    s = 1280 if plan.max_stride >= 64 else 640
+    """YOLOv5 has no fixed size: 640x640, or 1280x1280 for P6 models (max stride 64); classifiers 224x224 (YOLOv5's
+    classify/train.py default)."""
+    s = 224 if plan.task == "classify" else 1280 if plan.max_stride >= 64 else 640
     return (s, s)
 
 
@@ -130,6 +156,17 @@ def build(plan: YoloV5Plan, options) -> keras.Model:
     inp, _ = plan_input(plan, options.input_size, default_input_size(plan))
     heads = run_nodes(inp, plan.nodes, lambda x, node: _block(x, node.block, options.fold_bn))
     det = plan.nodes[-1].block
-    outputs = (YoloV5Decode(det.na, det.nc, plan.strides, plan.anchors, name="decode")(heads)
-               if options.decoded else heads)
-    return finish_plan_model(inp, heads, outputs, plan, "yolov5", decode=options.decoded)
+    if plan.task == "classify":
+        if not options.decoded:
+            return finish_plan_model(inp, [heads], [heads], plan, "yolov5", decode=False, names=["logits"])
+        probs = layers.Softmax(axis=-1, name="softmax")(heads)
+        return finish_plan_model(inp, [heads], [probs, heads], plan, "yolov5", decode=True,
+                                 names=["probabilities", "logits"])
+    proto = heads[det.nl:]  # Segment's prototypes
+    heads = heads[:det.nl]
+    if not options.decoded:
+        names = [f"head_{i}" for i in range(det.nl)] + ["prototypes"] * len(proto) if proto else None
+        return finish_plan_model(inp, heads, heads + proto, plan, "yolov5", decode=False, names=names)
+    dec = YoloV5Decode(det.na, det.nc, plan.strides, plan.anchors, getattr(det, "nm", 0), name="decode")(heads)
+    return finish_plan_model(inp, heads, [dec] + proto if proto else dec, plan, "yolov5", decode=True,
+                             names=["detections", "prototypes"] if proto else None)

@@ -1,5 +1,9 @@
 """YOLOv5 .pt checkpoints as numpy: the architecture plan and the arrays in Keras layout. No TensorFlow.
 
+Detection (models.yolo.DetectionModel / Model: Detect), segmentation (SegmentationModel: Segment, Detect with mask
+coefficients and Proto) and classification (ClassificationModel: a cut detection backbone ending in Classify; it
+holds no yaml: its layers are read by their own classes and 'from' columns).
+
 The checkpoint is read by `torch_reader.checkpoint` (no torch, no pickle code run). The model is `ema` when present
 and not None, else `model` (as YOLOv5 does). The layer graph comes from the model's own `yaml` dict
 (backbone + head rows: from, number, module); each row is checked against the pickled module record of the
@@ -28,7 +32,8 @@ from ..torch_reader.modules import (
 )
 
 from .blocks import (
-    C3, SPP, SPPF, Bottleneck, BottleneckCSP, Concat, Conv, Detect, Focus, MaxPool, Node, Sequential, Upsample, ZeroPad,
+    C3, SPP, SPPF, Bottleneck, BottleneckCSP, Classify, Concat, Conv, Detect, Focus, MaxPool, Node, Proto, Segment,
+    Sequential, Upsample, ZeroPad,
 )
 
 __all__ = ["read_plan", "YoloV5Plan"]
@@ -48,6 +53,7 @@ class YoloV5Plan:
     anchors: np.ndarray  # (nl, na, 2) in pixels
     max_stride: int
     model_class: str
+    task: str = "detect"  # "detect", "segment" or "classify"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -160,12 +166,13 @@ def _zero_pad(ctx, rec, mpath, n) -> ZeroPad:
     return ZeroPad(_name(mpath), tuple(pad))
 
 
-def _detect(ctx, rec, mpath, n) -> Detect:
-    mods = _check(ctx, rec, mpath, "Detect")
+def _detect(ctx, rec, mpath, n, cls="Detect", nm=0) -> Detect:
+    mods = _check(ctx, rec, mpath, cls)
     name = _name(mpath)
     nl, na, nc, no = (rec.attr(k) for k in ("nl", "na", "nc", "no"))
-    if not all(isinstance(v, int) and v > 0 for v in (nl, na, nc, no)) or no != nc + 5:
-        raise ctx.err(mpath, f"Detect nl={nl} na={na} nc={nc} no={no}: inconsistent")
+    if not all(isinstance(v, int) and v > 0 for v in (nl, na, nc, no)) or no != nc + 5 + nm:
+        extra = f" nm={nm}" if cls != "Detect" else ""
+        raise ctx.err(mpath, f"{cls} nl={nl} na={na} nc={nc} no={no}{extra}: inconsistent")
     anchors = _param(ctx, rec, mpath, "anchors")
     if anchors.shape != (nl, na, 2):
         raise ctx.err(mpath, f"anchors of shape {anchors.shape}, expected ({nl}, {na}, 2)")
@@ -179,15 +186,59 @@ def _detect(ctx, rec, mpath, n) -> Detect:
                   anchors.astype(np.float32))
 
 
+def _segment(ctx, rec, mpath, n) -> Segment:
+    """Detect with nm mask coefficients after each anchor's 5 + nc values, and Proto on level 0's input."""
+    nm, npr = rec.attr("nm"), rec.attr("npr")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (nm, npr)):
+        raise ctx.err(mpath, f"Segment nm={short_repr(nm)} npr={short_repr(npr)}: expected positive ints")
+    det = _detect(ctx, rec, mpath, n, "Segment", nm)
+    p = mpath + ".proto"
+    mods = _check(ctx, _modules(rec).get("proto"), p, "Proto")
+    cv1, cv2, cv3 = (_conv_of(ctx, mods, p, k) for k in ("cv1", "cv2", "cv3"))
+    up = _upsample(ctx, mods.get("upsample"), p + ".upsample", None)
+    chans = (_cin(cv1), cv1.out_channels, _cin(cv2), cv2.out_channels, _cin(cv3), cv3.out_channels)
+    want = (_cin(det.m[0]), npr, npr, npr, npr, nm)
+    if chans != want:
+        raise ctx.err(p, f"channels cv1 in/out, cv2 in/out, cv3 in/out: expected {want} (level 0's input, npr={npr}, "
+                         f"nm={nm}), the weights have {chans}")
+    return Segment(**vars(det), nm=nm, proto=Proto(_name(p), cv1, cv2, cv3, up.size))
+
+
+def _classify(ctx, rec, mpath, n) -> Classify:
+    """Classify: conv, AdaptiveAvgPool2d(1), Dropout, Linear (with bias) on the conv's outputs."""
+    mods = _check(ctx, rec, mpath, "Classify")
+    pool, lin = mods.get("pool"), mods.get("linear")
+    if not _is(pool, "AdaptiveAvgPool2d", *_NN) or pool.attr("output_size") not in (1, (1, 1), [1, 1]):
+        raise ctx.err(mpath + ".pool", f"expected AdaptiveAvgPool2d(1), found {short_repr(pool)}")
+    if not _is(mods.get("drop"), "Dropout", *_NN):
+        raise ctx.err(mpath + ".drop", f"expected a Dropout, found {short_repr(mods.get('drop'))}")
+    conv = _conv_of(ctx, mods, mpath, "conv")
+    _check(ctx, lin, mpath + ".linear", "Linear", "a Linear", _NN)
+    w, b = _param(ctx, lin, mpath + ".linear", "weight"), _param(ctx, lin, mpath + ".linear", "bias", required=False)
+    if w.ndim != 2 or w.shape[1] != conv.out_channels or b is None or b.shape != (w.shape[0],):
+        raise ctx.err(mpath + ".linear", f"weight {w.shape}, bias {None if b is None else b.shape}: expected "
+                                         f"(classes, {conv.out_channels}) (the conv's outputs) and (classes,)")
+    linear = ConvSpec(_name(mpath) + "_linear", w.reshape(*w.shape, 1, 1), b, (1, 1), (0, 0), (1, 1), 1)
+    return Classify(_name(mpath), conv, linear)
+
+
+def _cin(spec: ConvSpec) -> int:
+    return int(spec.kernel.shape[1]) * int(spec.groups)
+
+
 _READERS = {
     Conv: _conv, Focus: _focus, C3: _c3, Bottleneck: _bottleneck, BottleneckCSP: _bottleneck_csp, SPP: _spp,
     SPPF: _sppf, Concat: _concat, Upsample: _upsample, MaxPool: _pool, ZeroPad: _zero_pad, Detect: _detect,
+    Segment: _segment, Classify: _classify,
 }
 _YAML_KIND = {
     "Conv": Conv, "C3": C3, "Bottleneck": Bottleneck, "BottleneckCSP": BottleneckCSP, "SPP": SPP, "SPPF": SPPF,
     "Focus": Focus, "Concat": Concat, "nn.Upsample": Upsample, "Upsample": Upsample, "nn.MaxPool2d": MaxPool,
     "MaxPool2d": MaxPool, "nn.ZeroPad2d": ZeroPad, "ZeroPad2d": ZeroPad, "Detect": Detect,
+    "Segment": Segment, "Classify": Classify,
 }
+_TASKS = {"Model": "detect", "DetectionModel": "detect", "SegmentationModel": "segment", "ClassificationModel": "classify"}
+_HEADS = {"detect": Detect, "segment": Segment, "classify": Classify}
 _REPEATED = (C3, BottleneckCSP)  # n is their bottleneck count; other modules repeat as a Sequential
 
 
@@ -201,8 +252,35 @@ def read_plan(path, ckpt=None) -> YoloV5Plan:
 def plan_from_model(model, path) -> YoloV5Plan:
     """The plan of a YOLOv5 model record (pickled, or built from a yaml and a state_dict)."""
     ctx = _Ctx(path)
-    if not (_is(model, "DetectionModel", "models.yolo") or _is(model, "Model", "models.yolo")):
-        raise FormatError(f"{path}: model is {short_repr(model)}; expected models.yolo.DetectionModel or models.yolo.Model")
+    task = next((t for c, t in _TASKS.items() if _is(model, c, "models.yolo")), None)
+    if task is None:
+        raise FormatError(f"{path}: model is {short_repr(model)}; expected models.yolo.DetectionModel (or Model), "
+                          "SegmentationModel or ClassificationModel")
+    layers = _sequence(ctx, _modules(model).get("model"), "model", "layers")
+    nodes = _layer_nodes(ctx, layers) if task == "classify" else _yaml_nodes(ctx, model, layers, path)
+    head, want = nodes[-1].block, _HEADS[task]
+    if type(head) is not want or any(isinstance(n.block, (Detect, Classify)) for n in nodes[:-1]):
+        raise FormatError(f"{path}: the last layer is {nodes[-1].kind}, expected {want.__name__} ({model.cls.name}), "
+                          "and only there")
+    names = class_names(model, head.nc, path)
+    if task == "classify":  # any input size (the pool takes the whole map): max stride 1
+        return YoloV5Plan(path, nodes, head.nc, names, [], np.zeros((0, 0, 2), np.float32), 1, model.cls.qualname, task)
+    stride = head.stride
+    anchors_px = head.anchors * np.asarray(stride, np.float32)[:, None, None]
+    return YoloV5Plan(path, nodes, head.nc, names, stride, anchors_px, int(max(stride)), model.cls.qualname, task)
+
+
+def _from(ctx, mpath, f, i):
+    """A layer's 'from': -1 (the layer before, or the input for layer 0), an earlier layer's index, or a list."""
+    srcs = [f] if isinstance(f, int) and not isinstance(f, bool) else f
+    if not (isinstance(srcs, list) and srcs and all(isinstance(x, int) and not isinstance(x, bool) for x in srcs)
+            and (srcs == [-1] if i == 0 else all(-i <= x < i for x in srcs))):
+        raise ctx.err(mpath, f"'from' {short_repr(f)}: expected -1, or earlier layers' indices")
+    return f
+
+
+def _yaml_nodes(ctx, model, layers, path) -> list:
+    """Each yaml row (backbone + head) read from the module record of the same index."""
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
         raise FormatError(f"{path}: the model has no yaml dict with backbone and head rows")
@@ -211,7 +289,6 @@ def plan_from_model(model, path) -> YoloV5Plan:
     if isinstance(gd, bool) or not isinstance(gd, (int, float)) or not 0 < gd <= 100:
         raise FormatError(f"{path}: yaml depth_multiple {short_repr(gd)}: expected a number in (0, 100]")
     rows = cfg["backbone"] + cfg["head"]
-    layers = _sequence(ctx, _modules(model).get("model"), "model", "layers")
     if len(layers) != len(rows):
         raise FormatError(f"{path}: the yaml has {len(rows)} rows, the model {len(layers)} layers")
     nodes = []
@@ -226,8 +303,7 @@ def plan_from_model(model, path) -> YoloV5Plan:
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
             raise ctx.err(mpath, f"yaml number {short_repr(n)}: expected an int in [0, 1000]")
         n_eff = max(round(n * gd), 1) if n > 1 else n
-        if not (isinstance(f, int) or (isinstance(f, list) and all(isinstance(x, int) for x in f))):
-            raise ctx.err(mpath, f"yaml 'from' {short_repr(f)}")
+        _from(ctx, mpath, f, i)
         rf = rec.attr("f")
         if rf is not None and rf != f:
             raise ctx.err(mpath, f"module 'from' is {short_repr(rf)}, the yaml says {short_repr(f)}")
@@ -240,12 +316,34 @@ def plan_from_model(model, path) -> YoloV5Plan:
         else:
             block = _READERS[kind](ctx, rec, mpath, n_eff if kind in _REPEATED else None)
         nodes.append(Node(i, f, block))
-    det = nodes[-1].block
-    if not isinstance(det, Detect):
-        raise FormatError(f"{path}: the last layer is {nodes[-1].kind}, expected Detect")
-    stride = det.stride
-    anchors_px = det.anchors * np.asarray(stride, np.float32)[:, None, None]
-    return YoloV5Plan(path, nodes, det.nc, class_names(model, det.nc, path), stride, anchors_px, int(max(stride)), model.cls.qualname)
+    return nodes
+
+
+def _layer_nodes(ctx, layers) -> list:
+    """A ClassificationModel's layers (YOLOv5's classify/train.py cuts a DetectionModel and keeps no yaml): each read
+    by its own class (an nn.Sequential: a row repeated), wired by its 'from' attribute; C3 / BottleneckCSP by their
+    bottleneck count."""
+    nodes = []
+    for i, rec in enumerate(layers):
+        mpath = f"model.{i}"
+        if rec.attr("i") not in (None, i):
+            raise ctx.err(mpath, f"the module says it is layer {short_repr(rec.attr('i'))}")
+        repeated = _is(rec, "Sequential", *_NN)
+        items = _sequence(ctx, rec, mpath, "repeats") if repeated else [rec]
+        kinds = {_YAML_KIND.get(r.cls.name) if isinstance(r, Record) else None for r in items}
+        kind = kinds.pop() if len(kinds) == 1 else None
+        if kind is None or (repeated and kind in _REPEATED + (Classify,)):
+            raise ctx.err(mpath, f"{short_repr(rec)} is not a module YOLOv5 reads here")
+        f = _from(ctx, mpath, rec.attr("f"), i)
+
+        def read(r, p):
+            n = len(_sequence(ctx, _modules(r).get("m"), p + ".m", "Bottleneck")) if kind in _REPEATED else None
+            return _READERS[kind](ctx, r, p, n)
+
+        block = (Sequential(_name(mpath), tuple(read(r, f"{mpath}.{j}") for j, r in enumerate(items))) if repeated
+                 else read(rec, mpath))
+        nodes.append(Node(i, f, block))
+    return nodes
 
 
 # ---------------------------------------------------------------------------------------------------------
