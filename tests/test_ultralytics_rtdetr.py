@@ -1,7 +1,7 @@
 """Ultralytics RT-DETR (the rt-detr yamls: HGNetv2 (HGStem, HGBlock) or ResNet (ResNetLayer) backbone, AIFI, RepC3,
-RTDETRDecoder with its multi-scale deformable attention) against the PyPI `ultralytics` package's own RTDETRDetectionModel, built from its
-yaml, with random well-scaled weights (Linear, LayerNorm and attention included), saved as its trainer saves (last.pt,
-then strip_optimizer's best.pt).
+RTDETRDecoder with its multi-scale deformable attention) against the PyPI `ultralytics` package's own
+RTDETRDetectionModel, built from its yaml, with random well-scaled weights (Linear, LayerNorm and attention included),
+saved as its trainer saves (last.pt, then strip_optimizer's best.pt).
 
 Ultralytics' eval output is (y, x): y = RTDETRDecoder.postprocess, [B, k, 6] rows cx, cy, w, h (normalised), score,
 class; x[0], x[1] the eval layer's boxes and class logits per query. pyloader's decode=True gives y (`detections`),
@@ -92,7 +92,8 @@ def test_rtdetr_refuses_nms_and_a_wrong_row(ckpt, tmp_path):
     """RT-DETR selects its own top-k: nms=True is refused by name; a module that disagrees with its yaml row is a
     FormatError naming the module, expected vs actual."""
     yaml_name, last, best, ref = ckpt
-    with pytest.raises(FormatError, match=rf"{best.name}: nms is not available for this ultralytics model \(task detect\)"):
+    with pytest.raises(FormatError, match=rf"{best.name}: nms is not available for this ultralytics model "
+                                          r"\(task detect\)"):
         pyloader.load(best, nms=True, input_size=SIZE)
     data = torch.load(best, weights_only=False)
     data["model"].yaml["head"][1][3] = [512, 8]  # AIFI's feed-forward width
@@ -104,9 +105,9 @@ def test_rtdetr_refuses_nms_and_a_wrong_row(ckpt, tmp_path):
 
 @pytest.mark.parametrize("ckpt", SUPPORTED[:1], indirect=True)
 def test_rtdetr_to_keras_file_and_inspect(ckpt, tmp_path):
-    """`convert --decode` (a command) to .keras; the file loads in a fresh process (pyloader imported: its layers registered)
-    and gives Ultralytics' detections; `inspect` reads its metadata. (TFLite converts too, with --verify at 1.3e-6 of
-    the source, but takes minutes: not run here.)"""
+    """`convert --decode` (a command) to .keras; the file loads in a fresh process (pyloader imported: its layers
+    registered) and gives Ultralytics' detections; `inspect` reads its metadata. (TFLite converts too, with --verify
+    at 1.3e-6 of the source, but takes minutes: not run here.)"""
     yaml_name, last, best, ref = ckpt
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = tmp_path / "out"

@@ -57,10 +57,10 @@ def randomize_ultralytics(model, seed: int = 0):
     """randomize_yolov5's well-scaled random weights for an Ultralytics model, ConvTranspose2d (Segment's Proto,
     YOLOv6's neck) and Linear included (weight ~ N(0, 1/fan_in), bias N(0, 0.5)), LayerNorm as BatchNorm's affine
     part, MultiheadAttention's q, k, v projection N(0, 1/embed_dim) (RT-DETR: its own init zeroes the deformable
-    attention's offset and weight projections, which would leave them untested); the DFL's fixed integral weights (0..reg_max-1, not
-    trained) are kept. YOLO12's ABlock kernels are N(0, 0.02) as ABlock's own init gives them: with 1/fan_in kernels
-    its residual attention grows the maps to hundreds and the attention logits with them, where torch's own float32
-    result departs from float64 by ~2e-4 of the output's range."""
+    attention's offset and weight projections, which would leave them untested); the DFL's fixed integral weights
+    (0..reg_max-1, not trained) are kept. YOLO12's ABlock kernels are N(0, 0.02) as ABlock's own init gives them:
+    with 1/fan_in kernels its residual attention grows the maps to hundreds and the attention logits with them, where
+    torch's own float32 result departs from float64 by ~2e-4 of the output's range."""
     import torch
     import torch.nn as nn
 

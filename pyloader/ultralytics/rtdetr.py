@@ -16,7 +16,6 @@ from ..boundary import short_repr
 from ..torch_reader.modules import NN, ConvSpec, activation_of, batchnorm, children, conv2d, is_class, param, sequence
 from .backbones import rep_conv
 from .blocks import Chain, Linear, MaxPool, ResNetBlock, Upsample
-from .heads import ul
 
 __all__ = ["RTDETR_ROWS", "RTDETR_ABSORBS_N", "level_strides", "HGStem", "HGBlock", "RepC3", "AIFI", "RTDETRHead"]
 
@@ -173,7 +172,8 @@ def _mlp(rd, rec, mpath, dims) -> list:
 
 def _attention(rd, rec, mpath, dim, heads=None) -> Attention:
     """nn.MultiheadAttention (packed q, k, v of one width, biases, no bias_k / zero attention) as Keras'
-    MultiHeadAttention arrays: query/key/value kernels (dim, heads, head_dim), attention_output (heads, head_dim, dim)."""
+    MultiHeadAttention arrays: query/key/value kernels (dim, heads, head_dim), attention_output (heads, head_dim,
+    dim)."""
     if not is_class(rec, "MultiheadAttention", *NN):
         raise rd.err(mpath, f"expected a MultiheadAttention, found {short_repr(rec)}")
     nh = _int(rd, rec, mpath, "num_heads")
@@ -184,7 +184,8 @@ def _attention(rd, rec, mpath, dim, heads=None) -> Attention:
                             f"{heads or 'a divisor'}, packed q/k/v, no bias_k/bias_v, no zero attention")
     w, b = param(rd.ctx, rec, mpath, "in_proj_weight"), param(rd.ctx, rec, mpath, "in_proj_bias")
     if w.shape != (3 * dim, dim) or b.shape != (3 * dim,):
-        raise rd.err(mpath, f"in_proj_weight {w.shape} in_proj_bias {b.shape}: expected ({3 * dim}, {dim}), ({3 * dim},)")
+        raise rd.err(mpath, f"in_proj_weight {w.shape} in_proj_bias {b.shape}: expected ({3 * dim}, {dim}), "
+                            f"({3 * dim},)")
     out, op = children(rec).get("out_proj"), mpath + ".out_proj"
     if not is_class(out, "NonDynamicallyQuantizableLinear", *NN) and not is_class(out, "Linear", *NN):
         raise rd.err(op, f"expected a Linear, found {short_repr(out)}")
@@ -278,7 +279,8 @@ def _repc3(rd, rec, mpath, args, cin, c2_of, n_eff):
     c2 = c2_of(args[0] if args else None)
     c_ = int(c2 * (args[1] if len(args) > 1 else 1.0))
     cv1, cv2 = rd.conv(mods.get("cv1"), mpath + ".cv1"), rd.conv(mods.get("cv2"), mpath + ".cv2")
-    m = [rep_conv(rd, r, f"{mpath}.m.{j}") for j, r in enumerate(sequence(rd.ctx, mods.get("m"), mpath + ".m", "RepConv"))]
+    items = sequence(rd.ctx, mods.get("m"), mpath + ".m", "RepConv")
+    m = [rep_conv(rd, r, f"{mpath}.m.{j}") for j, r in enumerate(items)]
     cv3 = None if is_class(mods.get("cv3"), "Identity", *NN) else rd.conv(mods.get("cv3"), mpath + ".cv3")
     _check(rd, mpath, "blocks", n_eff, len(m))
     for spec in (cv1, cv2):
@@ -299,7 +301,8 @@ def _aifi(rd, rec, mpath, args, cin, c2_of, n_eff):
     if c1 % 4:
         raise rd.err(mpath, f"{c1} channels: the 2-D sin-cos position embedding needs a multiple of 4")
     attn = _attention(rd, mods.get("ma"), mpath + ".ma", c1, nh)
-    fc1, fc2 = _linear(rd, mods.get("fc1"), mpath + ".fc1", c1, cm), _linear(rd, mods.get("fc2"), mpath + ".fc2", cm, c1)
+    fc1 = _linear(rd, mods.get("fc1"), mpath + ".fc1", c1, cm)
+    fc2 = _linear(rd, mods.get("fc2"), mpath + ".fc2", cm, c1)
     eps = {_layernorm(rd, mods.get(k), f"{mpath}.{k}", c1) for k in ("norm1", "norm2")}
     pre = rec.attr("normalize_before")
     if len(eps) != 1 or not isinstance(pre, bool):
@@ -411,5 +414,6 @@ def level_strides(nodes, head) -> list:
     strides = []
     for node in nodes:
         src = node.source if isinstance(node.source, int) else node.source[0]
-        strides.append(((strides[src] if src >= 0 else strides[len(strides) + src]) if strides else 1) * _stride(node.parts))
+        before = (strides[src] if src >= 0 else strides[len(strides) + src]) if strides else 1
+        strides.append(before * _stride(node.parts))
     return [float(strides[i]) for i in head.source]
