@@ -55,21 +55,30 @@ def write_yolov5_checkpoint(path, yaml_name: str = "yolov5x.yaml", seed: int = 0
 
 def randomize_ultralytics(model, seed: int = 0):
     """randomize_yolov5's well-scaled random weights for an Ultralytics model, ConvTranspose2d (Segment's Proto,
-    YOLOv6's neck) included (kernel ~ N(0, 1/in_channels)); the DFL's fixed integral weights (0..reg_max-1, not
-    trained) are kept. YOLO12's ABlock kernels are N(0, 0.02) as ABlock's own init gives them: with 1/fan_in kernels
-    its residual attention grows the maps to hundreds and the attention logits with them, where torch's own float32
-    result departs from float64 by ~2e-4 of the output's range."""
+    YOLOv6's neck) and Linear included (weight ~ N(0, 1/fan_in), bias N(0, 0.5)), LayerNorm as BatchNorm's affine
+    part, MultiheadAttention's q, k, v projection N(0, 1/embed_dim) (RT-DETR: its own init zeroes the deformable
+    attention's offset and weight projections, which would leave them untested); the DFL's fixed integral weights
+    (0..reg_max-1, not trained) are kept. YOLO12's ABlock kernels are N(0, 0.02) as ABlock's own init gives them:
+    with 1/fan_in kernels its residual attention grows the maps to hundreds and the attention logits with them, where
+    torch's own float32 result departs from float64 by ~2e-4 of the output's range."""
     import torch
     import torch.nn as nn
 
-    def transposed(m, g):
-        if isinstance(m, nn.ConvTranspose2d):
-            m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight.shape[0] ** 0.5)
+    def other(m, g):
+        if isinstance(m, (nn.ConvTranspose2d, nn.Linear)):  # fan_in: dim 0 of a transposed kernel, 1 of a Linear's
+            fan_in = m.weight.shape[0 if isinstance(m, nn.ConvTranspose2d) else 1]
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) / fan_in ** 0.5)
             if m.bias is not None:
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
+        elif isinstance(m, nn.LayerNorm):
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+        elif isinstance(m, nn.MultiheadAttention):  # its packed q, k, v projection (out_proj is a Linear)
+            m.in_proj_weight.copy_(torch.randn(m.in_proj_weight.shape, generator=g) / m.embed_dim ** 0.5)
+            m.in_proj_bias.copy_(torch.randn(m.in_proj_bias.shape, generator=g) * 0.2)
 
     dfl = [(m.conv, m.conv.weight.detach().clone()) for m in model.modules() if type(m).__name__ == "DFL"]
-    randomize_yolov5(model, seed, other=transposed)
+    randomize_yolov5(model, seed, other=other)
     g = torch.Generator().manual_seed(seed + 7)
     with torch.no_grad():
         for conv, w in dfl:

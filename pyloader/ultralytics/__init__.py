@@ -1,12 +1,12 @@
 """Ultralytics checkpoints: detection (YOLOv8, YOLO11, YOLOv5u, YOLO12, YOLOv9, YOLOv6, YOLOv3u, the Ghost variants,
 YOLO26 and YOLOv10 with their end-to-end heads: end2end.py; P2, P5 and P6), classification (the -cls models), the
-Segment, Pose and OBB tasks of YOLOv8, YOLO11, YOLO12, YOLOv9 and YOLO26 (Segment26, Pose26, OBB26, end-to-end), and
-YOLO26's semantic segmentation and depth. The reader (weights.py, numpy only; backbones.py for the YOLOv3u / Ghost /
-YOLOv6 / YOLO12 / YOLOv9 backbone and neck rows, yolov10.py for YOLOv10's blocks, heads.py for the Detect heads,
-task_heads.py for the task heads, dense_heads.py for the semantic and depth heads; dense_model.py builds them), the
-plan's typed records it builds (blocks.py, numpy only), the Keras builder
-(model.py; backbone_model.py for those rows; keras_layers.py; topk.py for the end-to-end top-k), and this family's
-declaration (FAMILY)."""
+Segment, Pose and OBB tasks of YOLOv8, YOLO11, YOLO12, YOLOv9 and YOLO26 (Segment26, Pose26, OBB26, end-to-end),
+YOLO26's semantic segmentation and depth, and RT-DETR (rtdetr.py reads it, rtdetr_model.py builds it). The reader
+(weights.py, numpy only; backbones.py for the YOLOv3u / Ghost / YOLOv6 / YOLO12 / YOLOv9 backbone and neck rows,
+yolov10.py for YOLOv10's blocks, heads.py for the Detect heads, task_heads.py for the task heads, dense_heads.py for
+the semantic and depth heads; dense_model.py builds them), the plan's typed records it builds (blocks.py, numpy
+only), the Keras builder (model.py; backbone_model.py for those rows; keras_layers.py; topk.py for the end-to-end
+top-k), and this family's declaration (FAMILY)."""
 
 from __future__ import annotations
 
@@ -121,10 +121,28 @@ def _detect_heads(plan, h, w, branch="") -> list:
              "stride": [int(s), int(s)]} for i, s in enumerate(plan.strides)]
 
 
+def _rtdetr_outputs(plan, h, w, decode: bool) -> list:
+    """RTDETRDecoder's eval output (rtdetr_model.py): the queries, or its postprocess's top-k rows."""
+    H = plan.nodes[-1].parts
+    q = min(H.num_queries, sum((h // int(s)) * (w // int(s)) for s in plan.strides))
+    if decode:
+        k = min(H.num_queries, q * plan.nc)
+        return [{"name": "detections", "shape": [None, k, 6], "rows": "cxcywh_normalized_score_class",
+                 "layout": f"[batch, {k}, 6] rows cx, cy, w, h (fractions of the input's width and height), score, "
+                           f"class index (a float), best first: Ultralytics' RTDETRDecoder in eval mode, the top {k} "
+                           f"(query, class) sigmoid scores of its {q} queries; no NMS"}]
+    return [{"name": "predictions", "shape": [None, q, 4 + plan.nc],
+             "layout": f"[batch, {q}, 4 + classes] per query (the encoder's top {q} anchors, in that order): cx, cy, "
+                       f"w, h (fractions of the input), then class logits (the sigmoid gives the scores): the eval "
+                       f"decoder layer's boxes and score head (RTDETRDecoder's dec_bboxes, dec_scores)"}]
+
+
 def metadata(plan, input_size, options) -> dict:
     h, w = input_size
     extra = {}
-    if plan.task == "classify":
+    if plan.nodes[-1].kind == "RTDETRDecoder":
+        outputs = _rtdetr_outputs(plan, h, w, options.decode)
+    elif plan.task == "classify":
         outputs = _classify_outputs(plan, options.decode)
     elif plan.task in ("semantic", "depth"):
         outputs = _dense_outputs(plan, h, w, options.decode)
@@ -156,8 +174,8 @@ def layout(plan):
     """Detect's decoded output feeds NMS (an end-to-end head's one-to-many branch, as Ultralytics' nms=True export:
     .end2end); Segment, Pose and OBB add their columns per kept box (Ultralytics' nms=True rows: mask coefficients
     with the prototypes passed through, decoded keypoints, the angle of rotated x, y, w, h boxes, suppressed with
-    probiou). A classification model has no boxes: None, NMS is refused."""
-    if plan.task not in ("detect", *_NMS_EXTRAS):
+    probiou). A classification model has no boxes, RT-DETR selects its own top-k: None, NMS is refused."""
+    if plan.task not in ("detect", *_NMS_EXTRAS) or plan.nodes[-1].kind == "RTDETRDecoder":
         return None
     extras = () if plan.task == "detect" else (
         (_NMS_EXTRAS[plan.task], plan.nodes[-1].parts.channels, _TASK_LAYOUTS[plan.task][0]),)
@@ -177,6 +195,11 @@ def summary(plan, content) -> tuple:
               "reg_max": plan.reg_max, **task} for i, st in enumerate(plan.strides)]
     if plan.task == "classify":
         heads = [{"layer": plan.nodes[-1].name, "type": "Classify (pool + linear, softmax)", "classes": plan.nc}]
+    elif plan.nodes[-1].kind == "RTDETRDecoder":
+        H = plan.nodes[-1].parts
+        heads = [{"layer": plan.nodes[-1].name, "type": f"RTDETRDecoder ({len(H.layers)} deformable decoder layers "
+                  f"run, {H.num_queries} queries, top-k, no NMS)", "strides": [int(s) for s in plan.strides],
+                  "classes": plan.nc}]
     elif plan.task == "semantic":
         heads = [{"layer": plan.nodes[-1].name, "type": "SemanticSegment (per-pixel class logits, stride 8)",
                   "classes": plan.nc}]
@@ -193,7 +216,7 @@ FAMILY = Family(
     reads="Ultralytics YOLOv8/YOLO11/YOLOv5u/YOLO12/YOLOv9/YOLOv6/YOLOv3u/Ghost/YOLO26/YOLOv10 detection, "
           "classification, segmentation, pose and OBB (ultralytics.nn.tasks.DetectionModel, ClassificationModel, "
           "SegmentationModel, PoseModel, OBBModel; YOLO26 semantic segmentation and depth: SemanticSegmentationModel, "
-          "DepthModel)",
+          "DepthModel; RT-DETR: RTDETRDetectionModel)",
     recognise=lambda ckpt: ckpt.model is not None and ckpt.model.cls.module.startswith("ultralytics.nn.tasks"),
     plan=read_plan,
     arrays=plan_arrays,
@@ -203,6 +226,6 @@ FAMILY = Family(
     keras="pyloader.ultralytics.model",
     keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.ultralytics.keras_layers",
                    "pyloader.ultralytics.model", "pyloader.ultralytics.topk",
-                   "pyloader.ultralytics.dense_model"),
+                   "pyloader.ultralytics.dense_model", "pyloader.ultralytics.rtdetr_model"),
     letterbox=True,
 )

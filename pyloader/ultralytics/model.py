@@ -51,6 +51,7 @@ from .blocks import (Attention, Bottleneck, C2, C2PSA, C2f, C3, CIB, Chain, Clas
 from .backbone_model import BUILDERS as BACKBONE_BUILDERS
 from .dense_model import BUILDERS as DENSE_BUILDERS, dense_model
 from .keras_layers import ChannelSplit
+from .rtdetr_model import BUILDERS as RTDETR_BUILDERS, rtdetr_model
 from .topk import EndToEndTopK
 from .weights import UltralyticsPlan
 
@@ -322,7 +323,7 @@ _BUILDERS = {
     Bottleneck: _bottleneck, C3: _c3, Chain: lambda x, S, fold_bn: _blocks(x, S.items, fold_bn), PSABlock: _psablock,
     C2f: _c2f, C2: _c2f, C2PSA: _c2f, SPPF: _sppf, Detect: _detect, Classify: _classify,
     Segment: _task_head, Pose: _task_head, OBB: _task_head, RepVGGDW: _repvggdw, CIB: _cib,
-    Segment26: _task_head, Pose26: _task_head, OBB26: _task_head, **DENSE_BUILDERS,
+    Segment26: _task_head, Pose26: _task_head, OBB26: _task_head, **DENSE_BUILDERS, **RTDETR_BUILDERS,
 }
 
 
@@ -348,6 +349,8 @@ def build(plan: UltralyticsPlan, options) -> keras.Model:
         return _task_model(inp, heads, plan, options.decoded)
     if plan.task in ("semantic", "depth"):
         return dense_model(inp, heads, plan, options.decoded)
+    if plan.nodes[-1].kind == "RTDETRDecoder":
+        return rtdetr_model(inp, heads, plan, options.decoded)
     outputs = heads
     if options.decoded:  # an end-to-end head's selection (.end2end): xyxy boxes, then Detect.postprocess's top-k
         e2e = plan.end2end is not None and plan.end2end.selected

@@ -38,10 +38,11 @@ from .heads import detect, ul as _ul
 from .resnet import ROWS as _RESNET_ROWS
 from .task_heads import TASK_HEADS, read_task_head
 from .yolov10 import check_c2fcib, cib, row as v10_row
+from .rtdetr import RTDETR_ABSORBS_N, RTDETR_ROWS, level_strides
 
 __all__ = ["read_plan", "UltralyticsPlan"]
 
-ROWS = {**_BACKBONE_ROWS, **_RESNET_ROWS}  # yaml module -> (kind, row reader)
+ROWS = {**_BACKBONE_ROWS, **_RESNET_ROWS, **RTDETR_ROWS}  # yaml module -> (kind, row reader)
 
 
 @dataclass
@@ -59,16 +60,18 @@ class UltralyticsPlan:
     model_class: str
     task: str = "detect"  # "detect" (a Detect head) or "classify" (a Classify head)
     linears: list = field(default_factory=list)  # every Linear record, for the arrays
+    tensors: dict = field(default_factory=dict)  # other arrays by Keras variable path (.rtdetr)
     end2end: object = None  # blocks.EndToEnd: the head has a one-to-one branch (YOLO26, YOLOv10; .end2end)
 
 
 _NN = ("torch.nn.modules",)
 _HEADS = ("WorldDetect",
-          "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "RTDETRDecoder", "LRPCHead")
+          "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "LRPCHead")
 _TASKS = {"DetectionModel": ("detect", "Detect"), "ClassificationModel": ("classify", "Classify"),  # class: task, head
           "SegmentationModel": ("segment", "Segment"), "PoseModel": ("pose", "Pose"), "OBBModel": ("obb", "OBB"),
-          "SemanticSegmentationModel": ("semantic", "SemanticSegment"), "DepthModel": ("depth", "Depth")}
-_TASK_MODELS = {"RTDETRDetectionModel": "RTDETRDecoder", "WorldModel": "WorldDetect",
+          "SemanticSegmentationModel": ("semantic", "SemanticSegment"), "DepthModel": ("depth", "Depth"),
+          "RTDETRDetectionModel": ("detect", "RTDETRDecoder")}
+_TASK_MODELS = {"WorldModel": "WorldDetect",
                 "YOLOEModel": "YOLOEDetect", "YOLOESegModel": "YOLOESegment"}
 
 
@@ -77,6 +80,7 @@ class _Reader:
         self.ctx = Ctx(path)
         self.convs: list = []
         self.linears: list = []
+        self.tensors: dict = {}  # other arrays by Keras variable path (RT-DETR's LayerNorm, MultiHeadAttention)
         self.nms = nms  # the model ends in NMS: an end-to-end head computes its one-to-many branch (.end2end)
         self.end2end = None  # blocks.EndToEnd of the head, when it has a one-to-one branch
 
@@ -230,7 +234,7 @@ _KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C2": 
           "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect",
           "Classify": "Classify", "v10Detect": "Detect", "C2fCIB": "C2fCIB", "SCDown": "SCDown", "PSA": "PSA",
           **{k: k for k in TASK_HEADS + DENSE_HEADS}}
-_ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA", "C2fCIB"}  # n is their inner block count, not a Sequential of repeats
+_ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA", "C2fCIB"} | ABSORBS_N | RTDETR_ABSORBS_N  # n is their inner block count, not a Sequential of repeats
 
 
 def _imgsz(model: Record, ckpt) -> int:
@@ -257,7 +261,7 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
                           f"detection, classification, segmentation, pose and OBB models (ultralytics.nn.tasks."
                           f"DetectionModel with a Detect head, ClassificationModel with Classify, SegmentationModel "
                           f"with Segment, PoseModel with Pose, OBBModel with OBB, SemanticSegmentationModel with "
-                          f"SemanticSegment, DepthModel with Depth)")
+                          f"SemanticSegment, DepthModel with Depth, RTDETRDetectionModel with RTDETRDecoder)")
     task, head = _TASKS[cname]
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
@@ -309,7 +313,7 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         rf = rec.attr("f") if isinstance(rec, Record) else None
         if rf is not None and rf != f:
             raise rd.err(mpath, f"module 'from' is {short_repr(rf)}, the yaml says {short_repr(f)}")
-        if n_eff > 1 and kind not in _ABSORBS_N | ABSORBS_N:
+        if n_eff > 1 and kind not in _ABSORBS_N:
             reps = sequence(rd.ctx, rec, mpath, mname)
             if len(reps) != n_eff:
                 raise rd.err(mpath, f"{len(reps)} repeats, the yaml's depth gives {n_eff}")
@@ -329,6 +333,11 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
     if det.kind.removesuffix("26") != head or any(isinstance(n.parts, (Detect, Classify)) for n in nodes[:-1]):
         raise FormatError(f"{path}: the last layer is {det.kind}, expected {head} ({cname}), and only there")
     D = det.parts
+    if head == "RTDETRDecoder":  # any multiple of the model's stride (32); the decoder's anchors follow the maps
+        imgsz = _imgsz(model, ckpt)
+        return UltralyticsPlan(path, nodes, rd.convs, D.nc, class_names(model, D.nc, path), level_strides(nodes, det),
+                               0, [], 32, imgsz if imgsz % 32 == 0 else 640, model.cls.qualname, task, rd.linears,
+                               rd.tensors)
     if task in ("semantic", "depth"):
         return _dense_plan(path, model, ckpt, nodes, rd, task, D, nc_yaml)
     names = class_names(model, D.nc, path)
@@ -467,4 +476,5 @@ def plan_arrays(plan: UltralyticsPlan, fold_bn: bool) -> dict:
     for lin in plan.linears:  # Keras' Dense kernel is (in, out)
         out[f"{lin.name}/kernel"] = np.ascontiguousarray(lin.weight.T, dtype=np.float32)
         out[f"{lin.name}/bias"] = np.ascontiguousarray(lin.bias, dtype=np.float32)
+    out.update(plan.tensors)
     return out
