@@ -119,7 +119,7 @@ def test_cli_mixed_folder(mixed, tmp_path):
         x = image(ref_model.input.shape[1:], seed=len(s))
         close(got_model(x), ref_model(x), 1e-5)
     a, b = (keras.saving.load_model(out / f"{s}.keras") for s in "ab")
-    x = image(a.input.shape[1:])
+    x = image(pyloader.load(src / "a.weights").input.shape[1:])  # the .keras files take any size
     assert float(np.abs(np.asarray(a(x)[0]) - np.asarray(b(x)[0])).max()) > 1e-2
     # A second run skips what exists and still reports the failures.
     mtime = os.path.getmtime(out / "a.keras")

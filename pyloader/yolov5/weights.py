@@ -256,9 +256,9 @@ def plan_from_model(model, path) -> YoloV5Plan:
     if task is None:
         raise FormatError(f"{path}: model is {short_repr(model)}; expected models.yolo.DetectionModel (or Model), "
                           "SegmentationModel or ClassificationModel")
-    rows = None if task == "classify" else _yaml_rows(model, path)  # the yaml's types before any module is read
+    yaml = None if task == "classify" else _yaml_rows(model, path)  # the yaml's types before any module is read
     layers = _sequence(ctx, _modules(model).get("model"), "model", "layers")
-    nodes = _layer_nodes(ctx, layers) if rows is None else _yaml_nodes(ctx, rows, layers, path)
+    nodes = _layer_nodes(ctx, layers) if yaml is None else _yaml_nodes(ctx, *yaml, layers, path)
     head, want = nodes[-1].block, _HEADS[task]
     if type(head) is not want or any(isinstance(n.block, (Detect, Classify)) for n in nodes[:-1]):
         raise FormatError(f"{path}: the last layer is {nodes[-1].kind}, expected {want.__name__} ({model.cls.name}), "
@@ -281,7 +281,7 @@ def _from(ctx, mpath, f, i):
 
 
 def _yaml_rows(model, path) -> list:
-    """The model's yaml rows (backbone + head), its depth_multiple checked."""
+    """The model's yaml rows (backbone + head) and its depth_multiple, checked."""
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
         raise FormatError(f"{path}: the model has no yaml dict with backbone and head rows")
@@ -289,10 +289,10 @@ def _yaml_rows(model, path) -> list:
     # Types before use: `n * gd` with a string multiplier would be string repetition (memory from nothing).
     if isinstance(gd, bool) or not isinstance(gd, (int, float)) or not 0 < gd <= 100:
         raise FormatError(f"{path}: yaml depth_multiple {short_repr(gd)}: expected a number in (0, 100]")
-    return cfg["backbone"] + cfg["head"]
+    return cfg["backbone"] + cfg["head"], gd
 
 
-def _yaml_nodes(ctx, rows, layers, path) -> list:
+def _yaml_nodes(ctx, rows, gd, layers, path) -> list:
     """Each yaml row read from the module record of the same index."""
     if len(layers) != len(rows):
         raise FormatError(f"{path}: the yaml has {len(rows)} rows, the model {len(layers)} layers")
