@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +30,8 @@ import numpy as np
 import torch
 
 torch.load = functools.partial(torch.load, weights_only=False)  # the releases' own torch.load calls predate torch 2.6
+if importlib.util.find_spec("IPython") is None:  # 8.0.x's hub module imports IPython.display for notebooks only
+    sys.modules["IPython"] = SimpleNamespace(display=SimpleNamespace())
 
 import ultralytics  # noqa: E402  (the release on PYTHONPATH)
 from ultralytics.nn import tasks  # noqa: E402

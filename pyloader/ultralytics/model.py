@@ -128,8 +128,9 @@ class UltralyticsDecode(layers.Layer):
         if rm > 1:
             dist = ops.softmax(ops.reshape(box, (-1, ops.shape(box)[1], 4, rm)), axis=-1)  # DFL: softmax over the bins
             dist = ops.sum(dist * ops.convert_to_tensor(np.asarray(self.dfl, np.float32)), axis=-1)  # [B, A, 4] ltrb
-        anchor, stride = ((np.concatenate(v) if all(isinstance(t, np.ndarray) for t in v) else
-                           ops.concatenate(v, axis=0))[None] for v in (anchors, strides))
+        anchor, stride = ((ops.convert_to_tensor(np.concatenate(v)) if all(isinstance(t, np.ndarray) for t in v) else
+                           ops.concatenate(v, axis=0))[None] for v in (anchors, strides))  # tensors: on the left of
+        # an operator a numpy array would not take a PyTorch tensor
         return dist, score, anchor, stride
 
     @staticmethod
