@@ -17,8 +17,7 @@ import time
 import pytest
 
 from pyloader.bulk import TMP_PREFIX
-from pyloader.darknet.synthetic import write_weights
-from pyloader_bench.soak import TINY_CFG
+from pyloader.darknet.synthetic import tiny_cfg, write_weights
 
 PRELOAD = textwrap.dedent("""
     import os, time
@@ -71,11 +70,11 @@ def test_a_killed_worker_loses_nothing(tmp_path):
     src, out, control = tmp_path / "src", tmp_path / "out", tmp_path / "control"
     for d in (src, control):
         d.mkdir()
-    (src / "tiny.cfg").write_text(TINY_CFG)
+    (src / "tiny.cfg").write_text(tiny_cfg())
     names = ["a", "b", "slow", "c", "d"]
     for i, n in enumerate(names):
         write_weights(src / f"{n}.weights", src / "tiny.cfg", seed=i)
-        (src / f"{n}.cfg").write_text(TINY_CFG)
+        (src / f"{n}.cfg").write_text(tiny_cfg())
     (tmp_path / "preload.py").write_text(PRELOAD)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", FAULTS_CONTROL=str(control))
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path / "preload.py"), str(out),

@@ -18,8 +18,8 @@ import pytest
 
 from pyloader.bulk import TMP_PREFIX
 from pyloader.bulk.atomic import no_space
-from pyloader.darknet.synthetic import write_weights
-from pyloader_bench.soak import TINY_CFG
+from pyloader.darknet.synthetic import tiny_cfg, write_weights
+from pyloader_bench.soak import write_sources
 
 DEVICE = 160 * 1024
 
@@ -106,7 +106,7 @@ def test_a_full_device_stops_the_run(tmp_path, jobs, real):
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
     out.mkdir()
-    (src / "tiny.cfg").write_text(TINY_CFG)
+    (src / "tiny.cfg").write_text(tiny_cfg())
     names = [f"m{i}" for i in range(5)]
     for i, n in enumerate(names):
         write_weights(src / f"{n}.weights", src / "tiny.cfg", seed=i)
@@ -142,9 +142,7 @@ def test_nothing_partial_stays_on_the_device(tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
     out.mkdir()
-    (src / "tiny.cfg").write_text(TINY_CFG)
-    for i in range(4):
-        write_weights(src / f"m{i}.weights", src / "tiny.cfg", seed=i)
+    write_sources(str(src), 4)
     listing = ("import os, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
                "print('LEFT', sorted((n, os.path.getsize(os.path.join(sys.argv[1], n))) for n in "
                "os.listdir(sys.argv[1]))); sys.exit(rc)")
@@ -183,9 +181,7 @@ def test_weights_h5_on_a_full_device_fails_cleanly(tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
     out.mkdir()
-    (src / "tiny.cfg").write_text(TINY_CFG)
-    for i in range(4):
-        write_weights(src / f"m{i}.weights", src / "tiny.cfg", seed=i)
+    write_sources(str(src), 4)
     cmd = [sys.executable, "-m", "pyloader", "convert", str(src), "-o", str(out), "--cfg", str(src / "tiny.cfg"),
            "--format", "weights.h5", "--no-templates", "-q"]
     p, mode = _on_full_device(cmd, out, tmp_path)

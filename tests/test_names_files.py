@@ -15,36 +15,11 @@ import pytest
 
 import pyloader
 from pyloader import FormatError
-from pyloader.darknet.synthetic import write_weights
+from pyloader.darknet.synthetic import tiny_cfg, write_weights
 from pyloader.family import Options
 from pyloader.registry import open_checkpoint
 
-CFG = """[net]
-width=32
-height=32
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-filters=16
-size=1
-stride=1
-pad=1
-activation=linear
-
-[yolo]
-mask=0,1
-anchors=4,5, 8,9
-classes=3
-num=2
-"""
+CFG = tiny_cfg(classes=3)
 
 
 def checkpoint(d, stem="net"):

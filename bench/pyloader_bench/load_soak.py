@@ -1,6 +1,6 @@
 """`python -m pyloader_bench.load_soak [--count 1000] [--warm 100] [--files 2]`: a soak of `pyloader.load`.
 
-`count` loads in one process of a tiny Darknet model (pyloader_bench.soak.TINY_CFG; `files` checkpoints of it,
+`count` loads in one process of a tiny Darknet model (pyloader.darknet.synthetic.tiny_cfg; `files` checkpoints of it,
 synthetic weights, one seed each, loaded in turn), written as users write it (`model = pyloader.load(f)`: the
 previous model is held while the next one loads), each model run once on an image. Prints JSON: the resident
 memory after `warm` loads and at the end, its growth, Keras' global state (its name counters), the models built

@@ -18,40 +18,7 @@ import sys
 import tempfile
 import time
 
-TINY_CFG = """[net]
-width=32
-height=32
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-num=3
-"""
+from pyloader.darknet.synthetic import tiny_cfg, write_weights
 
 RSS_GROWTH = 0.10
 
@@ -77,12 +44,10 @@ def _kind(target: str) -> str:
 
 
 def write_sources(folder: str, count: int) -> list:
-    """`count` .weights files of TINY_CFG (seeds 0..count-1) in `folder`, with the cfg as tiny.cfg."""
-    from pyloader.darknet.synthetic import write_weights
-
+    """`count` .weights files of tiny_cfg() (seeds 0..count-1) in `folder`, with the cfg as tiny.cfg."""
     cfg = os.path.join(folder, "tiny.cfg")
     with open(cfg, "w") as f:
-        f.write(TINY_CFG)
+        f.write(tiny_cfg())
     paths = [os.path.join(folder, f"m{i:04d}.weights") for i in range(count)]
     for i, p in enumerate(paths):
         write_weights(p, cfg, seed=i)

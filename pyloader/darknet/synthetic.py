@@ -11,6 +11,16 @@ import numpy as np
 
 from .cfg import parse_network
 
+def tiny_cfg(classes: int = 1) -> str:
+    """A 32x32 cfg of two 3x3 convolutions (batch norm, leaky) and one [yolo] head of `classes` classes: the smallest
+    complete detector, for soaks and tests."""
+    return ("[net]\nwidth=32\nheight=32\nchannels=3\n\n"
+            + "".join(f"[convolutional]\nbatch_normalize=1\nfilters={f}\nsize=3\nstride=2\npad=1\nactivation=leaky\n\n"
+                      for f in (8, 16))
+            + f"[convolutional]\nsize=1\nstride=1\npad=1\nfilters={3 * (5 + classes)}\nactivation=linear\n\n"
+            + f"[yolo]\nmask=0,1,2\nanchors=10,14, 23,27, 37,58\nclasses={classes}\nnum=3\n")
+
+
 HEADERS = {
     "v0.2.5": (0, 2, 5, 64),  # AlexeyAB: 64-bit `seen`, 20-byte header
     "v0.1.0": (0, 1, 0, 32),  # old pjreddie: 32-bit `seen`, 16-byte header
