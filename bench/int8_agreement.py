@@ -80,7 +80,7 @@ def main(argv=None):
     from pyloader.calibration import list_images, load_images
     from pyloader.keras_blocks.nms import DetectionNMS
     from pyloader.outputs import savedmodel
-    from pyloader.outputs.quantize import int8_flatbuffer
+    from pyloader.outputs.quantize import calibrate, int8_flatbuffer
     from pyloader.verify import match_detections
 
     tmp = tempfile.mkdtemp()
@@ -104,8 +104,7 @@ def main(argv=None):
 
     def all_int8():
         c = converter()
-        c.optimizations = [tf.lite.Optimize.DEFAULT]
-        c.representative_dataset = lambda: ([cal_images[i:i + 1]] for i in range(len(cal_images)))
+        calibrate(c, cal_images)
         return c.convert()
 
     variants = {"all int8": all_int8(),

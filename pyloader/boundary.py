@@ -27,8 +27,8 @@ import stat
 
 from .errors import FormatError
 
-__all__ = ["reads_file", "open_regular", "unchanged_file", "check_regular", "short_repr", "fs_str", "fs_bytes", "shown",
-           "error_text", "MAX_NESTING"]
+__all__ = ["reads_file", "open_regular", "unchanged_file", "check_regular", "short_repr", "fs_str", "fs_bytes",
+           "shown", "error_text", "free_bytes", "MAX_NESTING"]
 
 # The deepest nesting of containers a pickle may build (tuples, lists, dicts, sets, records). Checkpoints nest
 # about 10 deep (model -> _modules -> Sequential -> ... -> _parameters); CPython's C-recursive operations
@@ -208,3 +208,9 @@ def _arg(sig, args, kwargs, name):
         return sig.bind_partial(*args, **kwargs).arguments.get(name, "<file>")
     except TypeError:
         return "<file>"
+
+
+def free_bytes(folder: str) -> int:
+    """Bytes an unprivileged process can still write on the device holding `folder`."""
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize

@@ -77,8 +77,19 @@ def load_images(paths, size, letterbox: bool) -> np.ndarray:
     return out
 
 
+_LAST: dict = {}  # the last images prepared: (files with their size and mtime, input size, letterbox) -> array
+
+
 def model_images(model, folder, letterbox: bool, count=None) -> np.ndarray:
     """The first `count` images of `folder` (all when None), prepared for `model`'s input size as its family
-    expects (`letterbox`)."""
+    expects (`letterbox`); read-only. The last set is kept while its files are unchanged: an int8 conversion and
+    its --verify, and every checkpoint of a bulk run, decode the folder once."""
     size = tuple(int(v) for v in model.inputs[0].shape[1:3])
-    return load_images(list_images(folder)[:count], size, letterbox=letterbox)
+    paths = list_images(folder)[:count]
+    key = (tuple((p, st.st_size, st.st_mtime_ns) for p, st in ((p, os.stat(p)) for p in paths)), size, bool(letterbox))
+    if key not in _LAST:
+        images = load_images(paths, size, letterbox=letterbox)
+        images.setflags(write=False)
+        _LAST.clear()
+        _LAST[key] = images
+    return _LAST[key]

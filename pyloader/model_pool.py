@@ -67,17 +67,22 @@ def _counts(kept: _Kept) -> list:
 def take(key, build, refill):
     """A model for `key`: a kept one no one holds, passed through `refill(model)` (which fills it with this
     checkpoint's weights and metadata), else `build()`'s, kept for later calls. Returns the model."""
+    if MODELS <= 0:  # the pool is off: nothing to look for, nothing to keep
+        with _LOCK:
+            COUNTS["built"] += 1
+        return build()
     with _LOCK:
         kept = next((k for k in _POOL.get(key, ()) if _counts(k) == k.counts), None)
         model = None if kept is None else kept.model  # held from here on: no other call takes it
         if key in _POOL:
             _POOL.move_to_end(key)
     if model is not None:
-        COUNTS["reused"] += 1
+        with _LOCK:
+            COUNTS["reused"] += 1
         return refill(model)
     kept = _Kept(build())
-    COUNTS["built"] += 1
     with _LOCK:
+        COUNTS["built"] += 1
         entries = _POOL.setdefault(key, [])
         entries.append(kept)
         _POOL.move_to_end(key)

@@ -74,28 +74,16 @@ def container_of(path: str) -> str:
     return "darknet"
 
 
-def _model_record(content):
-    """The checkpoint's model record: `ema` when present and not None, else `model` (or the checkpoint itself)."""
-    from .torch_reader.records import Record
-
-    if isinstance(content, Record):
-        return content
-    if isinstance(content, dict):
-        model = content.get("ema") if content.get("ema") is not None else content.get("model")
-        if isinstance(model, Record):
-            return model
-    return None
-
-
 def _torch_checkpoint(path: str, cfg, content=None) -> Checkpoint:
     from .torch_reader.checkpoint import load_torch_checkpoint
+    from .torch_reader.modules import model_record
     from .torch_reader.state_dict import is_state_dict, read_yaml
 
     if cfg is not None and not isinstance(cfg, dict) and not str(cfg).endswith((".yaml", ".yml")):
         raise FormatError(f"{shown(path)}: a PyTorch checkpoint carries its architecture; cfg must be None (or, "
                           f"for a plain state_dict, the model's .yaml)")
     if content is None:  # only the tensors of the model (all of a state_dict) are read: not a trainer's optimizer
-        content = load_torch_checkpoint(path, used=lambda c: _model_record(c) or c)
+        content = load_torch_checkpoint(path, used=lambda c: model_record(c) or c)
     if is_state_dict(content):
         if cfg is None:
             raise FormatError(
@@ -106,7 +94,7 @@ def _torch_checkpoint(path: str, cfg, content=None) -> Checkpoint:
         return Checkpoint(path, "torch", cfg, content, None, read_yaml(cfg, path))
     if cfg is not None:
         raise FormatError(f"{shown(path)}: a PyTorch checkpoint carries its architecture; cfg must be None")
-    model = _model_record(content)
+    model = model_record(content)
     if model is None:
         what = type(content).__name__
         if isinstance(content, dict):

@@ -1,3 +1,4 @@
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,13 @@ sys.modules.setdefault("triton", None)
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CFG = ROOT.parent / "shared" / "cfg"
 FULL = os.environ.get("PYLOADER_FULL") == "1"
+
+
+def require(module: str):
+    """`module` imported: a skip where it is missing, a failure under CI=true (the test extra installs it)."""
+    if os.environ.get("CI") == "true":
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
 
 
 def shared_cfgs():

@@ -14,10 +14,10 @@ import sys
 import textwrap
 import time
 
-import pytest
 
 from pyloader.bulk import TMP_PREFIX
 from pyloader.darknet.synthetic import tiny_cfg, write_weights
+from conftest import require
 
 PRELOAD = textwrap.dedent("""
     import os, time
@@ -66,7 +66,7 @@ DRIVER = textwrap.dedent("""
 
 
 def test_a_killed_worker_loses_nothing(tmp_path):
-    pytest.importorskip("distributed")
+    require("distributed")
     src, out, control = tmp_path / "src", tmp_path / "out", tmp_path / "control"
     for d in (src, control):
         d.mkdir()

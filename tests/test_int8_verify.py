@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import SHARED_CFG  # noqa: E402
+from conftest import SHARED_CFG, require  # noqa: E402
 from pyloader.darknet.synthetic import write_weights  # noqa: E402
 
 import pyloader  # noqa: E402
@@ -31,7 +31,7 @@ NC = 3
 def case(tmp_path_factory):
     if not (SHARED_CFG / "yolov3-tiny.cfg").is_file():
         pytest.skip("../shared/cfg/yolov3-tiny.cfg not found")
-    pytest.importorskip("PIL")
+    require("PIL")
     from PIL import Image
 
     d = tmp_path_factory.mktemp("int8")

@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 
-import pytest
+from conftest import require
 
 
 def test_soak_command_runs_and_reports(tmp_path):
-    pytest.importorskip("distributed")
+    require("distributed")
     p = subprocess.run([sys.executable, "-m", "pyloader_bench.soak", "--count", "20", "--work", str(tmp_path / "w")],
                        capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert p.returncode == 0, p.stdout + p.stderr

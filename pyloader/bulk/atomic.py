@@ -76,12 +76,6 @@ def no_space(e: BaseException) -> bool:
     return False
 
 
-def free_bytes(folder: str) -> int:
-    """Bytes an unprivileged process can still write on the device holding `folder`."""
-    st = os.statvfs(folder)
-    return st.f_bavail * st.f_frsize
-
-
 def tmp_path(final: str) -> str:
     d, name = os.path.split(final)
     return os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}")

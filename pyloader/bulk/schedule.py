@@ -9,8 +9,9 @@ import signal
 import sys
 from contextlib import contextmanager
 
+from ..boundary import free_bytes
 from ..outputs import output_format
-from .atomic import Run, clean_stale_temporaries, free_bytes, signals_held, tmp_path
+from .atomic import Run, clean_stale_temporaries, signals_held, tmp_path
 from .jobs import Job, Result, check_detect_options, plan_jobs
 from .worker import run_job
 

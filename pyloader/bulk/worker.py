@@ -11,11 +11,11 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..boundary import error_text
+from ..boundary import error_text, free_bytes
 from ..errors import FormatError
 from ..family import Family, Options
 from ..outputs import NoTemplate, learn, output_format
-from .atomic import OutputAppeared, free_bytes, in_run, no_space, remove, run_open, tmp_path, write_atomically
+from .atomic import OutputAppeared, in_run, no_space, remove, run_open, tmp_path, write_atomically
 from .jobs import Job, Result
 
 _MODEL_CACHE_SIZE = 4  # built models kept per process (least recently used goes first)

@@ -81,7 +81,7 @@ def metadata(plan: DarknetPlan, input_size, options) -> dict:
         "architecture": os.path.basename(network.path),
         "input": {"name": "image", "shape": [None, network.height, network.width, network.channels],
                   "layout": "NHWC float32 in [0, 1]", "size": [network.height, network.width]},
-        "class_names": class_names(plan.names, nc, network.path),
+        "class_names": plan.names or class_names(None, nc, network.path),  # plan.names: checked by checkpoint_names
         "strides": [o["stride"] for o in outputs if "stride" in o],
         "anchors": [o["anchors"] for o in outputs if "anchors" in o],
         "outputs": outputs,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["int8_flatbuffer", "float_tail", "WEIGHTED"]
+__all__ = ["calibrate", "int8_flatbuffer", "float_tail", "WEIGHTED"]
 
 WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "CONV_3D", "BATCH_MATMUL"}
 
@@ -69,9 +69,9 @@ def float_tail(data: bytes, float_heads: bool = True, float_stem: float = 0.1) -
     return names, sorted(kinds)
 
 
-def int8_flatbuffer(converter, images, float_heads: bool = True, float_stem: float = 0.1) -> bytes:
-    """The int8 flatbuffer of `converter` (a TFLiteConverter, float input and outputs), calibrated on `images`
-    [N, H, W, 3], its tail float (module docstring)."""
+def calibrate(converter, images):
+    """Set `converter` (a TFLiteConverter) to quantize, calibrated on `images` [N, H, W, 3] one at a time; returns
+    the representative dataset."""
     import tensorflow as tf
 
     def representative():
@@ -80,6 +80,15 @@ def int8_flatbuffer(converter, images, float_heads: bool = True, float_stem: flo
 
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
+    return representative
+
+
+def int8_flatbuffer(converter, images, float_heads: bool = True, float_stem: float = 0.1) -> bytes:
+    """The int8 flatbuffer of `converter` (a TFLiteConverter, float input and outputs), calibrated on `images`
+    [N, H, W, 3], its tail float (module docstring)."""
+    import tensorflow as tf
+
+    representative = calibrate(converter, images)
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative)
     nodes, kinds = float_tail(debugger.calibrated_model, float_heads, float_stem)
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes, denylisted_ops=kinds)

@@ -73,17 +73,11 @@ def _converted(model, tmp: str, fp16: bool, int8=None) -> bytes:
             converter.target_spec.supported_types = [tf.float16]
         if int8 is not None:
             images, int_io = int8
+            from .quantize import calibrate, int8_flatbuffer
+
             if not int_io:  # the network int8, the decode / NMS tail float (quantize.py)
-                from .quantize import int8_flatbuffer
-
                 return int8_flatbuffer(converter, images)
-
-            def representative():
-                for i in range(len(images)):
-                    yield [images[i:i + 1]]
-
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative
+            calibrate(converter, images)
             # full integer: every op int8, int8 input and outputs
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8

@@ -12,6 +12,7 @@ import io
 import json
 import os
 
+from ..boundary import free_bytes
 from ..metadata import KEY, parse, to_json
 from .runtime import run_fresh
 from .template import Finder, NoTemplate, Slot, Template, find_blobs
@@ -50,8 +51,7 @@ def _check_room(model, path: str) -> None:
     import numpy as np
 
     need = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize + 4096 for v in model.weights) + (64 << 10)
-    st = os.statvfs(os.path.dirname(os.path.abspath(path)))
-    free = st.f_bavail * st.f_frsize
+    free = free_bytes(os.path.dirname(os.path.abspath(path)))
     if free < need:
         raise OSError(errno.ENOSPC, f"{path}: {os.strerror(errno.ENOSPC)} (needs ~{need} bytes, {free} free)")
 

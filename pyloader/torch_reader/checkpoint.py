@@ -43,14 +43,19 @@ def load_torch_checkpoint(path, used=None) -> object:
         if head[:4] == b"PK\x03\x04":
             return _load_zip(path, fd, size, used)
         if head[:2] == b"\x80\x02":
-            return _load_legacy(path, _core.read_file(fd, size, fs_bytes(path)))
+            return _load_legacy(path, _read_whole(path, fd, size))
     raise FormatError(f"{path}: neither a PyTorch zip archive nor a legacy torch file (first bytes {short_repr(head)})")
 
 
 def read_bytes(path) -> np.ndarray:
-    """The whole file as a read-only uint8 array in memory of its own, checked unchanged while it was read."""
+    """The whole file as a read-only uint8 array in memory of its own, checked unchanged while it was read (what
+    the legacy container reads; the benchmark's pickle stage and the zip tests read files so too)."""
     with unchanged_file(path) as (fd, size):
-        return _core.read_file(fd, size, fs_bytes(path))
+        return _read_whole(path, fd, size)
+
+
+def _read_whole(path: str, fd: int, size: int) -> np.ndarray:
+    return _core.read_file(fd, size, fs_bytes(path))
 
 
 def _load_zip(path: str, fd: int, size: int, used):

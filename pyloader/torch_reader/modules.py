@@ -18,7 +18,7 @@ from ..errors import FormatError
 from ..boundary import short_repr
 from .records import Record, is_broadcast
 
-__all__ = ["BatchNorm", "ConvSpec", "Ctx", "conv2d", "conv_module", "batchnorm", "activation_of", "select_model",
+__all__ = ["BatchNorm", "ConvSpec", "Ctx", "conv2d", "conv_module", "batchnorm", "activation_of", "model_record", "select_model",
            "conv_arrays", "bn_arrays"]
 
 
@@ -49,6 +49,10 @@ class ConvSpec:
     @property
     def out_channels(self) -> int:
         return int(self.kernel.shape[0])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.kernel.shape[1]) * int(self.groups)
 
 
 class Ctx:
@@ -228,16 +232,27 @@ def class_names(model: Record, nc: int, path) -> list:
     return names
 
 
-def select_model(ckpt, path) -> Record:
-    """`ema` when present and not None, else `model` (YOLOv5's attempt_load)."""
+def model_record(ckpt):
+    """The checkpoint's model record: the checkpoint itself when it is one, else `ema` when present and not None,
+    else `model` (YOLOv5's attempt_load); None when that is not a record. The one rule for which model is read
+    (the families) and which tensors are read at all (pyloader.registry)."""
     if isinstance(ckpt, Record):
         return ckpt
     if not isinstance(ckpt, dict):
-        raise FormatError(f"{path}: expected a checkpoint dict or a model, found {type(ckpt).__name__}")
+        return None
     model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
-    if not isinstance(model, Record):
-        raise FormatError(f"{path}: checkpoint has no model: 'ema' and 'model' are {type(model).__name__}")
-    return model
+    return model if isinstance(model, Record) else None
+
+
+def select_model(ckpt, path) -> Record:
+    """model_record, or a FormatError saying what the checkpoint holds instead."""
+    model = model_record(ckpt)
+    if model is not None:
+        return model
+    if not isinstance(ckpt, dict):
+        raise FormatError(f"{path}: expected a checkpoint dict or a model, found {type(ckpt).__name__}")
+    found = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+    raise FormatError(f"{path}: checkpoint has no model: 'ema' and 'model' are {type(found).__name__}")
 
 
 def _f32(a: np.ndarray) -> np.ndarray:

@@ -15,15 +15,11 @@ from ..torch_reader.modules import NN, ConvSpec, activation_of, is_class, maxpoo
 from .blocks import (A2C2f, ADown, AConv, Attention, Bottleneck, C3, CBFuse, CBLinear, Chain, ELAN, GhostBottleneck,
                      GhostConv, Identity, MaxPool, PSABlock, RepConv, SPP, SPPF, TransposeConv, ZeroPad)
 
-__all__ = ["ROWS", "ABSORBS_N"]
+__all__ = ["positive_int", "ROWS", "ABSORBS_N"]
 
 
 def _name(mpath: str) -> str:
     return mpath.replace(".", "_")
-
-
-def _cin(spec: ConvSpec) -> int:
-    return int(spec.kernel.shape[1]) * int(spec.groups)
 
 
 def _out(rec) -> int:
@@ -53,13 +49,14 @@ def _walk(rd, mpath, cin, items) -> int:
     """Each record of `items` takes the previous one's outputs (the first: `cin`, unless None); the last's outputs."""
     for it in items:
         for spec in _inputs(it):
-            if cin is not None and _cin(spec) != cin:
-                raise rd.err(mpath, f"{spec.name}: expected {cin} input channels, the weight has {_cin(spec)}")
+            if cin is not None and spec.in_channels != cin:
+                raise rd.err(mpath, f"{spec.name}: expected {cin} input channels, the weight has {spec.in_channels}")
         cin = _out(it)
     return cin
 
 
-def _int(rd, rec, mpath, key):
+def positive_int(rd, rec, mpath, key):
+    """The record's attribute `key`, a positive int (else a FormatError naming the module)."""
     v = rec.attr(key)
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
         raise rd.err(mpath, f"{key} {short_repr(v)}: expected a positive int")
@@ -81,7 +78,7 @@ def ghost_conv(rd, rec, mpath) -> GhostConv:
     cv1, cv2 = rd.conv(mods.get("cv1"), mpath + ".cv1"), rd.conv(mods.get("cv2"), mpath + ".cv2")
     c = cv1.out_channels
     _check(rd, mpath + ".cv2", "a depthwise conv over cv1's outputs (channels in, out, groups)", (c, c, c),
-           (_cin(cv2), cv2.out_channels, cv2.groups))
+           (cv2.in_channels, cv2.out_channels, cv2.groups))
     return GhostConv(_name(mpath), cv1, cv2)
 
 
@@ -100,7 +97,7 @@ def ghost_bottleneck(rd, rec, mpath) -> GhostBottleneck:
     if (len(conv), len(shortcut)) not in ((2, 0), (3, 2)) or first is None or not isinstance(conv[-1], GhostConv):
         raise rd.err(mpath, f"expected conv = GhostConv, GhostConv with an identity shortcut, or GhostConv, DWConv, "
                             f"GhostConv with a two-conv one; found {len(conv)} conv and {len(shortcut)} shortcut modules")
-    c1 = _cin(first)
+    c1 = first.in_channels
     c2, want = _walk(rd, mpath + ".conv", c1, conv), _walk(rd, mpath + ".shortcut", c1, shortcut)
     if want != c2:
         raise rd.err(mpath, f"the shortcut gives {want} channels, the conv branch {c2}")
@@ -112,7 +109,7 @@ def c3_ghost(rd, rec, mpath) -> C3:
     cv1, cv2, cv3 = (rd.conv(mods.get(k), f"{mpath}.{k}") for k in ("cv1", "cv2", "cv3"))
     m = [ghost_bottleneck(rd, r, f"{mpath}.m.{j}")
          for j, r in enumerate(sequence(rd.ctx, mods.get("m"), mpath + ".m", "GhostBottleneck"))]
-    _check(rd, mpath + ".cv3", "input channels", _walk(rd, mpath + ".m", cv1.out_channels, m) + cv2.out_channels, _cin(cv3))
+    _check(rd, mpath + ".cv3", "input channels", _walk(rd, mpath + ".m", cv1.out_channels, m) + cv2.out_channels, cv3.in_channels)
     return C3(_name(mpath), cv1, cv2, cv3, m)
 
 
@@ -124,7 +121,7 @@ def rep_conv(rd, rec, mpath) -> RepConv:
         raise rd.err(mpath + ".conv", "a fused RepConv (deploy form) is not supported")
     conv1, conv2 = rd.conv(mods.get("conv1"), mpath + ".conv1"), rd.conv(mods.get("conv2"), mpath + ".conv2")
     if (conv1.act, conv2.act) != (None, None) or conv1.kernel.shape[2:] != (3, 3) or conv2.kernel.shape[2:] != (1, 1) \
-            or (_cin(conv1), conv1.out_channels, conv1.stride) != (_cin(conv2), conv2.out_channels, conv2.stride):
+            or (conv1.in_channels, conv1.out_channels, conv1.stride) != (conv2.in_channels, conv2.out_channels, conv2.stride):
         raise rd.err(mpath, f"expected a 3x3 and a 1x1 Conv of the same channels and stride, no activation; got "
                             f"{conv1.kernel.shape}, {conv2.kernel.shape}")
     return RepConv(_name(mpath), conv1, conv2, activation_of(rd.ctx, mods.get("act"), mpath + ".act"))
@@ -152,12 +149,12 @@ def rep_csp(rd, rec, mpath) -> C3:
 def area_attention(rd, rec, mpath) -> Attention:
     """AAttn: Attention's computation with key_dim = head_dim, scale head_dim ** -0.5, over `area` runs of rows."""
     mods = rd.expect(rec, mpath, "AAttn")
-    nh, hd, area = (_int(rd, rec, mpath, k) for k in ("num_heads", "head_dim", "area"))
+    nh, hd, area = (positive_int(rd, rec, mpath, k) for k in ("num_heads", "head_dim", "area"))
     qkv, proj, pe = (rd.conv(mods.get(k), f"{mpath}.{k}") for k in ("qkv", "proj", "pe"))
     dim = nh * hd
     _check(rd, mpath, f"qkv outputs, proj in/out, pe in/out/groups (num_heads {nh}, head_dim {hd})",
-           (3 * dim, dim, _cin(proj), dim, dim, dim),
-           (qkv.out_channels, _cin(pe), _cin(proj), proj.out_channels, pe.out_channels, pe.groups))
+           (3 * dim, dim, proj.in_channels, dim, dim, dim),
+           (qkv.out_channels, pe.in_channels, proj.in_channels, proj.out_channels, pe.out_channels, pe.groups))
     return Attention(_name(mpath), qkv, proj, pe, nh, hd, hd, float(hd ** -0.5), area)
 
 
@@ -165,8 +162,8 @@ def a_block(rd, rec, mpath) -> PSABlock:
     mods = rd.expect(rec, mpath, "ABlock")
     attn = area_attention(rd, mods.get("attn"), mpath + ".attn")
     mlp = [rd.conv(r, f"{mpath}.mlp.{j}") for j, r in enumerate(sequence(rd.ctx, mods.get("mlp"), mpath + ".mlp", "Conv"))]
-    if not mlp or _walk(rd, mpath + ".mlp", _cin(attn.qkv), mlp) != _cin(attn.qkv):
-        raise rd.err(mpath + ".mlp", f"expected a Conv chain back to {_cin(attn.qkv)} channels")
+    if not mlp or _walk(rd, mpath + ".mlp", attn.qkv.in_channels, mlp) != attn.qkv.in_channels:
+        raise rd.err(mpath + ".mlp", f"expected a Conv chain back to {attn.qkv.in_channels} channels")
     return PSABlock(_name(mpath), attn, mlp, True)
 
 
@@ -178,11 +175,11 @@ def a2c2f(rd, rec, mpath) -> A2C2f:
         p = f"{mpath}.m.{j}"
         if is_class(r, "Sequential", *NN):
             m.append(Chain([a_block(rd, q, f"{p}.{k}") for k, q in enumerate(sequence(rd.ctx, r, p, "ABlock"))]))
-            _check(rd, p, "block channels", cv1.out_channels, _cin(m[-1].items[0].attn.qkv) if m[-1].items else None)
+            _check(rd, p, "block channels", cv1.out_channels, m[-1].items[0].attn.qkv.in_channels if m[-1].items else None)
         else:
             m.append(rd.c3(r, p, "C3k"))
             _walk(rd, p, cv1.out_channels, m[-1:])
-    _check(rd, mpath + ".cv2", "input channels", (1 + len(m)) * cv1.out_channels, _cin(cv2))
+    _check(rd, mpath + ".cv2", "input channels", (1 + len(m)) * cv1.out_channels, cv2.in_channels)
     g = param(rd.ctx, rec, mpath, "gamma", required=False)
     if g is None and rec.attr("gamma") is not None:
         raise rd.err(mpath, f"gamma {short_repr(rec.attr('gamma'))}: expected a parameter or None")
@@ -214,7 +211,7 @@ def elan(rd, rec, mpath, kind) -> ELAN:
     if cv1.out_channels % 2:
         raise rd.err(mpath + ".cv1", f"{cv1.out_channels} outputs: expected an even count (chunked in two)")
     c4 = _walk(rd, mpath + ".cv3", _walk(rd, mpath + ".cv2", cv1.out_channels // 2, branches[0]), branches[1])
-    _check(rd, mpath + ".cv4", "input channels", cv1.out_channels + _out(branches[0][-1]) + c4, _cin(cv4))
+    _check(rd, mpath + ".cv4", "input channels", cv1.out_channels + _out(branches[0][-1]) + c4, cv4.in_channels)
     return ELAN(_name(mpath), cv1, branches[0], branches[1], cv4)
 
 
@@ -222,8 +219,8 @@ def adown(rd, rec, mpath) -> ADown:
     mods = rd.expect(rec, mpath, "ADown")
     cv1, cv2 = rd.conv(mods.get("cv1"), mpath + ".cv1"), rd.conv(mods.get("cv2"), mpath + ".cv2")
     _check(rd, mpath, "cv1 (kernel, stride, padding), cv2 (kernel, stride, padding), their inputs",
-           ((3, 3), (2, 2), (1, 1), (1, 1), (1, 1), (0, 0), _cin(cv1)),
-           (cv1.kernel.shape[2:], cv1.stride, cv1.padding, cv2.kernel.shape[2:], cv2.stride, cv2.padding, _cin(cv2)))
+           ((3, 3), (2, 2), (1, 1), (1, 1), (1, 1), (0, 0), cv1.in_channels),
+           (cv1.kernel.shape[2:], cv1.stride, cv1.padding, cv2.kernel.shape[2:], cv2.stride, cv2.padding, cv2.in_channels))
     return ADown(_name(mpath), cv1, cv2)
 
 
@@ -241,7 +238,7 @@ def sppelan(rd, rec, mpath) -> SPPF:
     pools = [maxpool(rd.ctx, mods.get(k), f"{mpath}.{k}") for k in ("cv2", "cv3", "cv4")]
     if any({**p, "name": ""} != {**pools[0], "name": ""} for p in pools):
         raise rd.err(mpath, f"the three pools differ: {pools}")
-    _check(rd, mpath + ".cv5", "input channels", 4 * cv1.out_channels, _cin(cv5))
+    _check(rd, mpath + ".cv5", "input channels", 4 * cv1.out_channels, cv5.in_channels)
     return SPPF(_name(mpath), cv1, cv5, 3, False, MaxPool(**pools[0]))
 
 
@@ -316,7 +313,7 @@ def _spp_row(rd, rec, mpath, args, cin, c2_of, n_eff):
            [(p.kernel, p.stride, p.padding) for p in pools])
     _check(rd, mpath, "output channels (the yaml row)", c2_of(args[0] if args else None), cv2.out_channels)
     _walk(rd, mpath, cin[0], [cv1])
-    _check(rd, mpath + ".cv2", "input channels", (len(pools) + 1) * cv1.out_channels, _cin(cv2))
+    _check(rd, mpath + ".cv2", "input channels", (len(pools) + 1) * cv1.out_channels, cv2.in_channels)
     return SPP(_name(mpath), cv1, cv2, pools), cv2.out_channels
 
 

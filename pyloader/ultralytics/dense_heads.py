@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..boundary import short_repr
-from ..torch_reader.modules import children, param, sequence
+from ..torch_reader.modules import param, sequence
 from .backbones import read_transpose_conv
 from .blocks import DepthHead, SemanticHead
 
@@ -17,14 +17,10 @@ __all__ = ["DENSE_HEADS", "read_dense_head"]
 DENSE_HEADS = ("SemanticSegment", "Depth")  # the yaml modules read here
 
 
-def _cin(spec) -> int:
-    return int(spec.kernel.shape[1]) * int(spec.groups)
-
-
 def _chain(rd, mpath, specs, cin):
     """Each conv's input channels are the previous one's outputs (the first's: cin)."""
     for j, spec in enumerate(specs):
-        got = _cin(spec)
+        got = spec.in_channels
         if got != cin:
             raise rd.err(f"{mpath}.{j}", f"expected {cin} input channels, the weight has {got}")
         cin = spec.out_channels
@@ -32,7 +28,7 @@ def _chain(rd, mpath, specs, cin):
 
 def _output_conv(rd, rec, mpath, cin, cout=None):
     out = rd.plain_conv(rec, mpath)
-    if out.kernel.shape[2:] != (1, 1) or out.bias is None or _cin(out) != cin or (cout is not None and out.out_channels != cout):
+    if out.kernel.shape[2:] != (1, 1) or out.bias is None or out.in_channels != cin or (cout is not None and out.out_channels != cout):
         raise rd.err(mpath, f"weight {out.kernel.shape}: expected a 1x1 Conv2d with bias from {cin} channels"
                             + ("" if cout is None else f" to {cout}"))
     return out
@@ -64,7 +60,7 @@ def depth(rd, rec, mpath, args, cin) -> DepthHead:
     if args and isinstance(args[0], int) and args[0] != mid:
         raise rd.err(mpath, f"c_mid: the yaml row gives {args[0]}, the checkpoint has {mid}")
     for i, (p, c) in enumerate(zip(proj, cin)):
-        if _cin(p) != c or p.out_channels != mid or p.kernel.shape[2:] != (1, 1):
+        if p.in_channels != c or p.out_channels != mid or p.kernel.shape[2:] != (1, 1):
             raise rd.err(f"{mpath}.proj.{i}", f"weight {p.kernel.shape}: expected a 1x1 Conv {c} -> {mid} channels")
     for i, r in enumerate(refine):
         _chain(rd, f"{mpath}.refine.{i}", r, mid)
@@ -76,8 +72,8 @@ def depth(rd, rec, mpath, args, cin) -> DepthHead:
     c1 = rd.conv(items[0], mpath + ".head.0")
     up = read_transpose_conv(rd, items[1], mpath + ".head.1")
     c3 = rd.conv(items[2], mpath + ".head.2")
-    for what, want, got in (("head.0", mid, _cin(c1)), ("head.1", c1.out_channels, int(up.spec.kernel.shape[0])),
-                            ("head.2", up.out_channels, _cin(c3))):
+    for what, want, got in (("head.0", mid, c1.in_channels), ("head.1", c1.out_channels, int(up.spec.kernel.shape[0])),
+                            ("head.2", up.out_channels, c3.in_channels)):
         if want != got:
             raise rd.err(f"{mpath}.{what}", f"expected {want} input channels, the weight has {got}")
     out = _output_conv(rd, items[3], mpath + ".head.3", c3.out_channels, 1)

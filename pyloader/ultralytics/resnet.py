@@ -22,10 +22,6 @@ def _name(mpath: str) -> str:
     return mpath.replace(".", "_")
 
 
-def _cin(spec: ConvSpec) -> int:
-    return int(spec.kernel.shape[1]) * int(spec.groups)
-
-
 def _check(rd, mpath, what, want, got):
     if want != got:
         raise rd.err(mpath, f"{what}: expected {want}, the checkpoint has {got}")
@@ -85,13 +81,13 @@ def _blocks(rd, mpath, cin, blocks) -> int:
             want_in = cin if j == 0 else B.convs[j - 1].out_channels
             kh, kw = (int(v) for v in spec.kernel.shape[2:])
             _check(rd, p, f"{spec.name}: input channels, groups, dilation, padding (kernel {kh}x{kw})",
-                   (want_in, 1, (1, 1), (kh // 2, kw // 2)), (_cin(spec), spec.groups, spec.dilation, spec.padding))
+                   (want_in, 1, (1, 1), (kh // 2, kw // 2)), (spec.in_channels, spec.groups, spec.dilation, spec.padding))
             if kh % 2 == 0 or kw % 2 == 0:
                 raise rd.err(p, f"{spec.name}: an even kernel {kh}x{kw} is not supported")
             stride = [a * b for a, b in zip(stride, spec.stride)]
         sc = B.shortcut
         got = (None, (1, 1)) if sc is None else (
-            sc.act, (_cin(sc), sc.out_channels, tuple(int(v) for v in sc.kernel.shape[2:]), sc.padding, sc.groups, sc.stride))
+            sc.act, (sc.in_channels, sc.out_channels, tuple(int(v) for v in sc.kernel.shape[2:]), sc.padding, sc.groups, sc.stride))
         want = (None, (1, 1)) if sc is None else (None, (cin, out, (1, 1), (0, 0), 1, tuple(stride)))
         if sc is None and (cin != out or tuple(stride) != (1, 1)):
             raise rd.err(p, f"an identity shortcut adds {cin} input channels to {out} outputs at stride {tuple(stride)}")
@@ -123,7 +119,7 @@ def _resnet_layer_row(rd, rec, mpath, args, cin, c2_of, n_eff):
         conv, pool = rd.conv(items[0], p + ".0"), maxpool(rd.ctx, items[1], p + ".1")
         _check(rd, p, "conv (inputs, outputs, kernel, stride, padding), pool (kernel, stride, padding)",
                (c1, c2, (7, 7), (2, 2), (3, 3), (3, 3), (2, 2), (1, 1)),
-               (_cin(conv), conv.out_channels, tuple(int(v) for v in conv.kernel.shape[2:]), conv.stride, conv.padding,
+               (conv.in_channels, conv.out_channels, tuple(int(v) for v in conv.kernel.shape[2:]), conv.stride, conv.padding,
                 pool["kernel"], pool["stride"], pool["padding"]))
         return Chain([conv, MaxPool(**pool)]), c2
     _check(rd, p, "blocks (the yaml row's n)", n, len(items))
@@ -145,7 +141,7 @@ def _torchvision_row(rd, rec, mpath, args, cin, c2_of, n_eff):
         raise rd.err(p, f"{len(items)} modules ({', '.join(short_repr(r) for r in items[:4])}...): only a torchvision "
                         "ResNet truncated before its pool is supported (conv1, bn1, relu, maxpool, then layer1..)")
     stem = _tv_conv(rd, items[0], items[1], p + ".0", p + ".1", activation_of(rd.ctx, items[2], p + ".2"))
-    _check(rd, p + ".0", "input channels", cin[0], _cin(stem))
+    _check(rd, p + ".0", "input channels", cin[0], stem.in_channels)
     blocks = [_tv_block(rd, q, f"{p}.{j}.{k}") for j, r in enumerate(items[4:], 4)
               for k, q in enumerate(sequence(rd.ctx, r, f"{p}.{j}", "BasicBlock or Bottleneck"))]
     out = _blocks(rd, p, stem.out_channels, blocks)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..boundary import short_repr
 from ..torch_reader.modules import NN, ConvSpec, activation_of, batchnorm, children, conv2d, is_class, param, sequence
-from .backbones import rep_conv
+from .backbones import positive_int, rep_conv
 from .blocks import Chain, Linear, MaxPool, ResNetBlock, Upsample
 
 __all__ = ["RTDETR_ROWS", "RTDETR_ABSORBS_N", "level_strides", "HGStem", "HGBlock", "RepC3", "AIFI", "RTDETRHead"]
@@ -122,17 +122,6 @@ def _name(mpath):
     return mpath.replace(".", "_")
 
 
-def _cin(spec) -> int:
-    return int(spec.kernel.shape[1]) * int(spec.groups)
-
-
-def _int(rd, rec, mpath, key):
-    v = rec.attr(key)
-    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise rd.err(mpath, f"{key} {short_repr(v)}: expected a positive int")
-    return v
-
-
 def _f32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
 
@@ -176,7 +165,7 @@ def _attention(rd, rec, mpath, dim, heads=None) -> Attention:
     dim)."""
     if not is_class(rec, "MultiheadAttention", *NN):
         raise rd.err(mpath, f"expected a MultiheadAttention, found {short_repr(rec)}")
-    nh = _int(rd, rec, mpath, "num_heads")
+    nh = positive_int(rd, rec, mpath, "num_heads")
     if rec.attr("embed_dim") != dim or (heads is not None and nh != heads) or dim % nh or not rec.attr(
             "_qkv_same_embed_dim", True) or rec.attr("add_zero_attn", False) or any(
             param(rd.ctx, rec, mpath, k, required=False) is not None for k in ("bias_k", "bias_v")):
@@ -219,8 +208,8 @@ def _check(rd, mpath, what, want, got):
 
 def _chain(rd, mpath, specs, cin):
     for spec in specs:
-        if _cin(spec) != cin:
-            raise rd.err(mpath, f"{spec.name}: expected {cin} input channels, the weight has {_cin(spec)}")
+        if spec.in_channels != cin:
+            raise rd.err(mpath, f"{spec.name}: expected {cin} input channels, the weight has {spec.in_channels}")
         cin = spec.out_channels
     return cin
 
@@ -332,7 +321,7 @@ def _decoder_layer(rd, rec, mpath, hd, nh, nl, npt) -> tuple:
 
 def _rtdetr_decoder(rd, rec, mpath, args, cin, c2_of, n_eff):
     mods = rd.expect(rec, mpath, "RTDETRDecoder")
-    hd, nh, nl, nc, nq = (_int(rd, rec, mpath, k) for k in ("hidden_dim", "nhead", "nl", "nc", "num_queries"))
+    hd, nh, nl, nc, nq = (positive_int(rd, rec, mpath, k) for k in ("hidden_dim", "nhead", "nl", "nc", "num_queries"))
     if args and isinstance(args[0], int):
         _check(rd, mpath, "classes (nc)", args[0], nc)
     if nl != len(cin) or hd % nh:
@@ -356,14 +345,14 @@ def _rtdetr_decoder(rd, rec, mpath, args, cin, c2_of, n_eff):
     dec = rd.expect(mods.get("decoder"), mpath + ".decoder", "DeformableTransformerDecoder")
     layers = sequence(rd.ctx, dec.get("layers"), mpath + ".decoder.layers", "decoder layers")
     eval_idx = mods["decoder"].attr("eval_idx")
-    ndl = _int(rd, rec, mpath, "num_decoder_layers")
+    ndl = positive_int(rd, rec, mpath, "num_decoder_layers")
     if len(proj) != nl or len(layers) != ndl or not (isinstance(eval_idx, int) and 0 <= eval_idx < ndl):
         raise rd.err(mpath, f"{len(proj)} input projections, {len(layers)} decoder layers, eval_idx "
                             f"{short_repr(eval_idx)}: expected {nl}, {ndl} and an index into them")
     first = f"{mpath}.decoder.layers.0"
     rd.expect(rd.expect(layers[0], first, "DeformableTransformerDecoderLayer").get("cross_attn") if layers else None,
               first + ".cross_attn", "MSDeformAttn")
-    npt = _int(rd, children(layers[0])["cross_attn"], first + ".cross_attn", "n_points")
+    npt = positive_int(rd, children(layers[0])["cross_attn"], first + ".cross_attn", "n_points")
     run, eps = [], set()
     for i in range(eval_idx + 1):  # eval mode stops at eval_idx
         lay, e = _decoder_layer(rd, layers[i], f"{mpath}.decoder.layers.{i}", hd, nh, nl, npt)

@@ -147,8 +147,8 @@ class _Reader:
         if not isinstance(add, bool):
             raise self.err(mpath, f"Bottleneck.add is {short_repr(add)}, expected a bool")
         cv1, cv2 = self.conv(mods.get("cv1"), mpath + ".cv1"), self.conv(mods.get("cv2"), mpath + ".cv2")
-        if add and cv2.out_channels != _cin(cv1):
-            raise self.err(mpath, f"a shortcut adds {_cin(cv1)} input channels to {cv2.out_channels} outputs")
+        if add and cv2.out_channels != cv1.in_channels:
+            raise self.err(mpath, f"a shortcut adds {cv1.in_channels} input channels to {cv2.out_channels} outputs")
         return Bottleneck(mpath.replace(".", "_"), cv1, cv2, add)
 
     def c3(self, rec, mpath, kind="C3") -> C3:
@@ -166,7 +166,7 @@ class _Reader:
             raise self.err(mpath, f"scale {short_repr(scale)}: expected a positive float")
         qkv, proj, pe = (self.conv(mods.get(k), f"{mpath}.{k}") for k in ("qkv", "proj", "pe"))
         dim = nh * hd
-        checks = ((qkv.out_channels, dim + 2 * nh * kd, "qkv outputs"), (_cin(qkv), dim, "input channels"),
+        checks = ((qkv.out_channels, dim + 2 * nh * kd, "qkv outputs"), (qkv.in_channels, dim, "input channels"),
                   (proj.out_channels, dim, "proj outputs"), (pe.out_channels, dim, "pe outputs"),
                   (pe.groups, dim, "pe groups"))
         for got, want, what in checks:
@@ -206,8 +206,8 @@ class _Reader:
         item = {"C2PSA": self.psablock, "C2": self.bottleneck, "C2fCIB": lambda r, p: cib(self, r, p)}.get(kind, self.c2f_item)
         m = [item(r, f"{mpath}.m.{j}") for j, r in enumerate(items)]
         want = (2 + len(m)) * c if kind in ("C2f", "C3k2", "C2fCIB") else 2 * c
-        if _cin(cv2) != want:
-            raise self.err(mpath + ".cv2", f"expected {want} input channels, the weight has {_cin(cv2)}")
+        if cv2.in_channels != want:
+            raise self.err(mpath + ".cv2", f"expected {want} input channels, the weight has {cv2.in_channels}")
         return {"C2": C2, "C2PSA": C2PSA}.get(kind, C2f)(mpath.replace(".", "_"), cv1, cv2, c, m)
 
     def sppf(self, rec, mpath) -> SPPF:
@@ -216,14 +216,10 @@ class _Reader:
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 16 or not isinstance(add, bool):
             raise self.err(mpath, f"SPPF n={short_repr(n)} add={short_repr(add)}")
         cv1, cv2 = self.conv(mods.get("cv1"), mpath + ".cv1"), self.conv(mods.get("cv2"), mpath + ".cv2")
-        if _cin(cv2) != (n + 1) * cv1.out_channels:
-            raise self.err(mpath + ".cv2", f"expected {(n + 1) * cv1.out_channels} input channels, the weight has {_cin(cv2)}")
+        if cv2.in_channels != (n + 1) * cv1.out_channels:
+            raise self.err(mpath + ".cv2", f"expected {(n + 1) * cv1.out_channels} input channels, the weight has {cv2.in_channels}")
         pool = MaxPool(**maxpool(self.ctx, mods.get("m"), mpath + ".m"))
         return SPPF(mpath.replace(".", "_"), cv1, cv2, n, add, pool)
-
-
-def _cin(spec: ConvSpec) -> int:
-    return int(spec.kernel.shape[1]) * int(spec.groups)
 
 
 def _make_divisible(x, divisor=8) -> int:
@@ -379,8 +375,8 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
         return _make_divisible(min(a0, max_ch) * width, 8)
 
     def check_in(spec, sub=""):
-        if cin[0] is not None and _cin(spec) != cin[0]:
-            raise rd.err(mpath + sub, f"expected {cin[0]} input channels (from the layers feeding it), the weight has {_cin(spec)}")
+        if cin[0] is not None and spec.in_channels != cin[0]:
+            raise rd.err(mpath + sub, f"expected {cin[0]} input channels (from the layers feeding it), the weight has {spec.in_channels}")
 
     if mname in ROWS:
         return ROWS[mname][1](rd, rec, mpath, args, cin, c2_of, n_eff)
@@ -451,8 +447,8 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
             raise rd.err(mpath, f"{len(cin)} inputs in the yaml row, the head has nl={P.nl} levels")
         for i, lv in enumerate(P.levels):
             for b, stages in (("cv2", lv.cv2), ("cv3", lv.cv3)) + ((("cv4", P.cv4[i]),) if kind in TASK_HEADS else ()):
-                if _cin(stages[0]) != cin[i]:
-                    raise rd.err(f"{mpath}.{b}.{i}", f"expected {cin[i]} input channels, the weight has {_cin(stages[0])}")
+                if stages[0].in_channels != cin[i]:
+                    raise rd.err(f"{mpath}.{b}.{i}", f"expected {cin[i]} input channels, the weight has {stages[0].in_channels}")
         return P, 0
     if kind in DENSE_HEADS:
         P = read_dense_head(rd, rec, mpath, kind, args, cin)
@@ -463,8 +459,8 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
         P = rd.classify(rec, mpath)
         if isinstance(nc_yaml, int) and not isinstance(nc_yaml, bool):
             _check(rd, mpath, "classes (nc)", nc_yaml, P.nc)
-        if _cin(P.conv) != sum(cin):
-            raise rd.err(mpath + ".conv", f"expected {sum(cin)} input channels, the weight has {_cin(P.conv)}")
+        if P.conv.in_channels != sum(cin):
+            raise rd.err(mpath + ".conv", f"expected {sum(cin)} input channels, the weight has {P.conv.in_channels}")
         return P, 0
     raise rd.err(mpath, f"module type {short_repr(kind)} is not supported")  # pragma: no cover
 

@@ -14,12 +14,8 @@ from .blocks import C2PSA, CIB, PSABlock, Repeats, RepVGGDW
 __all__ = ["scdown", "psa", "cib", "check_c2fcib", "row"]
 
 
-def _cin(spec) -> int:
-    return int(spec.kernel.shape[1]) * int(spec.groups)
-
-
 def _depthwise(rd, spec, ch, mpath):
-    if spec.groups != ch or spec.out_channels != ch or _cin(spec) != ch:
+    if spec.groups != ch or spec.out_channels != ch or spec.in_channels != ch:
         raise rd.err(mpath, f"expected a depthwise conv of {ch} channels, got weight {spec.kernel.shape} groups {spec.groups}")
 
 
@@ -34,12 +30,12 @@ def psa(rd, rec, mpath) -> C2PSA:
     mods = rd.expect(rec, mpath, "PSA")
     c = rec.attr("c")
     cv1, cv2 = rd.conv(mods.get("cv1"), mpath + ".cv1"), rd.conv(mods.get("cv2"), mpath + ".cv2")
-    if not isinstance(c, int) or isinstance(c, bool) or c <= 0 or cv1.out_channels != 2 * c or _cin(cv2) != 2 * c:
-        raise rd.err(mpath, f"hidden channels c={short_repr(c)}: cv1 gives {cv1.out_channels}, cv2 takes {_cin(cv2)} "
+    if not isinstance(c, int) or isinstance(c, bool) or c <= 0 or cv1.out_channels != 2 * c or cv2.in_channels != 2 * c:
+        raise rd.err(mpath, f"hidden channels c={short_repr(c)}: cv1 gives {cv1.out_channels}, cv2 takes {cv2.in_channels} "
                             f"(expected 2 * c each)")
     attn = rd.attention(mods.get("attn"), mpath + ".attn")
     ffn = [rd.conv(r, f"{mpath}.ffn.{j}") for j, r in enumerate(sequence(rd.ctx, mods.get("ffn"), mpath + ".ffn", "Conv"))]
-    chain = [_cin(attn.qkv), attn.proj.out_channels] + [v for f in ffn for v in (_cin(f), f.out_channels)]
+    chain = [attn.qkv.in_channels, attn.proj.out_channels] + [v for f in ffn for v in (f.in_channels, f.out_channels)]
     if not ffn or chain[-1] != c or any(a != c for a in chain[:2]) or any(a != b for a, b in zip(chain[1::2], chain[2::2])):
         raise rd.err(mpath, f"attn and ffn channels {chain}: expected a chain from and to c={c}")
     name = mpath.replace(".", "_")
@@ -75,10 +71,10 @@ def cib(rd, rec, mpath) -> CIB:
         cv1.append(_repvggdw(rd, r, p) if isinstance(r, Record) and r.cls.name == "RepVGGDW" else rd.conv(r, p))
     convs = [b.conv if isinstance(b, RepVGGDW) else b for b in cv1]
     for j, (a, b) in enumerate(zip(convs, convs[1:]), 1):
-        if _cin(b) != a.out_channels:
-            raise rd.err(f"{mpath}.cv1.{j}", f"expected {a.out_channels} input channels, the weight has {_cin(b)}")
-    if not convs or (add and convs[-1].out_channels != _cin(convs[0])):
-        raise rd.err(mpath, f"a shortcut adds {_cin(convs[0]) if convs else 0} input channels to "
+        if b.in_channels != a.out_channels:
+            raise rd.err(f"{mpath}.cv1.{j}", f"expected {a.out_channels} input channels, the weight has {b.in_channels}")
+    if not convs or (add and convs[-1].out_channels != convs[0].in_channels):
+        raise rd.err(mpath, f"a shortcut adds {convs[0].in_channels if convs else 0} input channels to "
                             f"{convs[-1].out_channels if convs else 0} outputs")
     return CIB(mpath.replace(".", "_"), cv1, add)
 
@@ -104,6 +100,6 @@ def row(rd, rec, mpath, kind, args, c2: int, cin: int) -> tuple:
     else:
         P = psa(rd, rec, mpath)
         first, last = P.cv1, P.cv2
-    if last.out_channels != c2 or (cin is not None and _cin(first) != cin):
-        raise rd.err(mpath, f"channels: the yaml row gives {cin} -> {c2}, the checkpoint has {_cin(first)} -> {last.out_channels}")
+    if last.out_channels != c2 or (cin is not None and first.in_channels != cin):
+        raise rd.err(mpath, f"channels: the yaml row gives {cin} -> {c2}, the checkpoint has {first.in_channels} -> {last.out_channels}")
     return P, last.out_channels

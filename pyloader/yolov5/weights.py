@@ -196,8 +196,8 @@ def _segment(ctx, rec, mpath, n) -> Segment:
     mods = _check(ctx, _modules(rec).get("proto"), p, "Proto")
     cv1, cv2, cv3 = (_conv_of(ctx, mods, p, k) for k in ("cv1", "cv2", "cv3"))
     up = _upsample(ctx, mods.get("upsample"), p + ".upsample", None)
-    chans = (_cin(cv1), cv1.out_channels, _cin(cv2), cv2.out_channels, _cin(cv3), cv3.out_channels)
-    want = (_cin(det.m[0]), npr, npr, npr, npr, nm)
+    chans = (cv1.in_channels, cv1.out_channels, cv2.in_channels, cv2.out_channels, cv3.in_channels, cv3.out_channels)
+    want = (det.m[0].in_channels, npr, npr, npr, npr, nm)
     if chans != want:
         raise ctx.err(p, f"channels cv1 in/out, cv2 in/out, cv3 in/out: expected {want} (level 0's input, npr={npr}, "
                          f"nm={nm}), the weights have {chans}")
@@ -220,10 +220,6 @@ def _classify(ctx, rec, mpath, n) -> Classify:
                                          f"(classes, {conv.out_channels}) (the conv's outputs) and (classes,)")
     linear = ConvSpec(_name(mpath) + "_linear", w.reshape(*w.shape, 1, 1), b, (1, 1), (0, 0), (1, 1), 1)
     return Classify(_name(mpath), conv, linear)
-
-
-def _cin(spec: ConvSpec) -> int:
-    return int(spec.kernel.shape[1]) * int(spec.groups)
 
 
 _READERS = {
