@@ -2,8 +2,10 @@
 shape_signature has batch -1, and after `resize_tensor_input(i, [2, H, W, 3])` + `allocate_tensors` the file
 gives the Keras model's outputs for two images at once, as it does for one.
 
-A fresh process with LiteRT alone (`ai_edge_litert.interpreter`, no TensorFlow) runs the files; the reference is
-`pyloader.load` in this process. Checkpoints: yolov3-tiny .weights of random values, raw heads and --nms.
+A fresh process with LiteRT alone (`ai_edge_litert.interpreter`, no TensorFlow) runs the files; the references
+are OpenCV's Darknet importer (the raw heads of both images, run as one batch) and `pyloader.load` in this process
+(the NMS rows, whose matcher is pyloader's: tests/test_nms.py checks that matcher against OpenCV's NMSBoxes).
+Checkpoints: yolov3-tiny .weights of random values, raw heads and --nms.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import pytest
 import pyloader
 from pyloader.darknet.synthetic import write_weights
 from pyloader.verify import compare_outputs
+from pyloader.darknet.cfg import parse_network
+from test_darknet_opencv import DARKNET_EPS, OPENCV_EPS, assert_close, opencv_cfg, run_opencv
 from test_outputs import rel_err, run_py
 
 SMALL = (64, 96)
@@ -86,3 +90,13 @@ def test_tflite_batch_one_and_two_against_keras(litert, cfg_dir, tmp_path):
                 measured[(kind, n)] = max(rel_err(out[k], want[k]) for k in want)
     print(measured)
     assert max(measured.values()) <= 1e-4, measured
+    # the raw heads of the batch-2 run against OpenCV's importer, an implementation nobody here wrote
+    cfg = cfg_dir / "yolov3-tiny.cfg"
+    write_weights(tmp_path / "cv.weights", cfg, seed=4, variance_offset=DARKNET_EPS - OPENCV_EPS)
+    network = parse_network(cfg, SMALL)
+    raw_ref, _ = run_opencv(opencv_cfg(cfg, tmp_path, SMALL), str(tmp_path / "cv.weights"), x, network.heads,
+                            network)
+    got = np.load(paths["heads"] + ".npz")
+    names = pyloader.load(tmp_path / "v3t.weights", input_size=SMALL).output_names
+    for name, want in zip(names, raw_ref, strict=True):
+        assert_close(got[f"2/{name}"], want, f"tflite batch 2 {name} vs OpenCV")
