@@ -156,35 +156,27 @@ def _activated(out: dict, meta: dict) -> dict:
 
 
 def verify_output(model, path: str, job, images: np.ndarray) -> float:
-    """Run the output at `path` (written for `job`) on each of `images` [N, H, W, 3]; return the difference, or
-    raise FormatError when it is above the tolerance or the output cannot be run."""
+    """Run the output at `path` (written for `job`) on `images` [N, H, W, 3] (one runtime, one load); return the
+    difference, or raise FormatError when it is above the tolerance or the output cannot be run."""
     names = list(model.output_names)
     meta = getattr(model, "metadata", None) or {}
     int8 = _precision(job) == "int8"
     fmt = output_format(job.format)
     ran = f" (run in {fmt.runtime()})" if hasattr(fmt, "runtime") else ""
-    wants, gots = [], []
-    for i in range(len(images)):
-        image = images[i:i + 1]
-        want = as_dict(model(image), names)
-        try:
-            got = fmt.run(path, image, names, job)
-        except FormatError:
-            raise
-        except Exception as e:  # noqa: BLE001 - whatever the runtime raises, the output is not usable
-            raise FormatError(f"{job.source}: verify: the written {job.format} output{ran} cannot be run: "
-                              f"{type(e).__name__}: {e}") from None
-        wants.append(_activated(want, meta) if int8 else want)
-        gots.append(_activated(got, meta) if int8 else got)
+    want = as_dict(model(images), names)
+    try:
+        got = fmt.run(path, images, names, job)
+    except FormatError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the runtime raises, the output is not usable
+        raise FormatError(f"{job.source}: verify: the written {job.format} output{ran} cannot be run: "
+                          f"{type(e).__name__}: {e}") from None
+    if int8:
+        want, got = _activated(want, meta), _activated(got, meta)
     rows = {o.get("name") for o in meta.get("outputs", []) if o.get("rows")}
-    diff = compare_outputs(*(_batched(v) for v in (wants, gots)), rows)
+    diff = compare_outputs(want, got, rows)
     tol = TOLERANCE[_precision(job)]
     if not diff <= tol:
         raise FormatError(f"{job.source}: verify: the written {job.format} output{ran} differs from the model: "
                           f"max relative difference {diff:.3g} > {tol:g}")
     return diff
-
-
-def _batched(outs: list) -> dict:
-    """Per-image output dicts as one dict of batches."""
-    return {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in outs[0]}
