@@ -21,6 +21,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from ..keras_blocks.layers import cell_grid
 from ..keras_blocks.model import finish_plan_model
 from ..keras_blocks.torch_layers import activation, conv as _conv
 from .backbone_model import BUILDERS as BACKBONE_BUILDERS
@@ -35,9 +36,9 @@ _PKG = "pyloader_ultralytics"
 
 def _position(h, w, dim, temperature=10000.0) -> np.ndarray:
     """AIFI.build_2d_sincos_position_embedding: [h * w, dim], rows flattened row-major."""
-    gh, gw = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    grid = cell_grid(h, w, 0.0)  # (x, y) per cell, row-major
     omega = 1.0 / temperature ** (np.arange(dim // 4, dtype=np.float32) / np.float32(dim // 4))
-    oh, ow = gh.reshape(-1, 1) * omega[None], gw.reshape(-1, 1) * omega[None]
+    oh, ow = grid[:, 1:] * omega[None], grid[:, :1] * omega[None]
     return np.concatenate([np.sin(oh), np.cos(oh), np.sin(ow), np.cos(ow)], 1).astype(np.float32)
 
 
@@ -45,8 +46,7 @@ def _anchors(shapes, grid_size=0.05, eps=0.01):
     """RTDETRDecoder._generate_anchors: ([1, N, 4] logits, inf where invalid; [1, N, 1] valid mask as 0/1)."""
     out = []
     for i, (h, w) in enumerate(shapes):
-        gy, gx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
-        xy = np.stack([(gx + 0.5) / w, (gy + 0.5) / h], -1).reshape(-1, 2)
+        xy = cell_grid(h, w, 0.5) / np.array([w, h], np.float32)
         out.append(np.concatenate([xy, np.full_like(xy, grid_size * 2.0 ** i)], -1))
     a = np.concatenate(out)[None].astype(np.float32)
     valid = ((a > eps) & (a < 1 - eps)).all(-1, keepdims=True)
