@@ -73,7 +73,8 @@ class Family:
     recognise(checkpoint) -> bool        does this family read it (the registry asks in order)
     plan(checkpoint, options) -> plan   the architecture and where each tensor is; validates before data is used
     arrays(plan, fold_bn) -> dict       {'<layer>/<variable>': array} in Keras layout (pyloader.read)
-    metadata(plan, input_size, options) -> dict   the family's fields of pyloader's metadata (pyloader.metadata)
+    metadata(plan, input_size, options) -> dict   the family's fields of pyloader's metadata (pyloader.metadata); its
+                                                 outputs as options.decoded builds them (NMS replaces them)
     layout(plan) -> OutputLayout | None  what decode=True gives, for NMS (None: no boxes, NMS is refused)
     summary(plan, content) -> (format label, header fields, architecture dict)   for `pyloader inspect`
     keras: module with build(plan, options) -> an empty DetectionModel (raw heads named head_i, or one decoded

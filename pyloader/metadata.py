@@ -130,7 +130,7 @@ def anchor_plan_fields(plan, input_size, options, decoded: str = ANCHOR_DECODED)
         "class_names": class_names(list(plan.names), plan.nc, plan.path),
         "strides": [[int(s), int(s)] for s in plan.strides],
         "anchors": [[[float(v) for v in a] for a in lvl] for lvl in plan.anchors],
-        "outputs": anchor_outputs(plan.strides, plan.anchors, plan.nc, input_size, decoded if options.decode else None),
+        "outputs": anchor_outputs(plan.strides, plan.anchors, plan.nc, input_size, decoded if options.decoded else None),
     }
 
 
@@ -143,13 +143,8 @@ def model_metadata(family, plan, input_size, options, source=None, *, digest=Tru
     meta = {"format": "pyloader", "pyloader_version": _version(), "family": family.name, **fields,
             "decode": bool(options.decode), "fold_bn": bool(options.fold_bn)}
     if options.nms is not None:
-        layout, kept = family.layout(plan), []
-        if layout.passthrough:  # the decoded outputs NMS keeps as they are, described as decode=True describes them
-            import dataclasses
-
-            decoded = family.metadata(plan, tuple(int(v) for v in input_size), dataclasses.replace(options, decode=True))
-            kept = [o for o in decoded["outputs"] if o["name"] in layout.passthrough]
-        meta = nms_metadata(meta, options.nms, layout, kept)
+        layout = family.layout(plan)  # the family described its decoded outputs (options.decoded): keep some
+        meta = nms_metadata(meta, options.nms, layout, [o for o in fields["outputs"] if o["name"] in layout.passthrough])
     return with_source(meta, source, digest) if source is not None else meta
 
 

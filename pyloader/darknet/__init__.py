@@ -64,7 +64,7 @@ def metadata(plan: DarknetPlan, input_size, options) -> dict:
     heads = network.heads
     nc = heads[0].params["classes"] if heads else 0
     outputs = []
-    if options.decode:
+    if options.decoded:
         outputs.append({"name": "detections", "layout": "[batch, boxes, 5 + classes]: x, y, w, h (normalised "
                         "to the input), objectness, class probabilities; boxes per head by y, x, anchor"})
     else:

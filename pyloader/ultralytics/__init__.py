@@ -141,17 +141,17 @@ def metadata(plan, input_size, options) -> dict:
     h, w = input_size
     extra = {}
     if plan.nodes[-1].kind == "RTDETRDecoder":
-        outputs = _rtdetr_outputs(plan, h, w, options.decode)
+        outputs = _rtdetr_outputs(plan, h, w, options.decoded)
     elif plan.task == "classify":
-        outputs = _classify_outputs(plan, options.decode)
+        outputs = _classify_outputs(plan, options.decoded)
     elif plan.task in ("semantic", "depth"):
-        outputs = _dense_outputs(plan, h, w, options.decode)
+        outputs = _dense_outputs(plan, h, w, options.decoded)
     elif plan.task in _TASK_LAYOUTS:
-        outputs = _task_outputs(plan, h, w, options.decode)
+        outputs = _task_outputs(plan, h, w, options.decoded)
         if plan.task == "pose":
             extra = {"kpt_shape": list(plan.nodes[-1].parts.kpt_shape)}
     else:
-        outputs = _detect_outputs(plan, input_size, options.decode)
+        outputs = _detect_outputs(plan, input_size, options.decoded)
     if plan.end2end is not None:
         extra = {**extra, "end2end": {"branch": "one2one" if plan.end2end.selected else "one2many",
                              "max_det": plan.end2end.max_det, "agnostic": plan.end2end.agnostic}}

@@ -53,13 +53,13 @@ def metadata(plan, input_size, options) -> dict:
     nc, head = plan.nc, plan.nodes[-1].block
     if plan.task == "classify":
         logits = {"name": "logits", "shape": [None, nc], "layout": "class logits (Classify's Linear output)"}
-        fields["outputs"] = [logits] if not options.decode else [
+        fields["outputs"] = [logits] if not options.decoded else [
             {"name": "probabilities", "shape": [None, nc], "layout": "softmax of the logits (as YOLOv5's classify "
                                                                      "predict.py and val.py)"}, logits]
     elif plan.task == "segment":
         h, w = input_size
         nm, s = head.nm, int(plan.strides[0]) // 2
-        if options.decode:
+        if options.decoded:
             fields["outputs"][0]["layout"] = (f"[batch, boxes, 5 + classes + {nm}]: x, y, w, h in input pixels, "
                                               f"objectness, class probabilities, {_MASKS} (YOLOv5 Segment, eval mode)")
         else:
