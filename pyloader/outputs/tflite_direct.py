@@ -125,9 +125,11 @@ class Writer:
         del s[axis % len(s)]
         return self.op("SUM", [x, self.const(np.int32(axis))], s, "ReducerOptions")
 
-    def batch_matmul(self, a: int, b: int) -> int:
+    def batch_matmul(self, a: int, b: int, adj_y: bool = False) -> int:
+        """a @ b (a @ b^T with adj_y) over the last two axes."""
         sa, sb = self.shape(a), self.shape(b)
-        return self.op("BATCH_MATMUL", [a, b], [*sa[:-1], sb[-1]], "BatchMatMulOptions")
+        return self.op("BATCH_MATMUL", [a, b], [*sa[:-1], sb[-2 if adj_y else -1]], "BatchMatMulOptions",
+                       adj_y=bool(adj_y))
 
     def pad(self, x: int, pads) -> int:
         """Zero padding, `pads` [(before, after)] per axis."""
