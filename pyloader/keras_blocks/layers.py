@@ -164,8 +164,12 @@ class ChannelSlice(keras.layers.Layer):
         return channels(x, self.start, self.stop)
 
     def tflite_ops(self, w, inputs):
-        """The converter's operator for the split: STRIDED_SLICE (pyloader.outputs.tflite_direct)."""
-        return w.slice(inputs[0], -1, self.start, self.stop)
+        """The converter's operator for `channels`' split: SPLIT_V (pyloader.outputs.tflite_direct)."""
+        c = w.shape(inputs[0])[-1]
+        cuts = [0] + [v for v in (self.start, self.stop) if 0 < v < c] + [c]
+        if len(cuts) == 2:
+            return inputs[0]
+        return w.split(inputs[0], np.diff(cuts), -1)[1 if self.start > 0 else 0]
 
     def compute_output_shape(self, s):
         return (*s[:-1], self.stop - self.start)

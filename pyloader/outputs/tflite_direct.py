@@ -64,6 +64,18 @@ class Writer:
         self.operators.append((OPS[code], [int(i) for i in inputs], [out], options, values))
         return out
 
+    def split(self, x: int, sizes, axis: int) -> list:
+        """SPLIT_V of `x` in parts of `sizes` along `axis`: their indices."""
+        shape = list(self.shape(x))
+        outs = []
+        for n in sizes:
+            shape[axis] = int(n)
+            outs.append(self.tensor(shape))
+        self.operators.append((OPS["SPLIT_V"], [x, self.const(np.asarray(sizes, np.int32)),
+                                                self.const(np.int32(axis))], outs, "SplitVOptions",
+                               {"num_splits": len(sizes)}))
+        return outs
+
     # -- operators
     def unary(self, code: str, x: int) -> int:
         """LOGISTIC, TANH, EXP, LOG."""

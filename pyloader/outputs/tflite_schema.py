@@ -13,7 +13,7 @@ __all__ = ["OPS", "OPTIONS", "FLOAT32", "INT32", "PADDING", "serialize"]
 # BuiltinOperator
 OPS = {"ADD": 0, "CONCATENATION": 2, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 4, "LOGISTIC": 14, "MAX_POOL_2D": 17, "MUL": 18,
        "RESHAPE": 22, "SOFTMAX": 25, "TANH": 28, "PAD": 34, "TRANSPOSE": 39, "SUB": 41, "STRIDED_SLICE": 45, "EXP": 47,
-       "TILE": 69, "EXPAND_DIMS": 70, "LOG": 73, "SUM": 74, "SHAPE": 77, "PACK": 83, "LEAKY_RELU": 98,
+       "TILE": 69, "SPLIT_V": 102, "EXPAND_DIMS": 70, "LOG": 73, "SUM": 74, "SHAPE": 77, "PACK": 83, "LEAKY_RELU": 98,
        "BATCH_MATMUL": 126}
 # BuiltinOptions union type of each option table, and its fields: name -> (field id, kind); kind "b" byte / bool,
 # "i" int32, "f" float32
@@ -39,6 +39,7 @@ OPTIONS = {
     "ExpandDimsOptions": (52, {}),
     "ShapeOptions": (55, {"out_type": (0, "b")}),
     "PackOptions": (59, {"values_count": (0, "i"), "axis": (1, "i")}),
+    "SplitVOptions": (79, {"num_splits": (0, "i")}),
     "LeakyReluOptions": (75, {"alpha": (0, "f")}),
     "BatchMatMulOptions": (101, {"adj_x": (0, "b"), "adj_y": (1, "b")}),
 }

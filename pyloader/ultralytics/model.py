@@ -99,8 +99,8 @@ class PSAAttention(layers.Layer):
         t = w.transpose(w.reshape(qkv, (1, h * wd, nh, 2 * kd + hd)), (0, 2, 1, 3))
         q = w.binary("MUL", w.slice(t, -1, 0, kd), np.float32(self.scale))
         attn = w.softmax(w.batch_matmul(q, w.slice(t, -1, kd, 2 * kd), adj_y=True))
-        out = w.batch_matmul(attn, w.slice(t, -1, 2 * kd, None))
-        return [w.reshape(w.transpose(z, (0, 2, 1, 3)), (1, h, wd, nh * hd)) for z in (out, w.slice(t, -1, 2 * kd, None))]
+        v = w.slice(t, -1, 2 * kd, None)
+        return [w.reshape(w.transpose(z, (0, 2, 1, 3)), (1, h, wd, nh * hd)) for z in (w.batch_matmul(attn, v), v)]
 
     def compute_output_shape(self, shape):
         s = (*shape[:-1], self.num_heads * self.head_dim)
