@@ -16,7 +16,7 @@ import sys
 from .convert_report import ProgressBar, cli_reason, summary_table
 
 from .outputs import FORMATS as _FORMATS
-from .outputs import output_format
+from .outputs import output_format, read_metadata
 
 __all__ = ["main", "build_parser", "ProgressBar"]
 
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default 1: convert in this process)")
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     c.add_argument("--tflite-fp16", action="store_true", help="with --format tflite: float16 weights")
+    c.add_argument("--tflite-writer", choices=("auto", "direct", "converter"), default=None,
+                   help="with --format tflite: who writes the file (auto: pyloader's direct writer where it covers "
+                        "the model, else TensorFlow's converter; sets PYLOADER_TFLITE_WRITER)")
     c.add_argument("--names", metavar="FILE",
                    help="darknet .names file (one class name per line) for the .weights sources' metadata "
                         "(default: class0, class1, ...)")
@@ -213,6 +216,11 @@ def _convert_cmd(args) -> int:
     if args.names is not None and not os.path.isfile(args.names):
         print(f"pyloader convert: --names {args.names}: no such file", file=sys.stderr)
         return 2
+    if args.tflite_writer is not None:
+        if args.format != "tflite":
+            print("pyloader convert: --tflite-writer needs --format tflite", file=sys.stderr)
+            return 2
+        os.environ["PYLOADER_TFLITE_WRITER"] = args.tflite_writer  # read by the workers (pyloader.outputs.tflite)
     _catch_interrupts()
     # the bar decides now whether stderr is a terminal (the filter below puts a pipe in its place)
     args.progress_bar = None if args.quiet else ProgressBar()
@@ -274,6 +282,9 @@ def _convert_run(args) -> int:
     runtime = getattr(output_format(args.format), "runtime", None) if args.verify else None
     if runtime is not None:  # formats with a runtime of their own (TFLite: LiteRT or tf.lite)
         print(f"verify: the {args.format} outputs ran in {runtime()}")
+    for r in results:
+        if args.format == "tflite" and r.status == "converted":
+            print(f"tflite writer: {r.output}: {(read_metadata(r.output) or {}).get('tflite_writer', 'unknown')}")
     if args.verbose:
         for r in results:
             if getattr(r, "note", ""):
@@ -403,7 +414,7 @@ def _inspect_output(args) -> int:
     """The metadata of a file pyloader convert wrote (read without TensorFlow or Keras)."""
     import json
 
-    from .outputs import format_of_path, read_metadata
+    from .outputs import format_of_path
 
     kind = format_of_path(args.file)
     try:

@@ -21,6 +21,7 @@ from .sections.darknet import bench_model, bench_weights
 from .sections.load import bench_load
 from .sections.pickle_stage import bench_pickle
 from .sections.pt import ULTRALYTICS_YAMLS, bench_pt, bench_ultralytics
+from .sections.tflite_direct import bench_tflite_direct
 from .targets import targets
 
 
@@ -35,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=os.path.join("bench", "results"),
                         help="folder for results.json, results.md, chart.png (default bench/results)")
     parser.add_argument("--sections", default=None,
-                        help="comma-separated subset of weights,model,pt,ultralytics,pickle,backends,load,bulk (default: "
-                             "all; with --small: weights,model,pickle,bulk)")
+                        help="comma-separated subset of weights,model,pt,ultralytics,pickle,backends,load,bulk,tflite_direct (default: "
+                             "all but tflite_direct; with --small: weights,model,pickle,bulk)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold page cache runs")
     parser.add_argument("--bulk-count", type=int, default=None, help="checkpoints in the bulk section (default 20)")
     parser.add_argument("--bulk-model", default=None, help="embedded model for the bulk section (default "
@@ -101,6 +102,8 @@ def main(argv=None) -> int:
             res["backends"] = bench_backends(loads, repeat)
         if "load" in sections:
             res["load"] = bench_load(loads, repeat, tmp)
+        if "tflite_direct" in sections:  # only where named: minutes of fresh processes
+            res["tflite_direct"] = bench_tflite_direct(tmp, min(repeat, 3))
         if "bulk" in sections and darknet:
             bname = args.bulk_model or ("small" if args.small or "yolov4-size" not in darknet else "yolov4-size")
             if bname not in darknet:

@@ -163,6 +163,14 @@ class ChannelSlice(keras.layers.Layer):
     def call(self, x):
         return channels(x, self.start, self.stop)
 
+    def tflite_ops(self, w, inputs):
+        """The converter's operator for `channels`' split: SPLIT_V (pyloader.outputs.tflite_direct)."""
+        c = w.shape(inputs[0])[-1]
+        cuts = [0] + [v for v in (self.start, self.stop) if 0 < v < c] + [c]
+        if len(cuts) == 2:
+            return inputs[0]
+        return w.split(inputs[0], np.diff(cuts), -1)[1 if self.start > 0 else 0]
+
     def compute_output_shape(self, s):
         return (*s[:-1], self.stop - self.start)
 
@@ -364,6 +372,32 @@ class YoloDecode(keras.layers.Layer):
         box = ops.stack([bx, by, bw, bh], axis=-1)
         out = ops.concatenate([box, rest], axis=-1)
         return ops.reshape(out, (-1, h * w * a, n))
+
+    def tflite_ops(self, w, inputs):
+        """The converter's operators for `call` (pyloader.outputs.tflite_direct): constants folded, divisions
+        by a size as products by its reciprocal."""
+        (x,) = inputs
+        _, h, wd, _ = w.shape(x)
+        if self.new_coords:
+            from ..outputs.tflite_direct import Uncovered
+
+            raise Uncovered(f"{self.name}: new_coords")
+        a, n = len(self.anchors), 5 + self.classes
+        x = w.reshape(x, (1, h, wd, a, n))
+        xy = w.unary("LOGISTIC", w.slice(x, -1, 0, 2))
+        s = self.scale_x_y
+        if s != 1.0:
+            xy = w.binary("SUB", w.binary("MUL", xy, np.float32(s)), np.float32(0.5 * (s - 1.0)))
+        net_h, net_w = self.net_size if self.stride is None else (h * self.stride[0], wd * self.stride[1])
+        grid = (np.arange(wd, dtype=np.float32).reshape(1, 1, -1, 1), np.arange(h, dtype=np.float32).reshape(1, -1, 1, 1))
+        box = [w.binary("MUL", w.binary("ADD", w.slice(xy, -1, i, i + 1, shrink=True), grid[i]),
+                        np.float32(1.0 / (wd, h)[i])) for i in (0, 1)]
+        scale = w.unary("EXP", w.slice(x, -1, 2, 4))
+        anchors = np.asarray(self.anchors, np.float32)
+        box += [w.binary("MUL", w.binary("MUL", w.slice(scale, -1, i, i + 1, shrink=True), anchors[:, i]),
+                         np.float32(1.0 / (net_w, net_h)[i])) for i in (0, 1)]
+        rest = w.unary("LOGISTIC", w.slice(x, -1, 4, None))
+        return w.reshape(w.concat([w.pack(box, -1), rest], -1), (1, h * wd * a, n))
 
     def compute_output_shape(self, s):
         if self.stride is None and None in s[1:3]:

@@ -21,6 +21,10 @@ class ChannelSplit(layers.Layer):
     def call(self, x):
         return x[..., self.start:self.stop]
 
+    def tflite_ops(self, w, inputs):
+        """STRIDED_SLICE (pyloader.outputs.tflite_direct)."""
+        return w.slice(inputs[0], -1, self.start, self.stop)
+
     def compute_output_shape(self, shape):
         return (*shape[:-1], self.stop - self.start)
 

@@ -87,6 +87,21 @@ class PSAAttention(layers.Layer):
         to_map = lambda z: ops.reshape(ops.transpose(z, (0, 2, 1, 3)), (-1, h, w, nh * hd))  # noqa: E731
         return to_map(out), to_map(v)
 
+    def tflite_ops(self, w, inputs):
+        """The converter's operators for `call` (pyloader.outputs.tflite_direct); area 1 only."""
+        (qkv,) = inputs
+        _, h, wd, _ = w.shape(qkv)
+        if self.area != 1:
+            from ..outputs.tflite_direct import Uncovered
+
+            raise Uncovered(f"{self.name}: area attention ({self.area} areas)")
+        nh, kd, hd = self.num_heads, self.key_dim, self.head_dim
+        t = w.transpose(w.reshape(qkv, (1, h * wd, nh, 2 * kd + hd)), (0, 2, 1, 3))
+        q = w.binary("MUL", w.slice(t, -1, 0, kd), np.float32(self.scale))
+        attn = w.softmax(w.batch_matmul(q, w.slice(t, -1, kd, 2 * kd), adj_y=True))
+        v = w.slice(t, -1, 2 * kd, None)
+        return [w.reshape(w.transpose(z, (0, 2, 1, 3)), (1, h, wd, nh * hd)) for z in (w.batch_matmul(attn, v), v)]
+
     def compute_output_shape(self, shape):
         s = (*shape[:-1], self.num_heads * self.head_dim)
         return s, s
@@ -147,6 +162,30 @@ class UltralyticsDecode(layers.Layer):
         y = ops.concatenate([box, ops.sigmoid(score)], axis=-1)
         return ops.transpose(y, (0, 2, 1))
 
+    def tflite_ops(self, w, inputs):
+        """The converter's operators for `call` (pyloader.outputs.tflite_direct): the DFL as SOFTMAX, MUL by the
+        bins and SUM; divisions by 2 as products by 0.5."""
+        rm, nc = self.reg_max, self.nc
+        flat = [w.reshape(x, (1, w.shape(x)[1] * w.shape(x)[2], 4 * rm + nc)) for x in inputs]
+        box, score = (w.concat(parts, 1) if len(parts) > 1 else parts[0] for parts in
+                      ([w.slice(x, -1, 0, 4 * rm) for x in flat], [w.slice(x, -1, 4 * rm, None) for x in flat]))
+        a = w.shape(box)[1]
+        dist = box
+        if rm > 1:
+            dist = w.reduce_sum(w.binary("MUL", w.softmax(w.reshape(box, (1, a, 4, rm))),
+                                         np.asarray(self.dfl, np.float32)), -1)
+        anchor = np.concatenate([cell_grid(*w.shape(x)[1:3], 0.5) for x in inputs])[None]
+        stride = np.concatenate([np.full((np.prod(w.shape(x)[1:3]), 1), s, np.float32)
+                                 for x, s in zip(inputs, self.strides)])[None]
+        x1y1 = w.binary("SUB", anchor, w.slice(dist, -1, 0, 2))
+        x2y2 = w.binary("ADD", anchor, w.slice(dist, -1, 2, None))
+        if self.xyxy:
+            parts = [x1y1, x2y2]
+        else:
+            parts = [w.binary("MUL", w.binary("ADD", x1y1, x2y2), np.float32(0.5)), w.binary("SUB", x2y2, x1y1)]
+        box = w.binary("MUL", w.concat(parts, -1), stride)
+        return w.transpose(w.concat([box, w.unary("LOGISTIC", score)], -1), (0, 2, 1))
+
     def compute_output_shape(self, shapes):
         cells = [None if None in s[1:3] else s[1] * s[2] for s in shapes]
         return (shapes[0][0], 4 + self.nc, None if None in cells else sum(cells))
@@ -164,6 +203,8 @@ class UltralyticsTaskDecode(UltralyticsDecode):
     (obb) the angle (sigmoid - 0.25) * pi, the box centre rotated by it (dist2rbox). head26 (Pose26, OBB26): the
     keypoints are (raw + anchor) * stride, the angle is the raw value. xyxy (an end-to-end head's selected branch):
     Segment / Pose boxes as x1, y1, x2, y2 (OBB keeps its rotated x, y, w, h, as OBB.decode_bboxes)."""
+
+    tflite_ops = None  # its own decoding: the TFLite converter writes it (pyloader.outputs.tflite_direct)
 
     def __init__(self, nc, reg_max, strides, dfl, task, channels, kpt_shape=None, head26=False, **kw):
         super().__init__(nc, reg_max, strides, dfl, **kw)
