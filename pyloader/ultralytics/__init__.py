@@ -226,6 +226,7 @@ FAMILY = Family(
     keras="pyloader.ultralytics.model",
     keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.ultralytics.keras_layers",
                    "pyloader.ultralytics.model", "pyloader.ultralytics.topk",
-                   "pyloader.ultralytics.dense_model", "pyloader.ultralytics.rtdetr_model"),
+                   "pyloader.ultralytics.dense_model", "pyloader.ultralytics.rtdetr_model",
+                   "pyloader.ultralytics.world_model"),
     letterbox=True,
 )
