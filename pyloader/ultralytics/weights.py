@@ -66,7 +66,6 @@ class UltralyticsPlan:
 
 
 _NN = ("torch.nn.modules",)
-_HEADS = ("YOLOESegment26", "LRPCHead")
 _TASKS = {"DetectionModel": ("detect", "Detect"), "ClassificationModel": ("classify", "Classify"),  # class: task, head
           "SegmentationModel": ("segment", "Segment"), "PoseModel": ("pose", "Pose"), "OBBModel": ("obb", "OBB"),
           "SemanticSegmentationModel": ("semantic", "SemanticSegment"), "DepthModel": ("depth", "Depth"),
@@ -296,10 +295,6 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         if (srcs != [-1] if i == 0 else any(not -i <= s < i for s in srcs)):
             raise rd.err(mpath, f"yaml 'from' {short_repr(f)} refers to a layer that does not precede it")
         cin = [(ch[s] if s >= 0 else ch[i + s]) if i else in_ch for s in srcs]
-        base = mname.rsplit(".", 1)[-1]
-        if base in _HEADS or mname in _HEADS:
-            raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads Detect, v10Detect, Segment, Pose, "
-                                f"OBB, their YOLO26 forms and Classify heads)")
         kind = _KINDS.get(mname) or ROWS.get(mname, (None,))[0]
         if kind is None:
             raise rd.err(mpath, f"yaml module {short_repr(mname)} is not supported")

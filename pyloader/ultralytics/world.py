@@ -33,7 +33,7 @@ from .blocks import DetectLevel, Detect, Linear, Segment
 from .end2end import head_levels
 from .heads import detect_branch, strides_dfl
 from .rtdetr import _f32, _layernorm, _linear
-from .task_heads import proto
+from .task_heads import proto, proto26
 
 __all__ = ["ROWS", "TEXT_MODELS", "TEXT_KEY", "class_embeddings", "C2fAttn", "ImagePoolingAttn", "L2Norm", "MaxSigmoidAttn"]
 
@@ -118,12 +118,11 @@ def text_conv(rd, rec, mpath, text, embed) -> ConvSpec:
     return spec
 
 
-def _contrastive(rd, rec, mpath, feats: ConvSpec, text) -> list:
+def _contrastive(rd, rec, mpath, feats: ConvSpec) -> list:
     """The class branch's tail after cv3's Conv2d `feats`: [L2Norm, text conv] or (BN: into `feats`) [text conv]."""
     if is_class(rec, "BNContrastiveHead", "ultralytics.nn.modules"):
         if children(rec).get("norm") is None:
-            raise rd.err(mpath, "a fused BNContrastiveHead (the embeddings folded into cv3: YOLOE's fuse) is not "
-                                "supported; save the model before fusing")
+            raise rd.err(mpath, "a BNContrastiveHead without its norm (fused) in a head that is not fused (is_fused)")
         feats.bn = batchnorm(rd.ctx, children(rec)["norm"], mpath + ".norm", mpath.replace(".", "_") + "_norm")
         if feats.bn.gamma.shape[0] != feats.out_channels:
             raise rd.err(mpath + ".norm", f"{feats.bn.gamma.shape[0]} channels, cv3 gives {feats.out_channels}")
@@ -134,9 +133,9 @@ def _contrastive(rd, rec, mpath, feats: ConvSpec, text) -> list:
 
 
 def _head(rd, rec, mpath, args, cin, c2_of, n_eff):
-    """WorldDetect / YOLOEDetect / YOLOESegment: Detect's box branch, cv3 + the contrastive head for the classes
-    (rd.text's rows), YOLOESegment's cv5 (mask coefficients) and Proto; a YOLOE-26 head's branch per .end2end."""
-    mods = rd.expect(rec, mpath, "WorldDetect", "YOLOEDetect", "YOLOESegment")
+    """WorldDetect / YOLOEDetect / YOLOESegment(26): Detect's box branch, cv3 + the contrastive head for the classes
+    (rd.text's rows; a fused YOLOE head: cv3 alone), YOLOESegment's cv5 (mask coefficients) and Proto (YOLOESegment26: Proto26); a YOLOE-26 head's branch per .end2end."""
+    mods = rd.expect(rec, mpath, "WorldDetect", "YOLOEDetect", "YOLOESegment", "YOLOESegment26")
     _text(rd, mpath)
     if "lrpc" in mods or "one2one_lrpc" in mods:
         raise rd.err(mpath, "a prompt-free YOLOE head (LRPCHead) is not supported: its proposal filter keeps a "
@@ -149,16 +148,21 @@ def _head(rd, rec, mpath, args, cin, c2_of, n_eff):
     if len(cin) != nl:
         raise rd.err(mpath, f"{len(cin)} inputs in the yaml row, the head has nl={nl} levels")
     strides, bins = strides_dfl(rd, rec, mods, mpath, nl, reg_max)
-    segment = rec.cls.name == "YOLOESegment"
+    segment = rec.cls.name.startswith("YOLOESegment")
+    fused = rec.attr("is_fused", False)  # YOLOE's fuse(embeddings): cv3 gives the class logits itself
+    if not isinstance(fused, bool):
+        raise rd.err(mpath, f"is_fused {short_repr(fused)}: expected a bool")
 
     def branch(prefix):
         box = detect_branch(rd, mods, mpath, prefix + "cv2", nl, 4 * reg_max)
-        embed = rd.text.shape[1]
-        cls = detect_branch(rd, mods, mpath, prefix + "cv3", nl, embed)
+        cls = detect_branch(rd, mods, mpath, prefix + "cv3", nl, nc if fused else rd.text.shape[1])
         heads = sequence(rd.ctx, mods.get(prefix + "cv4"), f"{mpath}.{prefix}cv4", "contrastive heads")
         if len(heads) != nl:
             raise rd.err(f"{mpath}.{prefix}cv4", f"{len(heads)} contrastive heads, expected nl={nl}")
-        levels = [DetectLevel(b, c + _contrastive(rd, h, f"{mpath}.{prefix}cv4.{i}", c[-1], None))
+        for i, h in enumerate(heads if fused else ()):  # the embeddings are in cv3: the heads pass it through
+            if not is_class(h, "BNContrastiveHead", "ultralytics.nn.modules") or children(h).get("norm") is not None:
+                raise rd.err(f"{mpath}.{prefix}cv4.{i}", f"expected a fused BNContrastiveHead (is_fused), found {short_repr(h)}")
+        levels = [DetectLevel(b, c if fused else c + _contrastive(rd, h, f"{mpath}.{prefix}cv4.{i}", c[-1]))
                   for i, (b, c, h) in enumerate(zip(box, cls, heads))]
         for i, lv in enumerate(levels):
             for b, stages in (("cv2", lv.cv2), ("cv3", lv.cv3)):
@@ -180,9 +184,13 @@ def _head(rd, rec, mpath, args, cin, c2_of, n_eff):
     if not segment:
         return Detect(name, got, nc, reg_max, strides, bins), 0
     nm, npr = rec.attr("nm"), rec.attr("npr")
-    P = proto(rd, mods.get("proto"), mpath + ".proto", cin[0])
-    if P.cv1.out_channels != npr or P.cv3.out_channels != nm:
-        raise rd.err(mpath + ".proto", f"{P.cv1.out_channels} hidden and {P.cv3.out_channels} output channels, "
+    if rec.cls.name == "YOLOESegment26":
+        P = proto26(rd, mods.get("proto"), mpath + ".proto", cin, npr, strides)
+    else:
+        P = proto(rd, mods.get("proto"), mpath + ".proto", cin[0])
+    chain = P.proto if rec.cls.name == "YOLOESegment26" else P
+    if chain.cv1.out_channels != npr or chain.cv3.out_channels != nm:
+        raise rd.err(mpath + ".proto", f"{chain.cv1.out_channels} hidden and {chain.cv3.out_channels} output channels, "
                                        f"expected npr={npr} and nm={nm}")
     return Segment(name, got[0], nc, reg_max, strides, bins, cv4=got[1], nm=nm, proto=P), 0
 
@@ -282,4 +290,4 @@ def _pooling_attn(rd, rec, mpath, args, cin, c2_of, n_eff):
 
 ROWS = {"C2fAttn": ("C2fAttn", _c2fattn), "ImagePoolingAttn": ("ImagePoolingAttn", _pooling_attn),
         "WorldDetect": ("WorldDetect", _head), "YOLOEDetect": ("YOLOEDetect", _head),
-        "YOLOESegment": ("YOLOESegment", _head)}
+        "YOLOESegment": ("YOLOESegment", _head), "YOLOESegment26": ("YOLOESegment26", _head)}
