@@ -2,7 +2,7 @@
 detection; classification; YOLOv8 / YOLO11 / YOLO12 / YOLOv9 / YOLO26 segment, pose and OBB; YOLO26 semantic
 segmentation and depth) as numpy: the plan and the arrays (the YOLOv3u / Ghost / YOLOv6 / YOLO12 / YOLOv9 rows:
 backbones.py; YOLOv10's blocks: yolov10.py; the Detect heads: heads.py; the task heads: task_heads.py; the dense
-heads: dense_heads.py). No TensorFlow.
+heads: dense_heads.py; YOLO-World and YOLOE with their stored class embeddings: world.py). No TensorFlow.
 
 The checkpoint is read by `torch_reader.checkpoint` (no torch, no pickle code run). The model is `ema` when
 present and not None, else `model` (as Ultralytics' `attempt_load_one_weight`): the trainer's `last.pt` holds

@@ -32,7 +32,7 @@ from ..torch_reader.modules import NN, ConvSpec, batchnorm, children, is_class, 
 from .blocks import DetectLevel, Detect, Linear, Segment
 from .end2end import head_levels
 from .heads import detect_branch, strides_dfl
-from .rtdetr import _f32, _layernorm, _linear
+from .rtdetr import layernorm
 from .task_heads import proto, proto26
 
 __all__ = ["ROWS", "TEXT_MODELS", "TEXT_KEY", "class_embeddings", "C2fAttn", "ImagePoolingAttn", "L2Norm", "MaxSigmoidAttn"]
@@ -202,6 +202,19 @@ def _text(rd, mpath, neck=False):
         rd.tensors[TEXT_KEY] = rd.text
 
 
+def _f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _linear(rd, rec, mpath, n_in, n_out) -> Linear:
+    """An nn.Linear (n_in -> n_out) whose arrays Keras' MultiHeadAttention holds (per head), not a Dense."""
+    lin = rd.linear(rec, mpath)
+    rd.linears.remove(lin)
+    if lin.weight.shape != (n_out, n_in):
+        raise rd.err(mpath, f"weight {lin.weight.shape}: expected ({n_out}, {n_in})")
+    return lin
+
+
 def _check(rd, mpath, what, want, got):
     if want != got:
         raise rd.err(mpath, f"{what}: expected {want}, the checkpoint has {got}")
@@ -276,13 +289,11 @@ def _pooling_attn(rd, rec, mpath, args, cin, c2_of, n_eff):
         items = sequence(rd.ctx, mods.get(part), f"{mpath}.{part}", "LayerNorm, Linear")
         if len(items) != 2:
             raise rd.err(f"{mpath}.{part}", f"{len(items)} modules, expected a LayerNorm and a Linear")
-        eps.append(_layernorm(rd, items[0], f"{mpath}.{part}.0", n_in))
+        eps.append(layernorm(rd, items[0], f"{mpath}.{part}.0", n_in))
         lin = _linear(rd, items[1], f"{mpath}.{part}.1", n_in, ec)
-        rd.linears.remove(lin)  # Keras' MultiHeadAttention holds it (per head)
         rd.tensors[f"{name}/{part}/kernel"] = _f32(lin.weight.T).reshape(n_in, nh, ec // nh)
         rd.tensors[f"{name}/{part}/bias"] = _f32(lin.bias).reshape(nh, ec // nh)
     out = _linear(rd, mods.get("proj"), mpath + ".proj", ec, ct)
-    rd.linears.remove(out)
     rd.tensors[f"{name}/attention_output/kernel"] = _f32(out.weight.T).reshape(nh, ec // nh, ct)
     rd.tensors[f"{name}/attention_output/bias"] = _f32(out.bias)
     return ImagePoolingAttn(mpath.replace(".", "_"), projs, k, nh, tuple(eps), ec), cin[0]
