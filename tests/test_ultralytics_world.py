@@ -203,3 +203,19 @@ def test_fused_yoloe_and_refusals(tmp_path):
     with pytest.raises(FormatError, match=r"pf\.pt: module 'model\.22': a prompt-free YOLOE head \(LRPCHead\) is not "
                                           r"supported: its proposal filter keeps a data-dependent set of anchors"):
         pyloader.load(tmp_path / "pf.pt", input_size=SIZE)
+
+
+@pytest.mark.full
+def test_yoloe26_one_to_one_branch(checkpoints, tmp_path):
+    """YOLOE-26 with its one-to-one branch selected (_end2end, as the predictor sets it): Detect.postprocess's top-k."""
+    if not FULL:
+        pytest.skip("set PYLOADER_FULL=1")
+    _, best = checkpoints("yoloe-26n-seg.yaml")
+    ckpt = torch.load(best, weights_only=False)
+    ckpt["model"].model[-1]._end2end = True
+    torch.save(ckpt, tmp_path / "e2e.pt")
+    x = np.random.default_rng(4).random((2, *SIZE, 3), dtype=np.float32)
+    _, y, _ = _reference(tmp_path / "e2e.pt", x)
+    out = pyloader.load(tmp_path / "e2e.pt", decode=True, input_size=SIZE)(x)
+    _rel(out[0], y[0].numpy(), "top-k rows")
+    _rel(np.transpose(out[1], (0, 3, 1, 2)), y[1].numpy(), "prototypes")

@@ -14,9 +14,9 @@ the names). In eval mode the model runs on them alone, no text encoder:
 * C2fAttn's MaxSigmoidAttnBlock and ImagePoolingAttn take the embeddings as a tensor (world_model.py): YOLO-World's
   ImagePoolingAttn makes them image-aware for the C2fAttn rows after it, the head keeps the stored ones.
 
-A checkpoint without stored embeddings needs the text encoder at run time (a YOLOE model without `pe` runs on 80
-zero rows), and the prompt-free YOLOE (LRPCHead: its proposal filter keeps a data-dependent set of anchors) is
-refused by name. YOLOE's reprta and savpe (text and visual prompt encoders) are not used with stored embeddings and
+A YOLOE head whose embeddings were fused into cv3 (`fuse(pe)`, is_fused) is cv3 alone. A checkpoint without stored
+embeddings needs the text encoder at run time (a YOLOE model without `pe` runs on 80 zero rows), and the prompt-free
+YOLOE (LRPCHead: its proposal filter keeps a data-dependent set of anchors) is refused by name. YOLOE's reprta and savpe (text and visual prompt encoders) are not used with stored embeddings and
 not read.
 """
 
