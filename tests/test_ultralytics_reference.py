@@ -227,18 +227,6 @@ def test_tensor_mismatch_names_module(tmp_path, change, message):
         pyloader.read(path)
 
 
-def test_unsupported_head_names_it(tmp_path):
-    """A head not read yet (YOLO-World's; Segment, Pose and OBB are read: test_ultralytics_tasks.py) is a
-    FormatError naming the head, not a crash."""
-    from ultralytics.nn.tasks import WorldModel
-
-    path = str(tmp_path / "world.pt")
-    _save_model(WorldModel("yolov8n-worldv2.yaml", verbose=False), path)
-    with pytest.raises(FormatError, match=r"world\.pt: model class 'ultralytics\.nn\.tasks\.WorldModel' \(its "
-                                          r"WorldDetect head is not supported yet\)"):
-        pyloader.load(path)
-
-
 class _NotAYolo(nn.Module):
     def __init__(self):
         super().__init__()

@@ -76,6 +76,10 @@ def randomize_ultralytics(model, seed: int = 0):
         elif isinstance(m, nn.MultiheadAttention):  # its packed q, k, v projection (out_proj is a Linear)
             m.in_proj_weight.copy_(torch.randn(m.in_proj_weight.shape, generator=g) / m.embed_dim ** 0.5)
             m.in_proj_bias.copy_(torch.randn(m.in_proj_bias.shape, generator=g) * 0.2)
+        elif type(m).__name__ in ("ContrastiveHead", "BNContrastiveHead", "MaxSigmoidAttnBlock"):  # YOLO-World,
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)  # YOLOE: their init bias -10 (scores ~0)
+            if hasattr(m, "logit_scale"):
+                m.logit_scale.add_(torch.randn((), generator=g) * 0.1)
 
     dfl = [(m.conv, m.conv.weight.detach().clone()) for m in model.modules() if type(m).__name__ == "DFL"]
     randomize_yolov5(model, seed, other=other)
@@ -90,14 +94,16 @@ def randomize_ultralytics(model, seed: int = 0):
 
 
 def write_ultralytics_checkpoint(path, yaml_name: str = "yolov8x.yaml", seed: int = 0, stripped=None,
-                                 task_model: str = "DetectionModel") -> int:
+                                 task_model: str = "DetectionModel", classes=None) -> int:
     """An Ultralytics checkpoint written as its trainer's `save_model` writes `last.pt` (fp16 `ema`, `model`
     None, the AdamW optimizer state of `build_optimizer` after one step, the scaler, `train_args`, the
     IterableSimpleNamespace `args` on the model, dates and versions), built by the `ultralytics` package from
     its own yaml (a name shipped inside the package, or a path) with random well-scaled weights. With
     `stripped`, also `strip_optimizer(path, stripped)` (the trainer's final `best.pt`). `task_model`: the
-    ultralytics.nn.tasks class that builds the yaml (ClassificationModel for the -cls yamls). Needs torch and
-    ultralytics (nothing is downloaded); returns the parameter count."""
+    ultralytics.nn.tasks class that builds the yaml (ClassificationModel for the -cls yamls). `classes`: for
+    WorldModel / YOLOEModel / YOLOESegModel, that many class embeddings kept in the model as its `set_classes`
+    keeps them (random unit vectors in place of the text encoder's: WorldModel.txt_feats, YOLOE's pe; the head's nc
+    and the names follow). Needs torch and ultralytics (nothing is downloaded); returns the parameter count."""
     import copy
     import datetime
     import types
@@ -113,8 +119,15 @@ def write_ultralytics_checkpoint(path, yaml_name: str = "yolov8x.yaml", seed: in
     randomize_ultralytics(model, seed)
     args = get_cfg()
     model.args = args  # as the trainer sets it (an IterableSimpleNamespace)
-    model.names = {k: f"class_{k}" for k in range(model.yaml["nc"])}
-    trainer = types.SimpleNamespace(args=args, data={"nc": model.yaml["nc"]})
+    nc = model.yaml["nc"] if classes is None else classes
+    if classes is not None:  # set_classes without the text encoder: unit-norm embeddings, as CLIP's encode_text
+        g = torch.Generator().manual_seed(seed + 3)
+        emb = torch.nn.functional.normalize(torch.randn(1, classes, model.model[-1].cv3[0][-1].out_channels,
+                                                        generator=g), dim=-1)
+        setattr(model, "txt_feats" if task_model == "WorldModel" else "pe", emb)
+        model.model[-1].nc = classes
+    model.names = {k: f"class_{k}" for k in range(nc)}
+    trainer = types.SimpleNamespace(args=args, data={"nc": nc})
     opt = BaseTrainer.build_optimizer(trainer, model, name="AdamW", lr=0.001)
     g = torch.Generator().manual_seed(seed + 1)
     for p in model.parameters():

@@ -1,7 +1,8 @@
 """Ultralytics checkpoints: detection (YOLOv8, YOLO11, YOLOv5u, YOLO12, YOLOv9, YOLOv6, YOLOv3u, the Ghost variants,
 YOLO26 and YOLOv10 with their end-to-end heads: end2end.py; P2, P5 and P6), classification (the -cls models), the
 Segment, Pose and OBB tasks of YOLOv8, YOLO11, YOLO12, YOLOv9 and YOLO26 (Segment26, Pose26, OBB26, end-to-end),
-YOLO26's semantic segmentation and depth, and RT-DETR (rtdetr.py reads it, rtdetr_model.py builds it). The reader
+YOLO26's semantic segmentation and depth, RT-DETR (rtdetr.py reads it, rtdetr_model.py builds it), and YOLO-World /
+YOLOE with the class embeddings the checkpoint stores (world.py reads them, world_model.py builds the World neck). The reader
 (weights.py, numpy only; backbones.py for the YOLOv3u / Ghost / YOLOv6 / YOLO12 / YOLOv9 backbone and neck rows,
 yolov10.py for YOLOv10's blocks, heads.py for the Detect heads, task_heads.py for the task heads, dense_heads.py for
 the semantic and depth heads; dense_model.py builds them), the plan's typed records it builds (blocks.py, numpy
@@ -216,7 +217,8 @@ FAMILY = Family(
     reads="Ultralytics YOLOv8/YOLO11/YOLOv5u/YOLO12/YOLOv9/YOLOv6/YOLOv3u/Ghost/YOLO26/YOLOv10 detection, "
           "classification, segmentation, pose and OBB (ultralytics.nn.tasks.DetectionModel, ClassificationModel, "
           "SegmentationModel, PoseModel, OBBModel; YOLO26 semantic segmentation and depth: SemanticSegmentationModel, "
-          "DepthModel; RT-DETR: RTDETRDetectionModel)",
+          "DepthModel; RT-DETR: RTDETRDetectionModel; YOLO-World and YOLOE with stored class embeddings: WorldModel, "
+          "YOLOEModel, YOLOESegModel)",
     recognise=lambda ckpt: ckpt.model is not None and ckpt.model.cls.module.startswith("ultralytics.nn.tasks"),
     plan=read_plan,
     arrays=plan_arrays,
@@ -226,6 +228,7 @@ FAMILY = Family(
     keras="pyloader.ultralytics.model",
     keras_modules=("pyloader.keras_blocks.torch_layers", "pyloader.ultralytics.keras_layers",
                    "pyloader.ultralytics.model", "pyloader.ultralytics.topk",
-                   "pyloader.ultralytics.dense_model", "pyloader.ultralytics.rtdetr_model"),
+                   "pyloader.ultralytics.dense_model", "pyloader.ultralytics.rtdetr_model",
+                   "pyloader.ultralytics.world_model"),
     letterbox=True,
 )

@@ -14,7 +14,7 @@ from ..torch_reader.records import Record
 from .blocks import Detect, DetectLevel
 from .end2end import head_levels
 
-__all__ = ["ul", "detect", "detect_branch"]
+__all__ = ["ul", "detect", "detect_branch", "strides_dfl"]
 
 
 def ul(rec, name: str) -> bool:
@@ -33,6 +33,22 @@ def detect(rd, rec, mpath, kind="Detect", task=None):
         raise rd.err(mpath, f"Detect nl={nl} nc={nc} reg_max={reg_max} no={no}: inconsistent")
     if rec.attr("xyxy", False) is not False:
         raise rd.err(mpath, f"xyxy {short_repr(rec.attr('xyxy'))}: only xywh decoding (False) is supported")
+    strides, bins = strides_dfl(rd, rec, mods, mpath, nl, reg_max)
+
+    def branch(prefix):  # the DetectLevels of cv2 / cv3 (prefix "") or one2one_cv2 / one2one_cv3 (prefix "one2one_")
+        box = detect_branch(rd, mods, mpath, prefix + "cv2", nl, 4 * reg_max)
+        levels = [DetectLevel(b, c) for b, c in zip(box, detect_branch(rd, mods, mpath, prefix + "cv3", nl, nc))]
+        return levels if task is None else (levels, task(mods, prefix))
+
+    got, rd.end2end = head_levels(rd, rec, mods, mpath, branch)
+    levels, extra = (got, None) if task is None else got
+    D = Detect(mpath.replace(".", "_"), levels, nc, reg_max, strides, bins)
+    return D if task is None else (D, extra)
+
+
+def strides_dfl(rd, rec, mods, mpath, nl, reg_max) -> tuple:
+    """(strides, the DFL's integral weights) of a Detect-like head: its `stride` tensor of nl positive integers and
+    its DFL conv (nn.Identity when reg_max is 1: YOLO26)."""
     stride = rec.attr("stride")
     if not isinstance(stride, np.ndarray) or stride.shape != (nl,):
         raise rd.err(mpath, f"stride {short_repr(stride)}: expected a tensor of {nl} strides")
@@ -51,16 +67,7 @@ def detect(rd, rec, mpath, kind="Detect", task=None):
         if dconv.kernel.shape != (1, reg_max, 1, 1) or dconv.bias is not None:
             raise rd.err(mpath + ".dfl.conv", f"weight of shape {dconv.kernel.shape}, expected (1, {reg_max}, 1, 1), no bias")
         bins = [float(v) for v in dconv.kernel.astype(np.float32).reshape(-1)]
-
-    def branch(prefix):  # the DetectLevels of cv2 / cv3 (prefix "") or one2one_cv2 / one2one_cv3 (prefix "one2one_")
-        box = detect_branch(rd, mods, mpath, prefix + "cv2", nl, 4 * reg_max)
-        levels = [DetectLevel(b, c) for b, c in zip(box, detect_branch(rd, mods, mpath, prefix + "cv3", nl, nc))]
-        return levels if task is None else (levels, task(mods, prefix))
-
-    got, rd.end2end = head_levels(rd, rec, mods, mpath, branch)
-    levels, extra = (got, None) if task is None else got
-    D = Detect(mpath.replace(".", "_"), levels, nc, reg_max, strides, bins)
-    return D if task is None else (D, extra)
+    return strides, bins
 
 
 def detect_branch(rd, mods, mpath, branch, nl, width) -> list:

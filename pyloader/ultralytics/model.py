@@ -54,6 +54,8 @@ from .keras_layers import ChannelSplit
 from .rtdetr_model import BUILDERS as RTDETR_BUILDERS, rtdetr_model
 from .topk import EndToEndTopK
 from .weights import UltralyticsPlan
+from .world import TEXT_KEY
+from .world_model import BUILDERS as WORLD_BUILDERS, world_nodes
 
 __all__ = ["build", "PSAAttention", "ChannelSplit", "UltralyticsDecode", "UltralyticsTaskDecode"]
 
@@ -246,9 +248,9 @@ class UltralyticsTaskDecode(UltralyticsDecode):
                 "head26": self.head26}
 
 
-def _convs(x, specs, fold_bn):
+def _convs(x, specs, fold_bn):  # ConvSpecs (a class branch may hold world.L2Norm)
     for spec in specs:
-        x = _conv(x, spec, fold_bn)
+        x = _conv(x, spec, fold_bn) if isinstance(spec, ConvSpec) else _block(x, spec, fold_bn)
     return x
 
 
@@ -366,6 +368,7 @@ _BUILDERS = {
     C2f: _c2f, C2: _c2f, C2PSA: _c2f, SPPF: _sppf, Detect: _detect, Classify: _classify,
     Segment: _task_head, Pose: _task_head, OBB: _task_head, RepVGGDW: _repvggdw, CIB: _cib,
     Segment26: _task_head, Pose26: _task_head, OBB26: _task_head, **DENSE_BUILDERS, **RTDETR_BUILDERS,
+    **WORLD_BUILDERS,
 }
 
 
@@ -380,7 +383,8 @@ def _block(x, record, fold_bn):
 def build(plan: UltralyticsPlan, options) -> keras.Model:
     """The family's empty model (pyloader.family): raw heads, or Ultralytics' decoded eval output."""
     inp, _ = plan_input(plan, options.input_size, (plan.imgsz, plan.imgsz))
-    heads = run_nodes(inp, plan.nodes, lambda x, node: _block(x, node.parts, options.fold_bn))
+    heads = (world_nodes(inp, plan, options.fold_bn, _block) if TEXT_KEY in plan.tensors else
+             run_nodes(inp, plan.nodes, lambda x, node: _block(x, node.parts, options.fold_bn)))
     if plan.task == "classify":  # eval mode: (softmax, logits); raw: the logits
         if not options.decoded:
             return finish_plan_model(inp, [heads], [heads], plan, "ultralytics", decode=False, names=["logits"])

@@ -17,7 +17,7 @@ from ..torch_reader.modules import NN, ConvSpec, activation_of, batchnorm, child
 from .backbones import positive_int, rep_conv
 from .blocks import Chain, Linear, MaxPool, ResNetBlock, Upsample
 
-__all__ = ["RTDETR_ROWS", "RTDETR_ABSORBS_N", "level_strides", "HGStem", "HGBlock", "RepC3", "AIFI", "RTDETRHead"]
+__all__ = ["RTDETR_ROWS", "RTDETR_ABSORBS_N", "level_strides", "layernorm", "HGStem", "HGBlock", "RepC3", "AIFI", "RTDETRHead"]
 
 
 # -- records
@@ -126,7 +126,8 @@ def _f32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def _layernorm(rd, rec, mpath, dim) -> float:
+def layernorm(rd, rec, mpath, dim) -> float:
+    """An nn.LayerNorm over `dim` (its gamma, beta into rd.tensors); returns its epsilon."""
     if not is_class(rec, "LayerNorm", *NN):
         raise rd.err(mpath, f"expected a LayerNorm, found {short_repr(rec)}")
     eps = rec.attr("eps")
@@ -292,7 +293,7 @@ def _aifi(rd, rec, mpath, args, cin, c2_of, n_eff):
     attn = _attention(rd, mods.get("ma"), mpath + ".ma", c1, nh)
     fc1 = _linear(rd, mods.get("fc1"), mpath + ".fc1", c1, cm)
     fc2 = _linear(rd, mods.get("fc2"), mpath + ".fc2", cm, c1)
-    eps = {_layernorm(rd, mods.get(k), f"{mpath}.{k}", c1) for k in ("norm1", "norm2")}
+    eps = {layernorm(rd, mods.get(k), f"{mpath}.{k}", c1) for k in ("norm1", "norm2")}
     pre = rec.attr("normalize_before")
     if len(eps) != 1 or not isinstance(pre, bool):
         raise rd.err(mpath, f"norm eps {sorted(eps)}, normalize_before {short_repr(pre)}: expected one eps, a bool")
@@ -314,7 +315,7 @@ def _decoder_layer(rd, rec, mpath, hd, nh, nl, npt) -> tuple:
     d_ffn = int(param(rd.ctx, mods.get("linear1"), mpath + ".linear1", "weight").shape[0])
     ffn = (_linear(rd, mods.get("linear1"), mpath + ".linear1", hd, d_ffn),
            _linear(rd, mods.get("linear2"), mpath + ".linear2", d_ffn, hd))
-    eps = {_layernorm(rd, mods.get(k), f"{mpath}.{k}", hd) for k in ("norm1", "norm2", "norm3")}
+    eps = {layernorm(rd, mods.get(k), f"{mpath}.{k}", hd) for k in ("norm1", "norm2", "norm3")}
     names = tuple(f"{_name(mpath)}_norm{i}" for i in (1, 2, 3))
     return DecoderLayer(_name(mpath), attn, *lins, ffn, _act(rd, mods.get("act"), mpath + ".act"), names), eps
 
@@ -362,7 +363,7 @@ def _rtdetr_decoder(rd, rec, mpath, args, cin, c2_of, n_eff):
     if len(enc) != 2:
         raise rd.err(mpath + ".enc_output", f"{len(enc)} modules, expected a Linear and a LayerNorm")
     enc_lin = _linear(rd, enc[0], mpath + ".enc_output.0", hd, hd)
-    eps.add(_layernorm(rd, enc[1], mpath + ".enc_output.1", hd))
+    eps.add(layernorm(rd, enc[1], mpath + ".enc_output.1", hd))
     if len(eps) != 1:
         raise rd.err(mpath, f"LayerNorm eps {sorted(eps)}: expected one value")
     heads = [sequence(rd.ctx, mods.get(k), f"{mpath}.{k}", "heads") for k in ("dec_score_head", "dec_bbox_head")]

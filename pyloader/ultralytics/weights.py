@@ -2,7 +2,7 @@
 detection; classification; YOLOv8 / YOLO11 / YOLO12 / YOLOv9 / YOLO26 segment, pose and OBB; YOLO26 semantic
 segmentation and depth) as numpy: the plan and the arrays (the YOLOv3u / Ghost / YOLOv6 / YOLO12 / YOLOv9 rows:
 backbones.py; YOLOv10's blocks: yolov10.py; the Detect heads: heads.py; the task heads: task_heads.py; the dense
-heads: dense_heads.py). No TensorFlow.
+heads: dense_heads.py; YOLO-World and YOLOE with their stored class embeddings: world.py). No TensorFlow.
 
 The checkpoint is read by `torch_reader.checkpoint` (no torch, no pickle code run). The model is `ema` when
 present and not None, else `model` (as Ultralytics' `attempt_load_one_weight`): the trainer's `last.pt` holds
@@ -39,10 +39,11 @@ from .resnet import ROWS as _RESNET_ROWS
 from .task_heads import TASK_HEADS, read_task_head
 from .yolov10 import check_c2fcib, cib, row as v10_row
 from .rtdetr import RTDETR_ABSORBS_N, RTDETR_ROWS, level_strides
+from .world import ROWS as _WORLD_ROWS, TEXT_MODELS, class_embeddings
 
 __all__ = ["read_plan", "UltralyticsPlan"]
 
-ROWS = {**_BACKBONE_ROWS, **_RESNET_ROWS, **RTDETR_ROWS}  # yaml module -> (kind, row reader)
+ROWS = {**_BACKBONE_ROWS, **_RESNET_ROWS, **RTDETR_ROWS, **_WORLD_ROWS}  # yaml module -> (kind, row reader)
 
 
 @dataclass
@@ -65,14 +66,11 @@ class UltralyticsPlan:
 
 
 _NN = ("torch.nn.modules",)
-_HEADS = ("WorldDetect",
-          "YOLOEDetect", "YOLOESegment", "YOLOESegment26", "LRPCHead")
 _TASKS = {"DetectionModel": ("detect", "Detect"), "ClassificationModel": ("classify", "Classify"),  # class: task, head
           "SegmentationModel": ("segment", "Segment"), "PoseModel": ("pose", "Pose"), "OBBModel": ("obb", "OBB"),
           "SemanticSegmentationModel": ("semantic", "SemanticSegment"), "DepthModel": ("depth", "Depth"),
-          "RTDETRDetectionModel": ("detect", "RTDETRDecoder")}
-_TASK_MODELS = {"WorldModel": "WorldDetect",
-                "YOLOEModel": "YOLOEDetect", "YOLOESegModel": "YOLOESegment"}
+          "RTDETRDetectionModel": ("detect", "RTDETRDecoder"), "WorldModel": ("detect", "WorldDetect"),
+          "YOLOEModel": ("detect", "YOLOEDetect"), "YOLOESegModel": ("segment", "YOLOESegment")}
 
 
 class _Reader:
@@ -83,6 +81,7 @@ class _Reader:
         self.tensors: dict = {}  # other arrays by Keras variable path (RT-DETR's LayerNorm, MultiHeadAttention)
         self.nms = nms  # the model ends in NMS: an end-to-end head computes its one-to-many branch (.end2end)
         self.end2end = None  # blocks.EndToEnd of the head, when it has a one-to-one branch
+        self.text = None  # the class embeddings [nc, embed] of a YOLO-World / YOLOE model (world.py)
 
     def err(self, mpath, msg):
         return self.ctx.err(mpath, msg)
@@ -230,7 +229,7 @@ _KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C2": 
           "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect",
           "Classify": "Classify", "v10Detect": "Detect", "C2fCIB": "C2fCIB", "SCDown": "SCDown", "PSA": "PSA",
           **{k: k for k in TASK_HEADS + DENSE_HEADS}}
-_ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA", "C2fCIB"} | ABSORBS_N | RTDETR_ABSORBS_N  # n is their inner block count, not a Sequential of repeats
+_ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA", "C2fCIB", "C2fAttn"} | ABSORBS_N | RTDETR_ABSORBS_N  # n is their inner block count, not a Sequential of repeats
 
 
 def _imgsz(model: Record, ckpt) -> int:
@@ -252,12 +251,12 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
     model = select_model(ckpt, path)
     cname = model.cls.name
     if not (model.cls.module.startswith("ultralytics.") and cname in _TASKS):
-        what = f" (its {_TASK_MODELS[cname]} head is not supported yet)" if cname in _TASK_MODELS else ""
-        raise FormatError(f"{path}: model class '{model.cls.qualname}'{what}; pyloader reads Ultralytics "
+        raise FormatError(f"{path}: model class '{model.cls.qualname}'; pyloader reads Ultralytics "
                           f"detection, classification, segmentation, pose and OBB models (ultralytics.nn.tasks."
                           f"DetectionModel with a Detect head, ClassificationModel with Classify, SegmentationModel "
                           f"with Segment, PoseModel with Pose, OBBModel with OBB, SemanticSegmentationModel with "
-                          f"SemanticSegment, DepthModel with Depth, RTDETRDetectionModel with RTDETRDecoder)")
+                          f"SemanticSegment, DepthModel with Depth, RTDETRDetectionModel with RTDETRDecoder, WorldModel "
+                          f"with WorldDetect, YOLOEModel with YOLOEDetect, YOLOESegModel with YOLOESegment)")
     task, head = _TASKS[cname]
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
@@ -281,6 +280,8 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         raise FormatError(f"{path}: the yaml has {len(rows)} rows, the model {len(layers)} layers")
     nc_yaml = cfg.get("nc")
     rd = _Reader(path, nms)
+    if cname in TEXT_MODELS:
+        rd.text = class_embeddings(model, path, cname)
     nodes, ch = [], []
     in_ch = cfg.get("channels", cfg.get("ch", 3))
     for i, (row, rec) in enumerate(zip(rows, layers)):
@@ -294,10 +295,6 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
         if (srcs != [-1] if i == 0 else any(not -i <= s < i for s in srcs)):
             raise rd.err(mpath, f"yaml 'from' {short_repr(f)} refers to a layer that does not precede it")
         cin = [(ch[s] if s >= 0 else ch[i + s]) if i else in_ch for s in srcs]
-        base = mname.rsplit(".", 1)[-1]
-        if base in _HEADS or mname in _HEADS:
-            raise rd.err(mpath, f"the {base} head is not supported yet (pyloader reads Detect, v10Detect, Segment, Pose, "
-                                f"OBB, their YOLO26 forms and Classify heads)")
         kind = _KINDS.get(mname) or ROWS.get(mname, (None,))[0]
         if kind is None:
             raise rd.err(mpath, f"yaml module {short_repr(mname)} is not supported")
@@ -345,7 +342,7 @@ def read_plan(path, ckpt=None, nms=False) -> UltralyticsPlan:
     if imgsz % max_stride:
         imgsz = 640
     return UltralyticsPlan(path, nodes, rd.convs, D.nc, names, D.strides, D.reg_max, D.dfl, max_stride,
-                           imgsz, model.cls.qualname, task, end2end=rd.end2end)
+                           imgsz, model.cls.qualname, task, rd.linears, rd.tensors, rd.end2end)
 
 
 def _dense_plan(path, model, ckpt, nodes, rd, task, D, nc_yaml) -> UltralyticsPlan:
