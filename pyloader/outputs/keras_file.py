@@ -22,7 +22,7 @@ import zlib
 
 from ..metadata import KEY, config_text, parse
 from .runtime import run_fresh
-from .template import Finder, Later, NoTemplate, Template, find_blobs, in_thread
+from .template import CHUNK, Finder, Later, NoTemplate, Template, find_blobs, in_thread, view
 from .weights_h5 import h5_slots
 
 __all__ = ["NAME", "FRAMEWORKS", "output_name", "is_output", "write", "metadata_blobs", "parse_template", "run",
@@ -89,7 +89,7 @@ class KerasTemplate(Template):
     def _emit(self, out: str, patches: dict, now) -> None:
         """The zip CRC-32 of every changed member (computed in a helper thread while the file is written; a
         member holding metadata once that is known), and the save date, redone."""
-        mv = memoryview(self.files[""])
+        mv = view(self.files[""])
         plist = sorted(patches.get("", []), key=lambda p: p[0])
         stamp = time.localtime(now if now is not None else time.time())
         extra = []
@@ -115,16 +115,17 @@ class KerasTemplate(Template):
         super()._emit(out, {"": plist + extra}, now)
 
     @staticmethod
-    def _comparable(data: bytes):
-        """The members, metadata.json without its save date."""
-        z = zipfile.ZipFile(io.BytesIO(data))
-        out = []
-        for info in z.infolist():
-            body = z.read(info)
-            if info.filename == "metadata.json":
-                body = re.sub(rb'"date_saved": "[^"]*"', b"", body)
-            out.append((info.filename, info.compress_type, body))
-        return out
+    def _comparable(path: str):
+        """The members (read through zipfile, which checks each one's CRC-32), metadata.json without its save
+        date."""
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                yield info.filename, info.compress_type
+                with z.open(info) as f:
+                    if info.filename == "metadata.json":
+                        yield re.sub(rb'"date_saved": "[^"]*"', b"", f.read())
+                    else:
+                        yield from iter(lambda: f.read(CHUNK), b"")
 
 
 def _crc32(mv, start: int, end: int, inside: list) -> int:

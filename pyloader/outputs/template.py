@@ -107,8 +107,12 @@ class Template:
     A format whose files need more (checksums, stamps, a folder, checks of the values) subclasses it."""
 
     def __init__(self, files: dict, slots: list, blob_places=()):
-        self.files = files  # relpath -> bytes ('' = the file itself); for folders also '<dir>/' -> None
         self.slots = sorted(slots, key=lambda s: (s.file, s.offset))
+        holes: dict = {}
+        for s in self.slots:
+            holes.setdefault(s.file, []).append((s.offset, s.nbytes))
+        # relpath -> bytes, or Hollow where weights are ('' = the file itself); for folders also '<dir>/' -> None
+        self.files = {rel: Hollow(data, holes[rel]) if rel in holes else data for rel, data in files.items()}
         self.blob_places = list(blob_places)  # (blob index, file, offset, length)
         self.keys = sorted({s.key for s in self.slots})
         self.input_size = None  # the caller's note of the model's input size (pyloader.bulk.worker)
@@ -156,11 +160,12 @@ class Template:
         emit(out, self.files[""], patches.get("", []))
 
     def reproduces(self, expected: str, got: str) -> None:
-        """NoTemplate unless the template's own output `got` for the probes is the exporter's `expected`."""
+        """NoTemplate unless the template's own output `got` for the probes is the exporter's `expected`
+        (compared piece by piece: no whole copy of either in memory)."""
+        import itertools
+
         for a, b in self._compared(expected, got):
-            with open(a, "rb") as fa, open(b, "rb") as fb:
-                x, y = fa.read(), fb.read()
-            if self._comparable(x) != self._comparable(y):
+            if any(x != y for x, y in itertools.zip_longest(self._comparable(a), self._comparable(b))):
                 raise NoTemplate(f"the template does not reproduce the exporter's {os.path.basename(a)}")
 
     def _compared(self, expected: str, got: str) -> list:
@@ -168,9 +173,13 @@ class Template:
         return [(expected, got)]
 
     @staticmethod
-    def _comparable(data: bytes):
-        """What of a file's bytes must be equal (all of them, but for a format's stamps)."""
-        return data
+    def _comparable(path: str):
+        """What of a file's bytes must be equal, in pieces (all of them, but for a format's stamps)."""
+        with open(path, "rb") as f:
+            yield from iter(lambda: f.read(CHUNK), b"")
+
+
+CHUNK = 1 << 22
 
 
 class Later:
@@ -206,10 +215,44 @@ def in_thread(fn, *args) -> Later:
 _POOL = None
 
 
+class Hollow:
+    """A file's bytes without its weight regions (each write replaces them whole): what a template keeps, so
+    that it holds little more than the file's structure. Sliced like bytes, never across a region left out."""
+
+    def __init__(self, data, holes):
+        import bisect
+
+        self._bisect = bisect.bisect_right
+        self.size, self.starts, self.parts, pos = len(data), [], [], 0
+        for off, n in sorted(holes) + [(len(data), 0)]:
+            if off > pos:
+                self.starts.append(pos)
+                self.parts.append(bytes(data[pos:off]))
+            pos = max(pos, off + n)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, sl: slice):
+        a, b = sl.start or 0, self.size if sl.stop is None else sl.stop
+        if a >= b:
+            return b""
+        i = self._bisect(self.starts, a) - 1
+        start = self.starts[i] if i >= 0 else 0
+        if i < 0 or b > start + len(self.parts[i]):
+            raise ValueError(f"bytes {a}:{b} of a template are a weight's place (not kept)")
+        return memoryview(self.parts[i])[a - start:b - start]
+
+
+def view(template):
+    """`template` (bytes or Hollow) sliceable without copies."""
+    return template if isinstance(template, Hollow) else memoryview(template)
+
+
 def emit(path: str, template, patches) -> None:
     """Write `template` with `patches` [(offset, bytes-like or Later)] laid over it (no overlaps): the Laters'
     places first get the template's bytes, and their own bytes once everything else is written."""
-    mv = memoryview(template)
+    mv = view(template)
     pos = 0
     late = []
     with open(path, "wb") as f:
