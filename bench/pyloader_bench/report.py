@@ -152,17 +152,22 @@ def markdown(res: dict) -> str:
             lines += ["", f"Per format, `pyloader.convert` of the {bulk['checkpoints']} checkpoints (templates: the "
                       "first runs the exporter on probe weights, the others are written from its bytes); floor = "
                       "`pyloader.read` of one checkpoint + writing the output's bytes to a new file", "",
+                      f"peak and RSS: above the baseline after importing the format's framework; parameters "
+                      f"{bulk['param_bytes'] / 1e6:.1f} MB", "",
                       "| format | output MB | first s | median after first s | read s | write s | after first / floor "
-                      "| total s | peak MB above baseline | notes |", "|---|---|---|---|---|---|---|---|---|---|"]
+                      "| total s | peak MB above baseline | peak / parameter bytes | RSS MB above baseline after 10, "
+                      "100, all | notes |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for fmt, r in bulk["formats"].items():
                 if "error" in r:
-                    lines.append(f"| {fmt} | {r['error']} | | | | | | | | |")
+                    lines.append(f"| {fmt} | {r['error']} | | | | | | | | | | |")
                     continue
                 lines.append(f"| {fmt} | {r['output_bytes'] / 1e6:.1f} | {_fmt(r['first_s'])} | "
                              f"{_fmt(r.get('median_after_first_s'))} | {_fmt(r['read_s'])} | "
                              f"{_fmt(r['write_output_bytes_s'])} | {_fmt(r.get('after_first_over_floor'))} | "
                              f"{_fmt(r['total_s'])} | {r['peak_above_baseline_bytes'] / 1e6:.0f} | "
-                             f"{'; '.join(r.get('notes') or [])[:200]} |")
+                             f"{_fmt(r.get('peak_over_param_bytes'))} | "
+                             f"{', '.join(f'{v / 1e6:.0f}' for v in (r.get('rss_above_baseline_after') or {}).values())}"
+                             f" | {'; '.join(r.get('notes') or [])[:200]} |")
     lines += ["", "### Targets", ""]
     if res.get("smoke"):
         lines += ["Not scored: --small is a smoke run (the small model, few repeats); targets are scored on full "

@@ -69,6 +69,9 @@ def targets(res: dict) -> list:
         None if r is None else r <= 2.0, bc.get("error", ""))
     for fmt, f in (bulk.get("formats") or {}).items():
         r = f.get("after_first_over_floor")
-        add(f"bulk {fmt} (templates): per checkpoint after the first within 2x of (read + writing its bytes)", r, 2.0,
-            None if r is None else r <= 2.0, f.get("error", ""))
+        add(f"bulk {fmt} (templates): per checkpoint after the first within 1.5x of (read + writing its bytes)", r,
+            1.5, None if r is None else r <= 1.5, f.get("error", ""))
+        r = f.get("peak_over_param_bytes")
+        add(f"bulk {fmt}: peak memory above baseline at most 3x one checkpoint's parameter bytes", r, 3.0,
+            None if r is None else r <= 3.0, f.get("error", ""))
     return t

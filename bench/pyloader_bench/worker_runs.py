@@ -60,14 +60,22 @@ def bulk_format(spec: dict) -> dict:
 
     import pyloader
     from pyloader.bulk import convert
+    from pyloader.bulk.worker import import_framework
 
     sources, cfg, out, fmt = spec["sources"], spec["cfg"], spec["out"], spec["format"]
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
+    import_framework(fmt)  # Keras / TensorFlow's own memory is not the conversion's
     base = status_bytes("VmRSS")
     reset = reset_peak()
+    rss_after = {}
+
+    def progress(r, done, total, *_):  # resident memory after 10 and 100 checkpoints (and the last)
+        if done in (10, 100, total):
+            rss_after[str(done)] = status_bytes("VmRSS") - base
+
     t0 = time.perf_counter()
-    results = convert(sources, out, cfg=cfg, format=fmt, overwrite=True)
+    results = convert(sources, out, cfg=cfg, format=fmt, overwrite=True, progress=progress)
     total = time.perf_counter() - t0
     peak = peak_bytes()
     bad = [r for r in results if r.status != "converted"]
@@ -99,7 +107,8 @@ def bulk_format(spec: dict) -> dict:
     return {"total_s": total, "per_checkpoint_s": per, "first_s": per[0],
             "median_after_first_s": statistics.median(per[1:]) if len(per) > 1 else None,
             "read_s": statistics.median(read_s), "write_output_bytes_s": statistics.median(write_s),
-            "output_bytes": nbytes, "notes": notes, "peak_above_baseline_bytes": peak - base, "peak_reset": reset}
+            "output_bytes": nbytes, "notes": notes, "peak_above_baseline_bytes": peak - base, "peak_reset": reset,
+            "rss_above_baseline_after": rss_after}
 
 
 def backend_load(spec: dict) -> dict:

@@ -15,6 +15,7 @@ from ..boundary import error_text, free_bytes
 from ..errors import FormatError
 from ..family import Family, Options
 from ..outputs import NoTemplate, learn, output_format
+from ..outputs.template import Later, in_thread
 from .atomic import OutputAppeared, in_run, no_space, remove, run_open, tmp_path, write_atomically
 from .jobs import Job, Result
 
@@ -104,31 +105,36 @@ def import_framework(format: str) -> float:
 
 @dataclass
 class Prepared:
-    """A job's checkpoint read: its family, plan, options, architecture key and the arrays its model takes."""
+    """A job's checkpoint read: its family, plan, options, architecture key, the arrays its model takes and the
+    source's SHA-256 (a Later: hashed in a helper thread from the job's start, beside the read and the write)."""
 
     family: Family
     plan: object
     options: Options
     key: tuple
     arrays: dict
+    digest: Later
 
     def metadata(self, input_size) -> dict:
         from ..metadata import model_metadata
 
-        return model_metadata(self.family, self.plan, input_size, self.options, self.plan.path)
+        meta = model_metadata(self.family, self.plan, input_size, self.options, self.plan.path, digest=False)
+        return {**meta, "source": {**meta["source"], "sha256": self.digest.value()}}
 
 
 def _prepare(job: Job) -> Prepared:
     from ..assemble import model_arrays
+    from ..metadata import file_sha256
     from ..registry import container_of, open_checkpoint
 
+    digest = in_thread(file_sha256, job.source)
     cfg = job.cfg
     if cfg is not None and not str(cfg).endswith((".yaml", ".yml")) and container_of(job.source) == "torch":
         cfg = None  # --cfg names the .cfg of the .weights sources; a .pt carries its architecture
     options = Options(job.fold_bn, job.decode, job.input_size, job.names, job.nms)
     family, plan = open_checkpoint(job.source, cfg, options)
     arrays = model_arrays(family, plan, job.fold_bn)  # validates before any model work
-    return Prepared(family, plan, options, (family.name, family.architecture(plan), options.key()), arrays)
+    return Prepared(family, plan, options, (family.name, family.architecture(plan), options.key()), arrays, digest)
 
 
 _CACHE: OrderedDict = OrderedDict()  # key -> [model or None, lock]
@@ -248,7 +254,7 @@ def _write_from_template(p: Prepared, job: Job) -> tuple:
         return "exporter, " + tpl, None
 
     def produce(tmp):
-        tpl.write(p.arrays, tmp, _metadata_blobs(job, p.metadata(tpl.input_size)))
+        tpl.write(p.arrays, tmp, lambda: _metadata_blobs(job, p.metadata(tpl.input_size)))
         if job.verify:
             with _filled(p) as model:
                 return verify_written(model, tmp, job, p.family.letterbox)

@@ -18,10 +18,11 @@ import re
 import struct
 import time
 import zipfile
+import zlib
 
 from ..metadata import KEY, config_text, parse
 from .runtime import run_fresh
-from .template import Finder, NoTemplate, Template, find_blobs
+from .template import CHUNK, Finder, Later, NoTemplate, Template, find_blobs, in_thread, view
 from .weights_h5 import h5_slots
 
 __all__ = ["NAME", "FRAMEWORKS", "output_name", "is_output", "write", "metadata_blobs", "parse_template", "run",
@@ -86,11 +87,9 @@ class KerasTemplate(Template):
         self.date_at = date_at  # offset of date_saved's value inside metadata.json's member data
 
     def _emit(self, out: str, patches: dict, now) -> None:
-        """The zip CRC-32 of every changed member, and the save date, redone."""
-        import zlib
-
-        data = self.files[""]
-        mv = memoryview(data)
+        """The zip CRC-32 of every changed member (computed in a helper thread while the file is written; a
+        member holding metadata once that is known), and the save date, redone."""
+        mv = view(self.files[""])
         plist = sorted(patches.get("", []), key=lambda p: p[0])
         stamp = time.localtime(now if now is not None else time.time())
         extra = []
@@ -104,30 +103,39 @@ class KerasTemplate(Template):
             inside = [p for p in plist if m.data_offset <= p[0] < m.data_offset + m.size]
             if not inside and not m.stamped:
                 continue
-            crc, pos = 0, m.data_offset
-            for off, buf in inside:
-                crc = zlib.crc32(mv[pos:off], crc)
-                crc = zlib.crc32(buf, crc)
-                pos = off + len(buf)
-            crc = zlib.crc32(mv[pos:m.data_offset + m.size], crc)
-            packed = struct.pack("<I", crc)
+            args = (mv, m.data_offset, m.data_offset + m.size, inside)
+            crc = Later(lambda a=args: _crc32(*a), 0)
+            if not any(isinstance(b, Later) for _, b in inside):
+                crc = in_thread(_crc32, *args)
+            packed = Later(lambda c=crc: struct.pack("<I", c.value()), 4)
             extra += [(m.local_header + 14, packed), (m.central_header + 16, packed)]
             if m.stamped:
                 when = struct.pack("<HH", dos_time, dos_date)
                 extra += [(m.local_header + 10, when), (m.central_header + 12, when)]
-        super()._emit(out, {"": sorted(plist + extra, key=lambda p: p[0])}, now)
+        super()._emit(out, {"": plist + extra}, now)
 
     @staticmethod
-    def _comparable(data: bytes):
-        """The members, metadata.json without its save date."""
-        z = zipfile.ZipFile(io.BytesIO(data))
-        out = []
-        for info in z.infolist():
-            body = z.read(info)
-            if info.filename == "metadata.json":
-                body = re.sub(rb'"date_saved": "[^"]*"', b"", body)
-            out.append((info.filename, info.compress_type, body))
-        return out
+    def _comparable(path: str):
+        """The members (read through zipfile, which checks each one's CRC-32), metadata.json without its save
+        date."""
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                yield info.filename, info.compress_type
+                with z.open(info) as f:
+                    if info.filename == "metadata.json":
+                        yield re.sub(rb'"date_saved": "[^"]*"', b"", f.read())
+                    else:
+                        yield from iter(lambda: f.read(CHUNK), b"")
+
+
+def _crc32(mv, start: int, end: int, inside: list) -> int:
+    """The CRC-32 of mv[start:end] with the patches `inside` laid over it."""
+    crc, pos = 0, start
+    for off, buf in inside:
+        crc = zlib.crc32(mv[pos:off], crc)
+        crc = zlib.crc32(buf.value() if isinstance(buf, Later) else buf, crc)
+        pos = off + len(buf)
+    return zlib.crc32(mv[pos:end], crc)
 
 
 def parse_template(path: str, probes: dict, fp16: bool, blobs: list) -> Template:

@@ -16,7 +16,7 @@ import struct
 
 from ..metadata import KEY, to_json
 from .runtime import as_dict
-from .template import Finder, NoTemplate, Slot, Template, crc32c, emit, find_blobs
+from .template import Finder, NoTemplate, Slot, Template, crc32c, emit, find_blobs, in_thread
 from .template import json_blobs as metadata_blobs
 
 __all__ = ["NAME", "FRAMEWORKS", "output_name", "is_output", "write", "metadata_blobs", "parse_template", "run",
@@ -112,22 +112,26 @@ class SavedModelTemplate(Template):
         self.blocks = blocks  # (offset, size) of the table blocks holding patched CRCs
 
     def _emit(self, out: str, patches: dict, now) -> None:
-        """The folder, with the bundle's checksums and the fingerprint redone."""
-        index = bytearray(self.files[_BUNDLE_INDEX])
+        """The folder: the data shard first, its entries' CRC-32C computed meanwhile in a helper thread, then
+        the index with them and the table blocks' checksums redone, the other files and the fingerprint."""
         at = {off: b for off, b in patches.get(_BUNDLE_DATA, [])}
-        for s in self.slots:
-            buf = at[s.offset]
-            index[s.crc_at:s.crc_at + 4] = struct.pack("<I", _mask(crc32c(buf)))
-        for off, size in self.blocks:  # block contents + type byte, masked CRC-32C after them
-            index[off + size + 1:off + size + 5] = struct.pack("<I", _mask(crc32c(bytes(index[off:off + size + 1]))))
-        patches[_BUNDLE_INDEX] = [(0, bytes(index))]
+        crcs = in_thread(lambda: [_mask(crc32c(at[s.offset])) for s in self.slots])
         os.mkdir(out)
-        for rel, data in self.files.items():
+        order = [_BUNDLE_DATA] + [rel for rel in self.files if rel not in (_BUNDLE_DATA, "fingerprint.pb")]
+        for rel in order:
             path = os.path.join(out, rel)
+            data = self.files[rel]
             if data is None:
                 os.makedirs(path, exist_ok=True)
-            elif rel != "fingerprint.pb":
-                emit(path, data, patches.get(rel, []))
+                continue
+            if rel == _BUNDLE_INDEX:
+                data = bytearray(data)
+                for s, crc in zip(self.slots, crcs.value()):
+                    data[s.crc_at:s.crc_at + 4] = struct.pack("<I", crc)
+                for off, size in self.blocks:  # block contents + type byte, masked CRC-32C after them
+                    data[off + size + 1:off + size + 5] = struct.pack("<I", _mask(crc32c(data[off:off + size + 1])))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            emit(path, data, patches.get(rel, []))
         if "fingerprint.pb" in self.files:
             from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
 

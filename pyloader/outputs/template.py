@@ -38,8 +38,8 @@ import numpy as np
 
 from ..metadata import to_json
 
-__all__ = ["NoTemplate", "Template", "Slot", "Finder", "learn", "probe_arrays", "find_blobs", "json_blobs",
-           "emit", "crc32c"]
+__all__ = ["NoTemplate", "Template", "Slot", "Finder", "Later", "learn", "probe_arrays", "find_blobs", "json_blobs",
+           "emit", "in_thread", "crc32c"]
 
 
 class NoTemplate(Exception):
@@ -69,8 +69,11 @@ def probe_arrays(shapes: dict, seed: int = 12345) -> dict:
 
 
 def _transformed(a: np.ndarray, transform: str, dtype: str) -> np.ndarray:
-    if transform == "ohwi":  # Keras HWIO -> TFLite OHWI
-        a = np.ascontiguousarray(np.transpose(a, (3, 0, 1, 2)))
+    if transform == "ohwi":  # Keras HWIO -> TFLite OHWI: the (H*W*I, O) matrix transposed, cache-blocked
+        from .. import _core
+
+        h, w, i, o = a.shape
+        a = _core.oihw_to_hwio(a.reshape(h * w * i, o, 1, 1)).reshape(o, h, w, i)
     elif transform != "identity":
         raise ValueError(transform)
     a = np.ascontiguousarray(a)
@@ -104,8 +107,12 @@ class Template:
     A format whose files need more (checksums, stamps, a folder, checks of the values) subclasses it."""
 
     def __init__(self, files: dict, slots: list, blob_places=()):
-        self.files = files  # relpath -> bytes ('' = the file itself); for folders also '<dir>/' -> None
         self.slots = sorted(slots, key=lambda s: (s.file, s.offset))
+        holes: dict = {}
+        for s in self.slots:
+            holes.setdefault(s.file, []).append((s.offset, s.nbytes))
+        # relpath -> bytes, or Hollow where weights are ('' = the file itself); for folders also '<dir>/' -> None
+        self.files = {rel: Hollow(data, holes[rel]) if rel in holes else data for rel, data in files.items()}
         self.blob_places = list(blob_places)  # (blob index, file, offset, length)
         self.keys = sorted({s.key for s in self.slots})
         self.input_size = None  # the caller's note of the model's input size (pyloader.bulk.worker)
@@ -121,20 +128,31 @@ class Template:
 
     def write(self, arrays: dict, out: str, blobs=(), now: float | None = None) -> None:
         """Write the output for `arrays` ({variable path: array in Keras layout}) to `out` (a file, or a folder
-        for SavedModel, which must not exist). `blobs`: per-checkpoint metadata, as documented above."""
+        for SavedModel, which must not exist). `blobs`: per-checkpoint metadata, as documented above, or a
+        callable returning them: it is called once the weights are being written (so that what the metadata
+        waits for, the source's SHA-256, overlaps the writing), and the blobs are put in place last."""
         self.check(arrays)
-        blobs = [bytes(b) for b in blobs]
-        if len(blobs) != len({i for i, *_ in self.blob_places}):
-            raise NoTemplate(f"{len(blobs)} metadata blobs given, the template holds "
-                             f"{len({i for i, *_ in self.blob_places})}")
-        patches: dict = {}  # file -> [(offset, buffer)]
+        given = Later(lambda: [bytes(b) for b in (blobs() if callable(blobs) else blobs)], 0)
+        count = len({i for i, *_ in self.blob_places})
+
+        def blob(i, length: int):
+            got = given.value()
+            if len(got) != count:
+                raise NoTemplate(f"{len(got)} metadata blobs given, the template holds {count}")
+            if i is None:
+                return b""
+            if len(got[i]) != length:
+                raise NoTemplate(f"metadata blob {i} is {len(got[i])} bytes, the template holds {length}")
+            return got[i]
+
+        patches: dict = {}  # file -> [(offset, buffer or Later)]
         for s in self.slots:
             a = _transformed(np.asarray(arrays[s.key]), s.transform, s.dtype)
             patches.setdefault(s.file, []).append((s.offset, memoryview(a).cast("B")))
         for i, f, off, length in self.blob_places:
-            if len(blobs[i]) != length:
-                raise NoTemplate(f"metadata blob {i} is {len(blobs[i])} bytes, the template holds {length}")
-            patches.setdefault(f, []).append((off, blobs[i]))
+            patches.setdefault(f, []).append((off, Later(lambda i=i, n=length: blob(i, n), length)))
+        if not self.blob_places:
+            blob(None, 0)
         self._emit(out, patches, now)
 
     def _emit(self, out: str, patches: dict, now) -> None:
@@ -142,11 +160,12 @@ class Template:
         emit(out, self.files[""], patches.get("", []))
 
     def reproduces(self, expected: str, got: str) -> None:
-        """NoTemplate unless the template's own output `got` for the probes is the exporter's `expected`."""
+        """NoTemplate unless the template's own output `got` for the probes is the exporter's `expected`
+        (compared piece by piece: no whole copy of either in memory)."""
+        import itertools
+
         for a, b in self._compared(expected, got):
-            with open(a, "rb") as fa, open(b, "rb") as fb:
-                x, y = fa.read(), fb.read()
-            if self._comparable(x) != self._comparable(y):
+            if any(x != y for x, y in itertools.zip_longest(self._comparable(a), self._comparable(b))):
                 raise NoTemplate(f"the template does not reproduce the exporter's {os.path.basename(a)}")
 
     def _compared(self, expected: str, got: str) -> list:
@@ -154,23 +173,103 @@ class Template:
         return [(expected, got)]
 
     @staticmethod
-    def _comparable(data: bytes):
-        """What of a file's bytes must be equal (all of them, but for a format's stamps)."""
-        return data
+    def _comparable(path: str):
+        """What of a file's bytes must be equal, in pieces (all of them, but for a format's stamps)."""
+        with open(path, "rb") as f:
+            yield from iter(lambda: f.read(CHUNK), b"")
+
+
+CHUNK = 1 << 22
+
+
+class Later:
+    """A patch whose bytes are known only later (metadata that waits for the source's hash; a checksum computed
+    in a thread while the file is written): `nbytes` long, `fn()` gives them, once."""
+
+    def __init__(self, fn, nbytes: int):
+        self.fn, self.nbytes, self._value = fn, nbytes, None
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def value(self):
+        if self._value is None:
+            self._value = self.fn()
+            if self.nbytes and len(self._value) != self.nbytes:
+                raise ValueError(f"a late patch of {len(self._value)} bytes for {self.nbytes}")
+        return self._value
+
+
+def in_thread(fn, *args) -> Later:
+    """`fn(*args)` run in a helper thread now (numpy, zlib and pyloader's core release the GIL on large
+    buffers); its result a Later."""
+    import concurrent.futures
+
+    global _POOL
+    if _POOL is None:
+        _POOL = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="pyloader-template")
+    fut = _POOL.submit(fn, *args)
+    return Later(fut.result, 0)
+
+
+_POOL = None
+
+
+class Hollow:
+    """A file's bytes without its weight regions (each write replaces them whole): what a template keeps, so
+    that it holds little more than the file's structure. Sliced like bytes, never across a region left out."""
+
+    def __init__(self, data, holes):
+        import bisect
+
+        self._bisect = bisect.bisect_right
+        self.size, self.starts, self.parts, pos = len(data), [], [], 0
+        for off, n in sorted(holes) + [(len(data), 0)]:
+            if off > pos:
+                self.starts.append(pos)
+                self.parts.append(bytes(data[pos:off]))
+            pos = max(pos, off + n)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, sl: slice):
+        a, b = sl.start or 0, self.size if sl.stop is None else sl.stop
+        if a >= b:
+            return b""
+        i = self._bisect(self.starts, a) - 1
+        start = self.starts[i] if i >= 0 else 0
+        if i < 0 or b > start + len(self.parts[i]):
+            raise ValueError(f"bytes {a}:{b} of a template are a weight's place (not kept)")
+        return memoryview(self.parts[i])[a - start:b - start]
+
+
+def view(template):
+    """`template` (bytes or Hollow) sliceable without copies."""
+    return template if isinstance(template, Hollow) else memoryview(template)
 
 
 def emit(path: str, template, patches) -> None:
-    """Write `template` with `patches` [(offset, bytes-like)] laid over it (no overlaps)."""
-    mv = memoryview(template)
+    """Write `template` with `patches` [(offset, bytes-like or Later)] laid over it (no overlaps): the Laters'
+    places first get the template's bytes, and their own bytes once everything else is written."""
+    mv = view(template)
     pos = 0
+    late = []
     with open(path, "wb") as f:
         for off, buf in sorted(patches, key=lambda p: p[0]):
             if off < pos:
                 raise ValueError("overlapping template patches")
             f.write(mv[pos:off])
+            pos = off
+            if isinstance(buf, Later):  # the template's bytes for now
+                late.append((off, buf))
+                continue
             f.write(buf)
             pos = off + len(buf)
         f.write(mv[pos:])
+        for off, buf in late:
+            f.seek(off)
+            f.write(buf.value())
 
 
 # ---------------------------------------------------------------------------------------------------------

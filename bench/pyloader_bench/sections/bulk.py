@@ -10,6 +10,7 @@ import statistics
 from pyloader.darknet.synthetic import write_weights
 
 from ..driver import have, log, ratio, run_worker
+from ..models import param_bytes
 
 BULK_FORMATS = ("keras", "weights.h5", "savedmodel", "tflite")
 
@@ -25,7 +26,7 @@ def bench_bulk(name, m, count, tmp, formats=BULK_FORMATS):
         else:
             shutil.copyfile(m["weights"], s)
         sources.append(s)
-    sec = {"model": name, "checkpoints": count, "methods": {}}
+    sec = {"model": name, "checkpoints": count, "methods": {}, "param_bytes": param_bytes(sources[0], m["cfg"])}
     for meth in ("bulk_convert", "bulk_separate"):
         if meth == "bulk_convert" and not have("pyloader.bulk"):
             sec["methods"][meth] = {"error": "not available: pyloader.convert is missing"}
@@ -47,6 +48,8 @@ def bench_bulk(name, m, count, tmp, formats=BULK_FORMATS):
             if "error" not in r and r.get("median_after_first_s"):
                 r["floor_s"] = r["read_s"] + r["write_output_bytes_s"]
                 r["after_first_over_floor"] = r["median_after_first_s"] / r["floor_s"]
+            if "error" not in r:
+                r["peak_over_param_bytes"] = r["peak_above_baseline_bytes"] / sec["param_bytes"]
             sec["formats"][fmt] = r
     shutil.rmtree(folder, ignore_errors=True)
     a = sec["methods"]["bulk_convert"].get("mean_per_checkpoint_s")
