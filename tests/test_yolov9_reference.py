@@ -222,9 +222,9 @@ def _tampered(tmp_path, edit, name="bad.pt"):
 
 @pytest.mark.parametrize("edit, match", [
     (lambda y: y["backbone"][1][3].__setitem__(0, 48),
-     r"module 'model\.1\.conv': convolution weight \(32, 16, 3, 3\).*the yaml row gives weight \(48, 16, 3, 3\)"),
+     r"module 'model\.1': convolution weight \(32, 16, 3, 3\).*the yaml row gives weight \(48, 16, 3, 3\)"),
     (lambda y: y["backbone"][4][3].__setitem__(2, 16),
-     r"module 'model\.4\.cv2\.0\.cv1\.conv': convolution weight \(16, 32, 1, 1\).*weight \(8, 32, 1, 1\)"),
+     r"module 'model\.4\.cv2\.0\.cv1': convolution weight \(16, 32, 1, 1\).*weight \(8, 32, 1, 1\)"),
     (lambda y: y["backbone"][3].__setitem__(2, "ADown"),
      r"module 'model\.3': expected a ADown module, found <yolo9\.models\.common\.AConv record>"),
     (lambda y: y.__setitem__("nc", 3),

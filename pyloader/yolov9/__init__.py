@@ -31,14 +31,14 @@ def read_plan(ckpt, options):
     if ckpt.model is None:
         raise FormatError(f"{ckpt.path}: a plain state_dict of a YOLOv9 model is not read (its module records carry "
                           "what the yaml leaves open); pass the checkpoint train.py saved (model / ema)")
-    return plan_from_model(ckpt.model, ckpt.path)
+    return plan_from_model(ckpt.model, ckpt.path, nms=options.nms is not None)
 
 
 def metadata(plan, input_size, options) -> dict:
     h, w = input_size
     head, outputs = plan.head, []
     anchors = sum((h // int(s)) * (w // int(s)) for s in plan.strides)
-    for prefix, b in zip(head.prefixes, head.outputs):
+    for prefix, b in zip(head.prefixes[-len(plan.returned):], plan.returned):
         branch = f"; branch {b + 1} of {len(head.branches)}" if len(head.branches) > 1 else ""
         if options.decode:
             outputs.append({"name": prefix + "detections", "shape": [None, 4 + plan.nc, anchors],
@@ -75,7 +75,7 @@ FAMILY = Family(
     plan=read_plan,
     arrays=plan_arrays,
     metadata=metadata,
-    # NMS on the last (main) branch: detect_dual.py's pred[0][1]; the model is built with that branch alone
+    # NMS on the last (main) branch, detect_dual.py's pred[0][1]: the plan (nms) holds that branch alone
     layout=lambda plan: OutputLayout("xywh_cls", channels_first=True, score="class probability"),
     summary=summary,
     keras="pyloader.yolov9.model",

@@ -11,7 +11,7 @@ both for DualDetect / DualDDetect, the auxiliary branch first, as YOLOv9's eval 
 [d_aux, d_main])`; three for TripleDetect): decode=False: one raw head per level, NHWC [B, H/stride, W/stride,
 64 + nc] (cat(cv2, cv3) of YOLOv9's eval `d[i]`, NCHW there): DFL distance bins (l, t, r, b; 16 each), then class
 logits. decode=True: per branch [B, 4 + nc, anchors] as YOLOv9's decoded `y`: x, y, w, h in input pixels, class
-probabilities (sigmoid). With nms, the last branch (the main one, detect_dual.py's `pred[0][1]`) alone is built.
+probabilities (sigmoid). With nms, the last branch (the main one, detect_dual.py's `pred[0][1]`) alone is built (plan.returned).
 
 The model's `class_names` attribute is the checkpoint's class-name list.
 """
@@ -152,22 +152,15 @@ def _block(x, b, fold_bn):
 
 
 def build(plan: YoloV9Plan, options) -> keras.Model:
-    """The family's empty model (pyloader.family): the returned branches' raw heads, or their decoded outputs (the
-    last branch alone under NMS)."""
+    """The family's empty model (pyloader.family): the returned branches' raw heads, or their decoded outputs."""
     inp, _ = plan_input(plan, options.input_size, (640, 640))
     ys = {}  # row index -> output, for the head's inputs
     run_nodes(inp, plan.nodes[:-1], lambda x, node: ys.setdefault(node.index, _block(x, node.parts, options.fold_bn)),
               used=plan.used)
-    return _finish(inp, plan, options, ys)
-
-
-def _finish(inp, plan, options, ys):
     head, fold, last = plan.head, options.fold_bn, plan.nodes[-1]
     src = [last.index + j if j < 0 else j for j in ([last.source] if isinstance(last.source, int) else last.source)]
-    returned = head.outputs[-1:] if options.nms is not None else head.outputs
-    prefixes = head.prefixes[-len(returned):]
     heads, outputs, names = [], [], []
-    for prefix, b in zip(prefixes, returned):
+    for prefix, b in zip(head.prefixes[-len(plan.returned):], plan.returned):
         br = head.branches[b]
         raw = [_cat([_chain(ys[src[j]], box, fold), _chain(ys[src[j]], cls, fold)], f"{prefix}head_{i}_cat")
                for i, (j, box, cls) in enumerate(zip(br.sources, br.box, br.cls))]

@@ -49,6 +49,7 @@ class YoloV9Plan:
     path: str
     nodes: list
     used: set  # indices of the rows the returned branches need
+    returned: tuple  # the head's branches the model returns (the last one alone under NMS)
     nc: int
     names: list
     strides: list  # per detection level
@@ -139,6 +140,8 @@ def _csp(ctx, rec, mpath, cin, cout, n) -> CSP:
     blocks = sequence(ctx, mods.get("m"), mpath + ".m", "RepNBottleneck")
     if len(blocks) != n:
         raise ctx.err(mpath + ".m", f"{len(blocks)} RepNBottlenecks, the yaml row gives {n}")
+    cv1, cv2, cv3 = (_conv(ctx, mods.get(k), f"{mpath}.{k}", ci, co) for k, ci, co in
+                     (("cv1", cin, c_), ("cv2", cin, c_), ("cv3", 2 * c_, cout)))
     m = []
     for j, b in enumerate(blocks):
         p = f"{mpath}.m.{j}"
@@ -147,9 +150,7 @@ def _csp(ctx, rec, mpath, cin, cout, n) -> CSP:
             raise ctx.err(p, f"add is {short_repr(b.attr('add'))}; RepNCSP's bottlenecks have the shortcut (True)")
         m.append(Bottleneck(p.replace(".", "_"), _repconvn(ctx, bm.get("cv1"), p + ".cv1", c_, c_),
                             _conv(ctx, bm.get("cv2"), p + ".cv2", c_, c_, 3), True))
-    return CSP(mpath.replace(".", "_"), _conv(ctx, mods.get("cv1"), mpath + ".cv1", cin, c_),
-               _conv(ctx, mods.get("cv2"), mpath + ".cv2", cin, c_), _conv(ctx, mods.get("cv3"), mpath + ".cv3", 2 * c_, cout),
-               tuple(m))
+    return CSP(mpath.replace(".", "_"), cv1, cv2, cv3, tuple(m))
 
 
 def _elan(ctx, rec, mpath, kind, cin, c2, args) -> ELAN:
@@ -301,8 +302,8 @@ def _sources(i, f):
     return [i + j if j < 0 else j for j in ([f] if isinstance(f, int) else f)]
 
 
-def plan_from_model(model: Record, path: str) -> YoloV9Plan:
-    """The plan of a YOLOv9 `models.yolo.DetectionModel` record."""
+def plan_from_model(model: Record, path: str, nms: bool = False) -> YoloV9Plan:
+    """The plan of a YOLOv9 `models.yolo.DetectionModel` record; with `nms`, of its last (main) branch alone."""
     ctx = Ctx(path)
     cfg = model.attr("yaml")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
@@ -351,13 +352,14 @@ def plan_from_model(model: Record, path: str) -> YoloV9Plan:
         raise FormatError(f"{path}: the last layer is {nodes[-1].kind}, expected one of {', '.join(HEADS)}")
     head, last = nodes[-1].parts, len(nodes) - 1
     inputs = _sources(last, nodes[-1].source)
-    used, stack = {last}, [inputs[j] for b in head.outputs for j in head.branches[b].sources]
+    returned = head.outputs[-1:] if nms else head.outputs
+    used, stack = {last}, [inputs[j] for b in returned for j in head.branches[b].sources]
     while stack:  # the rows the returned branches need (row 0 reads the input)
         j = stack.pop()
         if j not in used:
             used.add(j)
             stack.extend(_sources(j, nodes[j].source) if j > 0 else [])
-    return YoloV9Plan(path, nodes, used, nc, class_names(model, nc, path), list(head.strides), head.reg_max,
+    return YoloV9Plan(path, nodes, used, returned, nc, class_names(model, nc, path), list(head.strides), head.reg_max,
                       int(max(head.strides)), model.cls.qualname)
 
 
@@ -389,7 +391,7 @@ def plan_arrays(plan: YoloV9Plan, fold_bn: bool) -> dict:
         if node.index in plan.used:
             for spec in _specs(node.parts):
                 conv_arrays(spec, fold_bn, out)
-    for b in plan.head.outputs:
+    for b in plan.returned:
         for spec in _specs(plan.head.branches[b].box + plan.head.branches[b].cls):
             conv_arrays(spec, fold_bn, out)
     return out
