@@ -4,7 +4,7 @@ Each model is built by yolo9's own `DetectionModel` from a yaml the package ship
 random well-scaled weights (conv kernels ~ N(0, 1/fan_in), batch-norm statistics; the DFL's fixed bins kept:
 pyloader_bench.synthetic_pt.randomize_ultralytics) and saved as YOLOv9's train.py saves (fp16 `model` and `ema`,
 optimizer state, ...), pickled under the package's module names (yolo9.models.yolo.DetectionModel, ...) or, for one
-case, under the GitHub repository's (models.yolo, models.common). The reference is the checkpoint's `ema` after
+case (yolov9-t), under the GitHub repository's (models.yolo, models.common). The reference is the checkpoint's `ema` after
 `.float()`, in eval mode: `(decoded, raw)`, per branch for the Dual / Triple heads.
 
 Tolerance: max |keras - torch| <= 1e-4 * max |torch| per output (see tests/test_yolov5_reference.py for why).
@@ -38,36 +38,20 @@ except ImportError as e:  # pragma: no cover - depends on the install
 
 from pyloader_bench.synthetic_pt import randomize_ultralytics  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(__file__))
+from module_aliases import pickled_as  # noqa: E402
+
 FULL = os.environ.get("PYLOADER_FULL") == "1"
 RTOL = 1e-4
 SIZE = (64, 96)
 YAMLS = os.path.join(os.path.dirname(Y9Y.__file__), "detect")
 
 
-@contextlib.contextmanager
 def official_module_names():
     """Pickle yolo9's classes under the GitHub repository's module names (models.yolo, models.common, ...)."""
     import yolo9.models as pkg
 
-    mods = ((Y9Y, "models.yolo"), (Y9C, "models.common"), (Y9E, "models.experimental"))
-    aliases = {"models": pkg, **{short: m for m, short in mods}}
-    saved_modules = {k: sys.modules.get(k) for k in aliases}
-    classes = {id(c): (c, short) for mod, short in mods for c in vars(mod).values()
-               if isinstance(c, type) and c.__module__ == mod.__name__}
-    saved = [(c, c.__module__) for c, _ in classes.values()]
-    try:
-        sys.modules.update(aliases)
-        for c, short in classes.values():
-            c.__module__ = short
-        yield
-    finally:
-        for c, mod in saved:
-            c.__module__ = mod
-        for k, v in saved_modules.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
+    return pickled_as(pkg, ((Y9Y, "models.yolo"), (Y9C, "models.common"), (Y9E, "models.experimental")))
 
 
 def build_torch_model(yaml_name: str, seed: int):
@@ -102,8 +86,9 @@ class _Checkpoints:
     def __init__(self, tmpdir):
         self.tmpdir, self.cache = tmpdir, {}
 
-    def get(self, yaml_name, official=False):
-        key = (yaml_name, official)
+    def get(self, yaml_name):
+        official = yaml_name in OFFICIAL
+        key = yaml_name
         if key not in self.cache:
             path = str(self.tmpdir / f"{yaml_name[:-5]}{'-official' if official else ''}.pt")
             saved = save_checkpoint(build_torch_model(yaml_name, seed=len(self.cache) + 1), path, official)
@@ -155,6 +140,7 @@ def compare(path, ref, size=SIZE, folds=(True, False)):
 
 
 CI_YAMLS = ["gelan-t.yaml", "yolov9-t.yaml"]
+OFFICIAL = {"yolov9-t.yaml"}  # pickled under the GitHub repository's module names (models.yolo.DetectionModel)
 FULL_YAMLS = ["gelan-s.yaml", "gelan-m.yaml", "gelan-c.yaml", "gelan-e.yaml", "gelan.yaml", "yolov9-s.yaml",
               "yolov9-m.yaml", "yolov9-c.yaml", "yolov9-e.yaml", "yolov9.yaml", "yolov9-cf.yaml"]
 
@@ -174,12 +160,6 @@ def test_detect_yamls_enumerated():
     with the anchor-free Detect), so that a yaml added upstream shows up as a failure."""
     shipped = sorted(f for f in os.listdir(YAMLS) if f.endswith(".yaml"))
     assert shipped == sorted(CI_YAMLS + FULL_YAMLS + ["yolov7-af.yaml"])
-
-
-def test_official_module_names(checkpoints):
-    """A checkpoint pickled under the GitHub repository's module names (models.yolo.DetectionModel)."""
-    path, ref = checkpoints.get("yolov9-t.yaml", official=True)
-    compare(path, ref, folds=(True,))
 
 
 def test_nms_on_main_branch(checkpoints):
@@ -211,9 +191,14 @@ def test_nms_on_main_branch(checkpoints):
     print(f"nms kept {kept} boxes")
 
 
-def _tampered(tmp_path, edit, name="bad.pt"):
+@pytest.fixture(scope="module")
+def gelan_t():
+    return build_torch_model("gelan-t.yaml", seed=11)
+
+
+def _tampered(tmp_path, model, edit, name="bad.pt"):
     """The gelan-t model with its pickled yaml edited (the tensors stay as they are)."""
-    model = build_torch_model("gelan-t.yaml", seed=11)
+    model = copy.deepcopy(model)
     edit(model.yaml)
     path = str(tmp_path / name)
     save_checkpoint(model, path)
@@ -230,8 +215,8 @@ def _tampered(tmp_path, edit, name="bad.pt"):
     (lambda y: y.__setitem__("nc", 3),
      r"module 'model\.22': DDetect nc=80 .*the yaml row gives nc=3"),
 ], ids=["channels", "elan-c4", "module", "nc"])
-def test_tensors_checked_against_yaml(tmp_path, edit, match):
-    path = _tampered(tmp_path, edit)
+def test_tensors_checked_against_yaml(tmp_path, gelan_t, edit, match):
+    path = _tampered(tmp_path, gelan_t, edit)
     with pytest.raises(FormatError, match=match) as e:
         pyloader.read(path)
     assert "bad.pt" in str(e.value)
