@@ -196,6 +196,17 @@ def gelan_t():
     return build_torch_model("gelan-t.yaml", seed=11)
 
 
+def test_fused_form(tmp_path, gelan_t):
+    """A checkpoint of the model after yolo9's own fuse() (batch norm folded into each Conv, RepConvN reparameterised
+    into one convolution), saved as strip_optimizer leaves it (`ema` None)."""
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        fused = copy.deepcopy(gelan_t).fuse().eval()
+    path = str(tmp_path / "fused.pt")
+    torch.save({"epoch": -1, "model": fused.half(), "ema": None, "optimizer": None}, path)
+    ref = torch.load(path, weights_only=False)["model"].float().eval()
+    compare(path, ref, folds=(True,))
+
+
 def _tampered(tmp_path, model, edit, name="bad.pt"):
     """The gelan-t model with its pickled yaml edited (the tensors stay as they are)."""
     model = copy.deepcopy(model)

@@ -16,7 +16,8 @@ _DECODED = ("[batch, 4 + classes, anchors]: x, y, w, h in input pixels, class pr
 
 def _models_yolo(model) -> bool:
     module = model.cls.module
-    return (module == "models.yolo" or module.endswith(".models.yolo")) and model.cls.name in ("Model", "DetectionModel")
+    return (module == "models.yolo" or module.endswith(".models.yolo")) and model.cls.name in (
+        "Model", "DetectionModel", "SegmentationModel")  # segmentation: refused by the reader, naming its head
 
 
 def recognise(ckpt) -> bool:
