@@ -18,6 +18,7 @@ __all__ = ["FAMILIES", "families", "family_named", "container_of", "open_checkpo
 # package defining FAMILY (pyloader.family.Family) and one line here.
 FAMILIES = (
     "pyloader.ultralytics",
+    "pyloader.yolov9",  # before yolov7 and yolov5: YOLOv9 pickles the same `models.yolo.DetectionModel` class
     "pyloader.yolov7",  # before yolov5: YOLOv7 pickles the same `models.yolo.Model` class
     "pyloader.yolov5",
     "pyloader.darknet",

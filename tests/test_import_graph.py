@@ -26,7 +26,7 @@ import pytest
 
 from pyloader.darknet.synthetic import write_weights
 
-FAMILIES = ("darknet", "yolov5", "yolov7", "ultralytics")  # the family packages, pyloader/<name>/
+FAMILIES = ("darknet", "yolov5", "yolov7", "yolov9", "ultralytics")  # the family packages, pyloader/<name>/
 # the modules that may import or name families: the registry, and the demo (it writes a Darknet checkpoint to show
 # the main job on a machine that has none)
 REGISTRY = ("pyloader.registry", "pyloader.demo")

@@ -37,6 +37,7 @@ except ImportError as e:  # pragma: no cover - depends on the install
 
 sys.path.insert(0, os.path.dirname(__file__))
 import yolov7_archs as ARCH  # noqa: E402
+from module_aliases import pickled_as  # noqa: E402
 from pyloader_bench.synthetic_pt import randomize_yolov5  # noqa: E402
 
 FULL = os.environ.get("PYLOADER_FULL") == "1"
@@ -57,30 +58,11 @@ def randomize(model, seed: int):
     return randomize_yolov5(model, seed, other=_implicit)
 
 
-@contextlib.contextmanager
 def official_module_names():
     """Pickle yolov7detect's classes under YOLOv7's own module names (models.yolo, models.common, ...)."""
     import yolov7.models as pkg
 
-    mods = ((Y7Y, "models.yolo"), (Y7C, "models.common"), (Y7E, "models.experimental"))
-    aliases = {"models": pkg, **{short: m for m, short in mods}}
-    saved_modules = {k: sys.modules.get(k) for k in aliases}
-    classes = {id(c): (c, short) for mod, short in mods for c in vars(mod).values()
-               if isinstance(c, type) and c.__module__ == mod.__name__}
-    saved = [(c, c.__module__) for c, _ in classes.values()]
-    try:
-        sys.modules.update(aliases)
-        for c, short in classes.values():
-            c.__module__ = short
-        yield
-    finally:
-        for c, mod in saved:
-            c.__module__ = mod
-        for k, v in saved_modules.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
+    return pickled_as(pkg, ((Y7Y, "models.yolo"), (Y7C, "models.common"), (Y7E, "models.experimental")))
 
 
 def build_torch_model(cfg: dict, seed: int):
