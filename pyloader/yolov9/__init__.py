@@ -41,7 +41,7 @@ def metadata(plan, input_size, options) -> dict:
     anchors = sum((h // int(s)) * (w // int(s)) for s in plan.strides)
     for prefix, b in zip(head.prefixes[-len(plan.returned):], plan.returned):
         branch = f"; branch {b + 1} of {len(head.branches)}" if len(head.branches) > 1 else ""
-        if options.decode:
+        if options.decoded:
             outputs.append({"name": prefix + "detections", "shape": [None, 4 + plan.nc, anchors],
                             "layout": _DECODED.format(kind=head.kind, branch=branch)})
             continue
