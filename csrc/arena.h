@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <utility>
 #include <new>
@@ -13,13 +14,30 @@
 
 namespace pyloader {
 
+// The whole pages inside [p, p + n): (begin, end) addresses, begin >= end when there are none.
+inline std::pair<std::uintptr_t, std::uintptr_t> whole_pages(const void* p, std::size_t n) {
+    const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
+    return {(std::uintptr_t(p) + page - 1) / page * page, (std::uintptr_t(p) + n) / page * page};
+}
+
 // Return the pages wholly inside [p, p + n) to the system. Anonymous memory reads back as zeros afterwards,
 // a private file map re-reads the file: only for memory whose contents are no longer needed.
 inline void discard_pages(const void* p, std::size_t n) {
-    const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
-    const std::uintptr_t begin = (std::uintptr_t(p) + page - 1) / page * page;
-    const std::uintptr_t end = (std::uintptr_t(p) + n) / page * page;
+    const auto [begin, end] = whole_pages(p, n);
     if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+// Make the anonymous memory [p, p + n) zero: its whole pages given back to the system (they read back as
+// zeros), the partial pages at either end cleared.
+inline void zero_pages(std::byte* p, std::size_t n) {
+    const auto [begin, end] = whole_pages(p, n);
+    if (end <= begin) {
+        std::memset(p, 0, n);
+        return;
+    }
+    discard_pages(p, n);
+    std::memset(p, 0, begin - std::uintptr_t(p));
+    std::memset(reinterpret_cast<std::byte*>(end), 0, std::uintptr_t(p) + n - end);
 }
 
 // Freed arenas kept for the next read (one, the most recent): a read into memory that is already faulted in

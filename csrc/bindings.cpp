@@ -745,10 +745,7 @@ PYBIND11_MODULE(_core, m) {
             plan.reserve(plan_list.size());
             for (const auto& item : plan_list) plan.push_back(plan_from_tuple(item.cast<py::tuple>()));
             DarknetResult r;
-            {
-                py::gil_scoped_release release;
-                r = read_darknet_file(InputFile(fd, size), path, plan, fold_bn, eps, threads);
-            }
+            reading(path, [&] { r = read_darknet(InputFile(fd, size), plan, fold_bn, eps, threads); });
             py::capsule base = make_owner(std::move(r.arena));
             py::list layers;
             for (const auto& arrays : r.layers) {
@@ -784,7 +781,7 @@ PYBIND11_MODULE(_core, m) {
             const float* s = scale_obj.is_none() ? nullptr : scale.data();
             {
                 py::gil_scoped_release release;
-                const std::size_t step = 16;
+                const std::size_t step = std::size_t(kernel_chunk_rows(I * H * W * in.itemsize()));
                 const std::size_t chunks = (O + step - 1) / step;
                 parallel_for(chunks, threads, [&](std::size_t c) {
                     oihw_to_hwio(src, t, dst, O, I, H, W, s, c * step, std::min(O, (c + 1) * step));

@@ -2,6 +2,9 @@
 
 #include <cmath>
 #include <cstring>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 namespace pyloader {
 
@@ -52,36 +55,84 @@ inline float load<std::uint16_t>(const std::uint16_t* p, std::size_t i) {
     return half_to_float(h);
 }
 
-// Blocked over output channels: for each block of kBlock output channels, walk the input rows of those
-// channels in step (kBlock sequential read streams) and write kBlock contiguous floats per (h, w, i):
-// one cache line per write when the block is aligned.
+// The transpose of the kernel as a matrix: in[o][j] -> out[j'][o], j = i * HW + hw the input position (OIHW),
+// j' = hw * I + i its output row (HWIO). Output rows in the order of j, stepped without division.
+struct OutputRows {
+    float* out;
+    std::size_t I, HW, O, i = 0, hw = 0;
+    float* next() {
+        float* r = out + (hw * I + i) * O;
+        if (++hw == HW) hw = 0, ++i;
+        return r;
+    }
+};
+
+#ifdef __SSE2__
+// Four consecutive elements of a row as floats (any alignment). Halves are widened branch-free, exactly as
+// half_to_float (normal, subnormal, zero, infinity, NaN with its payload).
+inline __m128 load4(const float* row, std::size_t j) {
+    return _mm_loadu_ps(reinterpret_cast<const float*>(reinterpret_cast<const unsigned char*>(row) + j * 4));
+}
+inline __m128 load4(const std::uint16_t* row, std::size_t j) {
+    const __m128i h = _mm_unpacklo_epi16(
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const unsigned char*>(row) + j * 2)),
+        _mm_setzero_si128());
+    const __m128i exp_mask = _mm_set1_epi32(0x1f << 23);
+    __m128i o = _mm_slli_epi32(_mm_and_si128(h, _mm_set1_epi32(0x7fff)), 13);
+    const __m128i exp = _mm_and_si128(o, exp_mask);
+    o = _mm_add_epi32(o, _mm_set1_epi32((127 - 15) << 23));
+    o = _mm_add_epi32(o, _mm_and_si128(_mm_cmpeq_epi32(exp, exp_mask), _mm_set1_epi32((128 - 16) << 23)));
+    const __m128i tiny = _mm_cmpeq_epi32(exp, _mm_setzero_si128());  // zero or subnormal: renormalise
+    const __m128 renorm = _mm_sub_ps(_mm_castsi128_ps(_mm_add_epi32(o, _mm_set1_epi32(1 << 23))),
+                                     _mm_castsi128_ps(_mm_set1_epi32(113 << 23)));
+    o = _mm_or_si128(_mm_andnot_si128(tiny, o), _mm_and_si128(tiny, _mm_castps_si128(renorm)));
+    return _mm_castsi128_ps(_mm_or_si128(o, _mm_slli_epi32(_mm_and_si128(h, _mm_set1_epi32(0x8000)), 16)));
+}
+
+// Positions [0, J - J % 4) of output channels [o_begin, o_vec) (o_vec - o_begin a multiple of 4) in 4x4 blocks:
+// per group of 4 positions, each of its 4 output rows is written from o_begin to o_vec in one run. kStream: with
+// non-temporal stores (16-byte aligned rows), which write the output without first reading it into the cache.
+template <bool kStream, typename T>
+void transpose_blocks(const T* in, OutputRows& rows, std::size_t J, const float* scale, std::size_t o_begin,
+                      std::size_t o_vec) {
+    for (std::size_t j = 0; j + 4 <= J; j += 4) {
+        float* const dst[4] = {rows.next(), rows.next(), rows.next(), rows.next()};
+        for (std::size_t o = o_begin; o < o_vec; o += 4) {
+            __m128 r0 = load4(in + o * J, j), r1 = load4(in + (o + 1) * J, j), r2 = load4(in + (o + 2) * J, j),
+                   r3 = load4(in + (o + 3) * J, j);
+            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+            const __m128 s = scale ? _mm_loadu_ps(scale + o) : _mm_set1_ps(1.0f);
+            const __m128 v[4] = {_mm_mul_ps(r0, s), _mm_mul_ps(r1, s), _mm_mul_ps(r2, s), _mm_mul_ps(r3, s)};
+            for (std::size_t m = 0; m < 4; ++m) {
+                if constexpr (kStream) _mm_stream_ps(dst[m] + o, v[m]);
+                else _mm_storeu_ps(dst[m] + o, v[m]);
+            }
+        }
+    }
+    if (kStream) _mm_sfence();  // visible to whoever waits for this transpose before it reads them
+}
+#endif
+
 template <typename T>
 void transpose_impl(const T* in, float* out, std::size_t O, std::size_t I, std::size_t HW, const float* scale,
                     std::size_t o_begin, std::size_t o_end) {
-    constexpr std::size_t kBlock = 16;
-    const std::size_t IHW = I * HW;
-    for (std::size_t ob = o_begin; ob < o_end; ob += kBlock) {
-        const std::size_t n = (o_end - ob < kBlock) ? (o_end - ob) : kBlock;
-        float s[kBlock];
-        for (std::size_t k = 0; k < n; ++k) s[k] = scale ? scale[ob + k] : 1.0f;
-        const T* rows = in + ob * IHW;
-        if (n == kBlock) {
-            for (std::size_t i = 0; i < I; ++i) {
-                for (std::size_t hw = 0; hw < HW; ++hw) {
-                    const std::size_t src = i * HW + hw;
-                    float* dst = out + (hw * I + i) * O + ob;
-                    for (std::size_t k = 0; k < kBlock; ++k) dst[k] = load(rows, k * IHW + src) * s[k];
-                }
-            }
-        } else {
-            for (std::size_t i = 0; i < I; ++i) {
-                for (std::size_t hw = 0; hw < HW; ++hw) {
-                    const std::size_t src = i * HW + hw;
-                    float* dst = out + (hw * I + i) * O + ob;
-                    for (std::size_t k = 0; k < n; ++k) dst[k] = load(rows, k * IHW + src) * s[k];
-                }
-            }
-        }
+    const std::size_t J = I * HW;
+    auto put = [&](float* row, std::size_t o, std::size_t j) { row[o] = load(in + o * J, j) * (scale ? scale[o] : 1.0f); };
+    std::size_t o_vec = o_begin;  // output channels [o_begin, o_vec) done for positions [0, j_vec)
+    std::size_t j_vec = 0;
+#ifdef __SSE2__
+    o_vec = o_begin + (o_end - o_begin) / 4 * 4;
+    j_vec = J / 4 * 4;
+    OutputRows rows{out, I, HW, O};
+    if (O % 4 == 0 && reinterpret_cast<std::uintptr_t>(out + o_begin) % 16 == 0)
+        transpose_blocks<true>(in, rows, J, scale, o_begin, o_vec);
+    else
+        transpose_blocks<false>(in, rows, J, scale, o_begin, o_vec);
+#endif
+    OutputRows rest{out, I, HW, O};
+    for (std::size_t j = 0; j < J; ++j) {
+        float* row = rest.next();
+        for (std::size_t o = j < j_vec ? o_vec : o_begin; o < o_end; ++o) put(row, o, j);
     }
 }
 
