@@ -89,27 +89,48 @@ inline __m128 load4(const std::uint16_t* row, std::size_t j) {
     return _mm_castsi128_ps(_mm_or_si128(o, _mm_slli_epi32(_mm_and_si128(h, _mm_set1_epi32(0x8000)), 16)));
 }
 
-// Positions [0, J - J % 4) of output channels [o_begin, o_vec) (o_vec - o_begin a multiple of 4) in 4x4 blocks:
-// per group of 4 positions, each of its 4 output rows is written from o_begin to o_vec in one run. kStream: with
-// non-temporal stores (16-byte aligned rows), which write the output without first reading it into the cache.
-template <bool kStream, typename T>
-void transpose_blocks(const T* in, OutputRows& rows, std::size_t J, const float* scale, std::size_t o_begin,
-                      std::size_t o_vec) {
-    for (std::size_t j = 0; j + 4 <= J; j += 4) {
-        float* const dst[4] = {rows.next(), rows.next(), rows.next(), rows.next()};
-        for (std::size_t o = o_begin; o < o_vec; o += 4) {
-            __m128 r0 = load4(in + o * J, j), r1 = load4(in + (o + 1) * J, j), r2 = load4(in + (o + 2) * J, j),
-                   r3 = load4(in + (o + 3) * J, j);
-            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-            const __m128 s = scale ? _mm_loadu_ps(scale + o) : _mm_set1_ps(1.0f);
-            const __m128 v[4] = {_mm_mul_ps(r0, s), _mm_mul_ps(r1, s), _mm_mul_ps(r2, s), _mm_mul_ps(r3, s)};
-            for (std::size_t m = 0; m < 4; ++m) {
-                if constexpr (kStream) _mm_stream_ps(dst[m] + o, v[m]);
-                else _mm_storeu_ps(dst[m] + o, v[m]);
+// Output rows [j_begin, j_end) x channels [o_begin, o_end) (both spans multiples of N, N = 4 or 16) in N x N
+// tiles, each made of 4x4 transposes in a small buffer: a tile reads N input rows N floats each (16: whole cache
+// lines, read once, whatever the rows' stride does to the L1 sets), then writes N output rows N floats each (16:
+// whole lines), each row's run continuing along o. kStream: non-temporal stores (16-byte aligned rows), which
+// write the output without first reading it into the cache.
+template <std::size_t N, bool kStream, typename T>
+void transpose_tiles(const T* in, OutputRows rows, std::size_t J, const float* scale, std::size_t j_begin,
+                     std::size_t j_end, std::size_t o_begin, std::size_t o_end) {
+    alignas(16) float t[N][N];  // t[m][k]: input row o + k, position j + m
+    for (std::size_t j = j_begin; j < j_end; j += N) {
+        float* dst[N];
+        for (auto& d : dst) d = rows.next();
+        for (std::size_t o = o_begin; o < o_end; o += N) {
+            for (std::size_t q = 0; q < N; q += 4) {
+                const __m128 s = scale ? _mm_loadu_ps(scale + o + q) : _mm_set1_ps(1.0f);
+                auto scaled = [&](__m128 v) { return scale ? _mm_mul_ps(v, s) : v; };  // x * 1 would quiet a NaN
+                const T* row = in + (o + q) * J;
+                for (std::size_t p = 0; p < N; p += 4) {
+                    __m128 r0 = load4(row, j + p), r1 = load4(row + J, j + p), r2 = load4(row + 2 * J, j + p),
+                           r3 = load4(row + 3 * J, j + p);
+                    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                    _mm_store_ps(&t[p][q], scaled(r0));
+                    _mm_store_ps(&t[p + 1][q], scaled(r1));
+                    _mm_store_ps(&t[p + 2][q], scaled(r2));
+                    _mm_store_ps(&t[p + 3][q], scaled(r3));
+                }
             }
+            for (std::size_t m = 0; m < N; ++m)
+                for (std::size_t q = 0; q < N; q += 4) {
+                    if constexpr (kStream) _mm_stream_ps(dst[m] + o + q, _mm_load_ps(&t[m][q]));
+                    else _mm_storeu_ps(dst[m] + o + q, _mm_load_ps(&t[m][q]));
+                }
         }
     }
     if (kStream) _mm_sfence();  // visible to whoever waits for this transpose before it reads them
+}
+
+template <std::size_t N, typename T>
+void tiles(bool stream, const T* in, const OutputRows& rows, std::size_t J, const float* scale, std::size_t j_begin,
+           std::size_t j_end, std::size_t o_begin, std::size_t o_end) {
+    if (stream) transpose_tiles<N, true>(in, rows, J, scale, j_begin, j_end, o_begin, o_end);
+    else transpose_tiles<N, false>(in, rows, J, scale, j_begin, j_end, o_begin, o_end);
 }
 #endif
 
@@ -117,22 +138,26 @@ template <typename T>
 void transpose_impl(const T* in, float* out, std::size_t O, std::size_t I, std::size_t HW, const float* scale,
                     std::size_t o_begin, std::size_t o_end) {
     const std::size_t J = I * HW;
-    auto put = [&](float* row, std::size_t o, std::size_t j) { row[o] = load(in + o * J, j) * (scale ? scale[o] : 1.0f); };
-    std::size_t o_vec = o_begin;  // output channels [o_begin, o_vec) done for positions [0, j_vec)
-    std::size_t j_vec = 0;
+    auto put = [&](float* row, std::size_t o, std::size_t j) {
+        const float v = load(in + o * J, j);
+        row[o] = scale ? v * scale[o] : v;
+    };
+    std::size_t o4 = o_begin, j4 = 0;  // channels [o_begin, o4) of positions [0, j4) done by the tiles
 #ifdef __SSE2__
-    o_vec = o_begin + (o_end - o_begin) / 4 * 4;
-    j_vec = J / 4 * 4;
-    OutputRows rows{out, I, HW, O};
-    if (O % 4 == 0 && reinterpret_cast<std::uintptr_t>(out + o_begin) % 16 == 0)
-        transpose_blocks<true>(in, rows, J, scale, o_begin, o_vec);
-    else
-        transpose_blocks<false>(in, rows, J, scale, o_begin, o_vec);
+    const std::size_t o16 = o_begin + (o_end - o_begin) / 16 * 16, j16 = J / 16 * 16;
+    o4 = o_begin + (o_end - o_begin) / 4 * 4;
+    j4 = J / 4 * 4;
+    const bool stream = O % 4 == 0 && reinterpret_cast<std::uintptr_t>(out + o_begin) % 16 == 0;
+    const OutputRows first{out, I, HW, O};
+    const OutputRows from_j16{out, I, HW, O, j16 / HW, j16 % HW};
+    tiles<16>(stream, in, first, J, scale, 0, j16, o_begin, o16);
+    tiles<4>(stream, in, first, J, scale, 0, j4, o16, o4);
+    tiles<4>(stream, in, from_j16, J, scale, j16, j4, o_begin, o16);
 #endif
     OutputRows rest{out, I, HW, O};
     for (std::size_t j = 0; j < J; ++j) {
         float* row = rest.next();
-        for (std::size_t o = j < j_vec ? o_vec : o_begin; o < o_end; ++o) put(row, o, j);
+        for (std::size_t o = j < j4 ? o4 : o_begin; o < o_end; ++o) put(row, o, j);
     }
 }
 
