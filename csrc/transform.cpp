@@ -138,6 +138,7 @@ template <typename T>
 void transpose_impl(const T* in, float* out, std::size_t O, std::size_t I, std::size_t HW, const float* scale,
                     std::size_t o_begin, std::size_t o_end) {
     const std::size_t J = I * HW;
+    if (J == 0) return;  // an empty kernel (HW may be 0)
     auto put = [&](float* row, std::size_t o, std::size_t j) {
         const float v = load(in + o * J, j);
         row[o] = scale ? v * scale[o] : v;

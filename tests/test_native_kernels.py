@@ -17,6 +17,7 @@ from pyloader import FormatError, _core
         (1, 1, 1, 1),
         (300, 1024, 1, 1),  # several ~1 MiB work items over two threads, O % 16 != 0
         (48, 7, 1, 3),  # input positions not a multiple of 4 (the 4x4 blocks' scalar edge)
+        (16, 2, 0, 3),  # empty
     ],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
