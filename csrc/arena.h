@@ -3,8 +3,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <deque>
 #include <mutex>
 #include <utility>
+#include <vector>
 #include <new>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -13,21 +16,45 @@
 
 namespace pyloader {
 
+// The whole pages inside [p, p + n): (begin, end) addresses, begin >= end when there are none.
+inline std::pair<std::uintptr_t, std::uintptr_t> whole_pages(const void* p, std::size_t n) {
+    const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
+    return {(std::uintptr_t(p) + page - 1) / page * page, (std::uintptr_t(p) + n) / page * page};
+}
+
 // Return the pages wholly inside [p, p + n) to the system. Anonymous memory reads back as zeros afterwards,
 // a private file map re-reads the file: only for memory whose contents are no longer needed.
 inline void discard_pages(const void* p, std::size_t n) {
-    const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
-    const std::uintptr_t begin = (std::uintptr_t(p) + page - 1) / page * page;
-    const std::uintptr_t end = (std::uintptr_t(p) + n) / page * page;
+    const auto [begin, end] = whole_pages(p, n);
     if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
-// Freed arenas kept for the next read (one, the most recent): a read into memory that is already faulted in
-// skips the page faults, and with transparent huge pages the kernel's direct compaction for fresh 2 MiB pages,
-// which made the first read after another one 3-10x slower than the next. PYLOADER_ARENA_POOL=0 turns it off;
-// arena_pool_clear() unmaps what is kept.
+// Make the anonymous memory [p, p + n) zero: its whole pages given back to the system (they read back as
+// zeros), the partial pages at either end cleared.
+inline void zero_pages(std::byte* p, std::size_t n) {
+    const auto [begin, end] = whole_pages(p, n);
+    if (end <= begin) {
+        std::memset(p, 0, n);
+        return;
+    }
+    discard_pages(p, n);
+    std::memset(p, 0, begin - std::uintptr_t(p));
+    std::memset(reinterpret_cast<std::byte*>(end), 0, std::uintptr_t(p) + n - end);
+}
+
+// Freed arenas kept for the next reads: a read into memory that is already faulted in skips the page faults, and
+// with transparent huge pages the kernel's direct compaction for fresh 2 MiB pages, which made the first read
+// after another one 3-10x slower than the next (fresh memory is expensive on a VM that hands freed pages back
+// to its host). Kept: the most recently freed mappings, at most kBudget bytes together (or the one newest
+// mapping when it alone is larger) and kMaxKept of them; the oldest go first. A read takes the smallest kept
+// mapping that fits (not more than about twice its size), so a read of the same checkpoint, or the many
+// output arrays of a .pt read, find theirs. PYLOADER_ARENA_POOL=0 turns it off; arena_pool_clear() unmaps
+// what is kept.
 class ArenaPool {
 public:
+    static constexpr std::size_t kBudget = std::size_t(512) << 20;
+    static constexpr std::size_t kMaxKept = 1024;
+
     static ArenaPool& instance() {
         static ArenaPool pool;
         return pool;
@@ -35,25 +62,48 @@ public:
     // A kept mapping of at least `bytes` (and not much larger), or {nullptr, 0}.
     std::pair<void*, std::size_t> take(std::size_t bytes) {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (kept_ != nullptr && kept_size_ >= bytes && kept_size_ <= 2 * bytes + (std::size_t(2) << 20)) {
-            auto out = std::make_pair(kept_, kept_size_);
-            kept_ = nullptr;
-            kept_size_ = 0;
-            return out;
-        }
-        return {nullptr, 0};
+        const std::size_t most = 2 * bytes + (std::size_t(2) << 20);
+        std::size_t best = kept_.size();
+        for (std::size_t k = 0; k < kept_.size(); ++k)
+            if (kept_[k].second >= bytes && kept_[k].second <= most &&
+                (best == kept_.size() || kept_[k].second < kept_[best].second))
+                best = k;
+        if (best == kept_.size()) return {nullptr, 0};
+        const auto out = kept_[best];
+        kept_.erase(kept_.begin() + std::ptrdiff_t(best));
+        kept_bytes_ -= out.second;
+        return out;
     }
     void give(void* p, std::size_t size) {
         if (!enabled_) {
             ::munmap(p, size);
             return;
         }
-        keep(p, size);
+        std::vector<std::pair<void*, std::size_t>> drop;  // unmapped outside the lock
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            kept_.emplace_back(p, size);
+            kept_bytes_ += size;
+            while (kept_.size() > 1 && (kept_bytes_ > kBudget || kept_.size() > kMaxKept)) {
+                drop.push_back(kept_.front());
+                kept_bytes_ -= kept_.front().second;
+                kept_.pop_front();
+            }
+        }
+        for (const auto& [q, n] : drop) ::munmap(q, n);
     }
-    void clear() { keep(nullptr, 0); }
+    void clear() {
+        std::deque<std::pair<void*, std::size_t>> drop;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            drop.swap(kept_);
+            kept_bytes_ = 0;
+        }
+        for (const auto& [q, n] : drop) ::munmap(q, n);
+    }
     std::size_t kept_bytes() {
         std::lock_guard<std::mutex> lock(mutex_);
-        return kept_size_;
+        return kept_bytes_;
     }
 
 private:
@@ -61,22 +111,9 @@ private:
         const char* e = std::getenv("PYLOADER_ARENA_POOL");
         enabled_ = !(e != nullptr && e[0] == '0');
     }
-    // Keep p (or nothing, for nullptr) in place of what was kept, which is unmapped outside the lock.
-    void keep(void* p, std::size_t size) {
-        void* old = nullptr;
-        std::size_t old_size = 0;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            std::swap(old, kept_);
-            std::swap(old_size, kept_size_);
-            kept_ = p;
-            kept_size_ = size;
-        }
-        if (old != nullptr) ::munmap(old, old_size);
-    }
     std::mutex mutex_;
-    void* kept_ = nullptr;
-    std::size_t kept_size_ = 0;
+    std::deque<std::pair<void*, std::size_t>> kept_;  // oldest first
+    std::size_t kept_bytes_ = 0;
     bool enabled_ = true;
 };
 

@@ -745,10 +745,7 @@ PYBIND11_MODULE(_core, m) {
             plan.reserve(plan_list.size());
             for (const auto& item : plan_list) plan.push_back(plan_from_tuple(item.cast<py::tuple>()));
             DarknetResult r;
-            {
-                py::gil_scoped_release release;
-                r = read_darknet_file(InputFile(fd, size), path, plan, fold_bn, eps, threads);
-            }
+            reading(path, [&] { r = read_darknet(InputFile(fd, size), plan, fold_bn, eps, threads); });
             py::capsule base = make_owner(std::move(r.arena));
             py::list layers;
             for (const auto& arrays : r.layers) {
@@ -778,13 +775,19 @@ PYBIND11_MODULE(_core, m) {
                 if (!scale || scale.ndim() != 1 || std::size_t(scale.shape(0)) != O)
                     throw FormatError("oihw_to_hwio: scale must have one float per output channel");
             }
-            py::array_t<float> out({H, W, I, O});
+            // The output in an arena of its own: from the arena pool, so repeated reads write into warm pages
+            // instead of faulting in fresh ones (which cost more than the transpose).
+            auto arena = std::make_unique<Arena>();
+            arena->reserve(checked_mul(checked_mul(checked_mul(checked_mul(O, I, "kernel"), H, "kernel"), W, "kernel"),
+                                       sizeof(float), "kernel bytes"));
+            arena->allocate();
+            float* dst = reinterpret_cast<float*>(arena->at(0));
+            py::array out = float_view(dst, {H, W, I, O}, make_owner(std::move(arena)));
             const void* src = contiguous.data();
-            float* dst = out.mutable_data();
             const float* s = scale_obj.is_none() ? nullptr : scale.data();
             {
                 py::gil_scoped_release release;
-                const std::size_t step = 16;
+                const std::size_t step = std::size_t(kernel_chunk_rows(I * H * W * in.itemsize()));
                 const std::size_t chunks = (O + step - 1) / step;
                 parallel_for(chunks, threads, [&](std::size_t c) {
                     oihw_to_hwio(src, t, dst, O, I, H, W, s, c * step, std::min(O, (c + 1) * step));

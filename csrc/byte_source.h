@@ -12,6 +12,13 @@
 
 namespace pyloader {
 
+// FormatError unless bytes [offset, offset + length) lie inside a source of `size` bytes.
+inline void check_read_inside(std::uint64_t offset, std::uint64_t length, std::uint64_t size) {
+    if (!range_inside(offset, length, size))
+        throw FormatError("read of bytes " + std::to_string(offset) + "+" + std::to_string(length) + " past its " +
+                          std::to_string(size) + " bytes");
+}
+
 class ByteSource {
 public:
     virtual ~ByteSource() = default;
@@ -25,9 +32,7 @@ public:
     MemorySource(const std::byte* data, std::size_t size) : data_(data), size_(size) {}
     std::uint64_t size() const override { return size_; }
     void read(std::uint64_t offset, void* dst, std::size_t length) const override {
-        if (!range_inside(offset, length, size_))
-            throw FormatError("read of bytes " + std::to_string(offset) + "+" + std::to_string(length) +
-                              " past its " + std::to_string(size_) + " bytes");
+        check_read_inside(offset, length, size_);
         if (length) std::memcpy(dst, data_ + offset, length);
     }
 

@@ -83,13 +83,14 @@ DarknetHeader parse_darknet_header(const std::byte* data, std::size_t size) {
     return h;
 }
 
-DarknetResult read_darknet(std::uint64_t size, const ReadAt& read_at, const std::vector<DarknetLayerPlan>& plan,
-                           bool fold_bn, double eps, unsigned threads) {
+DarknetResult read_darknet(const ByteSource& src, const std::vector<DarknetLayerPlan>& plan, bool fold_bn,
+                           double eps, unsigned threads) {
     if (!little_endian()) throw FormatError("darknet weights are little-endian; big-endian hosts are not supported");
     DarknetResult result;
+    const std::uint64_t size = src.size();
     std::byte head[20];
     const std::size_t head_size = std::size_t(std::min<std::uint64_t>(size, sizeof head));
-    read_at(0, head, head_size);
+    src.read(0, head, head_size);
     result.header = parse_darknet_header(head, head_size);
 
     // 1. Offsets of every layer, and the total the cfg requires, before touching any tensor.
@@ -157,17 +158,15 @@ DarknetResult read_darknet(std::uint64_t size, const ReadAt& read_at, const std:
     arena->allocate();
     auto floats = [&](std::size_t offset) { return reinterpret_cast<float*>(arena->at(offset)); };
     for (std::size_t i = 0; i < plan.size(); ++i)
-        read_at(offsets[i], floats(outs[i].vectors), std::size_t(outs[i].vector_floats * 4));
+        src.read(offsets[i], floats(outs[i].vectors), std::size_t(outs[i].vector_floats * 4));
 
-    // 3. Work items of about 256 KiB of kernel each; large layers split by output channel blocks. Each reads its
-    // OIHW rows into this thread's buffer (it stays in cache) and writes them transposed into the arena.
+    // 3. Work items of about kernel_chunk_rows' size each (large layers split by output channel blocks). Each
+    // reads its OIHW rows into this thread's buffer (it stays in cache) and writes them transposed into the arena.
     std::vector<Chunk> chunks;
     for (std::size_t i = 0; i < plan.size(); ++i) {
         const auto& L = plan[i];
         if (L.kind != DarknetLayerPlan::Kind::Convolutional) continue;
-        const std::uint64_t per_o = L.channels_per_group * L.kh * L.kw * 4;
-        std::uint64_t step = (256 * 1024) / (per_o ? per_o : 1);
-        step = step < 16 ? 16 : (step / 16) * 16;
+        const std::uint64_t step = kernel_chunk_rows(L.channels_per_group * L.kh * L.kw * 4);
         for (std::uint64_t o = 0; o < L.filters; o += step)
             chunks.push_back({i, std::size_t(o), std::size_t(std::min<std::uint64_t>(o + step, L.filters))});
     }
@@ -178,7 +177,7 @@ DarknetResult read_darknet(std::uint64_t size, const ReadAt& read_at, const std:
         const Out& o = outs[ch.layer];
         const std::size_t n = std::size_t(L.filters), row = std::size_t(L.channels_per_group * L.kh * L.kw);
         rows.resize((ch.o_end - ch.o_begin) * row);
-        read_at(offsets[ch.layer] + (o.vector_floats + ch.o_begin * row) * 4, rows.data(), rows.size() * 4);
+        src.read(offsets[ch.layer] + (o.vector_floats + ch.o_begin * row) * 4, rows.data(), rows.size() * 4);
         const float* scale = nullptr;
         if (o.fold) {
             const float* v = floats(o.vectors);  // biases, scales, rolling mean, rolling variance
@@ -219,27 +218,6 @@ DarknetResult read_darknet(std::uint64_t size, const ReadAt& read_at, const std:
     }
     result.arena = std::move(arena);
     return result;
-}
-
-DarknetResult read_darknet(const std::byte* data, std::size_t size, const std::vector<DarknetLayerPlan>& plan,
-                           bool fold_bn, double eps, unsigned threads) {
-    return read_darknet(
-        size,
-        [data](std::uint64_t offset, void* dst, std::size_t length) {
-            if (length != 0) std::memcpy(dst, data + offset, length);  // an empty array's dst may be null
-        },
-        plan, fold_bn, eps, threads);
-}
-
-DarknetResult read_darknet_file(const InputFile& file, const std::string& path,
-                                const std::vector<DarknetLayerPlan>& plan, bool fold_bn, double eps, unsigned threads) {
-    try {
-        return read_darknet(
-            file.size(), [&file](std::uint64_t offset, void* dst, std::size_t length) { file.read(offset, dst, length); },
-            plan, fold_bn, eps, threads);
-    } catch (const FormatError& e) {
-        throw FormatError(path + ": " + e.what());
-    }
 }
 
 }  // namespace pyloader

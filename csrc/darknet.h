@@ -3,13 +3,12 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "arena.h"
-#include "input_file.h"
+#include "byte_source.h"
 
 namespace pyloader {
 
@@ -46,24 +45,14 @@ struct DarknetResult {
 
 DarknetHeader parse_darknet_header(const std::byte* data, std::size_t size);
 
-// Where the reader's bytes come from: copy the `length` bytes at `offset` into `dst` (a FormatError when it
-// cannot). Only ranges inside the `size` given to read_darknet are asked for.
-using ReadAt = std::function<void(std::uint64_t offset, void* dst, std::size_t length)>;
-
-// Validates the whole file (`size` bytes) against the plan before reading any tensor, then reads and transforms
-// in parallel, each piece copied once from `read_at` into a small per-thread buffer and transformed from there.
-// Convolutional kernels come out HWIO (kh, kw, channels_per_group, filters). With fold_bn, batch-normalized
-// layers give the folded kernel and bias; otherwise kernel, bias (conv bias or BN beta) and, with BN,
-// gamma, beta, moving_mean, moving_variance. Every array lies in the result's arena.
-DarknetResult read_darknet(std::uint64_t size, const ReadAt& read_at, const std::vector<DarknetLayerPlan>& plan,
-                           bool fold_bn, double eps, unsigned threads);
-
-// The same over bytes in memory.
-DarknetResult read_darknet(const std::byte* data, std::size_t size, const std::vector<DarknetLayerPlan>& plan,
-                           bool fold_bn, double eps, unsigned threads);
-
-// read_darknet over an open file (pread); messages start with `path`.
-DarknetResult read_darknet_file(const InputFile& file, const std::string& path,
-                                const std::vector<DarknetLayerPlan>& plan, bool fold_bn, double eps, unsigned threads);
+// Validates the whole source (a file read with pread, or bytes in memory) against the plan before reading any
+// tensor, then reads and transforms in parallel over up to `threads` threads (0: one per core): each piece of
+// about 1 MiB of kernel rows is copied once from `src` into a per-thread buffer and written transposed from
+// there into the arena, one pass over the output. Convolutional kernels come out HWIO (kh, kw,
+// channels_per_group, filters). With fold_bn, batch-normalized layers give the folded kernel and bias;
+// otherwise kernel, bias (conv bias or BN beta) and, with BN, gamma, beta, moving_mean, moving_variance. Every
+// array lies in the result's arena.
+DarknetResult read_darknet(const ByteSource& src, const std::vector<DarknetLayerPlan>& plan, bool fold_bn,
+                           double eps, unsigned threads);
 
 }  // namespace pyloader

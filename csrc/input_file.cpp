@@ -12,25 +12,15 @@
 
 namespace pyloader {
 
-namespace {
-
-void check_inside(std::uint64_t offset, std::uint64_t length, std::uint64_t size) {
-    if (!range_inside(offset, length, size))
-        throw FormatError("read of bytes " + std::to_string(offset) + "+" + std::to_string(length) + " past its " +
-                          std::to_string(size) + " bytes");
-}
-
-}  // namespace
-
 void InputFile::read(std::uint64_t offset, void* dst, std::size_t length) const {
-    check_inside(offset, length, size_);
+    check_read_inside(offset, length, size_);
     auto* out = static_cast<char*>(dst);
     while (length > 0) {
         const std::size_t want = std::min<std::size_t>(length, std::size_t(1) << 30);
         const ssize_t got = ::pread(fd_, out, want, off_t(offset));
         if (got < 0) {
             if (errno == EINTR) continue;
-            throw FormatError(std::string("cannot read: ") + + std::strerror(errno));
+            throw FormatError(std::string("cannot read: ") + std::strerror(errno));
         }
         if (got == 0)
             throw FormatError("changed while reading (it ends at byte " + std::to_string(offset) + ", it had " +
@@ -57,7 +47,7 @@ void InputFile::read_ranges(const std::vector<std::pair<std::uint64_t, std::uint
     constexpr std::uint64_t piece = std::uint64_t(4) << 20;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> pieces;  // (offset, length), at most `piece` bytes each
     for (const auto& [offset, length] : ranges) {
-        check_inside(offset, length, size_);
+        check_read_inside(offset, length, size_);
         for (std::uint64_t at = 0; at < length; at += piece)
             pieces.emplace_back(offset + at, std::min(piece, length - at));
     }
@@ -84,15 +74,7 @@ void FileImage::clear_rest() {
     std::sort(read_.begin(), read_.end());
     std::uint64_t from = 0;  // the first byte not known to be read
     auto clear = [&](std::uint64_t to) {  // [from, to): zeros
-        if (to <= from) return;
-        std::byte* p = arena_.at(std::size_t(from));
-        const std::size_t n = std::size_t(to - from);
-        discard_pages(p, n);  // the whole pages inside read back as zeros; the partial ones at either end:
-        const std::uintptr_t page = std::uintptr_t(::sysconf(_SC_PAGESIZE));
-        const std::size_t head = std::min<std::size_t>(n, (page - std::uintptr_t(p) % page) % page);
-        std::memset(p, 0, head);
-        const std::size_t tail = std::min<std::size_t>(n - head, std::uintptr_t(p + n) % page);
-        std::memset(p + n - tail, 0, tail);
+        if (to > from) zero_pages(arena_.at(std::size_t(from)), std::size_t(to - from));
     };
     for (const auto& [offset, length] : read_) {
         clear(offset);

@@ -17,6 +17,14 @@ float half_to_float(std::uint16_t h);
 void oihw_to_hwio(const void* in, DType in_type, float* out, std::size_t O, std::size_t I, std::size_t H,
                   std::size_t W, const float* scale, std::size_t o_begin, std::size_t o_end);
 
+// How many output channels (a multiple of 16, at least 16) one unit of parallel work of oihw_to_hwio takes when
+// each channel's input row has `row_bytes` bytes: about 1 MiB of input, which stays in a core's cache while it
+// is transposed; the output rows are written in runs of that many channels.
+inline std::uint64_t kernel_chunk_rows(std::uint64_t row_bytes) {
+    const std::uint64_t rows = (std::uint64_t(1) << 20) / (row_bytes ? row_bytes : 1);
+    return rows < 16 ? 16 : rows / 16 * 16;
+}
+
 // Batch-norm folding for channels [o_begin, o_end):
 // scale[o] = gamma[o] / sqrt(var[o] + eps); bias[o] = beta[o] + (conv_bias ? conv_bias[o] : 0) * scale[o]
 //            - mean[o] * scale[o].

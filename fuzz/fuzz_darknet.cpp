@@ -33,7 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     } catch (const pyloader::FormatError&) {
     }
     try {
-        pyloader::read_darknet(p, size - at, plan, data[0] & 0x80, 1e-5, 1);
+        pyloader::read_darknet(pyloader::MemorySource(p, size - at), plan, data[0] & 0x80, 1e-5, 1);
     } catch (const pyloader::FormatError&) {
     }
     return 0;

@@ -15,6 +15,9 @@ from pyloader import FormatError, _core
         (128, 4, 3, 3),  # grouped (32 groups of 4 input channels)
         (7, 3, 5, 2),  # non-square kernel, tiny O
         (1, 1, 1, 1),
+        (300, 1024, 1, 1),  # several ~1 MiB work items over two threads, O % 16 != 0
+        (48, 7, 1, 3),  # input positions not a multiple of 4 (the 4x4 blocks' scalar edge)
+        (16, 2, 0, 3),  # empty
     ],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
@@ -34,6 +37,31 @@ def test_oihw_to_hwio_matches_numpy(shape, dtype, with_scale):
 def test_oihw_to_hwio_non_contiguous_input():
     k = np.random.default_rng(1).normal(size=(8, 6, 3, 3)).astype(np.float32)[:, ::2]
     np.testing.assert_array_equal(_core.oihw_to_hwio(k), k.transpose(2, 3, 1, 0))
+
+
+def test_oihw_to_hwio_widens_every_half_exactly():
+    """Every float16 bit pattern (zeros, subnormals, infinities, NaN payloads) widens as numpy widens it, through
+    the 4x4 blocks and the scalar edge alike."""
+    h = np.arange(65536, dtype=np.uint16).view(np.float16)
+    k = np.stack([np.roll(h, s) for s in range(5)]).reshape(5, 1, 1, 65536)
+    got = _core.oihw_to_hwio(k)
+    assert np.array_equal(got.view(np.uint32), k.astype(np.float32).transpose(2, 3, 1, 0).view(np.uint32))
+
+
+def test_oihw_to_hwio_outputs_stay_independent():
+    """Outputs come from the arena pool (freed ones are reused): an array still alive is never handed out
+    again, and one written into reused memory holds only its own values."""
+    rng = np.random.default_rng(3)
+    a, b = (rng.normal(size=(64, 32, 3, 3)).astype(np.float32) for _ in range(2))
+    first = _core.oihw_to_hwio(a)
+    second = _core.oihw_to_hwio(b)
+    assert not np.shares_memory(first, second)
+    np.testing.assert_array_equal(first, a.transpose(2, 3, 1, 0))
+    del second
+    third = _core.oihw_to_hwio(a)
+    third[...] = 0  # writable, and its own
+    np.testing.assert_array_equal(first, a.transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(_core.oihw_to_hwio(b), b.transpose(2, 3, 1, 0))
 
 
 def test_fold_batchnorm_matches_numpy():

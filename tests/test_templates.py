@@ -192,6 +192,7 @@ def test_reads_reuse_a_freed_arena(sources):
     if "darknet" not in sources:
         pytest.skip("no ../shared/cfg")
     (a, b), kw = sources["darknet"]
+    _core.arena_pool_clear()  # the pool keeps several freed arenas: only second's, below
     first = pyloader.read(a, kw["cfg"])
     keep = {k: v.copy() for k, v in first.items()}
     second = pyloader.read(b, kw["cfg"])  # first is alive: a fresh arena

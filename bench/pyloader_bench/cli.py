@@ -17,7 +17,7 @@ from .models import param_bytes, prepare_default
 from .report import write_results
 from .sections.backends import bench_backends
 from .sections.bulk import BULK_FORMATS, bench_bulk
-from .sections.darknet import bench_model, bench_weights
+from .sections.darknet import bench_model, bench_weights, bench_weights_pt
 from .sections.load import bench_load
 from .sections.pickle_stage import bench_pickle
 from .sections.pt import ULTRALYTICS_YAMLS, bench_pt, bench_ultralytics
@@ -71,6 +71,8 @@ def main(argv=None) -> int:
         if "weights" in sections:
             for name, m in darknet.items():
                 res["weights"][name] = bench_weights(name, m, repeat, cold, tmp)
+            if not args.small and not args.files:
+                res["weights_pt"] = bench_weights_pt(repeat, tmp)
         if "model" in sections:
             for name, m in darknet.items():
                 res["model"][name] = bench_model(name, m, repeat, tmp, breakdown=not args.small)

@@ -8,6 +8,7 @@ import time
 
 from . import worker_runs
 from .probes import evict, peak_bytes, reset_peak, status_bytes
+from .sections.darknet import side_by_side
 from .worker_ops import prepare
 
 
@@ -54,7 +55,7 @@ def _times(op, cleanup, repeat: int, before=None) -> list:
 # the workers that time their own runs, by method; every other method is one operation for `timed`
 RUNS = {"backend_load": worker_runs.backend_load, "bulk_format": worker_runs.bulk_format,
         "bulk_convert": worker_runs.bulk, "bulk_separate": worker_runs.bulk, "breakdown": worker_runs.breakdown,
-        "load_repeated": worker_runs.load_repeated}
+        "load_repeated": worker_runs.load_repeated, "side_by_side": side_by_side}
 
 
 def main(spec_json: str) -> None:

@@ -219,9 +219,13 @@ def read_cfg(path) -> list:
             data = f.read()
     except OSError as e:
         raise FormatError(f"{path}: cannot read cfg: {e.strerror or e}") from None
+    return parse_cfg_bytes(data, path)
+
+
+def parse_cfg_bytes(data: bytes, path) -> list:
     # darknet reads bytes: a byte that is not UTF-8 (a Latin-1 comment) is no error; shown escaped in messages
     text = data.decode("utf-8", errors="backslashreplace")
-    return parse_cfg_text(text.removeprefix("\ufeff"), path)
+    return parse_cfg_text(text.removeprefix("\ufeff"), fs_str(path))
 
 
 def build_network(sections: list, input_size=None) -> Network:
