@@ -85,4 +85,4 @@ def test_bench_small(tmp_path):
         assert len(f["per_checkpoint_s"]) == 2 and _positive(f["after_first_over_floor"]), f
 
     names = [t["target"] for t in res["targets"]]
-    assert len(names) == 11 + len(formats) and all(t["met"] in (True, False, None) for t in res["targets"])  # 9 + 2 pickle + bulk formats
+    assert len(names) == 11 + 2 * len(formats) and all(t["met"] in (True, False, None) for t in res["targets"])  # 9 + 2 pickle + 2 per bulk format (time, peak)
