@@ -41,7 +41,7 @@ from .yolov10 import check_c2fcib, cib, row as v10_row
 from .rtdetr import RTDETR_ABSORBS_N, RTDETR_ROWS, level_strides
 from .world import ROWS as _WORLD_ROWS, TEXT_MODELS, class_embeddings
 
-__all__ = ["read_plan", "UltralyticsPlan"]
+__all__ = ["read_plan", "UltralyticsPlan", "YAML_MODULES", "MODEL_CLASSES"]
 
 ROWS = {**_BACKBONE_ROWS, **_RESNET_ROWS, **RTDETR_ROWS, **_WORLD_ROWS}  # yaml module -> (kind, row reader)
 
@@ -71,6 +71,8 @@ _TASKS = {"DetectionModel": ("detect", "Detect"), "ClassificationModel": ("class
           "SemanticSegmentationModel": ("semantic", "SemanticSegment"), "DepthModel": ("depth", "Depth"),
           "RTDETRDetectionModel": ("detect", "RTDETRDecoder"), "WorldModel": ("detect", "WorldDetect"),
           "YOLOEModel": ("detect", "YOLOEDetect"), "YOLOESegModel": ("segment", "YOLOESegment")}
+
+MODEL_CLASSES = frozenset(_TASKS)  # the ultralytics.nn.tasks model classes read
 
 
 class _Reader:
@@ -229,6 +231,7 @@ _KINDS = {"Conv": "Conv", "DWConv": "Conv", "C2f": "C2f", "C3k2": "C3k2", "C2": 
           "C2PSA": "C2PSA", "Concat": "Concat", "nn.Upsample": "Upsample", "Upsample": "Upsample", "Detect": "Detect",
           "Classify": "Classify", "v10Detect": "Detect", "C2fCIB": "C2fCIB", "SCDown": "SCDown", "PSA": "PSA",
           **{k: k for k in TASK_HEADS + DENSE_HEADS}}
+YAML_MODULES = frozenset(_KINDS) | frozenset(ROWS)  # every yaml row module the reader reads
 _ABSORBS_N = {"C2f", "C3k2", "C2", "C3", "C2PSA", "C2fCIB", "C2fAttn"} | ABSORBS_N | RTDETR_ABSORBS_N  # n is their inner block count, not a Sequential of repeats
 
 
