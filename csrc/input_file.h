@@ -51,6 +51,10 @@ public:
     void read(const InputFile& file, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges,
               unsigned threads);
     void clear_rest();
+    // Whether the file's bytes of every range equal the image's (read in pieces over up to `threads` threads into
+    // buffers of their own, compared as they come; the image is not written).
+    bool matches(const InputFile& file, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges,
+                 unsigned threads) const;
 
 private:
     Arena arena_;
