@@ -902,8 +902,11 @@ PYBIND11_MODULE(_core, m) {
             std::unique_ptr<FileImage> image;
             reading(path, [&] {
                 const InputFile file(fd, size);
-                idx = index_torch_zip(file);
                 image = std::make_unique<FileImage>(size);
+                idx = index_torch_zip(FileImage::Keeping(*image, file));  // the directory's bytes kept in the image
+                std::vector<std::pair<std::uint64_t, std::uint64_t>> storages;  // not kept: read if used
+                for (const auto& [key, r] : idx.records) storages.push_back(r);
+                image->forget(storages);
                 image->read(file, {{idx.pickle_offset, idx.pickle_size}}, 1);
             });
             const std::byte* p = image->data();
@@ -913,7 +916,8 @@ PYBIND11_MODULE(_core, m) {
         py::arg("fd"), py::arg("size"), py::arg("path"),
         "Open a PyTorch zip checkpoint, open as `fd` with `size` bytes (`path` for messages), reading only its\n"
         "directory (end record, central directory, local headers) and its pickle. Returns (image, index): image, a\n"
-        "read-only uint8 array of `size` bytes standing for the file, holds the pickle's bytes at their offsets\n"
+        "read-only uint8 array of `size` bytes standing for the file, holds the pickle's bytes and the directory's\n"
+        "bytes that were read (no storage's) at their offsets\n"
         "(what else it holds is undefined until read_into_image); index as torch_zip_index gives it.");
 
     m.def(
@@ -925,11 +929,14 @@ PYBIND11_MODULE(_core, m) {
                 file_image->read(InputFile(fd, size), ranges, threads);
                 file_image->clear_rest();
             });
+            return file_image->kept();
         },
         py::arg("fd"), py::arg("size"), py::arg("path"), py::arg("image"), py::arg("ranges"), py::arg("threads") = 0,
         "Read the bytes [offset, offset + length) of each (offset, length) range of the file (open as `fd`, `size`\n"
         "bytes; pread over up to `threads` threads) into the torch_zip_open image at the same offsets; every byte\n"
-        "of the image read neither here nor by torch_zip_open is zero afterwards.");
+        "of the image read neither here nor by torch_zip_open is zero afterwards. Returns the (offset, length)\n"
+        "ranges the image holds as read, sorted and merged: these, torch_zip_open's (the directory's bytes it\n"
+        "read, the pickle) but no storage's bytes that were not asked for.");
 
     m.def(
         "image_matches",

@@ -110,4 +110,37 @@ bool FileImage::matches(const InputFile& file, const std::vector<std::pair<std::
     return same.load();
 }
 
+std::vector<std::pair<std::uint64_t, std::uint64_t>> FileImage::kept() const {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> spans(read_), out;  // (offset, end), then (offset, length)
+    for (auto& [offset, length] : spans) length += offset;
+    std::sort(spans.begin(), spans.end());
+    for (const auto& [lo, hi] : spans) {
+        if (!out.empty() && lo <= out.back().second) out.back().second = std::max(out.back().second, hi);
+        else if (hi > lo) out.emplace_back(lo, hi);
+    }
+    for (auto& [lo, hi] : out) hi -= lo;
+    return out;
+}
+
+void FileImage::forget(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& holes) {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> cuts;  // (offset, end), sorted
+    for (const auto& [offset, length] : holes)
+        if (length && range_inside(offset, length, size_)) cuts.emplace_back(offset, offset + length);
+    std::sort(cuts.begin(), cuts.end());
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+    std::size_t k = 0;
+    for (auto [lo, length] : kept()) {  // sorted by offset: the cuts ending before it stay behind
+        const std::uint64_t hi = lo + length;
+        while (k < cuts.size() && cuts[k].second <= lo) ++k;
+        for (std::size_t j = k; j < cuts.size() && cuts[j].first < hi && lo < hi; ++j) {
+            if (cuts[j].first > lo) out.emplace_back(lo, cuts[j].first - lo);
+            const std::uint64_t from = std::max(lo, cuts[j].first), to = std::min(hi, cuts[j].second);
+            if (to > from) std::memset(arena_.at(std::size_t(from)), 0, std::size_t(to - from));  // as never read
+            lo = std::max(lo, cuts[j].second);
+        }
+        if (lo < hi) out.emplace_back(lo, hi - lo);
+    }
+    read_ = std::move(out);
+}
+
 }  // namespace pyloader

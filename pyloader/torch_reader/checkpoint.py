@@ -84,39 +84,22 @@ def _load_zip(path: str, fd: int, size: int, used) -> _Zip:
     image, index = _core.torch_zip_open(fd, size, fs_bytes(path))
     prefix = index["prefix"]
     records = index["records"]
+    order = []  # the byte order entry's range: compared by cached() too
     for name, method, n, offset in index["entries"]:
         if name == f"{prefix}/byteorder" and method == 0:
-            order = os.pread(fd, min(n, 64), offset)
-            if n > 64 or order.strip() != b"little":
-                raise FormatError(f"{path}: zip entry '{name}': byte order {short_repr(order[:16])}, "
+            value = os.pread(fd, min(n, 64), offset)
+            if n > 64 or value.strip() != b"little":
+                raise FormatError(f"{path}: zip entry '{name}': byte order {short_repr(value[:16])}, "
                                   "expected b'little'")
+            order.append((offset, n))
     pkl_offset, pkl_size = index["pickle"]
     storages = ZipStorages(path, image, prefix, records)
     obj, _ = load_pickle(image, start=pkl_offset, end=pkl_offset + pkl_size, persistent_load=storages,
                          where=storages.where)
     ranges = _core.viewed_ranges(obj if used is None else used(obj), image, _FOLLOW)
-    compared = _without([(0, size)], _without(records.values(), ranges))  # all but the storages not used
-    _core.read_into_image(fd, size, fs_bytes(path), image, compared)  # the last read: unchanged_file checks after it
+    # the last read (unchanged_file checks after it); what the image then holds is what the content was made of
+    compared = _core.read_into_image(fd, size, fs_bytes(path), image, sorted(ranges + order))
     return _Zip(obj, image, compared)
-
-
-def _without(ranges, holes) -> list:
-    """The (offset, length) ranges with the bytes of the (offset, length) holes taken out, sorted (one sweep)."""
-    cuts = sorted((o, o + n) for o, n in holes if n)
-    out, k = [], 0
-    for lo, n in sorted(ranges):
-        hi = lo + n
-        while k < len(cuts) and cuts[k][1] <= lo:
-            k += 1
-        j = k
-        while j < len(cuts) and cuts[j][0] < hi and lo < hi:
-            if cuts[j][0] > lo:
-                out.append((lo, cuts[j][0] - lo))
-            lo = max(lo, cuts[j][1])
-            j += 1
-        if lo < hi:
-            out.append((lo, hi - lo))
-    return out
 
 
 _CACHE: OrderedDict = OrderedDict()  # path -> _Zip, the most recently used last
