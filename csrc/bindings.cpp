@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -115,6 +116,19 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> viewed_ranges(const py::han
 
 // The capsule that owns a FileImage (torch_zip_open) and that read_into_image recognises.
 constexpr const char* kImageCapsule = "pyloader.file_image";
+
+// The FileImage behind an image array made by torch_zip_open (the whole of it), for a file of `size` bytes.
+FileImage* file_image_of(const py::array& image, std::uint64_t size) {
+    const py::object base = image.base();
+    const char* name = py::isinstance<py::capsule>(base) ? py::reinterpret_borrow<py::capsule>(base).name() : nullptr;
+    if (name == nullptr || std::strcmp(name, kImageCapsule) != 0)
+        throw std::invalid_argument("`image` must be an image made by torch_zip_open");
+    auto* file_image = py::reinterpret_borrow<py::capsule>(base).get_pointer<FileImage>();
+    if (image.ndim() != 1 || std::uint64_t(image.shape(0)) != file_image->size() ||
+        (size && image.data() != file_image->data()))
+        throw std::invalid_argument("`image` is not the whole image");
+    return file_image;
+}
 
 py::dict index_dict(const TorchZipIndex& idx) {
     py::dict records;
@@ -799,26 +813,72 @@ PYBIND11_MODULE(_core, m) {
         "Transpose an OIHW float32/float16 kernel to HWIO float32, scaling output channel o by scale[o].");
 
     m.def(
-        "fold_batchnorm",
-        [](const py::array& gamma, const py::array& beta, const py::array& mean, const py::array& var, double eps,
-           py::object conv_bias) {
-            const DType t = dtype_of(gamma);
-            const std::size_t n = std::size_t(gamma.size());
-            std::vector<py::array> parts = {gamma, beta, mean, var};
-            if (!conv_bias.is_none()) parts.push_back(conv_bias.cast<py::array>());
-            for (auto& p : parts) {
-                if (dtype_of(p) != t || std::size_t(p.size()) != n || p.ndim() != 1)
-                    throw FormatError("fold_batchnorm: all inputs must be 1-d arrays of one dtype and length");
-                p = py::array::ensure(p, py::array::c_style);
+        "convs_to_hwio",
+        [](const py::list& jobs, unsigned threads) {
+            std::vector<ConvJob> plan(jobs.size());
+            std::vector<py::array> held;  // the inputs, C-contiguous, alive until the transforms end
+            std::vector<std::pair<std::size_t, std::size_t>> at(jobs.size());  // (kernel, bias) arena offsets
+            auto arena = std::make_unique<Arena>();
+            auto input = [&](py::handle h) {
+                held.push_back(py::array::ensure(h.cast<py::array>(), py::array::c_style));
+                return held.back();
+            };
+            for (std::size_t k = 0; k < plan.size(); ++k) {
+                const auto job = jobs[k].cast<py::tuple>();
+                if (job.size() != 3) throw FormatError("convs_to_hwio: a job is (kernel, norm or None, bias or None)");
+                ConvJob& j = plan[k];
+                const py::array kernel = input(job[0]);
+                if (kernel.ndim() != 4) throw FormatError("convs_to_hwio: expected a 4-d kernel");
+                j.kernel_type = dtype_of(kernel);
+                j.kernel = kernel.data();
+                j.O = std::size_t(kernel.shape(0)), j.I = std::size_t(kernel.shape(1));
+                j.H = std::size_t(kernel.shape(2)), j.W = std::size_t(kernel.shape(3));
+                std::vector<py::array> params;  // gamma, beta, mean, var, then the conv bias
+                if (!job[1].is_none()) {
+                    const auto norm = job[1].cast<py::tuple>();
+                    if (norm.size() != 5) throw FormatError("convs_to_hwio: a norm is (gamma, beta, mean, var, eps)");
+                    for (std::size_t p = 0; p < 4; ++p) params.push_back(input(norm[p]));
+                    j.eps = norm[4].cast<double>();
+                }
+                if (!job[2].is_none()) params.push_back(input(job[2]));
+                for (const auto& p : params)
+                    if (dtype_of(p) != dtype_of(params[0]) || p.ndim() != 1 || std::size_t(p.size()) != j.O)
+                        throw FormatError("convs_to_hwio: the norm and bias must be 1-d arrays of one dtype and of "
+                                          "one element per output channel");
+                if (!params.empty()) j.param_type = dtype_of(params[0]);
+                if (!job[1].is_none()) {
+                    j.gamma = params[0].data(), j.beta = params[1].data(), j.mean = params[2].data();
+                    j.var = params[3].data();
+                }
+                if (!job[2].is_none()) j.conv_bias = params.back().data();
+                const std::uint64_t n = checked_mul(checked_mul(checked_mul(j.O, j.I, "kernel"), j.H, "kernel"), j.W,
+                                                    "kernel");
+                at[k].first = arena->reserve(checked_mul(n, sizeof(float), "kernel bytes"));
+                at[k].second = params.empty() ? SIZE_MAX : arena->reserve(checked_mul(j.O, sizeof(float), "bias"));
             }
-            py::array_t<float> scale(n), bias(n);
-            fold_batchnorm(t, parts[0].data(), parts[1].data(), parts[2].data(), parts[3].data(),
-                           parts.size() > 4 ? parts[4].data() : nullptr, eps, scale.mutable_data(),
-                           bias.mutable_data(), 0, n);
-            return py::make_tuple(scale, bias);
+            // All outputs in one arena (from the arena pool: repeated reads write into warm pages), one owner.
+            arena->allocate();
+            py::list out;
+            const py::capsule base = make_owner(std::move(arena));
+            const auto* owner = static_cast<const Arena*>(base.get_pointer());
+            for (std::size_t k = 0; k < plan.size(); ++k) {
+                ConvJob& j = plan[k];
+                j.out_kernel = reinterpret_cast<float*>(owner->at(at[k].first));
+                j.out_bias = at[k].second == SIZE_MAX ? nullptr : reinterpret_cast<float*>(owner->at(at[k].second));
+                py::object bias = j.out_bias ? py::object(float_view(j.out_bias, {j.O}, base)) : py::none();
+                out.append(py::make_tuple(float_view(j.out_kernel, {j.H, j.W, j.I, j.O}, base), bias));
+            }
+            {
+                py::gil_scoped_release release;
+                convs_to_hwio(plan, threads);
+            }
+            return out;
         },
-        py::arg("gamma"), py::arg("beta"), py::arg("mean"), py::arg("var"), py::arg("eps"),
-        py::arg("conv_bias") = py::none(), "Batch-norm folding: returns (scale, bias) as float32.");
+        py::arg("jobs"), py::arg("threads") = 0,
+        "Convolutions to Keras layout in one pass: jobs [(OIHW kernel, (gamma, beta, mean, var, eps) or None,\n"
+        "conv bias or None)], float32 or float16 (the norm's arrays and the bias of one dtype). Returns\n"
+        "[(HWIO float32 kernel scaled by gamma / sqrt(var + eps), float32 bias or None)]: the bias folded\n"
+        "(beta + (conv bias - mean) * scale) with a norm, the conv bias widened without one; all in one arena.");
 
     // ---- PyTorch zip ----
     // The file's bytes are handed to Python as a read-only uint8 array whose base owns them, so numpy views of
@@ -842,8 +902,11 @@ PYBIND11_MODULE(_core, m) {
             std::unique_ptr<FileImage> image;
             reading(path, [&] {
                 const InputFile file(fd, size);
-                idx = index_torch_zip(file);
                 image = std::make_unique<FileImage>(size);
+                idx = index_torch_zip(FileImage::Keeping(*image, file));  // the directory's bytes kept in the image
+                std::vector<std::pair<std::uint64_t, std::uint64_t>> storages;  // not kept: read if used
+                for (const auto& [key, r] : idx.records) storages.push_back(r);
+                image->forget(storages);
                 image->read(file, {{idx.pickle_offset, idx.pickle_size}}, 1);
             });
             const std::byte* p = image->data();
@@ -853,31 +916,41 @@ PYBIND11_MODULE(_core, m) {
         py::arg("fd"), py::arg("size"), py::arg("path"),
         "Open a PyTorch zip checkpoint, open as `fd` with `size` bytes (`path` for messages), reading only its\n"
         "directory (end record, central directory, local headers) and its pickle. Returns (image, index): image, a\n"
-        "read-only uint8 array of `size` bytes standing for the file, holds the pickle's bytes at their offsets\n"
+        "read-only uint8 array of `size` bytes standing for the file, holds the pickle's bytes and the directory's\n"
+        "bytes that were read (no storage's) at their offsets\n"
         "(what else it holds is undefined until read_into_image); index as torch_zip_index gives it.");
 
     m.def(
         "read_into_image",
         [](int fd, std::uint64_t size, const std::string& path, const py::array& image,
            const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges, unsigned threads) {
-            const py::object base = image.base();
-            const char* name = py::isinstance<py::capsule>(base) ? py::reinterpret_borrow<py::capsule>(base).name()
-                                                                  : nullptr;
-            if (name == nullptr || std::strcmp(name, kImageCapsule) != 0)
-                throw std::invalid_argument("read_into_image: `image` must be an image made by torch_zip_open");
-            auto* file_image = py::reinterpret_borrow<py::capsule>(base).get_pointer<FileImage>();
-            if (image.ndim() != 1 || std::uint64_t(image.shape(0)) != file_image->size() ||
-                (size && image.data() != file_image->data()))
-                throw std::invalid_argument("read_into_image: `image` is not the whole image");
+            FileImage* file_image = file_image_of(image, size);
             reading(path, [&] {
                 file_image->read(InputFile(fd, size), ranges, threads);
                 file_image->clear_rest();
             });
+            return file_image->kept();
         },
         py::arg("fd"), py::arg("size"), py::arg("path"), py::arg("image"), py::arg("ranges"), py::arg("threads") = 0,
         "Read the bytes [offset, offset + length) of each (offset, length) range of the file (open as `fd`, `size`\n"
         "bytes; pread over up to `threads` threads) into the torch_zip_open image at the same offsets; every byte\n"
-        "of the image read neither here nor by torch_zip_open is zero afterwards.");
+        "of the image read neither here nor by torch_zip_open is zero afterwards. Returns the (offset, length)\n"
+        "ranges the image holds as read, sorted and merged: these, torch_zip_open's (the directory's bytes it\n"
+        "read, the pickle) but no storage's bytes that were not asked for.");
+
+    m.def(
+        "image_matches",
+        [](int fd, std::uint64_t size, const std::string& path, const py::array& image,
+           const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges, unsigned threads) {
+            const FileImage* file_image = file_image_of(image, size);
+            bool same = false;
+            reading(path, [&] { same = file_image->matches(InputFile(fd, size), ranges, threads); });
+            return same;
+        },
+        py::arg("fd"), py::arg("size"), py::arg("path"), py::arg("image"), py::arg("ranges"), py::arg("threads") = 0,
+        "Whether the file's bytes [offset, offset + length) of each (offset, length) range (open as `fd`, `size`\n"
+        "bytes; pread over up to `threads` threads) equal the torch_zip_open image's at the same offsets; the image\n"
+        "is not written.");
 
     m.def("viewed_ranges", &viewed_ranges, py::arg("root"), py::arg("image"), py::arg("follow"),
           "[(offset, length)] of `image` (a 1-d byte array) that the arrays reachable from `root` view, sorted and\n"

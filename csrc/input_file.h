@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -51,6 +52,29 @@ public:
     void read(const InputFile& file, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges,
               unsigned threads);
     void clear_rest();
+    // The bytes read so far less the holes' ((offset, length) each): those are made zero again, as never read.
+    void forget(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& holes);
+    // The (offset, length) ranges read and kept, sorted and merged.
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> kept() const;
+    // A ByteSource over `file` that keeps in this image every byte read through it (the zip directory's reads).
+    class Keeping final : public ByteSource {
+    public:
+        Keeping(FileImage& image, const InputFile& file) : image_(image), file_(file) {}
+        std::uint64_t size() const override { return file_.size(); }
+        void read(std::uint64_t offset, void* dst, std::size_t length) const override {
+            file_.read(offset, image_.arena_.at(std::size_t(offset)), length);
+            std::memcpy(dst, image_.arena_.at(std::size_t(offset)), length);
+            image_.read_.emplace_back(offset, length);
+        }
+
+    private:
+        FileImage& image_;
+        const InputFile& file_;
+    };
+    // Whether the file's bytes of every range equal the image's (read in pieces over up to `threads` threads into
+    // buffers of their own, compared as they come; the image is not written).
+    bool matches(const InputFile& file, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges,
+                 unsigned threads) const;
 
 private:
     Arena arena_;

@@ -1,7 +1,10 @@
 #include "transform.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+
+#include "parallel.h"
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -204,6 +207,38 @@ void to_float(const void* in, DType in_type, float* out, std::size_t n) {
         const auto* p = static_cast<const std::uint16_t*>(in);
         for (std::size_t i = 0; i < n; ++i) out[i] = load(p, i);
     }
+}
+
+void convs_to_hwio(const std::vector<ConvJob>& jobs, unsigned threads) {
+    struct Item {
+        std::size_t job, o_begin, o_end;
+    };
+    std::vector<Item> items;
+    std::vector<std::size_t> scale_at(jobs.size());  // each normed job's O scales in `scales`
+    std::size_t n_scales = 0;
+    for (std::size_t k = 0; k < jobs.size(); ++k) {
+        const ConvJob& j = jobs[k];
+        if (j.gamma) scale_at[k] = n_scales, n_scales += j.O;
+        const std::size_t step =
+            std::size_t(kernel_chunk_rows(j.I * j.H * j.W * (j.kernel_type == DType::F16 ? 2 : 4)));
+        for (std::size_t o = 0; o < j.O; o += step) items.push_back({k, o, std::min(j.O, o + step)});
+    }
+    std::vector<float> scales(n_scales);
+    parallel_for(items.size(), threads, [&](std::size_t n) {
+        const Item& it = items[n];
+        const ConvJob& j = jobs[it.job];
+        float* scale = nullptr;
+        if (j.gamma) {
+            scale = scales.data() + scale_at[it.job];
+            fold_batchnorm(j.param_type, j.gamma, j.beta, j.mean, j.var, j.conv_bias, j.eps, scale, j.out_bias,
+                           it.o_begin, it.o_end);
+        } else if (j.conv_bias) {
+            const std::size_t size = j.param_type == DType::F16 ? 2 : 4;
+            to_float(static_cast<const unsigned char*>(j.conv_bias) + it.o_begin * size, j.param_type,
+                     j.out_bias + it.o_begin, it.o_end - it.o_begin);
+        }
+        oihw_to_hwio(j.kernel, j.kernel_type, j.out_kernel, j.O, j.I, j.H, j.W, scale, it.o_begin, it.o_end);
+    });
 }
 
 }  // namespace pyloader

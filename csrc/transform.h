@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace pyloader {
 
@@ -35,5 +36,24 @@ void fold_batchnorm(DType in_type, const void* gamma, const void* beta, const vo
 
 // Widen (or copy) `n` elements to float32.
 void to_float(const void* in, DType in_type, float* out, std::size_t n);
+
+// One convolution of a checkpoint: its OIHW kernel, the batch norm folded into it (gamma null: none) and its own
+// bias (null: none); written: the HWIO kernel, scaled by the norm, and the bias (folded, or the conv's widened)
+// when there is a norm or a conv bias. The norm's four arrays and the conv bias are `param_type`, O elements each.
+struct ConvJob {
+    const void* kernel = nullptr;
+    DType kernel_type = DType::F32;
+    std::size_t O = 0, I = 0, H = 0, W = 0;
+    DType param_type = DType::F32;
+    const void *gamma = nullptr, *beta = nullptr, *mean = nullptr, *var = nullptr, *conv_bias = nullptr;
+    double eps = 0;
+    float* out_kernel = nullptr;  // H*W*I*O floats
+    float* out_bias = nullptr;    // O floats; null only when there is neither norm nor conv bias
+};
+
+// Every job of a checkpoint in one pass over up to `threads` threads (0: one per core): the work is the jobs' runs
+// of output channels (kernel_chunk_rows), each folded, widened and transposed by whichever thread takes it, so a
+// checkpoint's hundreds of small kernels cost one thread start, not one each.
+void convs_to_hwio(const std::vector<ConvJob>& jobs, unsigned threads);
 
 }  // namespace pyloader

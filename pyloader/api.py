@@ -6,9 +6,9 @@ checkpoint -> family plan -> arrays (read) or build + fill (load, pyloader.assem
 
 from __future__ import annotations
 
-from .boundary import reads_file
+from .boundary import fs_str, reads_file
 from .family import Options
-from .registry import open_checkpoint
+from .registry import container_of, open_checkpoint
 
 
 @reads_file("weights")
@@ -22,7 +22,7 @@ def read(weights, cfg=None, *, fold_bn: bool = True) -> dict:
     With fold_bn, batch norm is folded into each convolution's kernel and bias.
     """
     options = Options(fold_bn=fold_bn)
-    family, plan = open_checkpoint(weights, cfg, options)
+    family, plan = _opened(weights, cfg, options)
     return family.arrays(plan, fold_bn)
 
 
@@ -41,7 +41,23 @@ def load(weights, cfg=None, *, fold_bn: bool = True, decode: bool = False, input
     from .keras_blocks.nms_options import nms_options
 
     options = Options(fold_bn=fold_bn, decode=decode, input_size=input_size, names=names, nms=nms_options(nms))
-    family, plan = open_checkpoint(weights, cfg, options)
+    family, plan = _opened(weights, cfg, options)
     from .assemble import load_model
 
     return load_model(family, plan, options)
+
+
+def _opened(weights, cfg, options: Options) -> tuple:
+    """open_checkpoint; a .pt's (family, plan) kept for the next call with the same options while the file is
+    unchanged (torch_reader.checkpoint.cached: its identity and every byte the plan was made from compared)."""
+    path = fs_str(weights)
+    try:
+        hash(options)
+    except TypeError:  # options holding a list or dict (names, nms): made each time
+        return open_checkpoint(weights, cfg, options)
+    if cfg is not None or container_of(path) != "torch":
+        return open_checkpoint(weights, cfg, options)
+    from .torch_reader.checkpoint import cached
+    from .torch_reader.modules import model_part
+
+    return cached(path, model_part, options, lambda content: open_checkpoint(path, None, options, content=content))

@@ -77,14 +77,14 @@ def container_of(path: str) -> str:
 
 def _torch_checkpoint(path: str, cfg, content=None) -> Checkpoint:
     from .torch_reader.checkpoint import load_torch_checkpoint
-    from .torch_reader.modules import model_record
+    from .torch_reader.modules import model_part, model_record
     from .torch_reader.state_dict import is_state_dict, read_yaml
 
     if cfg is not None and not isinstance(cfg, dict) and not str(cfg).endswith((".yaml", ".yml")):
         raise FormatError(f"{shown(path)}: a PyTorch checkpoint carries its architecture; cfg must be None (or, "
                           f"for a plain state_dict, the model's .yaml)")
     if content is None:  # only the tensors of the model (all of a state_dict) are read: not a trainer's optimizer
-        content = load_torch_checkpoint(path, used=lambda c: model_record(c) or c)
+        content = load_torch_checkpoint(path, used=model_part)
     if is_state_dict(content):
         if cfg is None:
             raise FormatError(

@@ -1,4 +1,5 @@
-"""The native transforms against plain numpy: OIHW -> HWIO transpose (with fused scale) and BN folding."""
+"""The native transforms against plain numpy: OIHW -> HWIO transpose (with fused scale) and BN folding, one kernel
+at a time (oihw_to_hwio) and a checkpoint's convolutions in one call (convs_to_hwio)."""
 
 import numpy as np
 import pytest
@@ -64,27 +65,63 @@ def test_oihw_to_hwio_outputs_stay_independent():
     np.testing.assert_array_equal(_core.oihw_to_hwio(b), b.transpose(2, 3, 1, 0))
 
 
-def test_fold_batchnorm_matches_numpy():
-    rng = np.random.default_rng(2)
-    n = 37
-    gamma, beta, mean = rng.uniform(0.5, 1.5, n), rng.normal(size=n), rng.normal(size=n)
-    var = rng.uniform(0.5, 1.5, n)
-    conv_bias = rng.normal(size=n)
-    args = [a.astype(np.float32) for a in (gamma, beta, mean, var)]
-    scale, bias = _core.fold_batchnorm(*args, 1e-5, conv_bias.astype(np.float32))
-    g, b, m, v, cb = (a.astype(np.float32).astype(np.float64) for a in (gamma, beta, mean, var, conv_bias))
-    want_scale = g / np.sqrt(v + 1e-5)
+def _fold(dtype, n, eps, conv_bias):
+    """convs_to_hwio of one 1x1 conv (identity kernel) with a norm: (scale, bias), and the numpy (float64) ones."""
+    rng = np.random.default_rng(n)
+    g, b, m, v = (rng.uniform(0.5, 1.5, n).astype(dtype) for _ in range(4))
+    cb = rng.normal(size=n).astype(dtype) if conv_bias else None
+    [(kernel, bias)] = _core.convs_to_hwio([(np.eye(n, dtype=dtype)[:, :, None, None], (g, b, m, v, eps), cb)])
+    g, b, m, v = (x.astype(np.float64) for x in (g, b, m, v))
+    want = g / np.sqrt(v + eps)
+    return np.diagonal(kernel[0, 0]), bias, want, b + ((cb.astype(np.float64) if conv_bias else 0) - m) * want
+
+
+@pytest.mark.parametrize("dtype, conv_bias", [(np.float32, True), (np.float16, False), (np.float16, True)])
+def test_fold_batchnorm_matches_numpy(dtype, conv_bias):
+    scale, bias, want_scale, want_bias = _fold(dtype, 37, 1e-3, conv_bias)
     np.testing.assert_allclose(scale, want_scale, rtol=1e-6)
-    np.testing.assert_allclose(bias, b + (cb - m) * want_scale, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bias, want_bias, rtol=1e-5, atol=1e-6)
 
 
-def test_fold_batchnorm_fp16():
-    rng = np.random.default_rng(3)
-    a = [rng.uniform(0.5, 1.5, 9).astype(np.float16) for _ in range(4)]
-    scale, bias = _core.fold_batchnorm(*a, 1e-3)
-    g, b, m, v = (x.astype(np.float64) for x in a)
-    np.testing.assert_allclose(scale, g / np.sqrt(v + 1e-3), rtol=1e-6)
-    np.testing.assert_allclose(bias, b - m * g / np.sqrt(v + 1e-3), rtol=1e-5, atol=1e-6)
+def test_convs_to_hwio_batch_matches_numpy():
+    """Many kernels of mixed dtypes and sizes in one call, with a norm, a bias or neither: each as numpy computes
+    it, and all independent (one arena)."""
+    rng = np.random.default_rng(4)
+    jobs, want = [], []
+    for k, (shape, dtype) in enumerate([((300, 1024, 1, 1), np.float16), ((32, 16, 3, 3), np.float32),
+                                        ((7, 3, 5, 2), np.float16), ((16, 2, 0, 3), np.float32),
+                                        ((64, 1, 3, 3), np.float32)]):
+        w = rng.normal(size=shape).astype(dtype)
+        o = shape[0]
+        norm = (rng.uniform(0.5, 1.5, o).astype(dtype), rng.normal(size=o).astype(dtype),
+                rng.normal(size=o).astype(dtype), rng.uniform(0.5, 1.5, o).astype(dtype), 1e-3) if k % 2 == 0 else None
+        bias = rng.normal(size=o).astype(dtype) if k % 3 != 1 else None
+        jobs.append((w, norm, bias))
+        w64 = w.astype(np.float64).transpose(2, 3, 1, 0)
+        if norm is None:
+            want.append((w64, None if bias is None else bias.astype(np.float64)))
+        else:
+            g, b, m, v = (x.astype(np.float64) for x in norm[:4])
+            s = g / np.sqrt(v + 1e-3)
+            want.append((w64 * s, b + ((0 if bias is None else bias.astype(np.float64)) - m) * s))
+    got = _core.convs_to_hwio(jobs, 2)
+    for (kernel, bias), (wk, wb) in zip(got, want, strict=True):
+        assert kernel.dtype == np.float32 and kernel.flags.writeable
+        np.testing.assert_allclose(kernel, wk, rtol=1e-6, atol=1e-7)
+        assert (bias is None) == (wb is None)
+        if wb is not None:
+            np.testing.assert_allclose(bias, wb, rtol=1e-5, atol=1e-6)
+    got[0][0][...] = 0
+    np.testing.assert_allclose(got[1][0], want[1][0], rtol=1e-6)
+
+
+def test_convs_to_hwio_rejects_mismatched_norms():
+    w = np.zeros((4, 2, 1, 1), np.float32)
+    with pytest.raises(FormatError, match="one element per output channel"):
+        _core.convs_to_hwio([(w, (np.ones(4, np.float32),) * 3 + (np.ones(3, np.float32), 1e-3), None)])
+    with pytest.raises(FormatError, match="one dtype"):
+        _core.convs_to_hwio([(w, None, np.ones(4, np.float16)), (w, (np.ones(4, np.float32),) * 4 + (1e-3,),
+                                                                  np.ones(4, np.float16))])
 
 
 def test_kernel_rejects_wrong_dtype():

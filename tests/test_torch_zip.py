@@ -71,10 +71,13 @@ def test_zip64_central_directory(tmp_path):
 
 
 def _opened(path):
-    """torch_zip_open of the file (directory and pickle read with pread) -> (image, index)."""
+    """torch_zip_open of the file (directory and pickle read with pread) -> (image, index), then read_into_image
+    of no range (the image's bytes not read are undefined until then: a pooled arena's earlier contents)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        return _core.torch_zip_open(fd, os.fstat(fd).st_size, os.fsencode(path))
+        image, index = _core.torch_zip_open(fd, os.fstat(fd).st_size, os.fsencode(path))
+        _core.read_into_image(fd, os.fstat(fd).st_size, os.fsencode(path), image, [])
+        return image, index
     finally:
         os.close(fd)
 

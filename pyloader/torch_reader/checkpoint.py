@@ -8,13 +8,23 @@ A zip checkpoint is read in two steps (`_core.torch_zip_open`, `_core.read_into_
 validated in C++, and its pickle, which `unpickle.load_pickle` interprets (it runs nothing) into tensors that are
 read-only numpy views of an image of the file (memory of its own); then only the bytes of the storage records
 that the tensors in use view (`used`: the model, not a trainer's optimizer state or second model copy), in
-parallel, sorted by offset; every other byte of the image is then zero. The legacy (pre-1.6) format is read
-whole (`read_bytes`).
+parallel, sorted by offset, with the archive's other bytes that are no storage (directory, headers, pickle);
+the bytes of the storages not used are then zero. The legacy (pre-1.6) format is read whole (`read_bytes`).
+
+`cached(path, used, key, make)`: what a caller makes of a zip checkpoint's content (a family's plan), kept per
+process and handed out again while the file is unchanged: the same identity (device, inode, size, modification
+and change times; a write or os.utime sets the change time) AND, read again and compared each time, the same
+bytes wherever the content came from (every byte of the file but those of the storages not used). The tensors'
+arrays view the kept image, which is never written again: a value handed out twice is the parse of the file as it
+is now. PYLOADER_READ_CACHE=0 turns it off; `clear_cache()` empties it.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,7 +35,7 @@ from .policy import RecordStorages, storage_pid
 from .records import MethodRef, Record, Storage, StorageType
 from .unpickle import load_pickle
 
-__all__ = ["load_torch_checkpoint", "read_bytes"]
+__all__ = ["load_torch_checkpoint", "read_bytes", "cached", "clear_cache"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -41,7 +51,7 @@ def load_torch_checkpoint(path, used=None) -> object:
     with unchanged_file(path) as (fd, size):
         head = os.pread(fd, 8, 0)
         if head[:4] == b"PK\x03\x04":
-            return _load_zip(path, fd, size, used)
+            return _load_zip(path, fd, size, used).content
         if head[:2] == b"\x80\x02":
             return _load_legacy(path, _read_whole(path, fd, size))
     raise FormatError(f"{path}: neither a PyTorch zip archive nor a legacy torch file (first bytes {short_repr(head)})")
@@ -58,23 +68,78 @@ def _read_whole(path: str, fd: int, size: int) -> np.ndarray:
     return _core.read_file(fd, size, fs_bytes(path))
 
 
-def _load_zip(path: str, fd: int, size: int, used):
+@dataclass
+class _Zip:
+    """A zip checkpoint as read: its content, the image its tensors view, and the (offset, length) ranges of the
+    file the content was made from (all but the storages not used), as read into the image."""
+
+    content: object
+    image: np.ndarray
+    compared: list
+    ident: tuple = ()
+    made: dict = field(default_factory=dict)  # cached(): key -> value made of the content
+
+
+def _load_zip(path: str, fd: int, size: int, used) -> _Zip:
     image, index = _core.torch_zip_open(fd, size, fs_bytes(path))
     prefix = index["prefix"]
     records = index["records"]
+    order = []  # the byte order entry's range: compared by cached() too
     for name, method, n, offset in index["entries"]:
         if name == f"{prefix}/byteorder" and method == 0:
-            order = os.pread(fd, min(n, 64), offset)
-            if n > 64 or order.strip() != b"little":
-                raise FormatError(f"{path}: zip entry '{name}': byte order {short_repr(order[:16])}, "
+            value = os.pread(fd, min(n, 64), offset)
+            if n > 64 or value.strip() != b"little":
+                raise FormatError(f"{path}: zip entry '{name}': byte order {short_repr(value[:16])}, "
                                   "expected b'little'")
+            order.append((offset, n))
     pkl_offset, pkl_size = index["pickle"]
     storages = ZipStorages(path, image, prefix, records)
     obj, _ = load_pickle(image, start=pkl_offset, end=pkl_offset + pkl_size, persistent_load=storages,
                          where=storages.where)
     ranges = _core.viewed_ranges(obj if used is None else used(obj), image, _FOLLOW)
-    _core.read_into_image(fd, size, fs_bytes(path), image, ranges)  # the last read: unchanged_file checks after it
-    return obj
+    # the last read (unchanged_file checks after it); what the image then holds is what the content was made of
+    compared = _core.read_into_image(fd, size, fs_bytes(path), image, sorted(ranges + order))
+    return _Zip(obj, image, compared)
+
+
+_CACHE: OrderedDict = OrderedDict()  # path -> _Zip, the most recently used last
+_CACHE_LOCK = threading.Lock()
+_CACHE_ENTRIES = 4
+
+
+def cached(path, used, key, make):
+    """make(content), content as load_torch_checkpoint(path, used) gives it, kept for the next call with the same
+    path, `used` and `key` while the file is unchanged (see the module's docstring). The value is shared by the
+    calls that get it: its users must not change it. A legacy checkpoint's is made each time."""
+    path = os.fspath(path)
+    with unchanged_file(path) as (fd, size):
+        st = os.fstat(fd)
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, used)
+        with _CACHE_LOCK:
+            entry = _CACHE.get(path)
+        if not (entry is not None and entry.ident == ident and
+                _core.image_matches(fd, size, fs_bytes(path), entry.image, entry.compared)):
+            entry = None
+            if os.pread(fd, 4, 0) == b"PK\x03\x04" and os.environ.get("PYLOADER_READ_CACHE") != "0":
+                entry = _load_zip(path, fd, size, used)
+                entry.ident = ident
+    if entry is None:
+        return make(load_torch_checkpoint(path, used))
+    value = entry.made.get(key, _CACHE)
+    if value is _CACHE:
+        value = entry.made[key] = make(entry.content)
+    with _CACHE_LOCK:
+        _CACHE[path] = entry
+        _CACHE.move_to_end(path)
+        while len(_CACHE) > _CACHE_ENTRIES:
+            _CACHE.popitem(last=False)
+    return value
+
+
+def clear_cache() -> None:
+    """Forget every checkpoint `cached` keeps."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
 
 
 # What holds tensors besides dicts, lists, tuples and sets in what a checkpoint's pickle makes (_core.viewed_ranges).

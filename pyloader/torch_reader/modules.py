@@ -3,7 +3,7 @@ their arrays in Keras layout. Shared by the .pt families; no TensorFlow, no torc
 
 A `ConvSpec` is one Conv2d (OIHW kernel as stored, optional bias, stride/padding/dilation/groups) with the
 batch norm that follows it and its activation; `conv_arrays` turns it into Keras arrays (HWIO kernel, bias),
-folding the norm with the native kernels (`_core.fold_batchnorm`, `_core.oihw_to_hwio`) when asked.
+folding the norm when asked, all of a checkpoint's convs in one native call (`ConvBatch`, `_core.convs_to_hwio`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from ..errors import FormatError
 from ..boundary import short_repr
 from .records import Record, is_broadcast
 
-__all__ = ["BatchNorm", "ConvSpec", "Ctx", "conv2d", "conv_module", "batchnorm", "activation_of", "model_record", "select_model",
-           "conv_arrays", "bn_arrays"]
+__all__ = ["BatchNorm", "ConvSpec", "Ctx", "conv2d", "conv_module", "batchnorm", "activation_of", "model_record", "model_part", "select_model",
+           "conv_arrays", "ConvBatch", "bn_arrays"]
 
 
 @dataclass
@@ -244,6 +244,12 @@ def model_record(ckpt):
     return model if isinstance(model, Record) else None
 
 
+def model_part(ckpt):
+    """The part of a checkpoint whose tensors are read (load_torch_checkpoint's `used`): its model record, else all
+    of it (a state_dict)."""
+    return model_record(ckpt) or ckpt
+
+
 def select_model(ckpt, path) -> Record:
     """model_record, or a FormatError saying what the checkpoint holds instead."""
     model = model_record(ckpt)
@@ -259,33 +265,52 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def _fold(bn: BatchNorm, conv_bias):
-    parts = [bn.gamma, bn.beta, bn.mean, bn.var] + ([conv_bias] if conv_bias is not None else [])
-    if len({p.dtype for p in parts}) != 1 or parts[0].dtype not in (np.float16, np.float32):
-        parts = [_f32(p) for p in parts]
-    return _core.fold_batchnorm(*parts[:4], bn.eps, parts[4] if conv_bias is not None else None)
+_FLOATS = (np.float16, np.float32)
+
+
+class ConvBatch:
+    """Convolutions whose Keras arrays one native call makes (`_core.convs_to_hwio`: one pass over all of them,
+    one thread start and one output arena for a checkpoint's hundreds of kernels): `add` puts a conv's keys into
+    `out` in order (and a separate norm's arrays), `run` fills them."""
+
+    __slots__ = ("out", "jobs", "names")
+
+    def __init__(self, out: dict):
+        self.out, self.jobs, self.names = out, [], []
+
+    def add(self, spec: ConvSpec, fold_bn: bool) -> None:
+        k = spec.kernel if spec.kernel.dtype in _FLOATS else _f32(spec.kernel)
+        folded = spec.bn is not None and (fold_bn or not spec.bn_separate)  # BottleneckCSP's shared norm: never separate
+        norm, bias = None, spec.bias
+        if folded and fold_bn:
+            bn = spec.bn
+            parts = [bn.gamma, bn.beta, bn.mean, bn.var] + ([bias] if bias is not None else [])
+            if len({p.dtype for p in parts}) != 1 or parts[0].dtype not in _FLOATS:
+                parts = [_f32(p) for p in parts]
+            norm, bias = (*parts[:4], bn.eps), (parts[4] if bias is not None else None)
+        elif bias is not None and bias.dtype not in _FLOATS:
+            bias = _f32(bias)
+        self.out[f"{spec.name}/kernel"] = None
+        if norm is not None or bias is not None:
+            self.out[f"{spec.name}/bias"] = None
+        self.jobs.append((k, norm, bias))
+        self.names.append(spec.name)
+        if spec.bn is not None and not folded:
+            bn_arrays(spec.bn, self.out)
+
+    def run(self) -> None:
+        for name, (kernel, bias) in zip(self.names, _core.convs_to_hwio(self.jobs)):
+            self.out[f"{name}/kernel"] = kernel
+            if bias is not None:
+                self.out[f"{name}/bias"] = bias
+        self.jobs, self.names = [], []
 
 
 def conv_arrays(spec: ConvSpec, fold_bn: bool, out: dict) -> None:
-    k = spec.kernel
-    if k.dtype not in (np.float16, np.float32):
-        k = _f32(k)
-    if spec.bn is not None and (fold_bn or not spec.bn_separate):
-        if not fold_bn:
-            # BottleneckCSP's shared norm stays a separate layer when not folding: nothing to fold here.
-            out[f"{spec.name}/kernel"] = _core.oihw_to_hwio(k)
-            if spec.bias is not None:
-                out[f"{spec.name}/bias"] = _f32(spec.bias)
-            return
-        scale, bias = _fold(spec.bn, spec.bias)
-        out[f"{spec.name}/kernel"] = _core.oihw_to_hwio(k, scale)
-        out[f"{spec.name}/bias"] = bias
-        return
-    out[f"{spec.name}/kernel"] = _core.oihw_to_hwio(k)
-    if spec.bias is not None:
-        out[f"{spec.name}/bias"] = _f32(spec.bias)
-    if spec.bn is not None:
-        bn_arrays(spec.bn, out)
+    """One conv's arrays into `out` now (a family with many convs adds them to one ConvBatch instead)."""
+    batch = ConvBatch(out)
+    batch.add(spec, fold_bn)
+    batch.run()
 
 
 def bn_arrays(bn: BatchNorm, out: dict) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from ..boundary import short_repr
 from ..errors import FormatError
 from ..torch_reader.checkpoint import load_torch_checkpoint
-from ..torch_reader.modules import ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, conv_arrays, is_class
+from ..torch_reader.modules import ConvBatch, ConvSpec, Ctx, activation_of, batchnorm, children, conv2d, is_class
 from ..torch_reader.modules import class_names, maxpool, param, select_model, sequence  # ema when not None, else model (as Ultralytics)
 from ..torch_reader.records import Record
 from .backbones import ABSORBS_N, ROWS as _BACKBONE_ROWS
@@ -467,8 +467,10 @@ def _row(rd: _Reader, rec, mpath, kind, mname, args, cin, width, max_ch, nc_yaml
 
 def plan_arrays(plan: UltralyticsPlan, fold_bn: bool) -> dict:
     out: dict = {}
+    convs = ConvBatch(out)
     for spec in plan.convs:
-        conv_arrays(spec, fold_bn, out)
+        convs.add(spec, fold_bn)
+    convs.run()
     for lin in plan.linears:  # Keras' Dense kernel is (in, out)
         out[f"{lin.name}/kernel"] = np.ascontiguousarray(lin.weight.T, dtype=np.float32)
         out[f"{lin.name}/bias"] = np.ascontiguousarray(lin.bias, dtype=np.float32)
