@@ -202,7 +202,7 @@ def _metadata_blobs(job: Job, meta: dict) -> list:
 
 
 def _template_key(p: Prepared, job: Job) -> tuple:
-    return p.key, job.format, job.tflite_fp16 if job.format == "tflite" else False
+    return p.key, job.format, (job.tflite_fp16, job.tflite_writer) if job.format == "tflite" else False
 
 
 def _template_for(p: Prepared, job: Job):
@@ -219,6 +219,10 @@ def _template_for(p: Prepared, job: Job):
     os.makedirs(work)
     try:
         with _built(p) as model:
+            needless = getattr(output_format(job.format), "no_template", None)  # an exporter as fast as a template
+            why = needless and needless(model, job)
+            if why:
+                raise NoTemplate(why)
             size = input_size_of(model)
             meta = p.metadata(size)  # the template export carries this checkpoint's metadata: its blobs
             attach_metadata(model, meta)

@@ -1,11 +1,12 @@
-"""The direct TFLite writer: a built Keras model's functional graph written as a float32 TFLite flatbuffer of
-builtin operators, without TensorFlow's converter (pyloader.outputs.tflite_schema lays the file out).
+"""The direct TFLite writer: a built Keras model's functional graph written as a TFLite flatbuffer of builtin
+operators, without TensorFlow's converter (pyloader.outputs.tflite_schema lays the file out): float32, or with
+float16 constants each read through a DEQUANTIZE (`fp16`: what the converter's float16 weights give).
 
 The graph is the one the converter emits for the same model (tests/test_tflite_direct.py compares the two files
 operator by operator and output by output): a Keras layer becomes the operators TensorFlow's converter gives it
 (a Conv2D with its bias: CONV_2D, 'same' or 'valid' after a PAD for ZeroPadding2D; LeakyReLU: LEAKY_RELU; silu:
 LOGISTIC then MUL; UpSampling2D's repeats: EXPAND_DIMS, TILE and a RESHAPE to a shape built from the input's SHAPE;
-...), the weights are buffers (kernels OHWI, as the converter stores them), the batch is dynamic (shape_signature
+a BatchNormalization after a linear convolution: folded into its kernel and bias; ...), the weights are buffers (kernels OHWI, as the converter stores them), the batch is dynamic (shape_signature
 -1) and the input, outputs and signature are named as in the converter's file after pyloader.outputs.tflite renames
 them.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tflite_schema import FLOAT32, INT32, OPS, PADDING, serialize
+from .tflite_schema import FLOAT16, FLOAT32, INT32, OPS, PADDING, serialize
 
 __all__ = ["Uncovered", "Writer", "uncovered", "write_model"]
 
@@ -33,10 +34,13 @@ class Writer:
     """The graph being written: tensors (static shapes, batch 1; activations carry a dynamic batch), constant
     buffers and operators in order. Each op method takes tensor indices and returns the output's index."""
 
-    def __init__(self):
+    def __init__(self, fp16: bool = False):
+        self.fp16 = fp16  # float constants stored float16, each read through a DEQUANTIZE (the converter's fp16)
         self.tensors: list = []  # (name, shape, shape_signature or None, type, buffer)
         self.buffers: list = [b""]
         self.operators: list = []
+        self.consts: dict = {}  # (dtype, shape, bytes) -> tensor: equal constants are one tensor, as the converter's
+        self.bn: dict = {}  # id(convolution layer) -> the BatchNormalization folded into it (write_model)
 
     def shape(self, t: int) -> tuple:
         return tuple(self.tensors[t][1])
@@ -50,12 +54,23 @@ class Writer:
         return len(self.tensors) - 1
 
     def const(self, value, name: str = "") -> int:
-        """A constant tensor (float32, or int32 for an integer array)."""
+        """A constant tensor (float32, or int32 for an integer array; one tensor for equal constants). With fp16 a
+        float constant is stored float16 and the tensor returned is its DEQUANTIZE's float32 output."""
         a = np.asarray(value)
         a = np.ascontiguousarray(a, np.int32 if a.dtype.kind in "iub" else np.float32)
-        self.buffers.append(a.tobytes())
-        self.tensors.append((name or f"c{len(self.tensors)}", list(a.shape), None,
-                             INT32 if a.dtype == np.int32 else FLOAT32, len(self.buffers) - 1))
+        data = a.tobytes()
+        key = (a.dtype.char, a.shape, data)
+        if key not in self.consts:
+            if self.fp16 and a.dtype == np.float32:
+                stored = self._stored(a.astype(np.float16).tobytes(), a.shape, FLOAT16, name)
+                self.consts[key] = self.op("DEQUANTIZE", [stored], a.shape, batch=False)
+            else:
+                self.consts[key] = self._stored(data, a.shape, INT32 if a.dtype == np.int32 else FLOAT32, name)
+        return self.consts[key]
+
+    def _stored(self, data: bytes, shape, dtype: int, name: str) -> int:
+        self.buffers.append(data)
+        self.tensors.append((name or f"c{len(self.tensors)}", list(shape), None, dtype, len(self.buffers) - 1))
         return len(self.tensors) - 1
 
     def op(self, code: str, inputs, shape, options: str | None = None, batch: bool = True, dtype: int = FLOAT32,
@@ -225,8 +240,31 @@ def _conv(w, layer, x):
 
     kernel = convert_to_numpy(layer.depthwise_kernel if depthwise else layer.kernel)
     bias = convert_to_numpy(layer.bias) if layer.use_bias else None
+    bn = w.bn.get(id(layer))
+    if bn is not None:  # folded as the converter folds it: kernel * scale, (bias - mean) * scale + beta
+        scale, shift = _bn_affine(bn)
+        kernel = kernel * scale.reshape(kernel.shape[2:] if depthwise else -1)
+        bias = (0 if bias is None else bias) * scale + shift
     y = w.conv(x, kernel, bias, layer.strides, layer.padding, layer.dilation_rate, depthwise)
     return _activation(w, layer.activation.__name__, y)
+
+
+def _bn_affine(layer) -> tuple:
+    """(scale, shift) of an inference BatchNormalization: x * scale + shift, in float32."""
+    from keras.ops import convert_to_numpy
+
+    def get(v, default):
+        return default if v is None else convert_to_numpy(v).astype(np.float32)
+
+    var = get(layer.moving_variance, None)
+    scale = get(layer.gamma, np.float32(1)) / np.sqrt(var + np.float32(layer.epsilon))
+    return scale, get(layer.beta, np.float32(0)) - get(layer.moving_mean, None) * scale
+
+
+def _batch_norm(w, layer, x):
+    if not any(bn is layer for bn in w.bn.values()):
+        raise Uncovered(f"{layer.name}: a BatchNormalization that does not follow a convolution of its own")
+    return x  # folded into the convolution before it
 
 
 def _zero_padding(w, layer, x):
@@ -272,6 +310,7 @@ _BUILTIN = {
     "Activation": lambda w, layer, x: _activation(w, layer.activation.__name__, x),
     "LeakyReLU": _leaky,
     "Identity": lambda w, layer, x: x,
+    "BatchNormalization": _batch_norm,
 }
 
 
@@ -305,14 +344,35 @@ def uncovered(model) -> str | None:
     return None
 
 
-def write_model(model, metadata: list) -> bytes:
-    """The float32 TFLite flatbuffer of `model` (`uncovered(model)` must be None; a layer may still raise Uncovered).
-    metadata: [(entry name, bytes)], the model's metadata list."""
-    w = Writer()
+def _fold_batch_norms(nodes, outputs) -> dict:
+    """{id(convolution): BatchNormalization} for each BatchNormalization on the last axis whose input is a
+    linear convolution's output that nothing else reads (what the converter folds into the convolution)."""
+    readers: dict = {}
+    for layer, ins, _ in nodes:
+        for t in ins:
+            readers.setdefault(id(t), []).append(layer)
+    producer = {id(t): layer for layer, _, outs in nodes for t in outs}
+    folds = {}
+    for layer, ins, _ in nodes:
+        if type(layer).__name__ != "BatchNormalization" or len(ins) != 1 or layer.axis not in (-1, 3):
+            continue
+        conv = producer.get(id(ins[0]))
+        if (conv is not None and type(conv).__name__ in ("Conv2D", "DepthwiseConv2D") and id(ins[0]) not in outputs
+                and len(readers[id(ins[0])]) == 1 and conv.activation.__name__ == "linear"):
+            folds[id(conv)] = layer
+    return folds
+
+
+def write_model(model, metadata: list, fp16: bool = False) -> bytes:
+    """The TFLite flatbuffer of `model`, float32 or with float16 constants (`fp16`) (`uncovered(model)` must be
+    None; a layer may still raise Uncovered). metadata: [(entry name, bytes)], the model's metadata list."""
+    w = Writer(fp16)
     (image,) = model.inputs
     name = image.name
     ids = {id(image): w.tensor([1, *image.shape[1:]], f"serving_default_{name}:0")}
-    for layer, ins, outs in _nodes(model):
+    nodes = _nodes(model)
+    w.bn = _fold_batch_norms(nodes, {id(t) for t in model.outputs})
+    for layer, ins, outs in nodes:
         got = _emitter(layer)(w, layer, *(ids[id(t)] for t in ins))
         got = got if isinstance(got, (list, tuple)) else [got]
         for t, g in zip(outs, got):
