@@ -27,7 +27,6 @@ metadata (pyloader.outputs.tflite_metadata) goes in beside the JSON.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
 
