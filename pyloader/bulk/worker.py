@@ -137,8 +137,10 @@ _CACHE_LOCK = threading.Lock()
 
 @contextmanager
 def _built(p: Prepared):
-    """The cached model of p's architecture (built on first use), locked while one job fills and writes it."""
+    """The cached model of p's architecture (built on first use holding p's arrays, without running Keras'
+    initializers: keras_blocks.assign.build_filled), locked while one job fills and writes it."""
     from ..assemble import build_model
+    from ..keras_blocks.assign import build_filled
 
     with _CACHE_LOCK:
         entry = _CACHE.get(p.key)
@@ -149,7 +151,7 @@ def _built(p: Prepared):
             _CACHE.popitem(last=False)
     with entry[1]:
         if entry[0] is None:
-            entry[0] = build_model(p.family, p.plan, p.options)
+            entry[0] = build_filled(lambda: build_model(p.family, p.plan, p.options), p.arrays, p.plan.path)
         yield entry[0]
 
 
