@@ -1,6 +1,7 @@
 """The direct TFLite writer (pyloader.outputs.tflite_direct) against TensorFlow's converter and the independent
 references: Darknet yolov3-tiny, yolov4-tiny, yolov4 (synthetic weights; OpenCV's Darknet importer) and Ultralytics
-yolov8n / yolo11n (synthetic checkpoints; the ultralytics PyTorch model), raw heads and decoded, float32 and float16
+yolov8n / yolo11n, yolov8n-pose / -seg and YOLOv5 yolov5n (synthetic checkpoints; the ultralytics / yolov5 PyTorch
+modules), raw heads and decoded, float32 and float16
 weights (tflite_fp16), batch norm folded by pyloader or left in the model (fold_bn=False: the writer folds it as the
 converter does), at small inputs. yolov4 and the repeated layouts run with PYLOADER_FULL=1.
 
@@ -39,6 +40,9 @@ CASES = {
     "yolov3-tiny-raw-bn": ("yolov3-tiny", {"fold_bn": False}, False),
     "yolov4-tiny-decoded": ("yolov4-tiny", {"decode": True}, False),
     "yolo11n-decoded-fp16": ("yolo11n", {"decode": True, "tflite_fp16": True}, False),
+    "yolov8n-pose-decoded": ("yolov8n-pose", {"decode": True}, False),
+    "yolov5n-decoded": ("yolov5n", {"decode": True}, False),
+    "yolov8n-seg-decoded-fp16": ("yolov8n-seg", {"decode": True, "tflite_fp16": True}, True),
     "yolov3-tiny-decoded": ("yolov3-tiny", {"decode": True}, True),
     "yolov4-decoded": ("yolov4", {"decode": True}, True),
     "yolov8n-raw": ("yolov8n", {}, True),
@@ -71,6 +75,13 @@ def _ultralytics(name: str) -> bool:
     return name.startswith(("yolov8", "yolo1"))
 
 
+def _torch(name: str) -> bool:
+    return _ultralytics(name) or name.startswith("yolov5")
+
+
+_TASK_MODELS = {"seg": "SegmentationModel", "pose": "PoseModel"}
+
+
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory, cfg_dir):
     """The checkpoints (written on first use) and the inputs: get(name) -> path."""
@@ -83,9 +94,15 @@ def sources(tmp_path_factory, cfg_dir):
 
     def get(name):
         if name not in made:
-            if _ultralytics(name):
-                from pyloader_bench.synthetic_pt import write_ultralytics_checkpoint
+            from pyloader_bench.synthetic_pt import write_ultralytics_checkpoint, write_yolov5_checkpoint
 
+            if name.startswith("yolov5"):
+                write_yolov5_checkpoint(d / f"{name}.pt", f"{name}.yaml")
+                made[name] = d / f"{name}.pt"
+            elif "-" in name:  # a task model (segment, pose)
+                write_ultralytics_checkpoint(d / f"{name}.pt", f"{name}.yaml", task_model=_TASK_MODELS[name[8:]])
+                made[name] = d / f"{name}.pt"
+            elif _ultralytics(name):
                 write_ultralytics_checkpoint(d / f"{name}.last.pt", f"{name}.yaml", stripped=d / f"{name}.pt")
                 made[name] = d / f"{name}.pt"
             else:
@@ -108,7 +125,7 @@ def converted(sources):
     def get(case):
         if case not in done:
             name, options, _ = CASES[case]
-            size = ULTRA if _ultralytics(name) else DARKNET
+            size = ULTRA if _torch(name) else DARKNET
             out = []
             for writer in ("direct", "converter"):  # templates off: one checkpoint per architecture anyway
                 (r,) = pyloader.convert([sources(name)], sources.dir / case / writer, format="tflite",
@@ -124,8 +141,19 @@ def converted(sources):
 
 
 def _reference(d, name, decode):
-    """The independent reference's outputs: OpenCV's raw heads or decoded boxes (x, y, w, h, objectness), or the
-    ultralytics model's decoded output / raw heads."""
+    """The independent reference's outputs: OpenCV's raw heads or decoded boxes (x, y, w, h, objectness), the
+    ultralytics model's decoded output / raw heads, or the decoded outputs {name: array} of a task model (segment:
+    with the prototypes, NHWC) or a YOLOv5 model (its PyTorch module)."""
+    if "-" in name or name.startswith("yolov5"):
+        import torch
+
+        ckpt = torch.load(d / f"{name}.pt", map_location="cpu", weights_only=False)
+        model = (ckpt.get("ema") or ckpt["model"]).float().eval()
+        with torch.no_grad():
+            y = model(torch.from_numpy(np.load(d / "x_ul.npy")).permute(0, 3, 1, 2).contiguous())[0]
+        if name.endswith("-seg"):
+            return {"detections": y[0].numpy(), "prototypes": y[1].permute(0, 2, 3, 1).numpy()}
+        return {"detections": y.numpy()}
     if _ultralytics(name):
         from test_ultralytics_reference import _reference as ultralytics
 
@@ -157,14 +185,16 @@ def test_direct_matches_converter_and_reference(sources, converted, case):
     errs = {k: rel_err(got[k], want[k]) for k in want}
     assert max(errs.values()) <= 1e-5, errs
     ref = _reference(sources.dir, name, decode)
-    if _ultralytics(name):
+    if isinstance(ref, dict):
+        ref_err = max(rel_err(got[k], ref[k]) for k in ref)
+    elif _ultralytics(name):
         mine = got["detections"] if decode else np.concatenate(
             [got[k].reshape(1, -1, got[k].shape[-1]) for k in got], axis=1)
         ref_err = rel_err(mine, ref)
     else:  # OpenCV: its own epsilon and kernels, compared as test_darknet_opencv does (1e-4 of the range)
         mine = [got["detections"][..., :5]] if decode else [got[k] for k in got]
         ref_err = max(rel_err(m, r) for m, r in zip(mine, ref if not decode else [ref]))
-    assert ref_err <= (1e-2 if fp16 else 1e-5 if _ultralytics(name) else 1e-4), ref_err  # float16 weights: 1e-2
+    assert ref_err <= (1e-2 if fp16 else 1e-5 if _torch(name) else 1e-4), ref_err  # float16 weights: 1e-2
     print(case, len(a["ops"]), "ops; vs converter", errs, "vs reference", ref_err)
 
 

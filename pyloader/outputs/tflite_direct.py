@@ -6,9 +6,10 @@ The graph is the one the converter emits for the same model (tests/test_tflite_d
 operator by operator and output by output): a Keras layer becomes the operators TensorFlow's converter gives it
 (a Conv2D with its bias: CONV_2D, 'same' or 'valid' after a PAD for ZeroPadding2D; LeakyReLU: LEAKY_RELU; silu:
 LOGISTIC then MUL; UpSampling2D's repeats: EXPAND_DIMS, TILE and a RESHAPE to a shape built from the input's SHAPE;
-a BatchNormalization after a linear convolution: folded into its kernel and bias; ...), the weights are buffers (kernels OHWI, as the converter stores them), the batch is dynamic (shape_signature
--1) and the input, outputs and signature are named as in the converter's file after pyloader.outputs.tflite renames
-them.
+a BatchNormalization after a linear convolution: folded into its kernel and bias; a ZeroPadding2D that pads what
+'same' would: the convolution after it 'same', no PAD; ...), the weights are buffers (kernels OHWI, as the
+converter stores them; equal constants one buffer), the batch is dynamic (shape_signature -1) and the input,
+outputs and signature are named as in the converter's file after pyloader.outputs.tflite renames them.
 
 Keras' built-in layers have their emitters here (`_BUILTIN`, by exact class); any other layer writes itself through
 a duck-typed method `tflite_ops(writer, inputs) -> outputs` next to its class, with the `Writer` methods below.
@@ -41,6 +42,7 @@ class Writer:
         self.operators: list = []
         self.consts: dict = {}  # (dtype, shape, bytes) -> tensor: equal constants are one tensor, as the converter's
         self.bn: dict = {}  # id(convolution layer) -> the BatchNormalization folded into it (write_model)
+        self.padded: dict = {}  # id(convolution layer) -> the ZeroPadding2D folded into it: 'same' (write_model)
 
     def shape(self, t: int) -> tuple:
         return tuple(self.tensors[t][1])
@@ -57,7 +59,7 @@ class Writer:
         """A constant tensor (float32, or int32 for an integer array; one tensor for equal constants). With fp16 a
         float constant is stored float16 and the tensor returned is its DEQUANTIZE's float32 output."""
         a = np.asarray(value)
-        a = np.ascontiguousarray(a, np.int32 if a.dtype.kind in "iub" else np.float32)
+        a = np.asarray(a, np.int32 if a.dtype.kind in "iub" else np.float32)  # a scalar stays a scalar (shape [])
         data = a.tobytes()
         key = (a.dtype.char, a.shape, data)
         if key not in self.consts:
@@ -93,7 +95,7 @@ class Writer:
 
     # -- operators
     def unary(self, code: str, x: int) -> int:
-        """LOGISTIC, TANH, EXP, LOG."""
+        """LOGISTIC, TANH, EXP, LOG, SQUARE."""
         return self.op(code, [x], self.shape(x))
 
     def binary(self, code: str, a, b) -> int:
@@ -135,10 +137,11 @@ class Writer:
                        "StridedSliceOptions", batch=batch, dtype=self.tensors[x][3], begin_mask=others, end_mask=others,
                        shrink_axis_mask=(1 << ax) if shrink else 0)
 
-    def pack(self, xs, axis: int) -> int:
+    def pack(self, xs, axis: int, batch: bool = True) -> int:
         shape = list(self.shape(xs[0]))
         shape.insert(axis % (len(shape) + 1), len(xs))
-        return self.op("PACK", xs, shape, "PackOptions", values_count=len(xs), axis=int(axis))
+        return self.op("PACK", xs, shape, "PackOptions", batch=batch, dtype=self.tensors[xs[0]][3],
+                       values_count=len(xs), axis=int(axis))
 
     def transpose(self, x: int, perm) -> int:
         s = self.shape(x)
@@ -245,7 +248,29 @@ def _conv(w, layer, x):
         scale, shift = _bn_affine(bn)
         kernel = kernel * scale.reshape(kernel.shape[2:] if depthwise else -1)
         bias = (0 if bias is None else bias) * scale + shift
-    y = w.conv(x, kernel, bias, layer.strides, layer.padding, layer.dilation_rate, depthwise)
+    padding = "same" if id(layer) in w.padded else layer.padding
+    y = w.conv(x, kernel, bias, layer.strides, padding, layer.dilation_rate, depthwise)
+    return _activation(w, layer.activation.__name__, y)
+
+
+def _conv_transpose(w, layer, x):
+    """TRANSPOSE_CONV (kernel OHWI, bias), its output shape packed from the input's batch as the converter does."""
+    if (layer.padding != "valid" or layer.output_padding is not None or tuple(layer.dilation_rate) != (1, 1)
+            or layer.data_format != "channels_last"):
+        raise Uncovered(f"{layer.name}: a Conv2DTranspose other than 'valid' without output padding or dilation")
+    from keras.ops import convert_to_numpy
+
+    kernel = convert_to_numpy(layer.kernel)  # (kh, kw, out, in)
+    kh, kw, co, _ = kernel.shape
+    n, h, wd, _ = w.shape(x)
+    sh, sw = layer.strides
+    out = [n, (h - 1) * sh + kh, (wd - 1) * sw + kw, co]
+    dims = w.op("SHAPE", [x], [4], "ShapeOptions", batch=False, dtype=INT32, out_type=INT32)
+    shape = w.pack([w.slice(dims, 0, 0, 1, shrink=True, batch=False), *(w.const(np.int32(v)) for v in out[1:])], 0,
+                   batch=False)
+    bias = convert_to_numpy(layer.bias) if layer.use_bias else np.zeros(co, np.float32)
+    y = w.op("TRANSPOSE_CONV", [shape, w.const(np.transpose(kernel, (2, 0, 1, 3))), x, w.const(bias)], out,
+             "TransposeConvOptions", padding=PADDING["valid"], stride_w=int(sw), stride_h=int(sh))
     return _activation(w, layer.activation.__name__, y)
 
 
@@ -264,7 +289,7 @@ def _bn_affine(layer) -> tuple:
 def _batch_norm(w, layer, x):
     if not any(bn is layer for bn in w.bn.values()):
         raise Uncovered(f"{layer.name}: a BatchNormalization that does not follow a convolution of its own")
-    return x  # folded into the convolution before it
+    return x  # folded into the convolution before it (write_model)
 
 
 def _zero_padding(w, layer, x):
@@ -311,6 +336,7 @@ _BUILTIN = {
     "LeakyReLU": _leaky,
     "Identity": lambda w, layer, x: x,
     "BatchNormalization": _batch_norm,
+    "Conv2DTranspose": _conv_transpose,
 }
 
 
@@ -344,23 +370,43 @@ def uncovered(model) -> str | None:
     return None
 
 
-def _fold_batch_norms(nodes, outputs) -> dict:
-    """{id(convolution): BatchNormalization} for each BatchNormalization on the last axis whose input is a
-    linear convolution's output that nothing else reads (what the converter folds into the convolution)."""
+def _folds(nodes, outputs) -> tuple:
+    """What the converter folds into a convolution (Conv2D / DepthwiseConv2D) whose input or output nothing else
+    reads: ({id(convolution): BatchNormalization on the last axis after it (the convolution linear)},
+    {id(convolution): the ZeroPadding2D before it, where that padding is what 'same' pads: the convolution then
+    reads the unpadded input with 'same'})."""
     readers: dict = {}
     for layer, ins, _ in nodes:
         for t in ins:
             readers.setdefault(id(t), []).append(layer)
     producer = {id(t): layer for layer, _, outs in nodes for t in outs}
-    folds = {}
+    inputs = {id(layer): ins for layer, ins, _ in nodes}
+
+    def sole(t, kinds):  # the layer of `kinds` that made t, where only one layer reads t and t is no output
+        layer = producer.get(id(t))
+        ok = layer is not None and type(layer).__name__ in kinds and id(t) not in outputs and len(readers[id(t)]) == 1
+        return layer if ok else None
+
+    bns, pads = {}, {}
     for layer, ins, _ in nodes:
-        if type(layer).__name__ != "BatchNormalization" or len(ins) != 1 or layer.axis not in (-1, 3):
-            continue
-        conv = producer.get(id(ins[0]))
-        if (conv is not None and type(conv).__name__ in ("Conv2D", "DepthwiseConv2D") and id(ins[0]) not in outputs
-                and len(readers[id(ins[0])]) == 1 and conv.activation.__name__ == "linear"):
-            folds[id(conv)] = layer
-    return folds
+        kind = type(layer).__name__
+        if kind == "BatchNormalization" and len(ins) == 1 and layer.axis in (-1, 3):
+            conv = sole(ins[0], ("Conv2D", "DepthwiseConv2D"))
+            if conv is not None and conv.activation.__name__ == "linear":
+                bns[id(conv)] = layer
+        elif kind in ("Conv2D", "DepthwiseConv2D") and layer.padding == "valid":
+            pad = sole(ins[0], ("ZeroPadding2D",))
+            if pad is not None and list(map(tuple, pad.padding)) == _same_pads(inputs[id(pad)][0].shape[1:3], layer):
+                pads[id(layer)] = pad
+    return bns, pads
+
+
+def _same_pads(size, conv) -> list:
+    """The (before, after) padding per spatial axis that 'same' gives `conv` on an input of `size` (TensorFlow's
+    rule: the odd pixel after)."""
+    k, s, d = conv.kernel_size, conv.strides, conv.dilation_rate
+    totals = [max((-(-n // s[i]) - 1) * s[i] + (k[i] - 1) * d[i] + 1 - n, 0) for i, n in enumerate(size)]
+    return [(t // 2, t - t // 2) for t in totals]
 
 
 def write_model(model, metadata: list, fp16: bool = False) -> bytes:
@@ -371,8 +417,12 @@ def write_model(model, metadata: list, fp16: bool = False) -> bytes:
     name = image.name
     ids = {id(image): w.tensor([1, *image.shape[1:]], f"serving_default_{name}:0")}
     nodes = _nodes(model)
-    w.bn = _fold_batch_norms(nodes, {id(t) for t in model.outputs})
+    w.bn, w.padded = _folds(nodes, {id(t) for t in model.outputs})
+    folded_pads = {id(p) for p in w.padded.values()}
     for layer, ins, outs in nodes:
+        if id(layer) in folded_pads:  # the convolution after it pads ('same'): it reads the unpadded input
+            ids[id(outs[0])] = ids[id(ins[0])]
+            continue
         got = _emitter(layer)(w, layer, *(ids[id(t)] for t in ins))
         got = got if isinstance(got, (list, tuple)) else [got]
         for t, g in zip(outs, got):
