@@ -79,7 +79,11 @@ def _torch(name: str) -> bool:
     return _ultralytics(name) or name.startswith("yolov5")
 
 
-_TASK_MODELS = {"seg": "SegmentationModel", "pose": "PoseModel"}
+_TASK_MODELS = {"seg": "SegmentationModel", "pose": "PoseModel"}  # yolov8n-seg, yolov8n-pose
+
+
+def _task(name: str) -> str | None:
+    return next((t for t in _TASK_MODELS if _ultralytics(name) and name.endswith("-" + t)), None)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +103,8 @@ def sources(tmp_path_factory, cfg_dir):
             if name.startswith("yolov5"):
                 write_yolov5_checkpoint(d / f"{name}.pt", f"{name}.yaml")
                 made[name] = d / f"{name}.pt"
-            elif "-" in name:  # a task model (segment, pose)
-                write_ultralytics_checkpoint(d / f"{name}.pt", f"{name}.yaml", task_model=_TASK_MODELS[name[8:]])
+            elif _task(name):
+                write_ultralytics_checkpoint(d / f"{name}.pt", f"{name}.yaml", task_model=_TASK_MODELS[_task(name)])
                 made[name] = d / f"{name}.pt"
             elif _ultralytics(name):
                 write_ultralytics_checkpoint(d / f"{name}.last.pt", f"{name}.yaml", stripped=d / f"{name}.pt")
@@ -144,7 +148,7 @@ def _reference(d, name, decode):
     """The independent reference's outputs: OpenCV's raw heads or decoded boxes (x, y, w, h, objectness), the
     ultralytics model's decoded output / raw heads, or the decoded outputs {name: array} of a task model (segment:
     with the prototypes, NHWC) or a YOLOv5 model (its PyTorch module)."""
-    if "-" in name or name.startswith("yolov5"):
+    if _task(name) or name.startswith("yolov5"):
         import torch
 
         ckpt = torch.load(d / f"{name}.pt", map_location="cpu", weights_only=False)
