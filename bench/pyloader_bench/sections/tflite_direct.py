@@ -1,6 +1,6 @@
 """The tflite_direct section (issue 21 item 5): one checkpoint to a float32 .tflite in a fresh process, wall time
-with the imports (median of `repeat` processes): `pyloader convert --format tflite` with the direct writer (Keras
-on JAX, which imports no TensorFlow, on PyTorch and on TensorFlow) and with TensorFlow's converter
+with the imports (median of `repeat` processes): `pyloader convert --format tflite --decode` with the direct
+writer (Keras on JAX, which imports no TensorFlow, on PyTorch and on TensorFlow) and with TensorFlow's converter
 (--tflite-writer converter), beside Ultralytics' own `YOLO(pt).export(format="litert")` (litert-torch, run by
 `python`: a venv of its own where its pins clash with TensorFlow's; an error where it is not installed)."""
 
@@ -29,7 +29,10 @@ def _round_robin(commands: dict, repeat: int, name: str) -> dict:
             if "error" in rows[label]:
                 continue
             log(f"tflite_direct/{name}/{label}")
-            shutil.rmtree(clean, ignore_errors=True)
+            if os.path.isdir(clean):
+                shutil.rmtree(clean)
+            elif os.path.exists(clean):
+                os.remove(clean)
             t0 = time.perf_counter()
             p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, timeout=1800)
             if p.returncode != 0:
@@ -54,12 +57,13 @@ def bench_tflite_direct(tmp: str, repeat: int = 3, yamls=YAMLS, python: str | No
         pt = os.path.join(tmp, f"{y}.pt")
         write_ultralytics_checkpoint(os.path.join(tmp, f"{y}-last.pt"), f"{y}.yaml", stripped=pt)
         out = os.path.join(tmp, f"tflite-{y}")
-        convert = [sys.executable, "-m", "pyloader.cli", "convert", pt, "-o", out, "--format", "tflite", "-q"]
+        convert = [sys.executable, "-m", "pyloader.cli", "convert", pt, "-o", out, "--format", "tflite", "--decode",
+                   "-q"]  # decoded, as Ultralytics' export
         commands = {label: (convert + ["--tflite-writer", writer], {"KERAS_BACKEND": backend}, out)
                     for label, writer, backend in zip((*direct, "converter"), ("direct",) * 3 + ("converter",),
                                                       ("jax", "torch", "tensorflow", "tensorflow"))}
         if litert:
-            commands["ultralytics_litert"] = ([python, "-c", _EXPORT, pt], {}, os.path.join(tmp, f"{y}_saved_model"))
+            commands["ultralytics_litert"] = ([python, "-c", _EXPORT, pt], {}, os.path.join(tmp, f"{y}.tflite"))
         row = _round_robin(commands, repeat, y)
         if not litert:
             row["ultralytics_litert"] = {"error": f"litert-torch is not installed for {python}"}
