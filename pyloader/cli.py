@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tflite-fp16", action="store_true", help="with --format tflite: float16 weights")
     c.add_argument("--tflite-writer", choices=("auto", "direct", "converter"), default=None,
                    help="with --format tflite: who writes the file (auto: pyloader's direct writer where it covers "
-                        "the model, else TensorFlow's converter; sets PYLOADER_TFLITE_WRITER)")
+                        "the model (float32 or --tflite-fp16), else TensorFlow's converter; direct: an error where it "
+                        "does not; converter: always TensorFlow's converter)")
     c.add_argument("--names", metavar="FILE",
                    help="darknet .names file (one class name per line) for the .weights sources' metadata "
                         "(default: class0, class1, ...)")
@@ -216,11 +217,10 @@ def _convert_cmd(args) -> int:
     if args.names is not None and not os.path.isfile(args.names):
         print(f"pyloader convert: --names {args.names}: no such file", file=sys.stderr)
         return 2
-    if args.tflite_writer is not None:
-        if args.format != "tflite":
-            print("pyloader convert: --tflite-writer needs --format tflite", file=sys.stderr)
-            return 2
-        os.environ["PYLOADER_TFLITE_WRITER"] = args.tflite_writer  # read by the workers (pyloader.outputs.tflite)
+    if args.tflite_writer is not None and args.format != "tflite":
+        print("pyloader convert: --tflite-writer needs --format tflite", file=sys.stderr)
+        return 2
+    args.tflite_writer = args.tflite_writer or "auto"
     _catch_interrupts()
     # the bar decides now whether stderr is a terminal (the filter below puts a pipe in its place)
     args.progress_bar = None if args.quiet else ProgressBar()
@@ -235,7 +235,7 @@ def _convert_run(args) -> int:
     from .bulk import Interrupted, check_framework, check_out_dir, convert
 
     try:
-        check_framework(args.format)
+        check_framework(args.format, args.format == "tflite" and (args.tflite_writer == "converter" or args.int8))
     except ModuleNotFoundError as e:
         print(f"pyloader convert: {e}", file=sys.stderr)
         return 1
@@ -259,7 +259,7 @@ def _convert_run(args) -> int:
                           decode=args.decode, input_size=args.input_size, overwrite=args.overwrite,
                           tflite_fp16=args.tflite_fp16, jobs=args.jobs, progress=progress, names=args.names,
                           nms=nms, int8=args.int8, int8_io=args.int8_io, calibration=args.calibration,
-                          verify=args.verify, templates=args.templates)
+                          verify=args.verify, templates=args.templates, tflite_writer=args.tflite_writer)
     except Interrupted as e:
         results, stopped = e.results, (_SIGNALLED[0] if _SIGNALLED else signal.SIGINT)
     except ValueError as e:  # the output folder, when making it or writing in it fails after all

@@ -101,6 +101,8 @@ def test_template_output_is_the_exporters(sources, tmp_path, arch, fmt):
         _differ_everywhere(a, b, kw)  # once per architecture
     fp16 = fmt == "tflite-fp16"
     fmt = "tflite" if fp16 else fmt
+    if fmt == "tflite":  # templates are for the converter's files (the direct writer needs none)
+        kw = {**kw, "tflite_writer": "converter"}
     got = convert([a, b], tmp_path / "t", format=fmt, tflite_fp16=fp16, **kw)
     assert [r.status for r in got] == ["converted", "converted"], [(r.reason, r.note) for r in got]
     assert [r.note for r in got] == ["", ""]  # both written from the template
@@ -150,7 +152,7 @@ def test_exporter_fallback_says_why(sources, tmp_path):
     if "darknet" not in sources:
         pytest.skip("no ../shared/cfg")
     (a, _), kw = sources["darknet"]
-    got = convert([a], tmp_path, format="tflite", fold_bn=False, **kw)
+    got = convert([a], tmp_path, format="tflite", fold_bn=False, tflite_writer="converter", **kw)
     assert got[0].status == "converted", got[0].reason
     assert "no template" in got[0].note and "bn_" in got[0].note, got[0].note
 

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ultralytics-yaml", action="append", default=None,
                         help="Ultralytics yaml(s) for the ultralytics section (default yolov8x.yaml and yolo11x.yaml; "
                              "yolov8n.yaml with --small)")
+    parser.add_argument("--litert-python", default=None,
+                        help="tflite_direct: the Python that runs Ultralytics' export(format='litert') (default: this "
+                             "one; litert-torch may need a venv of its own, its pins differ from TensorFlow's)")
     parser.add_argument("--tmp", default=None, help="where to write generated checkpoints (default: a temp dir)")
 
 
@@ -105,7 +108,7 @@ def main(argv=None) -> int:
         if "load" in sections:
             res["load"] = bench_load(loads, repeat, tmp)
         if "tflite_direct" in sections:  # only where named: minutes of fresh processes
-            res["tflite_direct"] = bench_tflite_direct(tmp, min(repeat, 3))
+            res["tflite_direct"] = bench_tflite_direct(tmp, min(repeat, 3), python=args.litert_python)
         if "bulk" in sections and darknet:
             bname = args.bulk_model or ("small" if args.small or "yolov4-size" not in darknet else "yolov4-size")
             if bname not in darknet:

@@ -53,6 +53,7 @@ class Job:
     verify: bool = False  # run the written output in its own runtime and compare with the model
     template: bool = True  # write from a per-architecture template output where exact (pyloader.outputs.template)
     verified: float | None = None  # set when a template-written output was verified
+    tflite_writer: str = "auto"  # tflite: auto, direct or converter (pyloader.outputs.tflite.writer)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -131,9 +132,10 @@ def _walk_checkpoints(folder: str, refuse_special) -> list:
 
 def plan_jobs(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=False, input_size=None,
               overwrite=False, tflite_fp16=False, names=None, nms=None, int8=False, int8_io=False,
-              calibration=None, verify=False) -> tuple[list, list]:
+              calibration=None, verify=False, tflite_writer="auto") -> tuple[list, list]:
     """(jobs to run, Results decided without running: missing sources, name clashes, existing outputs)."""
     output_format(format)  # ValueError naming the formats
+    check_tflite_writer(format, tflite_writer)
     nms = check_detect_options(format, nms, int8, int8_io, calibration, tflite_fp16)
     if input_size is not None:
         input_size = tuple(int(v) for v in input_size)
@@ -156,8 +158,20 @@ def plan_jobs(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decod
         jobs.append(Job(src, out, None if cfg is None else os.fspath(cfg), format, bool(fold_bn), bool(decode),
                         input_size, bool(overwrite), bool(tflite_fp16), size,
                         os.fspath(names) if src in darknet else None, nms, bool(int8), bool(int8_io),
-                        None if calibration is None else os.fspath(calibration), bool(verify)))
+                        None if calibration is None else os.fspath(calibration), bool(verify),
+                        tflite_writer=tflite_writer))
     return jobs, done
+
+
+def check_tflite_writer(format, tflite_writer) -> None:
+    """ValueError for a TFLite writer that is not one of pyloader.outputs.tflite.WRITERS, or one chosen for
+    another format."""
+    from ..outputs.tflite import WRITERS
+
+    if tflite_writer not in WRITERS:
+        raise ValueError(f"tflite_writer must be one of {', '.join(WRITERS)}; got {tflite_writer!r}")
+    if tflite_writer != "auto" and format != "tflite":
+        raise ValueError(f"tflite_writer {tflite_writer!r} needs format tflite (got {format})")
 
 
 def _is_darknet(src: str) -> bool:

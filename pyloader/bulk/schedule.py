@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from ..boundary import free_bytes
 from ..outputs import output_format
 from .atomic import Run, clean_stale_temporaries, signals_held, tmp_path
-from .jobs import Job, Result, check_detect_options, plan_jobs
+from .jobs import Job, Result, check_detect_options, check_tflite_writer, plan_jobs
 from .worker import run_job
 
 
@@ -28,7 +28,7 @@ class Interrupted(KeyboardInterrupt):
 
 def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=False, input_size=None,
             overwrite=False, tflite_fp16=False, jobs=1, executor=None, progress=None, names=None, nms=None,
-            int8=False, int8_io=False, calibration=None, verify=False, templates=True) -> list:
+            int8=False, int8_io=False, calibration=None, verify=False, templates=True, tflite_writer="auto") -> list:
     """Convert checkpoints into `out_dir`; returns one Result per source (sources order, then problems).
 
     A bad checkpoint never stops the run: its Result has status 'failed' and the reason. `executor`: any
@@ -49,8 +49,11 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
     the model (Result.verify: max relative difference; a failed check fails the source, nothing is written).
     templates=False runs the format's exporter for every checkpoint (by default, checkpoints of one
     architecture after the first are written from a template output: pyloader.outputs.template).
+    tflite_writer (tflite): "auto" (pyloader's direct writer where it covers the model, else TensorFlow's
+    converter), "direct" (an error for a model it does not cover) or "converter" (pyloader.outputs.tflite).
     """
-    check_framework(format)
+    check_tflite_writer(format, tflite_writer)
+    check_framework(format, tflite_converter=format == "tflite" and (tflite_writer == "converter" or int8))
     check_executor(executor)
     out_dir = os.fspath(out_dir)
     check_detect_options(format, nms, int8, int8_io, calibration, tflite_fp16)  # before any folder is made
@@ -58,7 +61,7 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
     todo, results = plan_jobs(sources, out_dir, cfg=cfg, format=format, fold_bn=fold_bn, decode=decode,
                               input_size=input_size, overwrite=overwrite, tflite_fp16=tflite_fp16,
                               names=names, nms=nms, int8=int8, int8_io=int8_io, calibration=calibration,
-                              verify=verify)
+                              verify=verify, tflite_writer=tflite_writer)
     for job in todo:
         job.template = bool(templates)
     total = len(todo) + len(results)
@@ -272,9 +275,11 @@ def _missing(module: str, why: str, extra: str) -> ModuleNotFoundError:
     return e
 
 
-def check_framework(format: str) -> None:
+def check_framework(format: str, tflite_converter: bool = False) -> None:
     """Raise ModuleNotFoundError saying what to pip-install when a conversion to `format` cannot run here;
-    ValueError for SavedModel / TFLite under Keras' PyTorch backend (its SavedModel export needs torch_xla)."""
+    ValueError for SavedModel, or TFLite by TensorFlow's converter (`tflite_converter`: a forced converter or
+    int8), under Keras' PyTorch backend (its SavedModel export needs torch_xla). A TFLite file the direct writer
+    covers needs neither; an uncovered model under torch fails before any export (pyloader.outputs.tflite)."""
     import importlib.util
 
     backend = keras_backend_name()
@@ -282,7 +287,7 @@ def check_framework(format: str) -> None:
         raise _missing("keras", "converting", _EXTRAS.get(backend, "tensorflow"))
     if backend in _EXTRAS and importlib.util.find_spec(backend) is None:
         raise _missing(backend, f"Keras' {backend} backend (KERAS_BACKEND={backend})", _EXTRAS[backend])
-    if "tensorflow" in output_format(format).FRAMEWORKS:  # SavedModel, TFLite
+    if "tensorflow" in output_format(format).FRAMEWORKS or tflite_converter:  # SavedModel, converted TFLite
         if backend == "torch":
             raise ValueError(f"format {format!r} needs Keras' TensorFlow or JAX backend (the PyTorch backend "
                              "exports a SavedModel only through torch_xla): run with KERAS_BACKEND=tensorflow")

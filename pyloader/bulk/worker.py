@@ -143,8 +143,10 @@ _CACHE_LOCK = threading.Lock()
 
 @contextmanager
 def _built(p: Prepared):
-    """The cached model of p's architecture (built on first use), locked while one job fills and writes it."""
+    """The cached model of p's architecture (built on first use holding p's arrays, without running Keras'
+    initializers: keras_blocks.assign.build_filled), locked while one job fills and writes it."""
     from ..assemble import build_model
+    from ..keras_blocks.assign import build_filled
 
     with _CACHE_LOCK:
         entry = _CACHE.get(p.key)
@@ -155,7 +157,7 @@ def _built(p: Prepared):
             _CACHE.popitem(last=False)
     with entry[1]:
         if entry[0] is None:
-            entry[0] = build_model(p.family, p.plan, p.options)
+            entry[0] = build_filled(lambda: build_model(p.family, p.plan, p.options), p.arrays, p.plan.path)
         yield entry[0]
 
 
@@ -208,7 +210,7 @@ def _metadata_blobs(job: Job, meta: dict) -> list:
 
 
 def _template_key(p: Prepared, job: Job) -> tuple:
-    return p.key, job.format, job.tflite_fp16 if job.format == "tflite" else False
+    return p.key, job.format, (job.tflite_fp16, job.tflite_writer) if job.format == "tflite" else False
 
 
 def _template_for(p: Prepared, job: Job):
@@ -225,6 +227,10 @@ def _template_for(p: Prepared, job: Job):
     os.makedirs(work)
     try:
         with _built(p) as model:
+            needless = getattr(output_format(job.format), "no_template", None)  # an exporter as fast as a template
+            why = needless and needless(model, job)
+            if why:
+                raise NoTemplate(why)
             size = input_size_of(model)
             meta = p.metadata(size)  # the template export carries this checkpoint's metadata: its blobs
             attach_metadata(model, meta)

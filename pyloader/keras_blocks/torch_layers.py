@@ -105,6 +105,24 @@ class YoloV5Decode(layers.Layer):
             outs.append(ops.reshape(y, (-1, self.na * ny * nx, no)))
         return ops.concatenate(outs, axis=1)
 
+    def tflite_ops(self, w, inputs):
+        """The converter's operators for `call` (pyloader.outputs.tflite_direct); no mask coefficients (nm 0)."""
+        if self.nm:
+            from ..outputs.tflite_direct import Uncovered
+
+            raise Uncovered(f"{self.name}: mask coefficients (YOLOv5 Segment)")
+        no, na, outs = self.nc + 5, self.na, []
+        for i, x in enumerate(inputs):
+            _, ny, nx, _ = w.shape(x)
+            y = w.unary("LOGISTIC", w.transpose(w.reshape(x, (1, ny, nx, na, no)), (0, 3, 1, 2, 4)))
+            grid = cell_grid(ny, nx, -0.5).reshape(1, 1, ny, nx, 2)
+            xy = w.binary("MUL", w.binary("ADD", w.binary("MUL", w.slice(y, -1, 0, 2), np.float32(2.0)), grid),
+                          np.float32(self.strides[i]))
+            wh = w.binary("MUL", w.unary("SQUARE", w.binary("MUL", w.slice(y, -1, 2, 4), np.float32(2.0))),
+                          np.asarray(self.anchors[i], np.float32).reshape(1, na, 1, 1, 2))
+            outs.append(w.reshape(w.concat([xy, wh, w.slice(y, -1, 4, None)], -1), (1, na * ny * nx, no)))
+        return w.concat(outs, 1)
+
     def compute_output_shape(self, shapes):
         cells = [None if None in s[1:3] else s[1] * s[2] for s in shapes]
         return (shapes[0][0], None if None in cells else self.na * sum(cells), self.nc + 5 + self.nm)

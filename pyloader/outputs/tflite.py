@@ -11,12 +11,13 @@ may fold or share them). --verify: LiteRT (`ai-edge-litert`; TensorFlow's deprec
 where it is not installed; pyloader.outputs.runtime names the one), full-integer inputs quantized and outputs
 dequantized with the file's own parameters.
 
-Writers (`writer`): float32 models whose every layer the direct writer covers (pyloader.outputs.tflite_direct) are
-written by it, without TensorFlow; int8, float16 and any other model by TensorFlow's converter. The environment
-variable PYLOADER_TFLITE_WRITER (`pyloader convert --tflite-writer`) forces one: `converter`, or `direct` (an error
-where it does not cover the model); `auto` (the default) picks as above. The file says which wrote it: the
-metadata entry `tflite_writer` (`direct`, or `converter` and why), which `read_metadata` returns as the key
-"tflite_writer".
+Writers (`writer`, the job's `tflite_writer`, `pyloader convert --tflite-writer`): `auto` (the default) writes
+float32 and float16 models whose every layer the direct writer covers (pyloader.outputs.tflite_direct) with it,
+without TensorFlow (no template either: writing takes a fraction of a second), and int8 and any other model with
+TensorFlow's converter; `direct` is an error where the direct writer does not cover the model, `converter` always
+runs the converter. Under Keras' PyTorch backend only the direct writer runs (the converter needs a SavedModel
+export): an uncovered model fails before any export, saying so. The file says which wrote it: the metadata entry
+`tflite_writer` (`direct`, or `converter` and why), which `read_metadata` returns as the key "tflite_writer".
 
 The input's batch is dynamic (shape_signature -1: `resize_tensor_input(i, [n, H, W, C])` then
 `allocate_tensors`): the converter takes the SavedModel signature, whose batch is None. The standard TFLite
@@ -26,7 +27,6 @@ metadata (pyloader.outputs.tflite_metadata) goes in beside the JSON.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
 
@@ -37,13 +37,12 @@ from . import savedmodel, tflite_metadata
 from .runtime import tflite_interpreter, tflite_runtime
 from .template import Finder, NoTemplate, Slot, Template, find_blobs, json_blobs
 
-__all__ = ["NAME", "FRAMEWORKS", "WRITER_ENV", "WRITERS", "output_name", "is_output", "write", "writer",
+__all__ = ["NAME", "FRAMEWORKS", "WRITERS", "output_name", "is_output", "write", "writer", "no_template",
            "metadata_blobs", "parse_template", "run", "runtime", "read_metadata", "with_metadata"]
 
 NAME = "tflite"
 # imported once per worker before its first conversion; TensorFlow only where the converter runs (imported there)
 FRAMEWORKS = ("keras",)
-WRITER_ENV = "PYLOADER_TFLITE_WRITER"
 WRITERS = ("auto", "direct", "converter")
 _WRITER_ENTRY = "tflite_writer"  # the metadata entry (and read_metadata's key) naming the writer
 
@@ -68,37 +67,52 @@ def write(model, path: str, meta: dict, job, letterbox: bool) -> None:
                          "model selects itself, a class index among their columns; quantization does not keep them): "
                          "convert int8 without --decode (the raw heads), or this output as float TFLite")
     int8 = (model_images(model, job.calibration, letterbox), job.int8_io) if job.int8 else None
-    which = writer(model, job.tflite_fp16 or job.int8)
+    which = writer(model, job)
     if which == "direct":
         from .tflite_direct import Uncovered, write_model
 
         entries, zipped = _metadata_entries(meta, model.output_names, which)
         try:
-            data = write_model(model, entries) + zipped
+            data = write_model(model, entries, job.tflite_fp16) + zipped
         except Uncovered as e:  # a layer's own emitter refused its configuration
-            if os.environ.get(WRITER_ENV) == "direct":
+            if job.tflite_writer == "direct":
                 raise ValueError(f"the direct TFLite writer does not write this model: {e}") from None
-            which = f"converter: {e}"
+            which = _converter_for(f"converter: {e}")
     if which != "direct":
         data = with_metadata(_converted(model, path, job.tflite_fp16, int8), meta, model.output_names, which)
     with open(path, "wb") as f:
         f.write(data)
 
 
-def writer(model, quantized: bool) -> str:
-    """"direct", or "converter: <why>" (PYLOADER_TFLITE_WRITER: auto, direct or converter); ValueError where
-    `direct` is forced and the direct writer does not cover `model`."""
+def writer(model, job) -> str:
+    """"direct", or "converter: <why>", for `model` and job.tflite_writer (auto, direct or converter); ValueError
+    where `direct` is chosen and the direct writer does not cover `model`, or where the converter would run under
+    Keras' PyTorch backend."""
     from .tflite_direct import uncovered
 
-    chosen = os.environ.get(WRITER_ENV, "auto") or "auto"
-    if chosen not in WRITERS:
-        raise ValueError(f"{WRITER_ENV}={chosen!r}: expected one of {', '.join(WRITERS)}")
-    if chosen == "converter":
-        return "converter: forced"
-    why = "int8 or float16 weights" if quantized else uncovered(model)
-    if why is not None and chosen == "direct":
+    if job.tflite_writer == "converter":
+        return _converter_for("converter: forced")
+    why = "int8" if job.int8 else uncovered(model)
+    if why is not None and job.tflite_writer == "direct":
         raise ValueError(f"the direct TFLite writer does not write this model: {why}")
-    return "direct" if why is None else f"converter: {why}"
+    return "direct" if why is None else _converter_for(f"converter: {why}")
+
+
+def _converter_for(which: str) -> str:
+    """`which`, or ValueError under Keras' PyTorch backend (no SavedModel export, so no converter)."""
+    import keras
+
+    if keras.config.backend() == "torch":
+        raise ValueError(f"format 'tflite' needs Keras' TensorFlow or JAX backend for this model (the direct writer "
+                         f"does not write it: {which.removeprefix('converter: ')}; the PyTorch backend exports a "
+                         "SavedModel only through torch_xla): run with KERAS_BACKEND=tensorflow")
+    return which
+
+
+def no_template(model, job) -> str | None:
+    """Why a template buys nothing for `model` (pyloader.bulk.worker asks before learning one): the direct writer
+    writes it, in less time than a template takes to learn. None where the converter writes it."""
+    return "the direct writer writes it" if writer(model, job) == "direct" else None
 
 
 def _converted(model, tmp: str, fp16: bool, int8=None) -> bytes:

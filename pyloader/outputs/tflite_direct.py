@@ -1,13 +1,15 @@
-"""The direct TFLite writer: a built Keras model's functional graph written as a float32 TFLite flatbuffer of
-builtin operators, without TensorFlow's converter (pyloader.outputs.tflite_schema lays the file out).
+"""The direct TFLite writer: a built Keras model's functional graph written as a TFLite flatbuffer of builtin
+operators, without TensorFlow's converter (pyloader.outputs.tflite_schema lays the file out): float32, or with
+float16 constants each read through a DEQUANTIZE (`fp16`: what the converter's float16 weights give).
 
 The graph is the one the converter emits for the same model (tests/test_tflite_direct.py compares the two files
 operator by operator and output by output): a Keras layer becomes the operators TensorFlow's converter gives it
 (a Conv2D with its bias: CONV_2D, 'same' or 'valid' after a PAD for ZeroPadding2D; LeakyReLU: LEAKY_RELU; silu:
 LOGISTIC then MUL; UpSampling2D's repeats: EXPAND_DIMS, TILE and a RESHAPE to a shape built from the input's SHAPE;
-...), the weights are buffers (kernels OHWI, as the converter stores them), the batch is dynamic (shape_signature
--1) and the input, outputs and signature are named as in the converter's file after pyloader.outputs.tflite renames
-them.
+a BatchNormalization after a linear convolution: folded into its kernel and bias; a ZeroPadding2D that pads what
+'same' would: the convolution after it 'same', no PAD; ...), the weights are buffers (kernels OHWI, as the
+converter stores them; equal constants one buffer), the batch is dynamic (shape_signature -1) and the input,
+outputs and signature are named as in the converter's file after pyloader.outputs.tflite renames them.
 
 Keras' built-in layers have their emitters here (`_BUILTIN`, by exact class); any other layer writes itself through
 a duck-typed method `tflite_ops(writer, inputs) -> outputs` next to its class, with the `Writer` methods below.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tflite_schema import FLOAT32, INT32, OPS, PADDING, serialize
+from .tflite_schema import FLOAT16, FLOAT32, INT32, OPS, PADDING, serialize
 
 __all__ = ["Uncovered", "Writer", "uncovered", "write_model"]
 
@@ -33,10 +35,14 @@ class Writer:
     """The graph being written: tensors (static shapes, batch 1; activations carry a dynamic batch), constant
     buffers and operators in order. Each op method takes tensor indices and returns the output's index."""
 
-    def __init__(self):
+    def __init__(self, fp16: bool = False):
+        self.fp16 = fp16  # float constants stored float16, each read through a DEQUANTIZE (the converter's fp16)
         self.tensors: list = []  # (name, shape, shape_signature or None, type, buffer)
         self.buffers: list = [b""]
         self.operators: list = []
+        self.consts: dict = {}  # (dtype, shape, bytes) -> tensor: equal constants are one tensor, as the converter's
+        self.bn: dict = {}  # id(convolution layer) -> the BatchNormalization folded into it (write_model)
+        self.padded: dict = {}  # id(convolution layer) -> the ZeroPadding2D folded into it: 'same' (write_model)
 
     def shape(self, t: int) -> tuple:
         return tuple(self.tensors[t][1])
@@ -50,12 +56,23 @@ class Writer:
         return len(self.tensors) - 1
 
     def const(self, value, name: str = "") -> int:
-        """A constant tensor (float32, or int32 for an integer array)."""
+        """A constant tensor (float32, or int32 for an integer array; one tensor for equal constants). With fp16 a
+        float constant is stored float16 and the tensor returned is its DEQUANTIZE's float32 output."""
         a = np.asarray(value)
-        a = np.ascontiguousarray(a, np.int32 if a.dtype.kind in "iub" else np.float32)
-        self.buffers.append(a.tobytes())
-        self.tensors.append((name or f"c{len(self.tensors)}", list(a.shape), None,
-                             INT32 if a.dtype == np.int32 else FLOAT32, len(self.buffers) - 1))
+        a = np.asarray(a, np.int32 if a.dtype.kind in "iub" else np.float32)  # a scalar stays a scalar (shape [])
+        data = a.tobytes()
+        key = (a.dtype.char, a.shape, data)
+        if key not in self.consts:
+            if self.fp16 and a.dtype == np.float32:
+                stored = self._stored(a.astype(np.float16).tobytes(), a.shape, FLOAT16, name)
+                self.consts[key] = self.op("DEQUANTIZE", [stored], a.shape, batch=False)
+            else:
+                self.consts[key] = self._stored(data, a.shape, INT32 if a.dtype == np.int32 else FLOAT32, name)
+        return self.consts[key]
+
+    def _stored(self, data: bytes, shape, dtype: int, name: str) -> int:
+        self.buffers.append(data)
+        self.tensors.append((name or f"c{len(self.tensors)}", list(shape), None, dtype, len(self.buffers) - 1))
         return len(self.tensors) - 1
 
     def op(self, code: str, inputs, shape, options: str | None = None, batch: bool = True, dtype: int = FLOAT32,
@@ -78,7 +95,7 @@ class Writer:
 
     # -- operators
     def unary(self, code: str, x: int) -> int:
-        """LOGISTIC, TANH, EXP, LOG."""
+        """LOGISTIC, TANH, EXP, LOG, SQUARE."""
         return self.op(code, [x], self.shape(x))
 
     def binary(self, code: str, a, b) -> int:
@@ -120,10 +137,11 @@ class Writer:
                        "StridedSliceOptions", batch=batch, dtype=self.tensors[x][3], begin_mask=others, end_mask=others,
                        shrink_axis_mask=(1 << ax) if shrink else 0)
 
-    def pack(self, xs, axis: int) -> int:
+    def pack(self, xs, axis: int, batch: bool = True) -> int:
         shape = list(self.shape(xs[0]))
         shape.insert(axis % (len(shape) + 1), len(xs))
-        return self.op("PACK", xs, shape, "PackOptions", values_count=len(xs), axis=int(axis))
+        return self.op("PACK", xs, shape, "PackOptions", batch=batch, dtype=self.tensors[xs[0]][3],
+                       values_count=len(xs), axis=int(axis))
 
     def transpose(self, x: int, perm) -> int:
         s = self.shape(x)
@@ -225,8 +243,53 @@ def _conv(w, layer, x):
 
     kernel = convert_to_numpy(layer.depthwise_kernel if depthwise else layer.kernel)
     bias = convert_to_numpy(layer.bias) if layer.use_bias else None
-    y = w.conv(x, kernel, bias, layer.strides, layer.padding, layer.dilation_rate, depthwise)
+    bn = w.bn.get(id(layer))
+    if bn is not None:  # folded as the converter folds it: kernel * scale, (bias - mean) * scale + beta
+        scale, shift = _bn_affine(bn)
+        kernel = kernel * scale.reshape(kernel.shape[2:] if depthwise else -1)
+        bias = (0 if bias is None else bias) * scale + shift
+    padding = "same" if id(layer) in w.padded else layer.padding
+    y = w.conv(x, kernel, bias, layer.strides, padding, layer.dilation_rate, depthwise)
     return _activation(w, layer.activation.__name__, y)
+
+
+def _conv_transpose(w, layer, x):
+    """TRANSPOSE_CONV (kernel OHWI, bias), its output shape packed from the input's batch as the converter does."""
+    if (layer.padding != "valid" or layer.output_padding is not None or tuple(layer.dilation_rate) != (1, 1)
+            or layer.data_format != "channels_last"):
+        raise Uncovered(f"{layer.name}: a Conv2DTranspose other than 'valid' without output padding or dilation")
+    from keras.ops import convert_to_numpy
+
+    kernel = convert_to_numpy(layer.kernel)  # (kh, kw, out, in)
+    kh, kw, co, _ = kernel.shape
+    n, h, wd, _ = w.shape(x)
+    sh, sw = layer.strides
+    out = [n, (h - 1) * sh + kh, (wd - 1) * sw + kw, co]
+    dims = w.op("SHAPE", [x], [4], "ShapeOptions", batch=False, dtype=INT32, out_type=INT32)
+    shape = w.pack([w.slice(dims, 0, 0, 1, shrink=True, batch=False), *(w.const(np.int32(v)) for v in out[1:])], 0,
+                   batch=False)
+    bias = convert_to_numpy(layer.bias) if layer.use_bias else np.zeros(co, np.float32)
+    y = w.op("TRANSPOSE_CONV", [shape, w.const(np.transpose(kernel, (2, 0, 1, 3))), x, w.const(bias)], out,
+             "TransposeConvOptions", padding=PADDING["valid"], stride_w=int(sw), stride_h=int(sh))
+    return _activation(w, layer.activation.__name__, y)
+
+
+def _bn_affine(layer) -> tuple:
+    """(scale, shift) of an inference BatchNormalization: x * scale + shift, in float32."""
+    from keras.ops import convert_to_numpy
+
+    def get(v, default):
+        return default if v is None else convert_to_numpy(v).astype(np.float32)
+
+    var = get(layer.moving_variance, None)
+    scale = get(layer.gamma, np.float32(1)) / np.sqrt(var + np.float32(layer.epsilon))
+    return scale, get(layer.beta, np.float32(0)) - get(layer.moving_mean, None) * scale
+
+
+def _batch_norm(w, layer, x):
+    if not any(bn is layer for bn in w.bn.values()):
+        raise Uncovered(f"{layer.name}: a BatchNormalization that does not follow a convolution of its own")
+    return x  # folded into the convolution before it (write_model)
 
 
 def _zero_padding(w, layer, x):
@@ -272,6 +335,8 @@ _BUILTIN = {
     "Activation": lambda w, layer, x: _activation(w, layer.activation.__name__, x),
     "LeakyReLU": _leaky,
     "Identity": lambda w, layer, x: x,
+    "BatchNormalization": _batch_norm,
+    "Conv2DTranspose": _conv_transpose,
 }
 
 
@@ -305,14 +370,59 @@ def uncovered(model) -> str | None:
     return None
 
 
-def write_model(model, metadata: list) -> bytes:
-    """The float32 TFLite flatbuffer of `model` (`uncovered(model)` must be None; a layer may still raise Uncovered).
-    metadata: [(entry name, bytes)], the model's metadata list."""
-    w = Writer()
+def _folds(nodes, outputs) -> tuple:
+    """What the converter folds into a convolution (Conv2D / DepthwiseConv2D) whose input or output nothing else
+    reads: ({id(convolution): BatchNormalization on the last axis after it (the convolution linear)},
+    {id(convolution): the ZeroPadding2D before it, where that padding is what 'same' pads: the convolution then
+    reads the unpadded input with 'same'})."""
+    readers: dict = {}
+    for layer, ins, _ in nodes:
+        for t in ins:
+            readers.setdefault(id(t), []).append(layer)
+    producer = {id(t): layer for layer, _, outs in nodes for t in outs}
+    inputs = {id(layer): ins for layer, ins, _ in nodes}
+
+    def sole(t, kinds):  # the layer of `kinds` that made t, where only one layer reads t and t is no output
+        layer = producer.get(id(t))
+        ok = layer is not None and type(layer).__name__ in kinds and id(t) not in outputs and len(readers[id(t)]) == 1
+        return layer if ok else None
+
+    bns, pads = {}, {}
+    for layer, ins, _ in nodes:
+        kind = type(layer).__name__
+        if kind == "BatchNormalization" and len(ins) == 1 and layer.axis in (-1, 3):
+            conv = sole(ins[0], ("Conv2D", "DepthwiseConv2D"))
+            if conv is not None and conv.activation.__name__ == "linear":
+                bns[id(conv)] = layer
+        elif kind in ("Conv2D", "DepthwiseConv2D") and layer.padding == "valid":
+            pad = sole(ins[0], ("ZeroPadding2D",))
+            if pad is not None and list(map(tuple, pad.padding)) == _same_pads(inputs[id(pad)][0].shape[1:3], layer):
+                pads[id(layer)] = pad
+    return bns, pads
+
+
+def _same_pads(size, conv) -> list:
+    """The (before, after) padding per spatial axis that 'same' gives `conv` on an input of `size` (TensorFlow's
+    rule: the odd pixel after)."""
+    k, s, d = conv.kernel_size, conv.strides, conv.dilation_rate
+    totals = [max((-(-n // s[i]) - 1) * s[i] + (k[i] - 1) * d[i] + 1 - n, 0) for i, n in enumerate(size)]
+    return [(t // 2, t - t // 2) for t in totals]
+
+
+def write_model(model, metadata: list, fp16: bool = False) -> bytes:
+    """The TFLite flatbuffer of `model`, float32 or with float16 constants (`fp16`) (`uncovered(model)` must be
+    None; a layer may still raise Uncovered). metadata: [(entry name, bytes)], the model's metadata list."""
+    w = Writer(fp16)
     (image,) = model.inputs
     name = image.name
     ids = {id(image): w.tensor([1, *image.shape[1:]], f"serving_default_{name}:0")}
-    for layer, ins, outs in _nodes(model):
+    nodes = _nodes(model)
+    w.bn, w.padded = _folds(nodes, {id(t) for t in model.outputs})
+    folded_pads = {id(p) for p in w.padded.values()}
+    for layer, ins, outs in nodes:
+        if id(layer) in folded_pads:  # the convolution after it pads ('same'): it reads the unpadded input
+            ids[id(outs[0])] = ids[id(ins[0])]
+            continue
         got = _emitter(layer)(w, layer, *(ids[id(t)] for t in ins))
         got = got if isinstance(got, (list, tuple)) else [got]
         for t, g in zip(outs, got):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["OPS", "OPTIONS", "FLOAT32", "INT32", "PADDING", "serialize"]
+__all__ = ["OPS", "OPTIONS", "FLOAT32", "FLOAT16", "INT32", "PADDING", "serialize"]
 
 # BuiltinOperator
-OPS = {"ADD": 0, "CONCATENATION": 2, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 4, "LOGISTIC": 14, "MAX_POOL_2D": 17, "MUL": 18,
+OPS = {"ADD": 0, "CONCATENATION": 2, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 4, "DEQUANTIZE": 6, "LOGISTIC": 14, "MAX_POOL_2D": 17, "MUL": 18,
        "RESHAPE": 22, "SOFTMAX": 25, "TANH": 28, "PAD": 34, "TRANSPOSE": 39, "SUB": 41, "STRIDED_SLICE": 45, "EXP": 47,
-       "TILE": 69, "SPLIT_V": 102, "EXPAND_DIMS": 70, "LOG": 73, "SUM": 74, "SHAPE": 77, "PACK": 83, "LEAKY_RELU": 98,
+       "TRANSPOSE_CONV": 67, "TILE": 69, "SPLIT_V": 102, "EXPAND_DIMS": 70, "LOG": 73, "SUM": 74, "SHAPE": 77, "PACK": 83, "SQUARE": 92, "LEAKY_RELU": 98,
        "BATCH_MATMUL": 126}
 # BuiltinOptions union type of each option table, and its fields: name -> (field id, kind); kind "b" byte / bool,
 # "i" int32, "f" float32
@@ -35,6 +35,7 @@ OPTIONS = {
     "SubOptions": (28, {}),
     "StridedSliceOptions": (32, {"begin_mask": (0, "i"), "end_mask": (1, "i"), "shrink_axis_mask": (4, "i")}),
     "ExpOptions": (33, {}),
+    "TransposeConvOptions": (49, {"padding": (0, "b"), "stride_w": (1, "i"), "stride_h": (2, "i")}),
     "TileOptions": (51, {}),
     "ExpandDimsOptions": (52, {}),
     "ShapeOptions": (55, {"out_type": (0, "b")}),
@@ -43,7 +44,7 @@ OPTIONS = {
     "LeakyReluOptions": (75, {"alpha": (0, "f")}),
     "BatchMatMulOptions": (101, {"adj_x": (0, "b"), "adj_y": (1, "b")}),
 }
-FLOAT32, INT32 = 0, 2  # TensorType
+FLOAT32, FLOAT16, INT32 = 0, 1, 2  # TensorType
 PADDING = {"same": 0, "valid": 1}  # Padding
 _VERSION = 3
 _IDENTIFIER = b"TFL3"

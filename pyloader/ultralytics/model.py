@@ -167,6 +167,12 @@ class UltralyticsDecode(layers.Layer):
     def tflite_ops(self, w, inputs):
         """The converter's operators for `call` (pyloader.outputs.tflite_direct): the DFL as SOFTMAX, MUL by the
         bins and SUM; divisions by 2 as products by 0.5."""
+        box, score, _, _ = self.tflite_parts(w, inputs)
+        return w.transpose(w.concat([box, w.unary("LOGISTIC", score)], -1), (0, 2, 1))
+
+    def tflite_parts(self, w, inputs):
+        """(boxes [1, A, 4] in pixels, class logits [1, A, nc]: tensors; anchor centres [1, A, 2] and strides
+        [1, A, 1]: arrays) of the raw heads `inputs`, as `call` computes them."""
         rm, nc = self.reg_max, self.nc
         flat = [w.reshape(x, (1, w.shape(x)[1] * w.shape(x)[2], 4 * rm + nc)) for x in inputs]
         box, score = (w.concat(parts, 1) if len(parts) > 1 else parts[0] for parts in
@@ -185,8 +191,7 @@ class UltralyticsDecode(layers.Layer):
             parts = [x1y1, x2y2]
         else:
             parts = [w.binary("MUL", w.binary("ADD", x1y1, x2y2), np.float32(0.5)), w.binary("SUB", x2y2, x1y1)]
-        box = w.binary("MUL", w.concat(parts, -1), stride)
-        return w.transpose(w.concat([box, w.unary("LOGISTIC", score)], -1), (0, 2, 1))
+        return w.binary("MUL", w.concat(parts, -1), stride), score, anchor, stride
 
     def compute_output_shape(self, shapes):
         cells = [None if None in s[1:3] else s[1] * s[2] for s in shapes]
@@ -205,8 +210,6 @@ class UltralyticsTaskDecode(UltralyticsDecode):
     (obb) the angle (sigmoid - 0.25) * pi, the box centre rotated by it (dist2rbox). head26 (Pose26, OBB26): the
     keypoints are (raw + anchor) * stride, the angle is the raw value. xyxy (an end-to-end head's selected branch):
     Segment / Pose boxes as x1, y1, x2, y2 (OBB keeps its rotated x, y, w, h, as OBB.decode_bboxes)."""
-
-    tflite_ops = None  # its own decoding: the TFLite converter writes it (pyloader.outputs.tflite_direct)
 
     def __init__(self, nc, reg_max, strides, dfl, task, channels, kpt_shape=None, head26=False, **kw):
         super().__init__(nc, reg_max, strides, dfl, **kw)
@@ -238,6 +241,28 @@ class UltralyticsTaskDecode(UltralyticsDecode):
             extra = ops.reshape(kp, (-1, ops.shape(extra)[1], k * ndim))
         y = ops.concatenate([box, ops.sigmoid(score), extra], axis=-1)
         return ops.transpose(y, (0, 2, 1))
+
+    def tflite_ops(self, w, inputs):
+        """The converter's operators for `call` (pyloader.outputs.tflite_direct): segment and pose (not head26);
+        `kp * 2 - 0.5` as MUL and SUB."""
+        if self.task not in ("segment", "pose") or self.head26 or self.xyxy:
+            from ..outputs.tflite_direct import Uncovered
+
+            raise Uncovered(f"{self.name}: the {self.task} decoding{' (head26)' if self.head26 else ''}"
+                            f"{' (xyxy)' if self.xyxy else ''}")
+        nl = len(self.strides)
+        box, score, anchor, stride = self.tflite_parts(w, inputs[:nl])
+        flat = [w.reshape(x, (1, w.shape(x)[1] * w.shape(x)[2], self.channels)) for x in inputs[nl:]]
+        extra = w.concat(flat, 1) if len(flat) > 1 else flat[0]
+        if self.task == "pose":
+            (k, ndim), a = self.kpt_shape, w.shape(extra)[1]
+            kp = w.reshape(extra, (1, a, k, ndim))
+            xy = w.binary("SUB", w.binary("MUL", w.slice(kp, -1, 0, 2), np.float32(2.0)), np.float32(0.5))
+            xy = w.binary("MUL", w.binary("ADD", xy, anchor[:, :, None, :]), stride[:, :, None, :])
+            if ndim == 3:
+                xy = w.concat([xy, w.unary("LOGISTIC", w.slice(kp, -1, 2, None))], -1)
+            extra = w.reshape(xy, (1, a, k * ndim))
+        return w.transpose(w.concat([box, w.unary("LOGISTIC", score), extra], -1), (0, 2, 1))
 
     def compute_output_shape(self, shapes):
         b, c, a = super().compute_output_shape(shapes[:len(self.strides)])
