@@ -89,8 +89,9 @@ def dynamic_model(model):
         except (ValueError, TypeError):
             dyn = model
         _DYNAMIC[model] = dyn
-    if dyn is not model:
-        dyn.set_weights(model.get_weights())
+    if dyn is not model:  # variable by variable: no copy of all the weights at once
+        for target, value in zip(dyn.weights, model.weights, strict=True):
+            target.assign(value.value)
         if getattr(model, "metadata", None) is not None:
             attach_metadata(dyn, model.metadata, getattr(model, "_pyloader_source_path", None))
     return dyn
