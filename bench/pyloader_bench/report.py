@@ -164,23 +164,27 @@ def markdown(res: dict) -> str:
         if bulk.get("formats"):
             lines += ["", f"Per format, `pyloader.convert` of the {bulk['checkpoints']} checkpoints (templates: the "
                       "first runs the exporter on probe weights, the others are written from its bytes); floor = "
-                      "`pyloader.read` of one checkpoint + writing the output's bytes to a new file", "",
+                      "`pyloader.read` of one checkpoint + writing the output's bytes to a new file; with hash: "
+                      "max(floor, SHA-256 of the source), which every output's metadata holds", "",
                       f"peak and RSS: above the baseline after importing the format's framework; parameters "
                       f"{bulk['param_bytes'] / 1e6:.1f} MB", "",
-                      "| format | output MB | first s | median after first s | read s | write s | after first / floor "
-                      "| total s | peak MB above baseline | peak / parameter bytes | RSS MB above baseline after 10, "
-                      "100, all | notes |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "| format | output MB | first s | median after first s | read s | write s | SHA-256 s | after "
+                      "first / floor | after first / floor with hash | total s | peak MB above baseline | peak / "
+                      "parameter bytes | RSS MB above baseline after 10, 100, all | RSS growth 10 -> 100 % | notes |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for fmt, r in bulk["formats"].items():
                 if "error" in r:
-                    lines.append(f"| {fmt} | {r['error']} | | | | | | | | | | |")
+                    lines.append(f"| {fmt} | {r['error']} |" + " |" * 13)
                     continue
                 lines.append(f"| {fmt} | {r['output_bytes'] / 1e6:.1f} | {_fmt(r['first_s'])} | "
                              f"{_fmt(r.get('median_after_first_s'))} | {_fmt(r['read_s'])} | "
-                             f"{_fmt(r['write_output_bytes_s'])} | {_fmt(r.get('after_first_over_floor'))} | "
+                             f"{_fmt(r['write_output_bytes_s'])} | {_fmt(r.get('sha256_s'))} | "
+                             f"{_fmt(r.get('after_first_over_floor'))} | "
+                             f"{_fmt(r.get('after_first_over_floor_with_hash'))} | "
                              f"{_fmt(r['total_s'])} | {r['peak_above_baseline_bytes'] / 1e6:.0f} | "
                              f"{_fmt(r.get('peak_over_param_bytes'))} | "
                              f"{', '.join(f'{v / 1e6:.0f}' for v in (r.get('rss_above_baseline_after') or {}).values())}"
-                             f" | {'; '.join(r.get('notes') or [])[:200]} |")
+                             f" | {_fmt(r.get('rss_growth_10_to_100_pct'))} | {'; '.join(r.get('notes') or [])[:200]} |")
     lines += ["", "### Targets", ""]
     if res.get("smoke"):
         lines += ["Not scored: --small is a smoke run (the small model, few repeats); targets are scored on full "

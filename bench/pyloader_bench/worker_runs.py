@@ -61,6 +61,7 @@ def bulk_format(spec: dict) -> dict:
     import pyloader
     from pyloader.bulk import convert
     from pyloader.bulk.worker import import_framework
+    from pyloader.metadata import file_sha256
 
     sources, cfg, out, fmt = spec["sources"], spec["cfg"], spec["out"], spec["format"]
     shutil.rmtree(out, ignore_errors=True)
@@ -68,11 +69,12 @@ def bulk_format(spec: dict) -> dict:
     import_framework(fmt)  # Keras / TensorFlow's own memory is not the conversion's
     base = status_bytes("VmRSS")
     reset = reset_peak()
-    rss_after = {}
+    rss_after, rss = {}, {}
 
     def progress(r, done, total, *_):  # resident memory after 10 and 100 checkpoints (and the last)
         if done in (10, 100, total):
-            rss_after[str(done)] = status_bytes("VmRSS") - base
+            rss[done] = status_bytes("VmRSS")
+            rss_after[str(done)] = rss[done] - base
 
     t0 = time.perf_counter()
     results = convert(sources, out, cfg=cfg, format=fmt, overwrite=True, progress=progress)
@@ -87,9 +89,12 @@ def bulk_format(spec: dict) -> dict:
     nbytes = tree_bytes(by_src[sources[-1]].output)
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
-    read_s, write_s = [], []
+    read_s, write_s, hash_s = [], [], []
     buf = np.ones(nbytes, np.uint8)  # pre-faulted
     for i in range(spec.get("repeat", 3) + 1):
+        h = time.perf_counter()
+        file_sha256(sources[-1])  # every output's metadata names the source's SHA-256 (hashed beside read + write)
+        hash_s.append(time.perf_counter() - h)
         a = time.perf_counter()
         arrays = pyloader.read(sources[-1], cfg)
         b = time.perf_counter()
@@ -107,8 +112,10 @@ def bulk_format(spec: dict) -> dict:
     return {"total_s": total, "per_checkpoint_s": per, "first_s": per[0],
             "median_after_first_s": statistics.median(per[1:]) if len(per) > 1 else None,
             "read_s": statistics.median(read_s), "write_output_bytes_s": statistics.median(write_s),
-            "output_bytes": nbytes, "notes": notes, "peak_above_baseline_bytes": peak - base, "peak_reset": reset,
-            "rss_above_baseline_after": rss_after}
+            "sha256_s": statistics.median(hash_s[1:]), "output_bytes": nbytes, "notes": notes,
+            "peak_above_baseline_bytes": peak - base, "peak_reset": reset, "rss_above_baseline_after": rss_after,
+            # flat: the growth of the whole resident memory from 10 to 100 checkpoints, in % of it after 10
+            "rss_growth_10_to_100_pct": (rss[100] - rss[10]) / rss[10] * 100 if 10 in rss and 100 in rss else None}
 
 
 def backend_load(spec: dict) -> dict:

@@ -82,7 +82,9 @@ def template_bytes(p: Prepared, job: Job):
 
 def weights_bytes(p: Prepared, job: Job) -> int:
     """The bytes of p's weights as job's format stores them: what its output takes at the least."""
-    return sum(int(a.size) for a in p.arrays.values()) * (1 if job.int8 else 2 if job.tflite_fp16 else 4)
+    if p._arrays is None:  # not read yet: the source's size
+        return job.bytes
+    return sum(int(a.size) for a in p._arrays.values()) * (1 if job.int8 else 2 if job.tflite_fp16 else 4)
 
 
 def import_framework(format: str) -> float:
@@ -105,15 +107,25 @@ def import_framework(format: str) -> float:
 
 @dataclass
 class Prepared:
-    """A job's checkpoint read: its family, plan, options, architecture key, the arrays its model takes and the
-    source's SHA-256 (a Later: hashed in a helper thread from the job's start, beside the read and the write)."""
+    """A job's checkpoint opened: its family, plan, options, architecture key, the source's SHA-256 (a Later:
+    hashed in a helper thread from the job's start, beside the read and the write) and the arrays its model
+    takes (`arrays`: read when the job starts, but for the first checkpoint of an architecture written from a
+    template, read once the template is learned: learning then holds no checkpoint beside the model)."""
 
     family: Family
     plan: object
     options: Options
     key: tuple
-    arrays: dict
     digest: Later
+    _arrays: dict | None = None
+
+    @property
+    def arrays(self) -> dict:
+        if self._arrays is None:
+            from ..assemble import model_arrays
+
+            self._arrays = model_arrays(self.family, self.plan, self.options.fold_bn)
+        return self._arrays
 
     def metadata(self, input_size) -> dict:
         from ..metadata import model_metadata
@@ -123,7 +135,6 @@ class Prepared:
 
 
 def _prepare(job: Job) -> Prepared:
-    from ..assemble import model_arrays
     from ..metadata import file_sha256
     from ..registry import container_of, open_checkpoint
 
@@ -133,8 +144,10 @@ def _prepare(job: Job) -> Prepared:
         cfg = None  # --cfg names the .cfg of the .weights sources; a .pt carries its architecture
     options = Options(job.fold_bn, job.decode, job.input_size, job.names, job.nms)
     family, plan = open_checkpoint(job.source, cfg, options)
-    arrays = model_arrays(family, plan, job.fold_bn)  # validates before any model work
-    return Prepared(family, plan, options, (family.name, family.architecture(plan), options.key()), arrays, digest)
+    p = Prepared(family, plan, options, (family.name, family.architecture(plan), options.key()), digest)
+    if not _learning(p, job):
+        p.arrays  # noqa: B018 - validates before any model work
+    return p
 
 
 _CACHE: OrderedDict = OrderedDict()  # key -> [model or None, lock]
@@ -211,6 +224,14 @@ def _metadata_blobs(job: Job, meta: dict) -> list:
 
 def _template_key(p: Prepared, job: Job) -> tuple:
     return p.key, job.format, (job.tflite_fp16, job.tflite_writer) if job.format == "tflite" else False
+
+
+def _learning(p: Prepared, job: Job) -> bool:
+    """Whether job's output is to be written from a template that is not learned yet."""
+    if not job.template or job.int8:
+        return False
+    with _CACHE_LOCK:
+        return _template_key(p, job) not in _TEMPLATES
 
 
 def _template_for(p: Prepared, job: Job):

@@ -67,32 +67,29 @@ def attach_metadata(model, meta: dict, source_path=None) -> None:
         model._pyloader_source_path = str(source_path)
 
 
-_DYNAMIC = weakref.WeakKeyDictionary()  # model -> its dynamic-size copy (or itself), built once
+_DYNAMIC = weakref.WeakKeyDictionary()  # model -> its dynamic-size twin (sharing its layers) or itself, built once
 
 
 def dynamic_model(model):
-    """`model` with an input of unknown batch, height and width, holding model's weights and metadata, where its
-    graph builds that way: every layer of the Darknet, YOLOv5, YOLOv7 and Ultralytics detectors computes its grid
-    from the runtime size (raw or decoded heads). Where a layer needs a known size, Keras' build raises ValueError
-    or TypeError and the answer is `model` itself, whose batch alone is dynamic: a fully connected classifier,
-    NMS (its box count and box scale) and the end-to-end top-k (min(max_det, boxes)). Sizes other than the
-    built one must be multiples of the model's max stride (its pooling pads and grids are the built size's)."""
+    """`model` with an input of unknown batch, height and width, sharing model's layers (so its weights: no copy)
+    and holding its metadata, where its graph builds that way: every layer of the Darknet, YOLOv5, YOLOv7 and
+    Ultralytics detectors computes its grid from the runtime size (raw or decoded heads). Where a layer needs a
+    known size, Keras raises ValueError or TypeError and the answer is `model` itself, whose batch alone is
+    dynamic: a fully connected classifier, NMS (its box count and box scale) and the end-to-end top-k (min(max_det,
+    boxes)). Sizes other than the built one must be multiples of the model's max stride (its pooling pads and
+    grids are the built size's)."""
     dyn = _DYNAMIC.get(model)
     if dyn is None:
-        config = model.get_config()
-        for layer in config["layers"]:
-            if layer["class_name"] == "InputLayer":
-                shape = layer["config"]["batch_shape"]
-                layer["config"]["batch_shape"] = [None] * (len(shape) - 1) + [shape[-1]]
+        inputs = [keras.Input(batch_shape=(None,) * (len(t.shape) - 1) + (t.shape[-1],), dtype=t.dtype, name=t.name)
+                  for t in model.inputs]
         try:
-            dyn = type(model).from_config(config)
+            dyn = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0],
+                                           clone_function=lambda layer: layer)
         except (ValueError, TypeError):
             dyn = model
         _DYNAMIC[model] = dyn
-    if dyn is not model:
-        dyn.set_weights(model.get_weights())
-        if getattr(model, "metadata", None) is not None:
-            attach_metadata(dyn, model.metadata, getattr(model, "_pyloader_source_path", None))
+    if dyn is not model and getattr(model, "metadata", None) is not None:
+        attach_metadata(dyn, model.metadata, getattr(model, "_pyloader_source_path", None))
     return dyn
 
 

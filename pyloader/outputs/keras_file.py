@@ -12,7 +12,6 @@ calls `keras.saving.load_model`.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import re
 import struct
@@ -22,7 +21,7 @@ import zlib
 
 from ..metadata import KEY, config_text, parse
 from .runtime import run_fresh
-from .template import CHUNK, Finder, Later, NoTemplate, Template, find_blobs, in_thread, view
+from .template import CHUNK, Finder, Later, NoTemplate, OnDisk, Template, find_blobs, in_thread, view
 from .weights_h5 import h5_slots
 
 __all__ = ["NAME", "FRAMEWORKS", "output_name", "is_output", "write", "metadata_blobs", "parse_template", "run",
@@ -138,38 +137,39 @@ def _crc32(mv, start: int, end: int, inside: list) -> int:
     return zlib.crc32(mv[pos:end], crc)
 
 
-def parse_template(path: str, probes: dict, fp16: bool, blobs: list) -> Template:
-    with open(path, "rb") as f:
-        data = f.read()
-    finder = Finder(probes)
-    z = zipfile.ZipFile(io.BytesIO(data))
-    members, slots, date_at = [], [], None
-    central = _central_headers(data, z)
-    for info in z.infolist():
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise NoTemplate(f".keras member {info.filename} is compressed")
-        name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
-        start = info.header_offset + 30 + name_len + extra_len
-        members.append(_Member(info.filename, start, info.file_size, info.header_offset, central[info.filename],
-                               info.date_time != (1980, 1, 1, 0, 0, 0)))
-        if info.filename.endswith(".h5"):
-            slots += h5_slots(data[:start + info.file_size], start, finder, info.filename + ":")
-        if info.filename == "metadata.json":
-            body = data[start:start + info.file_size]
-            key = b'"date_saved": "'
-            at = body.find(key)
-            if at >= 0 and len(body) >= at + len(key) + 19 and body[at + len(key) + 19:at + len(key) + 20] == b'"':
-                date_at = start + at + len(key)
-    finder.require_all(probes, NAME)
-    return KerasTemplate(data, slots, members, date_at, find_blobs({"": data}, blobs))
+def parse_template(path: str, probes, fp16: bool, blobs: list) -> Template:
+    with OnDisk(path) as data, zipfile.ZipFile(path) as z:
+        finder = Finder(probes)
+        members, slots, date_at = [], [], None
+        central = _central_headers(data, z)
+        for info in z.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise NoTemplate(f".keras member {info.filename} is compressed")
+            name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+            start = info.header_offset + 30 + name_len + extra_len
+            members.append(_Member(info.filename, start, info.file_size, info.header_offset,
+                                   central[info.filename], info.date_time != (1980, 1, 1, 0, 0, 0)))
+            if info.filename.endswith(".h5"):
+                slots += h5_slots(data, start, info.file_size, finder, info.filename + ":")
+            if info.filename == "metadata.json":
+                body = data[start:start + info.file_size]
+                key = b'"date_saved": "'
+                at = body.find(key)
+                if at >= 0 and len(body) >= at + len(key) + 19 and body[at + len(key) + 19:at + len(key) + 20] == b'"':
+                    date_at = start + at + len(key)
+        finder.require_all(probes, NAME)
+        tpl = KerasTemplate(data, slots, members, date_at, ())
+    tpl.blob_places = find_blobs(tpl.files, blobs)
+    return tpl
 
 
-def _central_headers(data: bytes, z: zipfile.ZipFile) -> dict:
+def _central_headers(data: OnDisk, z: zipfile.ZipFile) -> dict:
     out, pos = {}, z.start_dir
     for _ in z.infolist():
-        if data[pos:pos + 4] != b"PK\x01\x02":
+        head = data[pos:pos + 46]
+        if head[:4] != b"PK\x01\x02":
             raise NoTemplate(".keras: unexpected central directory layout")
-        n, e, c = struct.unpack_from("<HHH", data, pos + 28)
+        n, e, c = struct.unpack_from("<HHH", head, 28)
         out[data[pos + 46:pos + 46 + n].decode("utf-8")] = pos
         pos += 46 + n + e + c
     return out

@@ -16,7 +16,7 @@ import struct
 
 from ..metadata import KEY, to_json
 from .runtime import as_dict
-from .template import Finder, NoTemplate, Slot, Template, crc32c, emit, find_blobs, in_thread
+from .template import Finder, NoTemplate, OnDisk, Slot, Template, crc32c, emit, find_blobs, in_thread
 from .template import json_blobs as metadata_blobs
 
 __all__ = ["NAME", "FRAMEWORKS", "output_name", "is_output", "write", "metadata_blobs", "parse_template", "run",
@@ -196,7 +196,8 @@ def _entry_fields(index: bytes, start: int, end: int) -> dict:
 
 
 def _read_folder(root: str) -> dict:
-    """{relative path: bytes} of every file below `root`, and {relative path: None} of every folder."""
+    """{relative path: bytes} of every file below `root` (the variables' data shard: OnDisk, read where
+    sliced), and {relative path: None} of every folder."""
     files: dict = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
@@ -204,14 +205,30 @@ def _read_folder(root: str) -> dict:
             files[os.path.normpath(os.path.join(rel_dir, d))] = None
         for name in filenames:
             rel = os.path.normpath(os.path.join(rel_dir, name))
+            if rel == _BUNDLE_DATA:
+                files[rel] = OnDisk(os.path.join(dirpath, name))
+                continue
             with open(os.path.join(dirpath, name), "rb") as f:
                 files[rel] = f.read()
     return files
 
 
-def parse_template(root: str, probes: dict, fp16: bool, blobs: list) -> Template:
-    finder = Finder(probes)
+def parse_template(root: str, probes, fp16: bool, blobs: list) -> Template:
     files = _read_folder(root)
+    try:
+        tpl = _parse(files, Finder(probes))
+    finally:
+        for data in files.values():
+            if isinstance(data, OnDisk):
+                data.close()
+    places = find_blobs({k: v for k, v in tpl.files.items() if k != "fingerprint.pb"}, blobs)
+    if any(f.startswith("variables/") for _, f, _, _ in places):
+        raise NoTemplate("a metadata blob inside the variables is not supported")
+    tpl.blob_places = places
+    return tpl
+
+
+def _parse(files: dict, finder: Finder) -> Template:
     if set(k for k in files if k.startswith("variables/") and files[k] is not None) != {_BUNDLE_DATA, _BUNDLE_INDEX}:
         raise NoTemplate("the SavedModel's variables are not one data shard and one index")
     index, shard = files[_BUNDLE_INDEX], files[_BUNDLE_DATA]
@@ -236,19 +253,17 @@ def parse_template(root: str, probes: dict, fp16: bool, blobs: list) -> Template
             if f.get(3, 0) != 0 or 6 not in f:
                 continue
             off, size = f.get(4, 0), f.get(5, 0)
-            hit = finder.match(shard[off:off + size], key.decode("utf-8", "replace"))
+            region = shard[off:off + size]
+            hit = finder.match(region, key.decode("utf-8", "replace"))
             if hit is None:
                 continue
             if any(s.offset == off for s in slots):
                 raise NoTemplate(f"variables.index: two entries share the data at {off}")
-            if struct.unpack_from("<I", index, f[6])[0] != _mask(crc32c(shard[off:off + size])):
+            if struct.unpack_from("<I", index, f[6])[0] != _mask(crc32c(region)):
                 raise NoTemplate(f"variables.index: {key!r}: unexpected checksum layout")
             slots.append(Slot(_BUNDLE_DATA, off, size, *hit, crc_at=f[6]))
             touched = True
         if touched:
             blocks.append((boff, bsize))
-    finder.require_all(probes, NAME)
-    places = find_blobs({k: v for k, v in files.items() if k != "fingerprint.pb"}, blobs)
-    if any(f.startswith("variables/") for _, f, _, _ in places):
-        raise NoTemplate("a metadata blob inside the variables is not supported")
-    return SavedModelTemplate(files, slots, blocks, places)
+    finder.require_all(finder.probes, NAME)
+    return SavedModelTemplate(files, slots, blocks, ())

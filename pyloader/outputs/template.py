@@ -30,6 +30,7 @@ needs the exporter's framework and h5py.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import os
 import shutil
@@ -38,8 +39,8 @@ import numpy as np
 
 from ..metadata import to_json
 
-__all__ = ["NoTemplate", "Template", "Slot", "Finder", "Later", "learn", "probe_arrays", "find_blobs", "json_blobs",
-           "emit", "in_thread", "crc32c"]
+__all__ = ["NoTemplate", "Template", "Slot", "Finder", "Later", "OnDisk", "learn", "probe_values", "find_blobs",
+           "json_blobs", "emit", "in_thread", "crc32c"]
 
 
 class NoTemplate(Exception):
@@ -61,11 +62,32 @@ def json_blobs(meta: dict) -> list:
 # Probes and transforms
 
 
-def probe_arrays(shapes: dict, seed: int = 12345) -> dict:
-    """{path: float32 array}, uniform in [0.5, 1.5): distinct in every element of every variable (no zeros,
-    no ones, no repeated arrays, positive variances), so each one's bytes can be found in an exporter's output."""
+def probe_values(shapes: dict, seed: int = 12345):
+    """(path, float32 array) pairs, one at a time, uniform in [0.5, 1.5): distinct in every element of every
+    variable (no zeros, no ones, no repeated arrays, positive variances), so each one's bytes can be found in an
+    exporter's output."""
     rng = np.random.default_rng(seed)
-    return {k: rng.uniform(0.5, 1.5, size=tuple(s)).astype(np.float32) for k, s in sorted(shapes.items())}
+    for k, s in sorted(shapes.items()):
+        yield k, rng.uniform(0.5, 1.5, size=tuple(s)).astype(np.float32)
+
+
+class _Held(collections.abc.Mapping):
+    """The probes as the model's variables hold them, read back one at a time: learning keeps no copy of them
+    all beside the model (a template write of them, the check, holds them while it writes)."""
+
+    def __init__(self, variables: dict):
+        self._variables = variables
+
+    def __getitem__(self, key):
+        import keras
+
+        return keras.ops.convert_to_numpy(self._variables[key])
+
+    def __iter__(self):
+        return iter(self._variables)
+
+    def __len__(self) -> int:
+        return len(self._variables)
 
 
 def _transformed(a: np.ndarray, transform: str, dtype: str) -> np.ndarray:
@@ -112,12 +134,13 @@ class Template:
         for s in self.slots:
             holes.setdefault(s.file, []).append((s.offset, s.nbytes))
         # relpath -> bytes, or Hollow where weights are ('' = the file itself); for folders also '<dir>/' -> None
-        self.files = {rel: Hollow(data, holes[rel]) if rel in holes else data for rel, data in files.items()}
+        self.files = {rel: Hollow(data, holes.get(rel, [])) if rel in holes or isinstance(data, OnDisk) else data
+                      for rel, data in files.items()}
         self.blob_places = list(blob_places)  # (blob index, file, offset, length)
         self.keys = sorted({s.key for s in self.slots})
         self.input_size = None  # the caller's note of the model's input size (pyloader.bulk.worker)
 
-    def check(self, arrays: dict) -> None:
+    def check(self, arrays) -> None:
         """NoTemplate if `arrays` cannot be written from this template (names, shapes, values)."""
         for s in self.slots:
             a = arrays.get(s.key)
@@ -243,6 +266,47 @@ class Hollow:
             raise ValueError(f"bytes {a}:{b} of a template are a weight's place (not kept)")
         return memoryview(self.parts[i])[a - start:b - start]
 
+    def find(self, sub: bytes, start: int = 0) -> int:
+        """The first offset >= start of `sub` inside the kept bytes (never across a weight's place), or -1."""
+        for s, part in zip(self.starts, self.parts):
+            if s + len(part) > start:
+                at = part.find(sub, max(0, start - s))
+                if at >= 0:
+                    return s + at
+        return -1
+
+
+class OnDisk:
+    """A file's bytes read where sliced (pread): what learning reads an exporter's output through, so that no
+    whole copy of it is held (each slice is a copy of that range; a Template keeps the bytes between weights)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self.size = os.fstat(self.fd).st_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, sl: slice) -> bytes:
+        a, b, _ = sl.indices(self.size)
+        out = bytearray()
+        while len(out) < b - a:
+            got = os.pread(self.fd, b - a - len(out), a + len(out))
+            if not got:
+                raise NoTemplate(f"{self.path}: shorter than when opened")
+            out += got
+        return bytes(out)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def view(template):
     """`template` (bytes or Hollow) sliceable without copies."""
@@ -283,9 +347,9 @@ def learn(fmt, model, export, *, fp16: bool = False, blobs=(), workdir: str) -> 
     variables = {v.path: v for v in model.weights}
     if len(variables) != len(model.weights):
         raise NoTemplate("the model has two variables of one path")
-    probes = probe_arrays({k: tuple(v.shape) for k, v in variables.items()})
-    for k, v in variables.items():
-        v.assign(probes[k])
+    for k, a in probe_values({k: tuple(v.shape) for k, v in variables.items()}):
+        variables[k].assign(a)
+    probes = _Held(variables)
     path = os.path.join(workdir, fmt.output_name("template"))
     check = os.path.join(workdir, fmt.output_name("check"))
     try:
@@ -303,28 +367,30 @@ def learn(fmt, model, export, *, fp16: bool = False, blobs=(), workdir: str) -> 
 
 
 class Finder:
-    """Find each region's variable by content: {(nbytes, crc32c): [(key, transform, dtype, array)]};
-    `candidates(array)`: the (transform, dtype) pairs the format may store an array under."""
+    """Find each region's variable by content: {(nbytes, crc32c): [(key, transform, dtype)]}, the bytes of a
+    candidate made again (from `probes`, a mapping) to compare it whole; `candidates(array)`: the (transform,
+    dtype) pairs the format may store an array under."""
 
-    def __init__(self, probes: dict, candidates=_as_stored):
-        self.table: dict = {}
+    def __init__(self, probes, candidates=_as_stored):
+        self.probes, self.table = probes, {}
         for k, a in probes.items():
             for t, d in candidates(a):
                 b = _transformed(a, t, d)
-                self.table.setdefault((b.nbytes, crc32c(b)), []).append((k, t, d, b))
+                self.table.setdefault((b.nbytes, crc32c(b)), []).append((k, t, d))
         self.found: dict = {}
 
     def match(self, region, where: str):
         """(key, transform, dtype) whose bytes equal `region`, or None."""
         region = memoryview(region).cast("B")
-        hits = self.table.get((region.nbytes, crc32c(region)), [])
-        hits = [h for h in hits if memoryview(h[3]).cast("B") == region]
+        mine = np.frombuffer(region, np.uint8)
+        hits = [(k, t, d) for k, t, d in self.table.get((region.nbytes, crc32c(region)), [])
+                if np.array_equal(_transformed(self.probes[k], t, d).reshape(-1).view(np.uint8), mine)]
         keys = {h[0] for h in hits}
         if len(keys) > 1:
             raise NoTemplate(f"{where} matches several variables ({sorted(keys)[:3]})")
         if not hits:
             return None
-        k, t, d, _ = hits[0]
+        k, t, d = hits[0]
         self.found.setdefault(k, where)  # a variable may be stored more than once (a bundle's two names)
         return k, t, d
 
@@ -336,8 +402,8 @@ class Finder:
 
 
 def find_blobs(files: dict, blobs: list) -> list:
-    """(blob index, file, offset, length) of every occurrence of each metadata blob; NoTemplate for one not
-    found."""
+    """(blob index, file, offset, length) of every occurrence of each metadata blob in `files` ({name: bytes or
+    Hollow}); NoTemplate for one not found."""
     places = []
     for i, blob in enumerate(blobs):
         n = 0

@@ -15,7 +15,7 @@ import os
 from ..boundary import free_bytes
 from ..metadata import KEY, parse, to_json
 from .runtime import run_fresh
-from .template import Finder, NoTemplate, Slot, Template, find_blobs
+from .template import Finder, NoTemplate, OnDisk, Slot, Template, find_blobs
 from .template import json_blobs as metadata_blobs
 
 __all__ = ["NAME", "FRAMEWORKS", "output_name", "is_output", "write", "metadata_blobs", "parse_template", "run",
@@ -64,21 +64,50 @@ def read_metadata(path: str) -> dict | None:
     return None if v is None else parse(v)
 
 
-def parse_template(path: str, probes: dict, fp16: bool, blobs: list) -> Template:
-    with open(path, "rb") as f:
-        data = f.read()
-    finder = Finder(probes)
-    slots = h5_slots(data, 0, finder, "")
-    finder.require_all(probes, NAME)
-    return Template({"": data}, slots, find_blobs({"": data}, blobs))
+def parse_template(path: str, probes, fp16: bool, blobs: list) -> Template:
+    with OnDisk(path) as data:
+        finder = Finder(probes)
+        slots = h5_slots(data, 0, len(data), finder, "")
+        finder.require_all(probes, NAME)
+        tpl = Template({"": data}, slots)
+    tpl.blob_places = find_blobs(tpl.files, blobs)
+    return tpl
 
 
-def h5_slots(data, base: int, finder: Finder, where: str) -> list:
-    """The Slots of the variables stored in the HDF5 file at `base` in `data` (`where`: how to name it)."""
+class _Part(io.RawIOBase):
+    """Bytes [base, base + size) of an OnDisk file as a read-only file object (h5py reads through it)."""
+
+    def __init__(self, data: OnDisk, base: int, size: int):
+        super().__init__()
+        self.data, self.base, self.size, self.pos = data, base, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        got = self.data[self.base + self.pos:self.base + min(self.pos + len(b), self.size)]
+        b[:len(got)] = got
+        self.pos += len(got)
+        return len(got)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = (offset, self.pos + offset, self.size + offset)[whence]
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+
+def h5_slots(data: OnDisk, base: int, size: int, finder: Finder, where: str) -> list:
+    """The Slots of the variables stored in the HDF5 file of `size` bytes at `base` in `data` (`where`: how to
+    name it); each dataset's bytes are read on their own."""
     import h5py
 
     slots = []
-    with h5py.File(io.BytesIO(bytes(data[base:])), "r") as h5:
+    with h5py.File(_Part(data, base, size), "r") as h5:
         def visit(name, obj):
             if not isinstance(obj, h5py.Dataset) or obj.size == 0:
                 return
