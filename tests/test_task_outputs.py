@@ -22,7 +22,6 @@ TFLite precision, the .keras files on the JAX and PyTorch backends, the SavedMod
 
 from __future__ import annotations
 
-import filecmp
 import json
 import os
 import subprocess
@@ -61,6 +60,9 @@ TFLITE_CI = {"fp32": ("y26det", "y26seg", "y26pose"), "fp16": ("y26obb",), "int8
 TFLITE_FLAGS = {"fp32": ["--verify"], "fp16": ["--tflite-fp16", "--verify"], "int8": ["--int8", "--verify"]}
 TOL = {"keras": 1e-5, "weights.h5": 1e-5, "savedmodel": 1e-5, "fp32": 1e-4, "fp16": 3e-2}
 SEEDS = {"a": 3, "b": 4}
+# the one exporter fallback (`convert -v` says why): a Segment head's prototype upsampling (ConvTranspose2d) kernel,
+# Keras [h, w, out, in], is TRANSPOSE_CONV's [out, h, w, in] in TFLite, a transform the template does not know yet
+TFLITE_NO_TEMPLATE = "proto_upsample/kernel']): the exporter changes them"
 
 
 def _stems():
@@ -230,14 +232,14 @@ def _check_format(case, converted, tmp_path, fmt, precision="fp32", env=None, he
     for stem in stems:
         meta = read_metadata(_output(out, stem, fmt))
         got = dict(np.load(tmp_path / f"{stem}.npz"))
-        if fmt == "tflite" and precision == "int8":  # --verify judged it; the rows kept are measured below
+        if fmt == "tflite" and precision == "int8":  # --verify judged it (pyloader's int8 tolerance)
             assert set(got) == set(refs[stem])
             continue
         tol = TOL[fmt if fmt != "tflite" else precision]
         errors[stem] = e = _errors(got, refs[stem], _rows(meta), tol)
         assert max(e.values()) <= tol, (fmt, precision, stem, e)
     if fmt == "tflite":
-        assert p.stdout.count("verified") >= len(stems) or "verif" in p.stdout, p.stdout[-2000:]
+        assert p.stdout.count("(verified: max rel diff") == len(stems), p.stdout[-2000:]
     print(fmt, precision, {s: f"{max(e.values()):.1e}" for s, e in errors.items()}, "exporter notes:", fallbacks)
     return errors, fallbacks
 
@@ -295,27 +297,26 @@ def test_tflite(case, converted, tmp_path, precision):
     """TFLite float32 / float16 weights, --verify'd by the CLI, run in LiteRT in a fresh process."""
     heads = HEADS if FULL else TFLITE_CI[precision]
     errors, fallbacks = _check_format(case, converted, tmp_path, "tflite", precision, heads=heads)
-    assert not fallbacks, fallbacks
+    assert all(TFLITE_NO_TEMPLATE in n for n in fallbacks), fallbacks
 
 
 def test_tflite_int8_verified(case, converted, tmp_path):
     """int8 (calibration folder): --verify passes (pyloader's int8 tolerance); the file runs in a fresh process."""
     heads = HEADS if FULL else TFLITE_CI["int8"]
     _check_format(case, converted, tmp_path, "tflite", "int8", heads=heads)
-    out, p = converted("tflite", "int8")
-    assert p.stdout.count("verified") >= 1, p.stdout[-2000:]
 
 
 @pytest.mark.full
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_keras_other_backends(case, converted, tmp_path, backend):
+    _full()
     pytest.importorskip(backend)
     _check_format(case, converted, tmp_path, "keras", env={"KERAS_BACKEND": backend})
 
 
 def _keras_members(path, rename=(b"", b"")) -> dict:
     """A .keras file's members: config.json without Keras' per-process object ids, metadata.json without the save
-    date, `rename` applied to the others (see NAMED_AFTER_THE_FIRST)."""
+    date, `rename` applied to the others (see test_template_is_the_exporters)."""
     def ids(obj):
         if isinstance(obj, dict):
             return {k: ids(v) for k, v in obj.items() if k != "shared_object_id"}
@@ -330,18 +331,25 @@ def _keras_members(path, rename=(b"", b"")) -> dict:
 
 
 TEMPLATE_FORMATS = ["keras", "weights.h5"] + [pytest.param(f, marks=pytest.mark.full) for f in ("savedmodel", "tflite")]
-# A template-written .keras / .weights.h5 names its Keras model after the checkpoint the template was learned on
-# (keras_blocks.model.finish_plan_model names it after the checkpoint's file; the template patches the metadata and
-# weights only), where checkpoints of one architecture share the template (every head here but those whose DFL bins,
-# a decode constant, differ between the random checkpoints): compared with that name put right, and the name itself
-# in test_template_model_name (xfail until it is fixed).
-NAMED_AFTER_THE_FIRST = ("keras", "weights.h5")
+# A template-written file carries the Keras model's name of the checkpoint the template was learned on
+# (keras_blocks.model.finish_plan_model names the model after the checkpoint's file; the template puts in the weights
+# and metadata only): .keras' config.json, .weights.h5, SavedModel's variables and TFLite's tensor names
+# ("y26det-a_1/topk_1/...") say y26det-a in y26det-b's file, where checkpoints of one architecture share a template
+# (every head here but those whose DFL bins, a decode constant, differ between the random checkpoints). Compared
+# with that name put right; the name itself in test_template_model_name (xfail until it is fixed).
+
+
+def _full():
+    if not FULL:
+        pytest.skip("PYLOADER_FULL=1")
 
 
 @pytest.mark.parametrize("fmt", TEMPLATE_FORMATS)
 def test_template_is_the_exporters(case, converted, tmp_path, fmt):
     """The second checkpoint of each head, written from the first's template in the shared run, equals its
     conversion with --no-templates (.keras: every member, the save date aside; SavedModel: the variables)."""
+    if fmt in ("savedmodel", "tflite"):
+        _full()
     d = case[0]
     out, _ = converted(fmt)
     heads = HEADS if FULL or fmt != "tflite" else TFLITE_CI["fp32"]
@@ -350,19 +358,19 @@ def test_template_is_the_exporters(case, converted, tmp_path, fmt):
     assert p.returncode == 0, p.stderr[-3000:]
     for h in heads:
         mine, theirs = _output(out, f"{h}-b", fmt), _output(tmp_path, f"{h}-b", fmt)
-        rename = (f"{h}-a".encode(), f"{h}-b".encode()) if fmt in NAMED_AFTER_THE_FIRST else (b"", b"")
+        rename = f"{h}-a".encode(), f"{h}-b".encode()
         if fmt == "keras":
             assert _keras_members(mine, rename) == _keras_members(theirs), h
         elif fmt == "savedmodel":
             for f in ("variables/variables.data-00000-of-00001", "variables/variables.index"):
-                assert filecmp.cmp(mine / f, theirs / f, shallow=False), (h, f)
+                assert (mine / f).read_bytes().replace(*rename) == (theirs / f).read_bytes(), (h, f)
         else:
             assert mine.read_bytes().replace(*rename) == theirs.read_bytes(), h
         assert read_metadata(mine) == read_metadata(theirs)
 
 
 @pytest.mark.xfail(strict=True, reason="a template-written .keras names its model after the template's first "
-                                       "checkpoint (NAMED_AFTER_THE_FIRST)")
+                                       "checkpoint (see test_template_is_the_exporters)")
 def test_template_model_name(converted):
     out, _ = converted("keras")
     with zipfile.ZipFile(_output(out, "y26det-b", "keras")) as z:

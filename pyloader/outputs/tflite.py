@@ -50,11 +50,6 @@ def write(model, path: str, meta: dict, job, letterbox: bool) -> None:
     `letterbox`)."""
     from ..calibration import model_images
 
-    rows = [o for o in meta.get("outputs", ()) if job.int8 and "rows" in o]
-    if rows:  # refused before the calibration images are read
-        raise ValueError(f"int8 cannot hold the output {rows[0]['name']!r} (rows {rows[0]['rows']}: detection rows the "
-                         "model selects itself, a class index among their columns; quantization does not keep them): "
-                         "convert int8 without --decode (the raw heads), or this output as float TFLite")
     int8 = (model_images(model, job.calibration, letterbox), job.int8_io) if job.int8 else None
     with open(path, "wb") as f:
         f.write(with_metadata(_converted(model, path, job.tflite_fp16, int8), meta, model.output_names))
