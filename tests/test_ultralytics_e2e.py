@@ -267,6 +267,22 @@ def test_convert_verify_and_inspect(checkpoints, tmp_path, fmt):
     assert r.returncode == 0 and "verified: max rel diff" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
 
 
+def test_int8_refuses_selected_rows(checkpoints, tmp_path):
+    """int8 of the top-k rows (--decode of an end2end checkpoint) is refused before calibration: the class-index
+    column does not survive quantization; nothing is written."""
+    from PIL import Image
+
+    _, best = checkpoints("yolo26n.yaml")[True]
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(cal / "a.png")
+    (res,) = pyloader.convert([best], tmp_path / "out", format="tflite", decode=True, int8=True, calibration=cal,
+                              input_size=(96, 128))
+    assert res.status == "failed" and res.output is None, res
+    assert "int8 cannot hold the output 'detections' (rows xyxy_score_class" in res.reason, res.reason
+    assert not list((tmp_path / "out").glob("*.tflite"))
+
+
 def test_compare_rows():
     """--verify's comparison of detection rows: near-tied rows in the other order pair up; a moved box does not."""
     from pyloader.verify import compare_rows

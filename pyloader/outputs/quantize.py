@@ -6,8 +6,7 @@ so far that box offsets and scores near the threshold lose most of their resolut
 concatenates pixel boxes and [0, 1] scores is worse. Here the converter calibrates the whole model once
 (TensorFlow's QuantizationDebugger: the converter's own calibration and MLIR quantizer), then quantizes it with
 the tail kept float: every operator from which no weighted operator (convolution, depthwise, transpose
-convolution, fully connected) can be reached, i.e. the decode and NMS or an end-to-end head's top-k (its rows'
-class index and boxes stay float columns), and (`float_heads`) the weighted operators
+convolution, fully connected) can be reached, i.e. the decode and NMS, and (`float_heads`) the weighted operators
 that feed only the tail, i.e. the heads' last convolutions; and (`float_stem`, the stem) the network's first operators, in execution order, while they
 hold at most that share of the weights (10%): they hold few weights but the full-resolution activations, whose
 rounding every later layer carries (Yolo-Fastest 1.1 on photos: the first 1% of the weights float cut the score
