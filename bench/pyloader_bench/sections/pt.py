@@ -100,7 +100,8 @@ def _bulk_template(path: str, tmp: str) -> dict:
         written = sorted(os.listdir(os.path.join(src, "out"))) if os.path.isdir(os.path.join(src, "out")) else []
     finally:
         shutil.rmtree(src, ignore_errors=True)
-    notes = [line.split(": ", 2)[-1] for line in p.stderr.splitlines() if line.startswith("pyloader convert:")]
+    notes = [line.split(": ", 2)[-1] for line in p.stderr.splitlines()
+             if line.startswith("pyloader convert:") and ": exporter" in line]
     ok = p.returncode == 0 and written == ["a.keras", "b.keras"] and not notes
     return {"ok": ok, "seconds": round(seconds, 2), "notes": notes,
             **({} if ok else {"error": (p.stdout + p.stderr).strip()[-300:]})}
