@@ -11,13 +11,6 @@ may fold or share them). --verify: LiteRT (`ai-edge-litert`; TensorFlow's deprec
 where it is not installed; pyloader.outputs.runtime names the one), full-integer inputs quantized and outputs
 dequantized with the file's own parameters.
 
-Writers (`writer`): float32 models whose every layer the direct writer covers (pyloader.outputs.tflite_direct) are
-written by it, without TensorFlow; int8, float16 and any other model by TensorFlow's converter. The environment
-variable PYLOADER_TFLITE_WRITER (`pyloader convert --tflite-writer`) forces one: `converter`, or `direct` (an error
-where it does not cover the model); `auto` (the default) picks as above. The file says which wrote it: the
-metadata entry `tflite_writer` (`direct`, or `converter` and why), which `read_metadata` returns as the key
-"tflite_writer".
-
 The input's batch is dynamic (shape_signature -1: `resize_tensor_input(i, [n, H, W, C])` then
 `allocate_tensors`): the converter takes the SavedModel signature, whose batch is None. The standard TFLite
 metadata (pyloader.outputs.tflite_metadata) goes in beside the JSON.
@@ -26,7 +19,6 @@ metadata (pyloader.outputs.tflite_metadata) goes in beside the JSON.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
 
@@ -37,15 +29,11 @@ from . import savedmodel, tflite_metadata
 from .runtime import tflite_interpreter, tflite_runtime
 from .template import Finder, NoTemplate, Slot, Template, find_blobs, json_blobs
 
-__all__ = ["NAME", "FRAMEWORKS", "WRITER_ENV", "WRITERS", "output_name", "is_output", "write", "writer",
-           "metadata_blobs", "parse_template", "run", "runtime", "read_metadata", "with_metadata"]
+__all__ = ["NAME", "FRAMEWORKS", "output_name", "is_output", "write", "metadata_blobs", "parse_template", "run",
+           "runtime", "read_metadata", "with_metadata"]
 
 NAME = "tflite"
-# imported once per worker before its first conversion; TensorFlow only where the converter runs (imported there)
-FRAMEWORKS = ("keras",)
-WRITER_ENV = "PYLOADER_TFLITE_WRITER"
-WRITERS = ("auto", "direct", "converter")
-_WRITER_ENTRY = "tflite_writer"  # the metadata entry (and read_metadata's key) naming the writer
+FRAMEWORKS = ("keras", "tensorflow")  # imported once per worker before its first conversion
 
 
 def output_name(stem: str) -> str:
@@ -68,37 +56,8 @@ def write(model, path: str, meta: dict, job, letterbox: bool) -> None:
                          "model selects itself, a class index among their columns; quantization does not keep them): "
                          "convert int8 without --decode (the raw heads), or this output as float TFLite")
     int8 = (model_images(model, job.calibration, letterbox), job.int8_io) if job.int8 else None
-    which = writer(model, job.tflite_fp16 or job.int8)
-    if which == "direct":
-        from .tflite_direct import Uncovered, write_model
-
-        entries, zipped = _metadata_entries(meta, model.output_names, which)
-        try:
-            data = write_model(model, entries) + zipped
-        except Uncovered as e:  # a layer's own emitter refused its configuration
-            if os.environ.get(WRITER_ENV) == "direct":
-                raise ValueError(f"the direct TFLite writer does not write this model: {e}") from None
-            which = f"converter: {e}"
-    if which != "direct":
-        data = with_metadata(_converted(model, path, job.tflite_fp16, int8), meta, model.output_names, which)
     with open(path, "wb") as f:
-        f.write(data)
-
-
-def writer(model, quantized: bool) -> str:
-    """"direct", or "converter: <why>" (PYLOADER_TFLITE_WRITER: auto, direct or converter); ValueError where
-    `direct` is forced and the direct writer does not cover `model`."""
-    from .tflite_direct import uncovered
-
-    chosen = os.environ.get(WRITER_ENV, "auto") or "auto"
-    if chosen not in WRITERS:
-        raise ValueError(f"{WRITER_ENV}={chosen!r}: expected one of {', '.join(WRITERS)}")
-    if chosen == "converter":
-        return "converter: forced"
-    why = "int8 or float16 weights" if quantized else uncovered(model)
-    if why is not None and chosen == "direct":
-        raise ValueError(f"the direct TFLite writer does not write this model: {why}")
-    return "direct" if why is None else f"converter: {why}"
+        f.write(with_metadata(_converted(model, path, job.tflite_fp16, int8), meta, model.output_names))
 
 
 def _converted(model, tmp: str, fp16: bool, int8=None) -> bytes:
@@ -133,21 +92,9 @@ def metadata_blobs(meta: dict) -> list:
     return json_blobs(meta) + tflite_metadata.blobs(meta)
 
 
-def _metadata_entries(meta: dict, names: list, which: str) -> tuple:
-    """([(entry name, bytes)] of the model's metadata list: pyloader's JSON, the standard TFLite metadata
-    (pyloader.outputs.tflite_metadata), the writer), and the zip of the standard metadata's associated files, which
-    goes after the flatbuffer (tflite-support's MetadataPopulator layout). The one place both writers take them."""
-    described = [o["name"] for o in meta["outputs"]]
-    if described != list(names):
-        raise ValueError(f"the metadata describes the outputs {described}, the TFLite file has {list(names)}")
-    entries = [(KEY, to_json(meta).encode()), (tflite_metadata.NAME, tflite_metadata.metadata_buffer(meta)),
-               (_WRITER_ENTRY, which.encode())]
-    return entries, tflite_metadata.labels_zip(meta)
-
-
-def with_metadata(data: bytes, meta: dict, names: list, which: str = "converter") -> bytes:
-    """The converter's TFLite flatbuffer with `meta` in its metadata list (`_metadata_entries`; `which`: why the
-    converter wrote it), its outputs named `names` and in that order.
+def with_metadata(data: bytes, meta: dict, names: list) -> bytes:
+    """The TFLite flatbuffer with `meta` in its metadata list, its outputs named `names` and in that order, and
+    the standard TFLite metadata (`_add_standard_metadata`).
 
     The converter keys a SavedModel signature's outputs by name (sorted); here each output tensor is renamed
     to its key and the subgraph's and signature's output lists follow `names` (the Keras model's order).
@@ -166,27 +113,45 @@ def with_metadata(data: bytes, meta: dict, names: list, which: str = "converter"
         for n in names:
             sub.tensors[by_name[n].tensorIndex].name = n.encode()
         sub.outputs = [by_name[n].tensorIndex for n in names]
-    entries, zipped = _metadata_entries(meta, names, which)
-    kept = [m for m in (model.metadata or []) if _s(m.name) not in {n for n, _ in entries}]
-    for name, blob in entries:
-        buf = schema.BufferT()
-        buf.data = np.frombuffer(blob, np.uint8)
-        model.buffers.append(buf)
-        entry = schema.MetadataT()
-        entry.name = name.encode()
-        entry.buffer = len(model.buffers) - 1
-        kept.append(entry)
-    model.metadata = kept
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(to_json(meta).encode(), np.uint8)
+    model.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name = KEY.encode()
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if _s(m.name) != KEY] + [entry]
+    zipped = _add_standard_metadata(model, meta, names)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) + zipped
+
+
+def _add_standard_metadata(model, meta: dict, names: list) -> bytes:
+    """Put the TFLite Metadata schema's ModelMetadata (pyloader.outputs.tflite_metadata) into `model` (a
+    flatbuffer_utils object) as the buffer of its `TFLITE_METADATA` entry; return the zip of its associated
+    files, which goes after the flatbuffer (tflite-support's MetadataPopulator layout)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    described = [o["name"] for o in meta["outputs"]]
+    if described != list(names):
+        raise ValueError(f"the metadata describes the outputs {described}, the TFLite file has {list(names)}")
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(tflite_metadata.metadata_buffer(meta), np.uint8)
+    model.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name = tflite_metadata.NAME.encode()
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in model.metadata if _s(m.name) != tflite_metadata.NAME] + [entry]
+    return tflite_metadata.labels_zip(meta)
 
 
 def _s(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _buffers(data: bytes) -> tuple:
-    """Read the flatbuffer's Model.buffers (field 4) and Model.metadata (field 6) without TensorFlow:
-    ([(data start, length, offset, size) per buffer], {metadata entry name: buffer index})."""
+def read_metadata(path: str) -> dict | None:
+    """Model.metadata (field 6) -> entry named KEY -> Model.buffers (field 4)[entry.buffer].data (no
+    TensorFlow)."""
+    with open(path, "rb") as f:
+        data = f.read()
 
     def u32(o):
         return struct.unpack_from("<I", data, o)[0]
@@ -202,50 +167,34 @@ def _buffers(data: bytes) -> tuple:
     def ref(o):  # follow a uoffset
         return o + u32(o)
 
-    def vector(o):  # (start, length) of the vector at field offset o, or (0, 0)
-        if o is None:
-            return 0, 0
+    def vector(o):
         v = ref(o)
         return v + 4, u32(v)
 
     root = ref(0)
-    buffers = []
-    start, n = vector(field(root, 4))
-    for k in range(n):
-        buf = ref(start + 4 * k)
-        ext = [field(buf, i) for i in (1, 2)]
-        buffers.append((*vector(field(buf, 0)), *(0 if o is None else struct.unpack_from("<Q", data, o)[0]
-                                                  for o in ext)))
-    entries = {}
-    start, n = vector(field(root, 6))
+    meta_f, bufs_f = field(root, 6), field(root, 4)
+    if meta_f is None or bufs_f is None:
+        return None
+    start, n = vector(meta_f)
     for k in range(n):
         entry = ref(start + 4 * k)
-        s, ln = vector(field(entry, 0))
-        buf_f = field(entry, 1)
-        entries[data[s:s + ln].decode()] = 0 if buf_f is None else u32(buf_f)
-    return buffers, entries
-
-
-def read_metadata(path: str) -> dict | None:
-    """The JSON of the metadata entry named KEY, with "tflite_writer" from its entry where the file has one (no
-    TensorFlow)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    buffers, entries = _buffers(data)
-
-    def blob(name):
-        i = entries.get(name)
-        if i is None or i >= len(buffers):
+        name_f, buf_f = field(entry, 0), field(entry, 1)
+        if name_f is None:
+            continue
+        s, ln = vector(name_f)
+        if data[s:s + ln].decode() != KEY or buf_f is None:
+            continue
+        index = u32(buf_f)
+        bstart, bn = vector(bufs_f)
+        if index >= bn:
             return None
-        s, n = buffers[i][:2]
-        return data[s:s + n].decode()
-
-    text = blob(KEY)
-    if text is None:
-        return None
-    meta = json.loads(text)
-    which = blob(_WRITER_ENTRY)
-    return meta if which is None else {**meta, _WRITER_ENTRY: which}
+        buf = ref(bstart + 4 * index)
+        data_f = field(buf, 0)
+        if data_f is None:
+            return None
+        ds, dn = vector(data_f)
+        return json.loads(data[ds:ds + dn].decode())
+    return None
 
 
 def runtime() -> str:
@@ -253,25 +202,25 @@ def runtime() -> str:
     return tflite_runtime()
 
 
-def run(path: str, images, names: list, job) -> dict:
-    """The TFLite signature runner (LiteRT where installed: pyloader.outputs.runtime.tflite_runtime) on each of
-    `images` [N, H, W, 3], one interpreter for all; integer inputs quantized, integer outputs dequantized."""
-    runner = tflite_interpreter(path).get_signature_runner()
+def run(path: str, image, names: list, job) -> dict:
+    """The TFLite signature runner (LiteRT where installed: pyloader.outputs.runtime.tflite_runtime); integer
+    inputs quantized, integer outputs dequantized."""
+    it = tflite_interpreter(path)
+    runner = it.get_signature_runner()
     (in_name, in_detail), = runner.get_input_details().items()
+    x = image
+    if in_detail["dtype"] != np.float32:
+        scale, zero = in_detail["quantization"]
+        info = np.iinfo(in_detail["dtype"])
+        x = np.clip(np.round(image / scale + zero), info.min, info.max).astype(in_detail["dtype"])
+    out = runner(**{in_name: x})
     details = runner.get_output_details()
-    per_image = []
-    for x in np.split(np.asarray(images), len(images)):
-        if in_detail["dtype"] != np.float32:
-            scale, zero = in_detail["quantization"]
-            info = np.iinfo(in_detail["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(in_detail["dtype"])
-        out = {}
-        for k, v in runner(**{in_name: x}).items():
-            scale, zero = details[k]["quantization"]
-            out[k] = (v.astype(np.float32) - zero) * scale if v.dtype in (np.int8, np.uint8, np.int16) and scale \
-                else np.array(v)
-        per_image.append(out)
-    res = {k: np.concatenate([o[k] for o in per_image]) for k in per_image[0]}
+    res = {}
+    for k, v in out.items():
+        scale, zero = details[k]["quantization"]
+        if v.dtype in (np.int8, np.uint8, np.int16) and scale:
+            v = (v.astype(np.float32) - zero) * scale
+        res[k] = v
     if set(res) == set(names):
         return res
     # unnamed signature outputs (output_0, output_1, ...) follow the model's output order
@@ -302,17 +251,25 @@ class TfliteTemplate(Template):
 
 
 def parse_template(path: str, probes: dict, fp16: bool, blobs: list) -> Template:
+    try:
+        from tensorflow.lite.python import schema_py_generated as schema
+    except ImportError as e:  # pragma: no cover
+        raise NoTemplate(f"TFLite schema not importable: {e}") from None
     with open(path, "rb") as f:
         data = f.read()
     dtypes = ["float32", "float16"] if fp16 else ["float32"]
     finder = Finder(probes, lambda a: [(t, d) for t in ("identity", "ohwi")[:2 if a.ndim == 4 else 1]
                                        for d in dtypes])
+    model = schema.Model.GetRootAsModel(data, 0)
     slots = []
-    for i, (start, n, offset, size) in enumerate(_buffers(data)[0]):
-        if offset or size:  # data outside the flatbuffer (models over 2 GB)
+    for i in range(model.BuffersLength()):
+        buf = model.Buffers(i)
+        if buf.Offset() or buf.Size():  # data outside the flatbuffer (models over 2 GB)
             raise NoTemplate("the TFLite file keeps buffers outside its flatbuffer")
-        if not n:
+        o = buf._tab.Offset(4)
+        if not o:
             continue
+        start, n = buf._tab.Vector(o), buf._tab.VectorLen(o)
         hit = finder.match(data[start:start + n], f"buffer {i}")
         if hit is not None:
             slots.append(Slot("", start, n, *hit))
