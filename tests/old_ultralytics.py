@@ -7,7 +7,7 @@ weights of pyloader_bench.synthetic_pt, and saved by the release's own `BaseTrai
 holding what that method reads: the model, its ModelEMA, the optimizer of the release's `build_optimizer` after one
 step, the release's default arguments, metrics and results.csv) as OUT/<yaml>/last.pt (and best.pt), then the
 release's own `strip_optimizer` turns best.pt into the final checkpoint, as its trainer's final_eval does. The
-reference is best.pt loaded back (torch.load) and run in float32 eval mode by the release on a fixed input, saved as
+reference is best.pt loaded back (torch.load) and run in float32 eval mode by the release on a fixed input (96x128; 128x192 for the P6 forms), saved as
 OUT/<yaml>/ref.npz: the input (NHWC) and the outputs, normalised across releases: 'det' (decoded [B, C, anchors]),
 'boxes' / 'scores' (the raw head levels flattened), 'extra' (raw mask coefficients / keypoints / angle), 'proto'
 (Segment's prototypes, NCHW), 'topk' (v10Detect's eval output in 8.2-8.3, whose class attribute end2end is True: the
@@ -38,7 +38,12 @@ from ultralytics.nn import tasks  # noqa: E402
 
 from pyloader_bench.synthetic_pt import randomize_ultralytics  # noqa: E402
 
-SIZE = (96, 128)  # small, not square: P5 models only
+SIZE, P6_SIZE = (96, 128), (128, 192)  # small, not square; P6 models (stride 64) take the second
+
+
+def _size(yaml_name: str) -> tuple:
+    """The input size for `yaml_name`: P6_SIZE for the P6 forms (yolov8n-p6.yaml, 8.0.x's yolov8x6.yaml)."""
+    return P6_SIZE if "-p6" in yaml_name or yaml_name.removesuffix(".yaml").endswith("6") else SIZE
 
 
 def _first(*names):
@@ -136,7 +141,7 @@ def generate(out: Path, yaml_name: str, model_class: str, seed: int = 5):
     trainer.save_model()
     strip_optimizer(str(trainer.best))  # the trainer's final_eval
     ref_model = torch.load(str(trainer.best), map_location="cpu")["model"].float().eval()
-    x = np.random.default_rng(seed).uniform(0, 1, (2, *SIZE, 3)).astype(np.float32)
+    x = np.random.default_rng(seed).uniform(0, 1, (2, *_size(yaml_name), 3)).astype(np.float32)
     ref = {k: v.numpy() for k, v in _reference(ref_model, TASKS[model_class], x).items()}
     np.savez(out / "ref.npz", x=x, version=ultralytics.__version__, task=TASKS[model_class], **ref)
     return out

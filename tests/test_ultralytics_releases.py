@@ -11,7 +11,8 @@ and decoded (last.pt decoded with fold_bn; best.pt raw and decoded without), eve
 max |value|. A YOLOv10 head (v10Detect) of 8.2-8.3 has `end2end = True` as a class attribute: its release returns the
 one-to-one branch's top-k rows; ultralytics 8.4 (a property over the pickled `_end2end`, absent in these files) and
 pyloader (pyloader/ultralytics/end2end.py) decode the one-to-many branch, checked against the release's own decoding
-of that branch (its `_inference`). Six models of three releases by default (DEFAULT), all with PYLOADER_FULL=1. Needs
+of that branch (its `_inference`). The P2 / P6 forms each release ships (P26, P26_GHOST; 8.0.6: yolov8x6), the P6 ones at
+128x192. Eight models of three releases by default (DEFAULT), all with PYLOADER_FULL=1. Needs
 the package registry (pip); under CI=true nothing skips.
 """
 
@@ -36,23 +37,27 @@ CACHE = Path(os.environ.get("PYLOADER_TEST_CACHE", Path.home() / ".cache" / "pyl
 
 D, S, P, O, C = "DetectionModel", "SegmentationModel", "PoseModel", "OBBModel", "ClassificationModel"
 # release: (packages its import needs beside ultralytics, installed with it; the models it writes, yaml: class)
+# the P2 / P6 forms each release ships (models/v8/yolov8-p2.yaml ...; 8.0.6: yolov8x6.yaml only)
+P26 = {"yolov8n-p2.yaml": D, "yolov8n-p6.yaml": D, "yolov8n-pose-p6.yaml": P}
+P26_GHOST = {**P26, "yolov8n-seg-p6.yaml": S, "yolov8n-ghost-p2.yaml": D, "yolov8n-ghost-p6.yaml": D}
 RELEASES = {
     "8.0.6": (["hydra-core==1.3.2", "omegaconf==2.3.0", "antlr4-python3-runtime==4.9.3"],
-              {"yolov8n.yaml": D, "yolov8n-seg.yaml": S, "yolov8n-cls.yaml": C}),
-    "8.0.100": ([], {"yolov8n.yaml": D, "yolov8n-seg.yaml": S, "yolov8n-pose.yaml": P, "yolov8n-cls.yaml": C}),
-    "8.1.0": (["hub-sdk==0.0.25"], {"yolov8n.yaml": D, "yolov8n-pose.yaml": P, "yolov8n-obb.yaml": O}),
-    "8.2.0": ([], {"yolov8n.yaml": D, "yolov8n-seg.yaml": S, "yolov8n-obb.yaml": O, "yolov8n-cls.yaml": C}),
+              {"yolov8n.yaml": D, "yolov8n-seg.yaml": S, "yolov8n-cls.yaml": C, "yolov8x6.yaml": D}),
+    "8.0.100": ([], {"yolov8n.yaml": D, "yolov8n-seg.yaml": S, "yolov8n-pose.yaml": P, "yolov8n-cls.yaml": C, **P26}),
+    "8.1.0": (["hub-sdk==0.0.25"], {"yolov8n.yaml": D, "yolov8n-pose.yaml": P, "yolov8n-obb.yaml": O, **P26_GHOST}),
+    "8.2.0": ([], {"yolov8n.yaml": D, "yolov8n-seg.yaml": S, "yolov8n-obb.yaml": O, "yolov8n-cls.yaml": C, **P26_GHOST}),
     "8.2.103": ([], {"yolov10n.yaml": D, "yolov9t.yaml": D, "yolov5nu.yaml": D, "yolov6n.yaml": D,
-                     "yolov8n-ghost.yaml": D, "yolov3-tinyu.yaml": D}),
+                     "yolov8n-ghost.yaml": D, "yolov3-tinyu.yaml": D, **P26_GHOST}),
     "8.3.0": ([], {"yolo11n.yaml": D, "yolo11n-seg.yaml": S, "yolo11n-pose.yaml": P, "yolo11n-obb.yaml": O,
-                   "yolo11n-cls.yaml": C}),
+                   "yolo11n-cls.yaml": C, **P26_GHOST}),
     "8.3.100": ([], {"yolov8n.yaml": D, "yolo11n-pose.yaml": P, "yolo11n-cls.yaml": C, "yolo12n.yaml": D,
-                     "yolo12n-seg.yaml": S, "yolov10n.yaml": D}),
+                     "yolo12n-seg.yaml": S, "yolov10n.yaml": D, **P26_GHOST}),
 }
 # without PYLOADER_FULL: the oldest paths (ultralytics.yolo, one nn/modules.py, OmegaConf arguments), the split
-# modules, and YOLO11; every task among them
+# modules, and YOLO11; every task among them; a P2 and a P6 form
 DEFAULT = {("8.0.6", "yolov8n.yaml"), ("8.0.6", "yolov8n-seg.yaml"), ("8.0.6", "yolov8n-cls.yaml"),
-           ("8.1.0", "yolov8n-pose.yaml"), ("8.1.0", "yolov8n-obb.yaml"), ("8.3.0", "yolo11n.yaml")}
+           ("8.1.0", "yolov8n-pose.yaml"), ("8.1.0", "yolov8n-obb.yaml"), ("8.3.0", "yolo11n.yaml"),
+           ("8.1.0", "yolov8n-p2.yaml"), ("8.3.0", "yolov8n-seg-p6.yaml")}
 SELECTED = {v: [y for y in models if FULL or (v, y) in DEFAULT] for v, (_, models) in RELEASES.items()}
 CASES = [pytest.param(v, y, id=f"{v}-{y[:-5]}") for v, models in SELECTED.items() for y in models]
 
@@ -159,8 +164,9 @@ def _outputs(y):
 
 
 def test_cases_cover_every_task():
-    """The cases run by default hold the oldest module paths, the split modules and every task."""
+    """The cases run by default hold the oldest module paths, the split modules, every task, a P2 and a P6 form."""
     assert {RELEASES[v][1][y] for v, y in DEFAULT} == {D, S, P, O, C}
+    assert {y[-7:-5] for _, y in DEFAULT} >= {"p2", "p6"}
     assert {v for v, _ in DEFAULT} == {"8.0.6", "8.1.0", "8.3.0"}
 
 

@@ -20,7 +20,7 @@ from .sections.bulk import BULK_FORMATS, bench_bulk
 from .sections.darknet import bench_model, bench_weights, bench_weights_pt
 from .sections.load import bench_load
 from .sections.pickle_stage import bench_pickle
-from .sections.pt import ULTRALYTICS_YAMLS, bench_pt, bench_ultralytics
+from .sections.pt import ULTRALYTICS_FAMILIES, ULTRALYTICS_YAMLS, bench_pt, bench_ultralytics
 from .sections.tflite_direct import bench_tflite_direct
 from .targets import targets
 
@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                            "yolov4-size; small with --small)")
     parser.add_argument("--pt-yaml", default=None, help="yolov5 yaml for the default .pt (default yolov5x.yaml)")
     parser.add_argument("--ultralytics-yaml", action="append", default=None,
-                        help="Ultralytics yaml(s) for the ultralytics section (default yolov8x.yaml and yolo11x.yaml; "
-                             "yolov8n.yaml with --small)")
+                        help="Ultralytics yaml(s) for the ultralytics section (default yolov8x.yaml, yolo11x.yaml and one "
+                             "model per family and task at its smallest scale; with --small only the latter)")
     parser.add_argument("--litert-python", default=None,
                         help="tflite_direct: the Python that runs Ultralytics' export(format='litert') (default: this "
                              "one; litert-torch may need a venv of its own, its pins differ from TensorFlow's)")
@@ -91,7 +91,8 @@ def main(argv=None) -> int:
             if args.files:
                 res["ultralytics"] = {"error": "skipped (files given)"}
             else:
-                yamls = args.ultralytics_yaml or (["yolov8n.yaml"] if args.small else list(ULTRALYTICS_YAMLS))
+                yamls = args.ultralytics_yaml or list(ULTRALYTICS_FAMILIES if args.small else
+                                                      ULTRALYTICS_YAMLS + ULTRALYTICS_FAMILIES)
                 res["ultralytics"] = bench_ultralytics(yamls, repeat, tmp)
         else:
             res["ultralytics"] = {"error": "skipped (not in --sections" + (", --small)" if args.small else ")")}

@@ -113,6 +113,11 @@ def markdown(res: dict) -> str:
                 continue
             lines += _load_rows(f"| {name} ", r["methods"])
             lines.append(f"| {name} | speedup (ultralytics / pyloader) | {_fmt(r.get('speedup_pyloader_vs_ultralytics'))} | | |")
+            bt = r.get("bulk_template") or {}
+            if bt:
+                lines.append(f"| {name} | bulk: 2 checkpoints to .keras, the 2nd from the template | "
+                             f"{'ok' if bt['ok'] else 'FAILED: ' + (bt.get('error') or '; '.join(bt['notes']))} "
+                             f"in {bt['seconds']} s | | |")
     lines += ["", "### pyloader.load per Keras backend", ""]
     be = res.get("backends") or {}
     if not be:
