@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <unordered_set>
@@ -774,6 +775,12 @@ PYBIND11_MODULE(_core, m) {
         "Read a darknet .weights file, open as `fd` with `size` bytes (pread; `path` for messages), against a\n"
         "layer plan: [(kind, label, ...)] in file order. Returns (header, [[(role, array), ...] per plan entry]),\n"
         "the arrays in memory of their own.");
+
+    m.def(
+        "half_widening", [](std::optional<bool> f16c) { return f16c ? use_f16c(*f16c) : half_widening(); },
+        py::arg("f16c") = py::none(),
+        "The float16 widening in use: 'f16c', 'sse2' or 'scalar'; f16c=False turns F16C off for the process (the\n"
+        "portable path, for tests and benchmarks), True back on where the CPU has it.");
 
     m.def(
         "oihw_to_hwio",

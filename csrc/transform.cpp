@@ -5,8 +5,11 @@
 #include <cstring>
 
 #include "parallel.h"
-#ifdef __SSE2__
-#include <emmintrin.h>
+#include "transpose_tiles.h"
+#ifdef PYLOADER_F16C
+#include <cpuid.h>
+
+#include <atomic>
 #endif
 
 namespace pyloader {
@@ -58,82 +61,49 @@ inline float load<std::uint16_t>(const std::uint16_t* p, std::size_t i) {
     return half_to_float(h);
 }
 
-// The transpose of the kernel as a matrix: in[o][j] -> out[j'][o], j = i * HW + hw the input position (OIHW),
-// j' = hw * I + i its output row (HWIO). Output rows in the order of j, stepped without division.
-struct OutputRows {
-    float* out;
-    std::size_t I, HW, O, i = 0, hw = 0;
-    float* next() {
-        float* r = out + (hw * I + i) * O;
-        if (++hw == HW) hw = 0, ++i;
-        return r;
+#ifdef __SSE2__
+struct Sse2Load {
+    static __m128 load4(const float* row, std::size_t j) {
+        return _mm_loadu_ps(reinterpret_cast<const float*>(reinterpret_cast<const unsigned char*>(row) + j * 4));
+    }
+    // Halves widened branch-free, exactly as half_to_float (normal, subnormal, zero, infinity, NaN with its payload).
+    static __m128 load4(const std::uint16_t* row, std::size_t j) {
+        const __m128i h = _mm_unpacklo_epi16(
+            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const unsigned char*>(row) + j * 2)),
+            _mm_setzero_si128());
+        const __m128i exp_mask = _mm_set1_epi32(0x1f << 23);
+        __m128i o = _mm_slli_epi32(_mm_and_si128(h, _mm_set1_epi32(0x7fff)), 13);
+        const __m128i exp = _mm_and_si128(o, exp_mask);
+        o = _mm_add_epi32(o, _mm_set1_epi32((127 - 15) << 23));
+        o = _mm_add_epi32(o, _mm_and_si128(_mm_cmpeq_epi32(exp, exp_mask), _mm_set1_epi32((128 - 16) << 23)));
+        const __m128i tiny = _mm_cmpeq_epi32(exp, _mm_setzero_si128());  // zero or subnormal: renormalise
+        const __m128 renorm = _mm_sub_ps(_mm_castsi128_ps(_mm_add_epi32(o, _mm_set1_epi32(1 << 23))),
+                                         _mm_castsi128_ps(_mm_set1_epi32(113 << 23)));
+        o = _mm_or_si128(_mm_andnot_si128(tiny, o), _mm_and_si128(tiny, _mm_castps_si128(renorm)));
+        return _mm_castsi128_ps(_mm_or_si128(o, _mm_slli_epi32(_mm_and_si128(h, _mm_set1_epi32(0x8000)), 16)));
     }
 };
 
-#ifdef __SSE2__
-// Four consecutive elements of a row as floats (any alignment). Halves are widened branch-free, exactly as
-// half_to_float (normal, subnormal, zero, infinity, NaN with its payload).
-inline __m128 load4(const float* row, std::size_t j) {
-    return _mm_loadu_ps(reinterpret_cast<const float*>(reinterpret_cast<const unsigned char*>(row) + j * 4));
+#ifdef PYLOADER_F16C
+bool cpu_has_f16c() {  // AVX2 (its check includes the OS's saving of the AVX registers), F16C from cpuid
+    __builtin_cpu_init();
+    unsigned eax, ebx, ecx, edx;
+    return __builtin_cpu_supports("avx2") && __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
 }
-inline __m128 load4(const std::uint16_t* row, std::size_t j) {
-    const __m128i h = _mm_unpacklo_epi16(
-        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(reinterpret_cast<const unsigned char*>(row) + j * 2)),
-        _mm_setzero_si128());
-    const __m128i exp_mask = _mm_set1_epi32(0x1f << 23);
-    __m128i o = _mm_slli_epi32(_mm_and_si128(h, _mm_set1_epi32(0x7fff)), 13);
-    const __m128i exp = _mm_and_si128(o, exp_mask);
-    o = _mm_add_epi32(o, _mm_set1_epi32((127 - 15) << 23));
-    o = _mm_add_epi32(o, _mm_and_si128(_mm_cmpeq_epi32(exp, exp_mask), _mm_set1_epi32((128 - 16) << 23)));
-    const __m128i tiny = _mm_cmpeq_epi32(exp, _mm_setzero_si128());  // zero or subnormal: renormalise
-    const __m128 renorm = _mm_sub_ps(_mm_castsi128_ps(_mm_add_epi32(o, _mm_set1_epi32(1 << 23))),
-                                     _mm_castsi128_ps(_mm_set1_epi32(113 << 23)));
-    o = _mm_or_si128(_mm_andnot_si128(tiny, o), _mm_and_si128(tiny, _mm_castps_si128(renorm)));
-    return _mm_castsi128_ps(_mm_or_si128(o, _mm_slli_epi32(_mm_and_si128(h, _mm_set1_epi32(0x8000)), 16)));
-}
+const bool f16c_cpu = cpu_has_f16c();
+std::atomic<bool> f16c_on{f16c_cpu};  // use_f16c turns it off and on
+#endif
 
-// Output rows [j_begin, j_end) x channels [o_begin, o_end) (both spans multiples of N, N = 4 or 16) in N x N
-// tiles, each made of 4x4 transposes in a small buffer: a tile reads N input rows N floats each (16: whole cache
-// lines, read once, whatever the rows' stride does to the L1 sets), then writes N output rows N floats each (16:
-// whole lines), each row's run continuing along o. kStream: non-temporal stores (16-byte aligned rows), which
-// write the output without first reading it into the cache.
-template <std::size_t N, bool kStream, typename T>
-void transpose_tiles(const T* in, OutputRows rows, std::size_t J, const float* scale, std::size_t j_begin,
-                     std::size_t j_end, std::size_t o_begin, std::size_t o_end) {
-    alignas(16) float t[N][N];  // t[m][k]: input row o + k, position j + m
-    for (std::size_t j = j_begin; j < j_end; j += N) {
-        float* dst[N];
-        for (auto& d : dst) d = rows.next();
-        for (std::size_t o = o_begin; o < o_end; o += N) {
-            for (std::size_t q = 0; q < N; q += 4) {
-                const __m128 s = scale ? _mm_loadu_ps(scale + o + q) : _mm_set1_ps(1.0f);
-                auto scaled = [&](__m128 v) { return scale ? _mm_mul_ps(v, s) : v; };  // x * 1 would quiet a NaN
-                const T* row = in + (o + q) * J;
-                for (std::size_t p = 0; p < N; p += 4) {
-                    __m128 r0 = load4(row, j + p), r1 = load4(row + J, j + p), r2 = load4(row + 2 * J, j + p),
-                           r3 = load4(row + 3 * J, j + p);
-                    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-                    _mm_store_ps(&t[p][q], scaled(r0));
-                    _mm_store_ps(&t[p + 1][q], scaled(r1));
-                    _mm_store_ps(&t[p + 2][q], scaled(r2));
-                    _mm_store_ps(&t[p + 3][q], scaled(r3));
-                }
-            }
-            for (std::size_t m = 0; m < N; ++m)
-                for (std::size_t q = 0; q < N; q += 4) {
-                    if constexpr (kStream) _mm_stream_ps(dst[m] + o + q, _mm_load_ps(&t[m][q]));
-                    else _mm_storeu_ps(dst[m] + o + q, _mm_load_ps(&t[m][q]));
-                }
-        }
-    }
-    if (kStream) _mm_sfence();  // visible to whoever waits for this transpose before it reads them
+TiledPart blocks(const float* in, float* out, std::size_t O, std::size_t I, std::size_t HW, const float* scale,
+                 std::size_t o_begin, std::size_t o_end) {
+    return transpose_blocks<Rows4<Sse2Load>, Rows4<Sse2Load>, 16>(in, out, O, I, HW, scale, o_begin, o_end);
 }
-
-template <std::size_t N, typename T>
-void tiles(bool stream, const T* in, const OutputRows& rows, std::size_t J, const float* scale, std::size_t j_begin,
-           std::size_t j_end, std::size_t o_begin, std::size_t o_end) {
-    if (stream) transpose_tiles<N, true>(in, rows, J, scale, j_begin, j_end, o_begin, o_end);
-    else transpose_tiles<N, false>(in, rows, J, scale, j_begin, j_end, o_begin, o_end);
+TiledPart blocks(const std::uint16_t* in, float* out, std::size_t O, std::size_t I, std::size_t HW,
+                 const float* scale, std::size_t o_begin, std::size_t o_end) {
+#ifdef PYLOADER_F16C
+    if (f16c_on.load(std::memory_order_relaxed)) return transpose_blocks_f16c(in, out, O, I, HW, scale, o_begin, o_end);
+#endif
+    return transpose_blocks<Rows4<Sse2Load>, Rows4<Sse2Load>, 32>(in, out, O, I, HW, scale, o_begin, o_end);
 }
 #endif
 
@@ -146,22 +116,14 @@ void transpose_impl(const T* in, float* out, std::size_t O, std::size_t I, std::
         const float v = load(in + o * J, j);
         row[o] = scale ? v * scale[o] : v;
     };
-    std::size_t o4 = o_begin, j4 = 0;  // channels [o_begin, o4) of positions [0, j4) done by the tiles
+    TiledPart done{o_begin, 0};  // channels [o_begin, o4) of positions [0, j4) done in blocks
 #ifdef __SSE2__
-    const std::size_t o16 = o_begin + (o_end - o_begin) / 16 * 16, j16 = J / 16 * 16;
-    o4 = o_begin + (o_end - o_begin) / 4 * 4;
-    j4 = J / 4 * 4;
-    const bool stream = O % 4 == 0 && reinterpret_cast<std::uintptr_t>(out + o_begin) % 16 == 0;
-    const OutputRows first{out, I, HW, O};
-    const OutputRows from_j16{out, I, HW, O, j16 / HW, j16 % HW};
-    tiles<16>(stream, in, first, J, scale, 0, j16, o_begin, o16);
-    tiles<4>(stream, in, first, J, scale, 0, j4, o16, o4);
-    tiles<4>(stream, in, from_j16, J, scale, j16, j4, o_begin, o16);
+    done = blocks(in, out, O, I, HW, scale, o_begin, o_end);
 #endif
     OutputRows rest{out, I, HW, O};
     for (std::size_t j = 0; j < J; ++j) {
         float* row = rest.next();
-        for (std::size_t o = j < j4 ? o4 : o_begin; o < o_end; ++o) put(row, o, j);
+        for (std::size_t o = j < done.j4 ? done.o4 : o_begin; o < o_end; ++o) put(row, o, j);
     }
 }
 
@@ -177,6 +139,26 @@ void fold_impl(const T* gamma, const T* beta, const T* mean, const T* var, const
 }
 
 }  // namespace
+
+const char* half_widening() {
+#ifdef PYLOADER_F16C
+    if (f16c_on.load(std::memory_order_relaxed)) return "f16c";
+#endif
+#ifdef __SSE2__
+    return "sse2";
+#else
+    return "scalar";
+#endif
+}
+
+const char* use_f16c(bool on) {
+#ifdef PYLOADER_F16C
+    f16c_on.store(on && f16c_cpu, std::memory_order_relaxed);
+#else
+    (void)on;
+#endif
+    return half_widening();
+}
 
 void oihw_to_hwio(const void* in, DType in_type, float* out, std::size_t O, std::size_t I, std::size_t H,
                   std::size_t W, const float* scale, std::size_t o_begin, std::size_t o_end) {

@@ -18,6 +18,13 @@ float half_to_float(std::uint16_t h);
 void oihw_to_hwio(const void* in, DType in_type, float* out, std::size_t O, std::size_t I, std::size_t H,
                   std::size_t W, const float* scale, std::size_t o_begin, std::size_t o_end);
 
+// How oihw_to_hwio widens float16: "f16c" (x86 builds, where the CPU has F16C and AVX2: checked once at load),
+// else "sse2" (x86) or "scalar"; every one gives the same bits (numpy's astype(float32), NaN payloads kept).
+const char* half_widening();
+// Turn the F16C widening off for the process (on: back on where the CPU has it), for tests and benchmarks of the
+// other; returns half_widening() after.
+const char* use_f16c(bool on);
+
 // How many output channels (a multiple of 16, at least 16) one unit of parallel work of oihw_to_hwio takes when
 // each channel's input row has `row_bytes` bytes: about 1 MiB of input, which stays in a core's cache while it
 // is transposed; the output rows are written in runs of that many channels.

@@ -52,6 +52,8 @@ def test_bench_small(tmp_path):
     else:
         assert "not available" in opencv["error"]
     assert _positive(w["ratios"]["warm"]["pyloader_over_memcpy"])
+    side = w["side_by_side"]["fold_bn=True"]
+    assert _positive(side["pyloader_over_memcpy_output"]) and _positive(side["output_bytes"])
 
     m = res["model"]["small"]
     for meth in ("pyloader_load", "keras_load_weights"):

@@ -1,10 +1,38 @@
 """The native transforms against plain numpy: OIHW -> HWIO transpose (with fused scale) and BN folding, one kernel
-at a time (oihw_to_hwio) and a checkpoint's convolutions in one call (convs_to_hwio)."""
+at a time (oihw_to_hwio) and a checkpoint's convolutions in one call (convs_to_hwio); float16 kernels through both
+widenings (F16C + AVX2 where the CPU has them, and the portable one)."""
+
+import platform
 
 import numpy as np
 import pytest
 
 from pyloader import FormatError, _core
+
+
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":")[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+FAST = _core.half_widening()
+
+
+def test_f16c_chosen_where_the_cpu_has_it():
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    assert FAST == ("f16c" if x86 and {"f16c", "avx2"} <= _cpu_flags() else "sse2" if x86 else FAST)
+
+
+@pytest.fixture(params=["fast", "portable"])
+def widening(request):
+    """Each float16 widening in turn: the one chosen for this CPU, then F16C turned off."""
+    if request.param == "portable":
+        assert _core.half_widening(f16c=False) in ("sse2", "scalar")
+    yield
+    assert _core.half_widening(f16c=True) == FAST
 
 
 @pytest.mark.parametrize(
@@ -23,6 +51,7 @@ from pyloader import FormatError, _core
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("with_scale", [False, True])
+@pytest.mark.usefixtures("widening")
 def test_oihw_to_hwio_matches_numpy(shape, dtype, with_scale):
     rng = np.random.default_rng(0)
     k = rng.normal(size=shape).astype(dtype)
@@ -40,11 +69,13 @@ def test_oihw_to_hwio_non_contiguous_input():
     np.testing.assert_array_equal(_core.oihw_to_hwio(k), k.transpose(2, 3, 1, 0))
 
 
+@pytest.mark.usefixtures("widening")
 def test_oihw_to_hwio_widens_every_half_exactly():
-    """Every float16 bit pattern (zeros, subnormals, infinities, NaN payloads) widens as numpy widens it, through
-    the 4x4 blocks and the scalar edge alike."""
+    """Every float16 bit pattern (zeros, subnormals, infinities, NaN payloads, signalling NaNs) widens as numpy
+    widens it, in every row of the 16-channel tiles, the 4x4 blocks and the scalar edges alike (37 channels,
+    65,539 positions)."""
     h = np.arange(65536, dtype=np.uint16).view(np.float16)
-    k = np.stack([np.roll(h, s) for s in range(5)]).reshape(5, 1, 1, 65536)
+    k = np.stack([np.roll(np.concatenate([h, h[:3]]), 7 * s) for s in range(37)]).reshape(37, 1, 1, 65539)
     got = _core.oihw_to_hwio(k)
     assert np.array_equal(got.view(np.uint32), k.astype(np.float32).transpose(2, 3, 1, 0).view(np.uint32))
 
@@ -83,6 +114,7 @@ def test_fold_batchnorm_matches_numpy(dtype, conv_bias):
     np.testing.assert_allclose(bias, want_bias, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.usefixtures("widening")
 def test_convs_to_hwio_batch_matches_numpy():
     """Many kernels of mixed dtypes and sizes in one call, with a norm, a bias or neither: each as numpy computes
     it, and all independent (one arena)."""

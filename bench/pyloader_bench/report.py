@@ -53,18 +53,20 @@ def markdown(res: dict) -> str:
                          f"{_fmt(ratio(r.get('warm_median_s'), ref))} | {_fmt(r.get('first_call_s'))} | "
                          f"{r['peak_above_baseline_bytes'] / 1e6:.0f} |")
     lines += ["", "### Weights stage side by side (one process, alternating rounds, warm)", "",
-              "| file | fold_bn | rounds | load avg | memcpy s | pyloader.read s | OpenCV s | pyloader / memcpy "
-              "| OpenCV / pyloader |", "|---|---|---|---|---|---|---|---|---|"]
+              "| file | fold_bn | rounds | load avg | memcpy s | memcpy of the output s | pyloader.read s | OpenCV s "
+              "| pyloader / memcpy | pyloader / memcpy of the output | OpenCV / pyloader |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = [(name, k, g) for name, w in res["weights"].items() for k, g in w.get("side_by_side", {}).items()]
     groups += [(name, "fold_bn=True", g) for name, g in (res.get("weights_pt") or {}).items() if isinstance(g, dict)]
     for name, fold, g in groups:
         if "error" in g:
-            lines.append(f"| {name} | {fold} | {g['error']} | | | | | | |")
+            lines.append(f"| {name} | {fold} | {g['error']} | | | | | | | | |")
             continue
         med = {m: v["median_s"] for m, v in g["methods"].items()}
         lines.append(f"| {name} | {fold.split('=')[1]} | {g['rounds']} | {g['load_average_before']:.1f} | "
-                     f"{_fmt(med['memcpy'])} | {_fmt(med['pyloader_read'])} | {_fmt(med.get('opencv'))} | "
-                     f"{_fmt(g.get('pyloader_over_memcpy'))} | {_fmt(g.get('opencv_over_pyloader'))} |")
+                     f"{_fmt(med['memcpy'])} | {_fmt(med.get('memcpy_output'))} | {_fmt(med['pyloader_read'])} | "
+                     f"{_fmt(med.get('opencv'))} | {_fmt(g.get('pyloader_over_memcpy'))} | "
+                     f"{_fmt(g.get('pyloader_over_memcpy_output'))} | {_fmt(g.get('opencv_over_pyloader'))} |")
     lines += ["", "### Ready keras.Model", ""]
     if not res["model"]:
         lines.append("not run (not in --sections)")

@@ -27,7 +27,8 @@ from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.records import Record
 from ..torch_reader.modules import (
     NN as _NN, YOLO as _YOLO, BatchNorm, ConvSpec, Ctx as _Ctx, activation_of as _act, batchnorm as _bn,
-    bn_arrays, children as _modules, conv2d as _conv2d, conv_arrays, conv_module as _conv_module, is_a as _is,
+    ConvBatch, bn_arrays, children as _modules, conv2d as _conv2d, conv_arrays, conv_module as _conv_module,
+    is_a as _is,
     class_names, maxpool as _maxpool, param as _param, select_model, sequence as _sequence,
 )
 
@@ -353,8 +354,13 @@ def _layer_nodes(ctx, layers) -> list:
 
 def plan_arrays(plan: YoloV5Plan, fold_bn: bool) -> dict:
     out: dict = {}
-    for chunk in ArrayChunks(plan, fold_bn):
-        out.update(chunk)
+    convs = ConvBatch(out)  # every conv in one native call
+    for node in plan.nodes:
+        for spec in node.block.convs():
+            convs.add(spec, fold_bn)
+        if isinstance(node.block, BottleneckCSP) and not fold_bn:
+            bn_arrays(node.block.bn, out)
+    convs.run()
     return out
 
 

@@ -30,8 +30,8 @@ from ..boundary import short_repr
 from ..errors import FormatError
 from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import (
-    NN, YOLO, BatchNorm, ConvSpec, Ctx, activation_of, batchnorm, bn_arrays, children, conv2d, conv_arrays, conv_module, is_a,
-    class_names, maxpool, param, select_model, sequence,
+    NN, YOLO, BatchNorm, ConvBatch, ConvSpec, Ctx, activation_of, batchnorm, bn_arrays, children, conv2d, conv_module,
+    is_a, class_names, maxpool, param, select_model, sequence,
 )
 from ..torch_reader.records import MethodRef, Record
 from .blocks import SPPCSPC, Concat, Detect, DownC, MaxPool, Node, ReOrg, RepConv, Shortcut, Upsample
@@ -397,25 +397,28 @@ def repconv_folded(rep: RepConv) -> tuple:
     return np.ascontiguousarray(k.transpose(2, 3, 1, 0), dtype=np.float32), bias.astype(np.float32)
 
 
-def _block_arrays(block, fold_bn: bool, out: dict) -> None:
+def _block_arrays(block, fold_bn: bool, convs: ConvBatch) -> None:
+    out = convs.out
     if isinstance(block, ConvSpec):
-        conv_arrays(block, fold_bn, out)
+        convs.add(block, fold_bn)
     elif isinstance(block, RepConv):
         if fold_bn:
             out[f"{block.reparam_name}/kernel"], out[f"{block.reparam_name}/bias"] = repconv_folded(block)
         else:
-            conv_arrays(block.dense, False, out)
-            conv_arrays(block.one, False, out)
+            convs.add(block.dense, False)
+            convs.add(block.one, False)
             if block.identity is not None:
                 bn_arrays(block.identity, out)
     elif isinstance(block, (SPPCSPC, DownC, Detect)):
         for spec in block.convs:
-            conv_arrays(spec, fold_bn, out)
+            convs.add(spec, fold_bn)
 
 
 def plan_arrays(plan: YoloV7Plan, fold_bn: bool) -> dict:
     out: dict = {}
+    convs = ConvBatch(out)  # every conv in one native call
     for node in plan.nodes:
         if node.index in plan.used:
-            _block_arrays(node.parts, fold_bn, out)
+            _block_arrays(node.parts, fold_bn, convs)
+    convs.run()
     return out

@@ -25,8 +25,8 @@ import numpy as np
 from ..boundary import short_repr
 from ..errors import FormatError
 from ..torch_reader.modules import (
-    NN, YOLO, ConvSpec, Ctx, activation_of, children, class_names, conv2d, conv_arrays, conv_module, is_a, maxpool, param,
-    sequence,
+    NN, YOLO, ConvBatch, ConvSpec, Ctx, activation_of, children, class_names, conv2d, conv_module, is_a, maxpool,
+    param, sequence,
 )
 from ..torch_reader.records import Record
 from .blocks import (ADown, AConv, Bottleneck, Branch, CBFuse, CBLinear, CSP, ELAN, Head, MaxPool, Named, Node, RepConvN,
@@ -387,11 +387,13 @@ def _specs(block):
 
 def plan_arrays(plan: YoloV9Plan, fold_bn: bool) -> dict:
     out: dict = {}
+    convs = ConvBatch(out)  # every conv in one native call
     for node in plan.nodes[:-1]:
         if node.index in plan.used:
             for spec in _specs(node.parts):
-                conv_arrays(spec, fold_bn, out)
+                convs.add(spec, fold_bn)
     for b in plan.returned:
         for spec in _specs(plan.head.branches[b].box + plan.head.branches[b].cls):
-            conv_arrays(spec, fold_bn, out)
+            convs.add(spec, fold_bn)
+    convs.run()
     return out

@@ -59,10 +59,11 @@ def bench_model(name, m, repeat, out, breakdown=True):  # noqa: FBT002
 
 
 def side_by_side_group(weights, cfg, fold_bn, repeat, opencv=True) -> dict:
-    """One fresh process timing memcpy of the file into a warm buffer, pyloader.read and (Darknet, cv2 installed)
-    OpenCV's readNetFromDarknet in turn, round after round (at least 21 rounds): medians and ratios from the same
-    rounds, the load average around them, minor page faults per call."""
-    methods = ["memcpy", "pyloader_read"] + (["opencv"] if opencv and cfg and have("cv2") else [])
+    """One fresh process timing memcpy of the file into a warm buffer, memcpy of the output's bytes (as many as
+    pyloader.read's arrays hold) between two warm buffers, pyloader.read and (Darknet, cv2 installed) OpenCV's
+    readNetFromDarknet in turn, round after round (at least 21 rounds): medians and ratios from the same rounds,
+    the load average around them, minor page faults per call."""
+    methods = ["memcpy", "memcpy_output", "pyloader_read"] + (["opencv"] if opencv and cfg and have("cv2") else [])
     spec = {"method": "side_by_side", "weights": weights, "cfg": cfg, "fold_bn": fold_bn, "methods": methods,
             "repeat": max(21, repeat)}
     r = run_worker(spec)
@@ -70,6 +71,7 @@ def side_by_side_group(weights, cfg, fold_bn, repeat, opencv=True) -> dict:
         return r
     med = {m: v["median_s"] for m, v in r["methods"].items()}
     r["pyloader_over_memcpy"] = ratio(med["pyloader_read"], med["memcpy"])
+    r["pyloader_over_memcpy_output"] = ratio(med["pyloader_read"], med["memcpy_output"])
     if "opencv" in med:
         r["opencv_over_pyloader"] = ratio(med["opencv"], med["pyloader_read"])
     return r
@@ -85,10 +87,19 @@ def side_by_side(spec: dict) -> dict:
 
     import pyloader
 
+    import numpy as np
+
+    def read():
+        return pyloader.read(spec["weights"], spec["cfg"], fold_bn=spec["fold_bn"])
+
+    output_bytes = sum(a.nbytes for a in read().values())
     ops = {}
     for m in spec["methods"]:
         if m == "pyloader_read":
-            ops[m] = lambda: pyloader.read(spec["weights"], spec["cfg"], fold_bn=spec["fold_bn"])
+            ops[m] = read
+        elif m == "memcpy_output":
+            src, dst = np.ones(output_bytes, np.uint8), np.ones(output_bytes, np.uint8)  # pre-faulted
+            ops[m] = lambda src=src, dst=dst: np.copyto(dst, src)
         else:
             ops[m] = worker_ops.prepare({"method": m, "weights": spec["weights"], "cfg": spec["cfg"]})[0]
     for op in ops.values():  # first calls, untimed
@@ -105,7 +116,7 @@ def side_by_side(spec: dict) -> dict:
             times[m].append(time.perf_counter() - t0)
             faults[m].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
             del obj
-    return {"rounds": spec["repeat"], "file_bytes": os.path.getsize(spec["weights"]),
+    return {"rounds": spec["repeat"], "file_bytes": os.path.getsize(spec["weights"]), "output_bytes": output_bytes,
             "load_average_before": load_before[0], "load_average_after": os.getloadavg()[0],
             "methods": {m: {"median_s": statistics.median(ts), "min_s": min(ts),
                             "minor_faults_median": statistics.median(faults[m]), "times_s": ts}
