@@ -142,6 +142,8 @@ FAMILY = Family(
     keras="pyloader.darknet.model",
     keras_modules=("pyloader.keras_blocks.layers",),
     model_arrays=model_arrays,
-    fingerprint=lambda plan: f"{plan.cfg_sha256}:{plan.network.height}x{plan.network.width}",
+    # the model is named after its cfg's stem (darknet.model.build): part of what a template or reused model holds
+    fingerprint=lambda plan: (f"{plan.cfg_sha256}:{plan.network.height}x{plan.network.width}:"
+                              f"{os.path.splitext(os.path.basename(plan.cfg))[0]}"),
     takes_names=True,
 )

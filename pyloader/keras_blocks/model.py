@@ -13,7 +13,6 @@ class_name `Functional`) and the registered name `pyloader>DetectionModel`:
 
 from __future__ import annotations
 
-import os
 import weakref
 
 import keras
@@ -125,11 +124,10 @@ def run_nodes(inp, nodes, build_node, *, used=None, source=lambda node: node.sou
 
 def finish_plan_model(inp, heads, outputs, plan, default_name: str, *, decode: bool, names=None):
     """A .pt family's DetectionModel: outputs named `names` (default: head_i, or detections when decoded), the
-    model named after the checkpoint's file (`default_name` when nothing of it is usable)."""
-    stem = os.path.splitext(os.path.basename(plan.path))[0]
-    name = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or default_name
+    model named `default_name` (the family): one model serves every checkpoint of its architecture (reused, and
+    the template of bulk outputs), so nothing of it names one checkpoint file (the metadata's source does)."""
     outputs = name_outputs(outputs, names or output_names(1 if decode else len(heads), decode))
-    return DetectionModel(inp, outputs, name=name)
+    return DetectionModel(inp, outputs, name=default_name)
 
 
 def name_outputs(outputs, names):

@@ -69,11 +69,17 @@ def _rows(cfg) -> list:
 
 def is_yolov9_model(model) -> bool:
     """Whether a pickled `models.yolo.DetectionModel` is YOLOv9's: its yaml names a module only YOLOv9 has, or its
-    last row is the anchor-free Detect (anchors given as a count)."""
+    last row is YOLOv9's anchor-free Detect (a `dfl` module; YOLOv5's P2 / P7 yamls also give anchors as a count)."""
     cfg = model.attr("yaml") if isinstance(model, Record) else None
     rows = [r for r in _rows(cfg) if isinstance(r, (list, tuple)) and len(r) == 4]
     return bool(rows) and (any(r[2] in YOLOV9_MODULES for r in rows)
-                           or (rows[-1][2] == "Detect" and isinstance(cfg.get("anchors"), int)))
+                           or (rows[-1][2] == "Detect" and isinstance(cfg.get("anchors"), int) and _has_dfl(model)))
+
+
+def _has_dfl(model) -> bool:
+    layers = children(model).get("model")
+    last = children(layers).get(str(len(children(layers)) - 1)) if isinstance(layers, Record) else None
+    return isinstance(last, Record) and "dfl" in children(last)
 
 
 def _make_divisible(x, divisor):
