@@ -363,3 +363,27 @@ def test_progress_bar_terminal_and_plain():
     ProgressBar(plain, tty=False)(r, 1, 2, 2_000_000, 4_000_000)
     line = plain.getvalue()
     assert "\x1b" not in line and line.startswith("pyloader: [1/2] converted src/a.weights -> out/a.keras")
+
+
+SKIPPED_IMPORTS = """
+import sys
+from pyloader.cli import main
+rc = main()  # the command line: sys.argv
+print("UNUSED", [m for m in ("matplotlib", "pandas") if sys.modules.get(m) is not None], file=sys.stderr)
+sys.exit(rc)
+"""
+
+
+def test_convert_command_skips_keras_optional_imports(mixed, tmp_path):
+    """`pyloader convert` (its own process) runs without matplotlib and pandas, which Keras imports where installed
+    and a conversion never uses; main() called from Python leaves the caller's imports alone."""
+    src = mixed[0] / "a.weights"
+    p = subprocess.run([sys.executable, "-c", SKIPPED_IMPORTS, "convert", src, "-o", tmp_path / "o", "-q"],
+                       capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert p.returncode == 0 and "UNUSED []" in p.stderr, p.stderr[-2000:]
+    called = SKIPPED_IMPORTS.replace("main()", "main(sys.argv[1:])").replace(
+        '"UNUSED", [m for m in ("matplotlib", "pandas") if sys.modules.get(m) is not None]',
+        '"BLOCKED", [m for m in ("matplotlib", "pandas") if m in sys.modules and sys.modules[m] is None]')
+    p = subprocess.run([sys.executable, "-c", called, "convert", src, "-o", tmp_path / "p", "-q"],
+                       capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert p.returncode == 0 and "BLOCKED []" in p.stderr, p.stderr[-2000:]
