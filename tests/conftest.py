@@ -1,5 +1,6 @@
 import importlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,3 +39,17 @@ def cfg_dir():
             pytest.fail(f"{SHARED_CFG} is missing under CI=true")
         pytest.skip(f"{SHARED_CFG} not found")
     return SHARED_CFG
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_temp_folders(request, tmp_path_factory):
+    """pytest removes a passed test's tmp_path at once, but the folders of tmp_path_factory.mktemp (module and
+    session fixtures: checkpoints, conversions) only when the session ends: those a module made go when it ends,
+    unless one of its tests failed, so the suite's disk peak is one module's files instead of the sum (the biggest,
+    tests/test_task_outputs.py, writes ~0.7 GB). Fixtures are defined per module: no later module uses them."""
+    base = tmp_path_factory.getbasetemp()
+    before, failed = set(os.listdir(base)), request.session.testsfailed
+    yield
+    if request.session.testsfailed == failed:
+        for name in set(os.listdir(base)) - before:
+            shutil.rmtree(base / name, ignore_errors=True)
