@@ -25,18 +25,13 @@ import pytest
 import pyloader
 from pyloader.errors import FormatError
 
-try:
-    import torch
-    import ultralytics
-    from ultralytics.nn.tasks import RTDETRDetectionModel  # noqa: F401
-except ImportError as e:  # pragma: no cover - depends on the install
-    if os.environ.get("CI", "").lower() == "true":
-        raise RuntimeError(f"CI needs torch and ultralytics for the Ultralytics reference tests: {e}") from e
-    pytest.skip(f"torch/ultralytics not installed: {e}", allow_module_level=True)
+from conftest import FULL, require
 
-from pyloader_bench.synthetic_pt import write_ultralytics_checkpoint
+torch = require("torch")
+ultralytics = require("ultralytics")
 
-FULL = os.environ.get("PYLOADER_FULL") == "1"
+from pyloader_bench.synthetic_pt import write_ultralytics_checkpoint  # noqa: E402
+
 RTOL = 1e-4
 SIZE = (96, 128)
 SUPPORTED = [pytest.param("rtdetr-l.yaml", id="rtdetr-l")] + [  # the others with PYLOADER_FULL=1

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import re
 import subprocess
 import sys
@@ -26,15 +25,12 @@ import pytest
 import pyloader
 from pyloader.errors import FormatError
 
-try:
-    import torch
-    import ultralytics
-    import yaml as pyyaml
-    from ultralytics.nn import tasks as ul_tasks
-except ImportError as e:  # pragma: no cover - depends on the install
-    if os.environ.get("CI", "").lower() == "true":
-        raise RuntimeError(f"CI needs torch and ultralytics for the Ultralytics reference tests: {e}") from e
-    pytest.skip(f"torch/ultralytics not installed: {e}", allow_module_level=True)
+from conftest import FULL, require
+
+torch = require("torch")
+ultralytics = require("ultralytics")
+pyyaml = require("yaml")
+ul_tasks = require("ultralytics.nn.tasks")
 
 from pyloader_bench.synthetic_pt import randomize_ultralytics, write_ultralytics_checkpoint
 
@@ -45,7 +41,6 @@ MODEL_CLASS = {"WorldDetect": "WorldModel", "YOLOEDetect": "YOLOEModel", "YOLOES
                "YOLOESegment26": "YOLOESegModel"}  # the yaml's head -> the ultralytics.nn.tasks class
 SUPPORTED = ["yolov8n-worldv2.yaml", "yolov8n-world.yaml", "yoloe-v8n.yaml", "yoloe-11n-seg.yaml", "yoloe-26n-seg.yaml"]
 FULL_ONLY = ["yoloe-11n.yaml", "yoloe-26n.yaml", "yoloe-v8n-seg.yaml"]  # their heads' code is tested above
-FULL = os.environ.get("PYLOADER_FULL") == "1"
 CASES = [pytest.param(y, id=y[:-5]) for y in SUPPORTED] + [
     pytest.param(y, id=y[:-5], marks=pytest.mark.full) for y in FULL_ONLY + [
         y.replace("n.", f"{c}.").replace("n-", f"{c}-") for y in SUPPORTED + FULL_ONLY for c in "smlx"]]

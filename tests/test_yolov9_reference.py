@@ -26,22 +26,17 @@ import pytest
 import pyloader
 from pyloader.errors import FormatError
 
-try:
-    import torch
-    import yolo9.models.common as Y9C
-    import yolo9.models.experimental as Y9E
-    import yolo9.models.yolo as Y9Y
-except ImportError as e:  # pragma: no cover - depends on the install
-    if os.environ.get("CI", "").lower() == "true":
-        raise RuntimeError(f"CI needs torch and yolo9 for the YOLOv9 reference tests: {e}") from e
-    pytest.skip(f"torch/yolo9 not installed: {e}", allow_module_level=True)
+sys.path.insert(0, os.path.dirname(__file__))
+from conftest import FULL, require  # noqa: E402
+from module_aliases import pickled_as  # noqa: E402
+
+torch = require("torch")
+Y9C = require("yolo9.models.common")
+Y9E = require("yolo9.models.experimental")
+Y9Y = require("yolo9.models.yolo")
 
 from pyloader_bench.synthetic_pt import randomize_ultralytics  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(__file__))
-from module_aliases import pickled_as  # noqa: E402
-
-FULL = os.environ.get("PYLOADER_FULL") == "1"
 RTOL = 1e-4
 SIZE = (64, 96)
 YAMLS = os.path.join(os.path.dirname(Y9Y.__file__), "detect")
