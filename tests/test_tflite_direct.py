@@ -202,17 +202,22 @@ def test_direct_matches_converter_and_reference(sources, converted, case):
     print(case, len(a["ops"]), "ops; vs converter", errs, "vs reference", ref_err)
 
 
-def test_no_template_for_direct_files(sources, tmp_path):
-    """Two checkpoints of one architecture: the direct writer writes both (no template learned: it would cost
-    more than the writing); the converter's route still learns one."""
+def test_template_of_direct_files(sources, tmp_path):
+    """Two checkpoints of one architecture: the direct writer writes the template, the second file is the template
+    with its weights put in (a 258 MB yolov4 checkpoint: 0.15 s instead of the writer's 1.1 s), byte for byte what
+    the direct writer gives it without templates."""
     src = sources("yolov3-tiny")
     other = tmp_path / "b.weights"
     shutil.copy(src, other)
     shutil.copy(sources.dir / "yolov3-tiny.cfg", tmp_path / "b.cfg")
     got = pyloader.convert([src, other], tmp_path / "o", format="tflite", input_size=DARKNET)
     assert [r.status for r in got] == ["converted"] * 2, got
-    assert all(r.note == "exporter, no template: the direct writer writes it" for r in got), [r.note for r in got]
+    assert [r.note for r in got] == ["", ""], [r.note for r in got]  # a note says why the exporter wrote one
     assert all(read_metadata(r.output)["tflite_writer"] == "direct" for r in got)
+    plain = pyloader.convert([src, other], tmp_path / "p", format="tflite", input_size=DARKNET, templates=False)
+    assert [r.note for r in plain] == ["exporter (templates off)"] * 2, [r.note for r in plain]
+    for a, b in zip(got, plain):
+        assert open(a.output, "rb").read() == open(b.output, "rb").read(), a.output
     with pytest.raises(ValueError, match="tflite_writer must be one of auto, direct, converter"):
         pyloader.convert([src], tmp_path / "x", format="tflite", tflite_writer="fast")
     with pytest.raises(ValueError, match="tflite_writer 'direct' needs format tflite"):

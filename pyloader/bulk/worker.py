@@ -248,10 +248,6 @@ def _template_for(p: Prepared, job: Job):
     os.makedirs(work)
     try:
         with _built(p) as model:
-            needless = getattr(output_format(job.format), "no_template", None)  # an exporter as fast as a template
-            why = needless and needless(model, job)
-            if why:
-                raise NoTemplate(why)
             size = input_size_of(model)
             meta = p.metadata(size)  # the template export carries this checkpoint's metadata: its blobs
             attach_metadata(model, meta)

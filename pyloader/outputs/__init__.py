@@ -7,8 +7,7 @@ Each format module declares:
 * `write(model, path, meta, job, letterbox)`: the exporter (the metadata `meta` included; `job`: the
   pyloader.bulk Job with the format's options; `letterbox`: how the family prepares calibration images);
 * `metadata_blobs(meta)` and `parse_template(path, probes, fp16, blobs)`: the template outputs
-  (pyloader.outputs.template); optionally `no_template(model, job)`: why a template buys nothing for that model
-  (its exporter is as fast), or None;
+  (pyloader.outputs.template);
 * `run(path, image, output names, job)`: the output run in its own runtime, for `--verify` (pyloader.verify);
 * `read_metadata(path)` (no TensorFlow, no Keras) and `is_output(path, head)`: what `pyloader inspect` reads.
 
