@@ -174,6 +174,14 @@ def _built(p: Prepared):
         yield entry[0]
 
 
+def _drop_arrays(p: Prepared) -> None:
+    """Let go of p's arrays (read again on next use) and of the memory the reader keeps for its next read."""
+    from .. import _core
+
+    p._arrays = None
+    _core.arena_pool_clear()
+
+
 @contextmanager
 def _filled(p: Prepared):
     """The model of p's architecture holding p's weights and metadata."""
@@ -248,6 +256,7 @@ def _template_for(p: Prepared, job: Job):
     os.makedirs(work)
     try:
         with _built(p) as model:
+            _drop_arrays(p)  # learning holds the model alone; the checkpoint is read again to be written
             size = input_size_of(model)
             meta = p.metadata(size)  # the template export carries this checkpoint's metadata: its blobs
             attach_metadata(model, meta)

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..metadata import to_json
 
-__all__ = ["NoTemplate", "Template", "Slot", "Finder", "Later", "OnDisk", "learn", "probe_values", "find_blobs",
+__all__ = ["NoTemplate", "Template", "Slot", "Finder", "Later", "Made", "OnDisk", "learn", "probe_values", "find_blobs",
            "json_blobs", "emit", "in_thread", "crc32c"]
 
 
@@ -128,6 +128,8 @@ class Template:
     """An exporter's output (one file) for one architecture and the places of its weights; `write` makes another.
     A format whose files need more (checksums, stamps, a folder, checks of the values) subclasses it."""
 
+    made_patches = False  # transformed weights handed to _emit as Made patches (emit writes them one at a time)
+
     def __init__(self, files: dict, slots: list, blob_places=()):
         self.slots = sorted(slots, key=lambda s: (s.file, s.offset))
         holes: dict = {}
@@ -168,10 +170,15 @@ class Template:
                 raise NoTemplate(f"metadata blob {i} is {len(got[i])} bytes, the template holds {length}")
             return got[i]
 
-        patches: dict = {}  # file -> [(offset, buffer or Later)]
+        patches: dict = {}  # file -> [(offset, buffer, Later or Made)]
         for s in self.slots:
-            a = _transformed(np.asarray(arrays[s.key]), s.transform, s.dtype)
-            patches.setdefault(s.file, []).append((s.offset, memoryview(a).cast("B")))
+            a = np.asarray(arrays[s.key])
+            if self.made_patches and (s.transform != "identity" or a.dtype != np.dtype(s.dtype)):
+                # a transformed copy, made when its place is written: one at a time in memory, not all of them
+                patch = Made(lambda a=a, s=s: memoryview(_transformed(a, s.transform, s.dtype)).cast("B"), s.nbytes)
+            else:
+                patch = memoryview(_transformed(a, s.transform, s.dtype)).cast("B")
+            patches.setdefault(s.file, []).append((s.offset, patch))
         for i, f, off, length in self.blob_places:
             patches.setdefault(f, []).append((off, Later(lambda i=i, n=length: blob(i, n), length)))
         if not self.blob_places:
@@ -221,6 +228,16 @@ class Later:
             if self.nbytes and len(self._value) != self.nbytes:
                 raise ValueError(f"a late patch of {len(self._value)} bytes for {self.nbytes}")
         return self._value
+
+
+class Made:
+    """A patch made when `emit` writes it and let go after: `fn()` gives its `nbytes` bytes."""
+
+    def __init__(self, fn, nbytes: int):
+        self.fn, self.nbytes = fn, nbytes
+
+    def __len__(self) -> int:
+        return self.nbytes
 
 
 def in_thread(fn, *args) -> Later:
@@ -314,8 +331,9 @@ def view(template):
 
 
 def emit(path: str, template, patches) -> None:
-    """Write `template` with `patches` [(offset, bytes-like or Later)] laid over it (no overlaps): the Laters'
-    places first get the template's bytes, and their own bytes once everything else is written."""
+    """Write `template` with `patches` [(offset, bytes-like, Made or Later)] laid over it (no overlaps): a Made
+    is made when its place is written, the Laters' places first get the template's bytes, and their own bytes
+    once everything else is written."""
     mv = view(template)
     pos = 0
     late = []
@@ -328,6 +346,10 @@ def emit(path: str, template, patches) -> None:
             if isinstance(buf, Later):  # the template's bytes for now
                 late.append((off, buf))
                 continue
+            if isinstance(buf, Made):
+                n, buf = buf.nbytes, buf.fn()
+                if len(buf) != n:
+                    raise ValueError(f"a made patch of {len(buf)} bytes for {n}")
             f.write(buf)
             pos = off + len(buf)
         f.write(mv[pos:])

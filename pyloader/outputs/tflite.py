@@ -74,15 +74,16 @@ def write(model, path: str, meta: dict, job, letterbox: bool) -> None:
 
         entries, zipped = _metadata_entries(meta, model.output_names, which)
         try:
-            data = write_model(model, entries, job.tflite_fp16) + zipped
+            data = [write_model(model, entries, job.tflite_fp16), zipped]
         except Uncovered as e:  # a layer's own emitter refused its configuration
             if job.tflite_writer == "direct":
                 raise ValueError(f"the direct TFLite writer does not write this model: {e}") from None
             which = _converter_for(f"converter: {e}")
     if which != "direct":
-        data = with_metadata(_converted(model, path, job.tflite_fp16, int8), meta, model.output_names, which)
+        data = [with_metadata(_converted(model, path, job.tflite_fp16, int8), meta, model.output_names, which)]
     with open(path, "wb") as f:
-        f.write(data)
+        for part in data:
+            f.write(part)
 
 
 def writer(model, job) -> str:
@@ -293,6 +294,8 @@ def run(path: str, images, names: list, job) -> dict:
 
 
 class TfliteTemplate(Template):
+    made_patches = True  # kernels OHWI (float16 with fp16): each made as it is written
+
     def check(self, arrays: dict) -> None:
         """Also: no value a converter treats specially (an all-zero tensor; equal tensors share one buffer)."""
         super().check(arrays)

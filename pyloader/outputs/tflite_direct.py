@@ -409,8 +409,8 @@ def _same_pads(size, conv) -> list:
     return [(t // 2, t - t // 2) for t in totals]
 
 
-def write_model(model, metadata: list, fp16: bool = False) -> bytes:
-    """The TFLite flatbuffer of `model`, float32 or with float16 constants (`fp16`) (`uncovered(model)` must be
+def write_model(model, metadata: list, fp16: bool = False) -> memoryview:
+    """The TFLite flatbuffer of `model` (bytes-like), float32 or with float16 constants (`fp16`) (`uncovered(model)` must be
     None; a layer may still raise Uncovered). metadata: [(entry name, bytes)], the model's metadata list."""
     w = Writer(fp16)
     (image,) = model.inputs
@@ -437,6 +437,7 @@ def write_model(model, metadata: list, fp16: bool = False) -> bytes:
     for entry, data in metadata:
         w.buffers.append(bytes(data))
     first = len(w.buffers) - len(metadata)
+    w.consts.clear()  # the buffers alone hold the constants' bytes: serialize lets go of each as it copies it
     return serialize(w.tensors, w.buffers, w.operators, [ids[id(image)]], outputs,
                      ("serving_default", [(name, ids[id(image)])], list(zip(model.output_names, outputs))),
                      [(entry, first + i) for i, (entry, _) in enumerate(metadata)])

@@ -83,17 +83,24 @@ def _bytes(b, data, align: int = 16) -> int:
 
 
 def serialize(tensors: list, buffers: list, operators: list, inputs: list, outputs: list, signature: tuple,
-              metadata: list) -> bytes:
-    """The Model flatbuffer of one subgraph.
+              metadata: list) -> memoryview:
+    """The Model flatbuffer of one subgraph (a view of the builder's bytes: no copy of them).
 
-    tensors: (name, shape, shape_signature or None, type, buffer index); buffers: bytes (buffer 0 must be b"");
+    tensors: (name, shape, shape_signature or None, type, buffer index); buffers: bytes (buffer 0 must be b"";
+    each entry is set to None once copied, so that the caller's list holds no second copy of the weights);
     operators: (builtin code, inputs, outputs, options name or None, {option: value}); inputs / outputs: tensor
     indices; signature: (key, [(name, tensor)] inputs, [(name, tensor)] outputs); metadata: [(name, buffer index)].
     """
     import flatbuffers
 
-    b = flatbuffers.Builder(sum(len(d) for d in buffers) + 64 * len(tensors) + 4096)
-    bufs = [_table(b, _BUFFER, [(0, _bytes(b, d))] if len(d) else []) for d in buffers]
+    # room for everything up front: a builder that grows copies all it holds into a buffer twice as large
+    names = sum(len(t[0]) for t in tensors) + sum(len(n) for n, _ in metadata)
+    b = flatbuffers.Builder(sum(len(d) + 32 for d in buffers) + 128 * len(tensors) + 96 * len(operators) + 4 * names
+                            + 65536)
+    bufs = []
+    for i, d in enumerate(buffers):
+        bufs.append(_table(b, _BUFFER, [(0, _bytes(b, d))] if len(d) else []))
+        buffers[i] = None
     codes = sorted({op[0] for op in operators}, key=[op[0] for op in operators].index)
     opcodes = [_table(b, _OPCODE, scalars=[(0, "b", min(c, 127)), (2, "i", 1), (3, "i", c)]) for c in codes]
     ts = []
@@ -123,4 +130,4 @@ def serialize(tensors: list, buffers: list, operators: list, inputs: list, outpu
                                (3, b.CreateString("pyloader direct TFLite writer")), (4, _offsets(b, bufs)),
                                (6, _offsets(b, meta)), (7, _offsets(b, [sig]))], [(0, "u", _VERSION)])
     b.Finish(model, file_identifier=_IDENTIFIER)
-    return bytes(b.Output())
+    return memoryview(b.Bytes)[b.Head():]
