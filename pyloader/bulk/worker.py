@@ -244,6 +244,7 @@ def _learning(p: Prepared, job: Job) -> bool:
 
 def _template_for(p: Prepared, job: Job):
     """The template of p's architecture in job's format (learned on first use), or the reason there is none."""
+    from .. import _core
     from ..assemble import input_size_of
     from ..keras_blocks.model import attach_metadata
 
@@ -267,6 +268,7 @@ def _template_for(p: Prepared, job: Job):
         tpl = f"no template: {e}"
     finally:
         remove(work)
+        _core.arena_pool_clear()  # what the exporter and the check freed: not memory the next read reuses
     with _CACHE_LOCK:
         _TEMPLATES[tkey] = tpl
         while len(_TEMPLATES) > _MODEL_CACHE_SIZE:

@@ -104,6 +104,15 @@ def _transformed(a: np.ndarray, transform: str, dtype: str) -> np.ndarray:
     return a
 
 
+def _let_go(b: np.ndarray, a: np.ndarray) -> None:
+    """Give the memory pages of `b`, a transformed copy of `a` no longer needed, back to the system (not to the
+    reader's pool of warm memory, where a template's learning would leave the size of the model)."""
+    from .. import _core
+
+    if b.flags.writeable and not np.may_share_memory(a, b):
+        _core.discard_memory(b)
+
+
 def _as_stored(a: np.ndarray):
     """The (transform, dtype) pairs a format that stores variables as they are may hold `a` under."""
     return [("identity", "float32")]
@@ -175,7 +184,9 @@ class Template:
             a = np.asarray(arrays[s.key])
             if self.made_patches and (s.transform != "identity" or a.dtype != np.dtype(s.dtype)):
                 # a transformed copy, made when its place is written: one at a time in memory, not all of them
-                patch = Made(lambda a=a, s=s: memoryview(_transformed(a, s.transform, s.dtype)).cast("B"), s.nbytes)
+                # (the array is looked up again then: learning's probes are read back from the model on demand)
+                del a
+                patch = Made(lambda s=s: _transformed(np.asarray(arrays[s.key]), s.transform, s.dtype), s.nbytes)
             else:
                 patch = memoryview(_transformed(a, s.transform, s.dtype)).cast("B")
             patches.setdefault(s.file, []).append((s.offset, patch))
@@ -231,13 +242,23 @@ class Later:
 
 
 class Made:
-    """A patch made when `emit` writes it and let go after: `fn()` gives its `nbytes` bytes."""
+    """A patch made when `emit` writes it and let go after: `fn()` gives a new array of `nbytes` bytes (its own
+    copy: its memory pages go back to the system once written, not into the reader's pool of warm memory)."""
 
     def __init__(self, fn, nbytes: int):
         self.fn, self.nbytes = fn, nbytes
 
     def __len__(self) -> int:
         return self.nbytes
+
+    def write_to(self, f) -> None:
+        from .. import _core
+
+        a = self.fn()
+        if a.nbytes != self.nbytes:
+            raise ValueError(f"a made patch of {a.nbytes} bytes for {self.nbytes}")
+        f.write(memoryview(a).cast("B"))
+        _core.discard_memory(a)
 
 
 def in_thread(fn, *args) -> Later:
@@ -347,9 +368,9 @@ def emit(path: str, template, patches) -> None:
                 late.append((off, buf))
                 continue
             if isinstance(buf, Made):
-                n, buf = buf.nbytes, buf.fn()
-                if len(buf) != n:
-                    raise ValueError(f"a made patch of {len(buf)} bytes for {n}")
+                buf.write_to(f)
+                pos = off + len(buf)
+                continue
             f.write(buf)
             pos = off + len(buf)
         f.write(mv[pos:])
@@ -399,6 +420,7 @@ class Finder:
             for t, d in candidates(a):
                 b = _transformed(a, t, d)
                 self.table.setdefault((b.nbytes, crc32c(b)), []).append((k, t, d))
+                _let_go(b, a)
         self.found: dict = {}
 
     def match(self, region, where: str):
@@ -406,7 +428,7 @@ class Finder:
         region = memoryview(region).cast("B")
         mine = np.frombuffer(region, np.uint8)
         hits = [(k, t, d) for k, t, d in self.table.get((region.nbytes, crc32c(region)), [])
-                if np.array_equal(_transformed(self.probes[k], t, d).reshape(-1).view(np.uint8), mine)]
+                if self._equal(k, t, d, mine)]
         keys = {h[0] for h in hits}
         if len(keys) > 1:
             raise NoTemplate(f"{where} matches several variables ({sorted(keys)[:3]})")
@@ -415,6 +437,14 @@ class Finder:
         k, t, d = hits[0]
         self.found.setdefault(k, where)  # a variable may be stored more than once (a bundle's two names)
         return k, t, d
+
+    def _equal(self, k: str, t: str, d: str, mine: np.ndarray) -> bool:
+        a = self.probes[k]
+        b = _transformed(a, t, d)
+        try:
+            return np.array_equal(b.reshape(-1).view(np.uint8), mine)
+        finally:
+            _let_go(b, a)
 
     def require_all(self, probes: dict, fmt: str) -> None:
         missing = sorted(set(probes) - set(self.found))

@@ -39,8 +39,10 @@ class Writer:
         self.fp16 = fp16  # float constants stored float16, each read through a DEQUANTIZE (the converter's fp16)
         self.tensors: list = []  # (name, shape, shape_signature or None, type, buffer)
         self.buffers: list = [b""]
+        self.owned: set = set()  # indices of buffers that are the writer's own copies (`const(..., own=True)`)
         self.operators: list = []
-        self.consts: dict = {}  # (dtype, shape, bytes) -> tensor: equal constants are one tensor, as the converter's
+        self.consts: dict = {}  # (dtype, shape, CRC-32C) -> [(bytes, tensor)]: equal constants are one tensor, as
+        # the converter's
         self.bn: dict = {}  # id(convolution layer) -> the BatchNormalization folded into it (write_model)
         self.padded: dict = {}  # id(convolution layer) -> the ZeroPadding2D folded into it: 'same' (write_model)
 
@@ -55,22 +57,29 @@ class Writer:
         self.tensors.append((name or f"t{len(self.tensors)}", shape, sig, dtype, 0))
         return len(self.tensors) - 1
 
-    def const(self, value, name: str = "") -> int:
+    def const(self, value, name: str = "", own: bool = False) -> int:
         """A constant tensor (float32, or int32 for an integer array; one tensor for equal constants). With fp16 a
         float constant is stored float16 and the tensor returned is its DEQUANTIZE's float32 output."""
-        a = np.asarray(value)
-        a = np.asarray(a, np.int32 if a.dtype.kind in "iub" else np.float32)  # a scalar stays a scalar (shape [])
-        data = a.tobytes()
-        key = (a.dtype.char, a.shape, data)
-        if key not in self.consts:
-            if self.fp16 and a.dtype == np.float32:
-                stored = self._stored(a.astype(np.float16).tobytes(), a.shape, FLOAT16, name)
-                self.consts[key] = self.op("DEQUANTIZE", [stored], a.shape, batch=False)
-            else:
-                self.consts[key] = self._stored(data, a.shape, INT32 if a.dtype == np.int32 else FLOAT32, name)
-        return self.consts[key]
+        from .. import _core
 
-    def _stored(self, data: bytes, shape, dtype: int, name: str) -> int:
+        a = np.asarray(value)
+        a = np.array(a, np.int32 if a.dtype.kind in "iub" else np.float32, order="C", copy=None)  # a scalar stays one
+        data = a.reshape(-1).view(np.uint8)  # its bytes, no copy
+        same = self.consts.setdefault((a.dtype.char, a.shape, _core.crc32c(data)), [])
+        for other, t in same:
+            if np.array_equal(other, data):
+                return t
+        if self.fp16 and a.dtype == np.float32:
+            stored = self._stored(a.astype(np.float16).reshape(-1).view(np.uint8), a.shape, FLOAT16, name, True)
+            t = self.op("DEQUANTIZE", [stored], a.shape, batch=False)
+        else:
+            t = self._stored(data, a.shape, INT32 if a.dtype == np.int32 else FLOAT32, name, own)
+        same.append((data, t))
+        return t
+
+    def _stored(self, data, shape, dtype: int, name: str, own: bool = False) -> int:
+        if own:  # the writer's own copy: its pages go back to the system once serialize has copied it
+            self.owned.add(len(self.buffers))
         self.buffers.append(data)
         self.tensors.append((name or f"c{len(self.tensors)}", list(shape), None, dtype, len(self.buffers) - 1))
         return len(self.tensors) - 1
@@ -193,7 +202,7 @@ class Writer:
             co *= ci
             k = self.const(kernel.reshape(1, kh, kw, co))
         else:
-            k = self.const(np.transpose(kernel, (3, 0, 1, 2)))
+            k = self.const(_ohwi(kernel), own=True)
         b = self.const(np.zeros(co, np.float32) if bias is None else np.asarray(bias, np.float32))
         ekh, ekw = (kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1
         if padding == "same":
@@ -220,6 +229,15 @@ class Writer:
 
 # ---------------------------------------------------------------------------------------------------------
 # Keras' built-in layers
+
+
+def _ohwi(kernel: np.ndarray) -> np.ndarray:
+    """A Keras HWIO kernel in TFLite's OHWI layout: the (H*W*I, O) matrix transposed, by pyloader's core
+    (cache-blocked, threaded)."""
+    from .. import _core
+
+    h, w, i, o = kernel.shape
+    return _core.oihw_to_hwio(np.ascontiguousarray(kernel).reshape(h * w * i, o, 1, 1)).reshape(o, h, w, i)
 
 
 def _activation(w: Writer, name: str, x: int) -> int:
@@ -438,6 +456,8 @@ def write_model(model, metadata: list, fp16: bool = False) -> memoryview:
         w.buffers.append(bytes(data))
     first = len(w.buffers) - len(metadata)
     w.consts.clear()  # the buffers alone hold the constants' bytes: serialize lets go of each as it copies it
+    if sum(len(d) for d in w.buffers) >= 2**31 - 2**24:  # the flatbuffer's limit; the converter stores them outside
+        raise Uncovered("the weights are over 2 GiB, more than a TFLite flatbuffer holds")
     return serialize(w.tensors, w.buffers, w.operators, [ids[id(image)]], outputs,
                      ("serving_default", [(name, ids[id(image)])], list(zip(model.output_names, outputs))),
-                     [(entry, first + i) for i, (entry, _) in enumerate(metadata)])
+                     [(entry, first + i) for i, (entry, _) in enumerate(metadata)], discard=w.owned)

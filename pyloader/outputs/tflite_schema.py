@@ -83,23 +83,36 @@ def _bytes(b, data, align: int = 16) -> int:
 
 
 def serialize(tensors: list, buffers: list, operators: list, inputs: list, outputs: list, signature: tuple,
-              metadata: list) -> memoryview:
+              metadata: list, discard=()) -> memoryview:
     """The Model flatbuffer of one subgraph (a view of the builder's bytes: no copy of them).
 
     tensors: (name, shape, shape_signature or None, type, buffer index); buffers: bytes (buffer 0 must be b"";
     each entry is set to None once copied, so that the caller's list holds no second copy of the weights);
     operators: (builtin code, inputs, outputs, options name or None, {option: value}); inputs / outputs: tensor
-    indices; signature: (key, [(name, tensor)] inputs, [(name, tensor)] outputs); metadata: [(name, buffer index)].
+    indices; signature: (key, [(name, tensor)] inputs, [(name, tensor)] outputs); metadata: [(name, buffer index)];
+    discard: indices of buffers (writable numpy arrays) that are the caller's own copies, whose memory pages go
+    back to the system once copied.
     """
+    from .. import _core
+
+    import mmap
+
     import flatbuffers
 
-    # room for everything up front: a builder that grows copies all it holds into a buffer twice as large
+    # Room for everything up front (a builder that grows copies all it holds into a buffer twice as large), in
+    # anonymous memory whose pages are zero until written (a bytearray's are all written when it is made): with
+    # each buffer let go of once copied, the weights are in memory about once, not twice.
     names = sum(len(t[0]) for t in tensors) + sum(len(n) for n, _ in metadata)
-    b = flatbuffers.Builder(sum(len(d) + 32 for d in buffers) + 128 * len(tensors) + 96 * len(operators) + 4 * names
-                            + 65536)
+    size = sum(len(d) + 32 for d in buffers) + 128 * len(tensors) + 96 * len(operators) + 4 * names + 65536
+    if size > flatbuffers.Builder.MAX_BUFFER_SIZE:
+        raise ValueError(f"a TFLite flatbuffer holds at most 2 GiB; this model needs about {size} bytes")
+    b = flatbuffers.Builder(0)
+    b.Bytes, b.head = mmap.mmap(-1, size), size
     bufs = []
     for i, d in enumerate(buffers):
         bufs.append(_table(b, _BUFFER, [(0, _bytes(b, d))] if len(d) else []))
+        if i in discard:
+            _core.discard_memory(d)
         buffers[i] = None
     codes = sorted({op[0] for op in operators}, key=[op[0] for op in operators].index)
     opcodes = [_table(b, _OPCODE, scalars=[(0, "b", min(c, 127)), (2, "i", 1), (3, "i", c)]) for c in codes]
