@@ -171,7 +171,8 @@ def markdown(res: dict) -> str:
         if bulk.get("formats"):
             lines += ["", f"Per format, `pyloader.convert` of the {bulk['checkpoints']} checkpoints (templates: the "
                       "first runs the exporter on probe weights, the others are written from its bytes); floor = "
-                      "`pyloader.read` of one checkpoint + writing the output's bytes to a new file; with hash: "
+                      "`pyloader.read` of one checkpoint + writing the output's bytes to a new file, kept beside the run's "
+                      "outputs as the run keeps them (write s: that, and a file deleted at once); with hash: "
                       "max(floor, SHA-256 of the source), which every output's metadata holds", "",
                       f"peak and RSS: above the baseline after importing the format's framework; parameters "
                       f"{bulk['param_bytes'] / 1e6:.1f} MB", "",
@@ -185,7 +186,8 @@ def markdown(res: dict) -> str:
                     continue
                 lines.append(f"| {fmt} | {r['output_bytes'] / 1e6:.1f} | {_fmt(r['first_s'])} | "
                              f"{_fmt(r.get('median_after_first_s'))} | {_fmt(r['read_s'])} | "
-                             f"{_fmt(r['write_output_bytes_s'])} | {_fmt(r.get('sha256_s'))} | "
+                             f"{_fmt(r['write_output_bytes_s'])}, {_fmt(r.get('write_deleted_at_once_s'))} | "
+                             f"{_fmt(r.get('sha256_s'))} | "
                              f"{_fmt(r.get('after_first_over_floor'))} | "
                              f"{_fmt(r.get('after_first_over_floor_with_hash'))} | "
                              f"{_fmt(r['total_s'])} | {r['peak_above_baseline_bytes'] / 1e6:.0f} | "
