@@ -21,7 +21,8 @@ import json
 import os
 
 __all__ = ["KEY", "BUCKET", "model_metadata", "nms_metadata", "anchor_outputs", "anchor_plan_fields", "class_names",
-           "with_source", "source_fields", "read_names_file", "to_json", "config_text", "parse"]
+           "with_source", "source_fields", "read_names_file", "to_json", "config_text", "parse", "NOT_HASHED",
+           "is_digest"]
 
 KEY = "pyloader_metadata"
 
@@ -30,6 +31,16 @@ def _version() -> str:
     from .version import __version__
 
     return __version__
+
+
+# the metadata's source sha256 of a conversion asked not to hash its sources (`convert(..., source_hash=False)`,
+# `pyloader convert --no-source-hash`): hashing bounds a bulk run's speed (~0.14 s per 258 MB checkpoint)
+NOT_HASHED = "not computed (source_hash off)"
+
+
+def is_digest(value) -> bool:
+    """Whether a metadata sha256 value is a SHA-256 (64 hex digits), not a note of why there is none."""
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def file_sha256(path) -> str:

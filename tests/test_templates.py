@@ -207,3 +207,28 @@ def test_reads_reuse_a_freed_arena(sources):
     ref = pyloader.read(b, kw["cfg"])
     assert all(np.array_equal(third[k], ref[k]) for k in ref)
     _core.arena_pool_clear()
+
+
+def test_no_source_hash(sources, tmp_path):
+    """`pyloader convert --no-source-hash`: every output's metadata says the SHA-256 was not computed (the second
+    checkpoint is still written from the template, its metadata its own), and `inspect` shows it."""
+    from pyloader.metadata import NOT_HASHED
+    from pyloader.outputs import read_metadata
+
+    if "darknet" not in sources:
+        pytest.skip("no ../shared/cfg")
+    (a, b), kw = sources["darknet"]
+    cmd = [sys.executable, "-m", "pyloader.cli", "convert", a, b, "--cfg", kw["cfg"], "--input-size", "64x96",
+           "--format", "weights.h5", "-o", str(tmp_path / "o"), "--no-source-hash", "-v"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "exporter" not in p.stderr, p.stderr[-3000:]  # -v names every output the exporter wrote
+    for src in (a, b):
+        out = str(tmp_path / "o" / (os.path.splitext(os.path.basename(src))[0] + ".weights.h5"))
+        meta = read_metadata(out)
+        assert meta["source"] == {"name": os.path.basename(src), "bytes": os.path.getsize(src),
+                                  "sha256": NOT_HASHED}
+    q = subprocess.run([sys.executable, "-m", "pyloader", "inspect", out], capture_output=True, text=True,
+                       timeout=300)
+    assert q.returncode == 0 and f"sha256 {NOT_HASHED}" in q.stdout, q.stdout + q.stderr[-2000:]

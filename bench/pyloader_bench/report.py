@@ -171,8 +171,9 @@ def markdown(res: dict) -> str:
         if bulk.get("formats"):
             lines += ["", f"Per format, `pyloader.convert` of the {bulk['checkpoints']} checkpoints (templates: the "
                       "first runs the exporter on probe weights, the others are written from its bytes); floor = "
-                      "`pyloader.read` of one checkpoint + writing the output's bytes to a new file, kept beside the run's "
-                      "outputs as the run keeps them (write s: that, and a file deleted at once); with hash: "
+                      "the same run without the conversion: `pyloader.read` of each checkpoint after the first + writing "
+                      "its output's bytes to a new file, kept as the run keeps its outputs (medians; write s: that, "
+                      "and a file deleted at once, which gets the pages of the last back); with hash: "
                       "max(floor, SHA-256 of the source), which every output's metadata holds", "",
                       f"peak and RSS: above the baseline after importing the format's framework; parameters "
                       f"{bulk['param_bytes'] / 1e6:.1f} MB", "",

@@ -54,6 +54,7 @@ class Job:
     template: bool = True  # write from a per-architecture template output where exact (pyloader.outputs.template)
     verified: float | None = None  # set when a template-written output was verified
     tflite_writer: str = "auto"  # tflite: auto, direct or converter (pyloader.outputs.tflite.writer)
+    source_hash: bool = True  # the source's SHA-256 in the metadata (else pyloader.metadata.NOT_HASHED)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ class Interrupted(KeyboardInterrupt):
 
 def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=False, input_size=None,
             overwrite=False, tflite_fp16=False, jobs=1, executor=None, progress=None, names=None, nms=None,
-            int8=False, int8_io=False, calibration=None, verify=False, templates=True, tflite_writer="auto") -> list:
+            int8=False, int8_io=False, calibration=None, verify=False, templates=True, tflite_writer="auto",
+            source_hash=True) -> list:
     """Convert checkpoints into `out_dir`; returns one Result per source (sources order, then problems).
 
     A bad checkpoint never stops the run: its Result has status 'failed' and the reason. `executor`: any
@@ -51,6 +52,8 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
     architecture after the first are written from a template output: pyloader.outputs.template).
     tflite_writer (tflite): "auto" (pyloader's direct writer where it covers the model, else TensorFlow's
     converter), "direct" (an error for a model it does not cover) or "converter" (pyloader.outputs.tflite).
+    source_hash=False leaves the source's SHA-256 out of every output's metadata (its sha256 says so:
+    pyloader.metadata.NOT_HASHED): hashing runs beside the read and the write and bounds a bulk run's speed.
     """
     check_tflite_writer(format, tflite_writer)
     check_framework(format, tflite_converter=format == "tflite" and (tflite_writer == "converter" or int8))
@@ -63,7 +66,7 @@ def convert(sources, out_dir, *, cfg=None, format="keras", fold_bn=True, decode=
                               names=names, nms=nms, int8=int8, int8_io=int8_io, calibration=calibration,
                               verify=verify, tflite_writer=tflite_writer)
     for job in todo:
-        job.template = bool(templates)
+        job.template, job.source_hash = bool(templates), bool(source_hash)
     total = len(todo) + len(results)
     bytes_total = sum(j.bytes for j in todo) + sum(r.bytes for r in results)
     state = {"done": 0, "bytes": 0}

@@ -135,10 +135,10 @@ class Prepared:
 
 
 def _prepare(job: Job) -> Prepared:
-    from ..metadata import file_sha256
+    from ..metadata import NOT_HASHED, file_sha256
     from ..registry import container_of, open_checkpoint
 
-    digest = in_thread(file_sha256, job.source)
+    digest = in_thread(file_sha256, job.source) if job.source_hash else Later(lambda: NOT_HASHED, 0)
     cfg = job.cfg
     if cfg is not None and not str(cfg).endswith((".yaml", ".yml")) and container_of(job.source) == "torch":
         cfg = None  # --cfg names the .cfg of the .weights sources; a .pt carries its architecture

@@ -242,8 +242,8 @@ class Later:
 
 
 class Made:
-    """A patch made when `emit` writes it and let go after: `fn()` gives a new array of `nbytes` bytes (its own
-    copy: its memory pages go back to the system once written, not into the reader's pool of warm memory)."""
+    """A patch made when `emit` writes it and let go after: `fn()` gives an array of `nbytes` bytes (its memory,
+    from the core's pool of freed arenas, is the next one's: one transformed weight in memory at a time)."""
 
     def __init__(self, fn, nbytes: int):
         self.fn, self.nbytes = fn, nbytes
@@ -252,13 +252,10 @@ class Made:
         return self.nbytes
 
     def write_to(self, f) -> None:
-        from .. import _core
-
         a = self.fn()
         if a.nbytes != self.nbytes:
             raise ValueError(f"a made patch of {a.nbytes} bytes for {self.nbytes}")
         f.write(memoryview(a).cast("B"))
-        _core.discard_memory(a)
 
 
 def in_thread(fn, *args) -> Later:

@@ -14,7 +14,7 @@ dequantized with the file's own parameters.
 Writers (`writer`, the job's `tflite_writer`, `pyloader convert --tflite-writer`): `auto` (the default) writes
 float32 and float16 models whose every layer the direct writer covers (pyloader.outputs.tflite_direct) with it,
 without TensorFlow (its file is a template like the converter's: further checkpoints of the architecture are
-written from it, 0.15 s for yolov4's 258 MB where the writer takes 0.7 s), and int8 and any other model with
+written from it: 0.15 s for yolov4's 258 MB, the writer itself 0.2 s), and int8 and any other model with
 TensorFlow's converter; `direct` is an error where the direct writer does not cover the model, `converter` always
 runs the converter. Under Keras' PyTorch backend only the direct writer runs (the converter needs a SavedModel
 export): an uncovered model fails before any export, saying so. The file says which wrote it: the metadata entry

@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 import zipfile
 
-from ..metadata import BUCKET
+from ..metadata import BUCKET, is_digest
 
 __all__ = ["NAME", "LABELS", "MIN_PARSER_VERSION", "metadata_buffer", "labels_zip", "blobs"]
 
@@ -129,7 +129,7 @@ def metadata_buffer(meta: dict) -> bytes:
             f"{len(names)} classes, converted by pyloader")
     model = fb.table(_MODEL, {
         0: fb.string(str(meta.get("architecture", "model"))), 1: fb.string(text),
-        2: fb.string(f"sha256:{src['sha256'][:16]}" if src.get("sha256") else "unknown"),
+        2: fb.string(f"sha256:{src['sha256'][:16]}" if is_digest(src.get("sha256")) else "unknown"),
         3: fb.tables([subgraph]), 4: fb.string(f"pyloader {meta.get('pyloader_version', '')}".strip()),
         7: fb.string(MIN_PARSER_VERSION)})
     return _padded(fb.finish(model))
