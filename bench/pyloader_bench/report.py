@@ -195,6 +195,23 @@ def markdown(res: dict) -> str:
                              f"{_fmt(r.get('peak_over_param_bytes'))} | "
                              f"{', '.join(f'{v / 1e6:.0f}' for v in (r.get('rss_above_baseline_after') or {}).values())}"
                              f" | {_fmt(r.get('rss_growth_10_to_100_pct'))} | {'; '.join(r.get('notes') or [])[:200]} |")
+    td = res.get("tflite_direct") or {}
+    if td:
+        lines += ["", "### One checkpoint to TFLite (fresh process, wall time with imports, medians)", "",
+                  "| model | direct, JAX | direct, TensorFlow | direct, torch | TF converter | Ultralytics "
+                  "export(format='litert') | Ultralytics / fastest direct | Ultralytics / direct on TensorFlow |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for model, r in td.items():
+            if "error" in r:
+                lines.append(f"| {model} | {r['error']} |" + " |" * 6)
+                continue
+
+            def med(k, r=r):
+                return (r.get(k) or {}).get("wall_median_s")
+            ul, tf = med("ultralytics_litert"), med("direct_tensorflow")
+            lines.append(f"| {model} | {_fmt(med('direct_jax'))} | {_fmt(tf)} | {_fmt(med('direct_torch'))} | "
+                         f"{_fmt(med('converter'))} | {_fmt(ul)} | {_fmt(r.get('speedup_vs_ultralytics_litert'))} | "
+                         f"{_fmt(ul / tf if ul and tf else None)} |")
     lines += ["", "### Targets", ""]
     if res.get("smoke"):
         lines += ["Not scored: --small is a smoke run (the small model, few repeats); targets are scored on full "

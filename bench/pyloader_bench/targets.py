@@ -59,6 +59,14 @@ def targets(res: dict) -> list:
     s = min(sp) if sp and all(sp) else None
     add("Ultralytics .pt (" + ", ".join(ul.get("models") or ["yolov8x, yolo11x"]) + ") >= 10x faster than "
         + ul.get("route", "the Ultralytics route"), s, 10.0, None if s is None else s >= 10, ul.get("error", ""))
+    for model, r in (res.get("tflite_direct") or {}).items():
+        ul = (r.get("ultralytics_litert") or {}).get("wall_median_s")
+        for backend in ("jax", "tensorflow"):
+            mine = (r.get(f"direct_{backend}") or {}).get("wall_median_s")
+            s = ul / mine if ul and mine else None
+            add(f"one checkpoint ({model}) to TFLite, fresh process, >= 5x faster than Ultralytics' "
+                f"export(format='litert') (Keras' {backend} backend)", s, 5.0, None if s is None else s >= 5.0,
+                r.get("error", "") or (r.get("ultralytics_litert") or {}).get("error", ""))
     bulk = res.get("bulk") or {}
     bc = (bulk.get("methods") or {}).get("bulk_convert") or {}
     bs = (bulk.get("methods") or {}).get("bulk_separate") or {}

@@ -18,8 +18,9 @@ from ..errors import FormatError
 from ..boundary import short_repr
 from .records import Record, is_broadcast
 
-__all__ = ["BatchNorm", "ConvSpec", "Ctx", "conv2d", "conv_module", "batchnorm", "activation_of", "model_record", "model_part", "select_model",
-           "conv_arrays", "ConvBatch", "bn_arrays"]
+__all__ = ["BatchNorm", "ConvSpec", "MaxPool", "Upsample", "ADown", "AConv", "Ctx", "conv2d", "conv_module", "batchnorm",
+           "activation_of", "model_record", "model_part", "select_model", "yaml_header", "conv_arrays", "ConvBatch",
+           "bn_arrays"]
 
 
 @dataclass
@@ -53,6 +54,50 @@ class ConvSpec:
     @property
     def in_channels(self) -> int:
         return int(self.kernel.shape[1]) * int(self.groups)
+
+
+# -- records of the modules several .pt families share (each family's builder dispatches on its records by type)
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    """nn.MaxPool2d (`maxpool` gives its fields)."""
+
+    name: str
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+
+    def convs(self):  # no convolution (the YOLOv5 family lists each record's)
+        return ()
+
+
+@dataclass(frozen=True)
+class Upsample:
+    """nn.Upsample, nearest, by integer factors (height, width)."""
+
+    name: str
+    size: tuple
+
+    def convs(self):
+        return ()
+
+
+@dataclass(frozen=True)
+class ADown:
+    """YOLOv9's ADown: avg_pool2d(2, 1), then halves a, b: cat(cv1(a) (3x3 stride 2), cv2(max_pool2d(b, 3, 2, 1)))."""
+
+    name: str
+    cv1: ConvSpec
+    cv2: ConvSpec
+
+
+@dataclass(frozen=True)
+class AConv:
+    """YOLOv9's AConv: avg_pool2d(2, 1), then cv1 (3x3 stride 2)."""
+
+    name: str
+    cv1: ConvSpec
 
 
 class Ctx:
@@ -213,6 +258,20 @@ def maxpool(ctx, rec, mpath):
     if rec.attr("return_indices", False):
         raise ctx.err(mpath, "MaxPool2d with return_indices is not supported")
     return {"kernel": k, "stride": s, "padding": p, "name": mpath.replace(".", "_")}
+
+
+def yaml_header(cfg, path) -> tuple:
+    """(depth_multiple, width_multiple, nc) of a model's yaml dict, checked: backbone and head lists of rows, positive
+    multiples (1.0 where absent), nc a positive int (YOLOv7's and YOLOv9's yaml)."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
+        raise FormatError(f"{path}: the model has no yaml dict with backbone and head rows")
+    gd, gw = cfg.get("depth_multiple", 1.0), cfg.get("width_multiple", 1.0)
+    if not all(isinstance(v, (int, float)) and v > 0 for v in (gd, gw)):
+        raise FormatError(f"{path}: yaml depth_multiple {short_repr(gd)} / width_multiple {short_repr(gw)}")
+    nc = cfg.get("nc")
+    if isinstance(nc, bool) or not isinstance(nc, int) or nc <= 0:
+        raise FormatError(f"{path}: yaml nc {short_repr(nc)}")
+    return gd, gw, nc
 
 
 def class_names(model: Record, nc: int, path) -> list:

@@ -100,7 +100,7 @@ def _elan(x, B: ELAN, fold_bn, block):
 
 def _adown(x, B: ADown, fold_bn, block):
     a, b = _halves(_avg_pool(x, B.name), B.name)
-    b = _pool(b, MaxPool((3, 3), (2, 2), (1, 1), B.name + "_maxpool"))  # max_pool2d(b, 3, 2, 1)
+    b = _pool(b, MaxPool(B.name + "_maxpool", (3, 3), (2, 2), (1, 1)))  # max_pool2d(b, 3, 2, 1)
     return _cat([_conv(a, B.cv1, fold_bn), _conv(b, B.cv2, fold_bn)], B.name + "_cat")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..torch_reader.modules import ConvSpec
+from ..torch_reader.modules import ADown, AConv, ConvSpec, MaxPool, Upsample
 
 __all__ = ["Node", "Repeats", "Concat", "Upsample", "MaxPool", "Bottleneck", "C3", "Attention", "PSABlock",
            "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify",
@@ -32,24 +32,6 @@ class Repeats:
 
 @dataclass(frozen=True)
 class Concat:
-    name: str
-
-
-@dataclass(frozen=True)
-class Upsample:
-    """nn.Upsample, nearest by integer scale factors."""
-
-    name: str
-    size: tuple  # (rows, cols) factors
-
-
-@dataclass(frozen=True)
-class MaxPool:
-    """nn.MaxPool2d (torch_reader.modules.maxpool's fields)."""
-
-    kernel: tuple
-    stride: tuple
-    padding: tuple
     name: str
 
 
@@ -395,24 +377,6 @@ class ELAN:
     cv2: list
     cv3: list
     cv4: ConvSpec
-
-
-@dataclass(frozen=True)
-class ADown:
-    """avg_pool2d(2, 1) then halves a, b: cat(cv1(a) (3x3 stride 2), cv2(max_pool2d(b, 3, 2, 1)))."""
-
-    name: str
-    cv1: ConvSpec
-    cv2: ConvSpec
-
-
-@dataclass(frozen=True)
-class AConv:
-    """avg_pool2d(2, 1), then cv1 (3x3 stride 2)."""
-
-    name: str
-    cv1: ConvSpec
-
 
 
 @dataclass(frozen=True)

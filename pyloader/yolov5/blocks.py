@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..torch_reader.modules import BatchNorm, ConvSpec
+from ..torch_reader.modules import BatchNorm, ConvSpec, MaxPool, Upsample
 
 __all__ = ["Node", "Conv", "Focus", "Bottleneck", "C3", "BottleneckCSP", "MaxPool", "SPP", "SPPF", "Concat",
            "Upsample", "ZeroPad", "Detect", "Proto", "Segment", "Classify", "Sequential"]
@@ -88,17 +88,6 @@ class BottleneckCSP:
 
 
 @dataclass(frozen=True)
-class MaxPool:
-    name: str
-    kernel: tuple
-    stride: tuple
-    padding: tuple
-
-    def convs(self):
-        return ()
-
-
-@dataclass(frozen=True)
 class SPP:
     """cv2(cat(x, pool_1(x), ..., pool_k(x))) with x = cv1(input)."""
 
@@ -131,17 +120,6 @@ class Concat:
     """Along the channels."""
 
     name: str
-
-    def convs(self):
-        return ()
-
-
-@dataclass(frozen=True)
-class Upsample:
-    """Nearest, by integer factors."""
-
-    name: str
-    size: tuple  # (height factor, width factor)
 
     def convs(self):
         return ()

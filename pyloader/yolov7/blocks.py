@@ -14,19 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..torch_reader.modules import BatchNorm, ConvSpec
+from ..torch_reader.modules import BatchNorm, ConvSpec, MaxPool, Upsample
 
 __all__ = ["Node", "MaxPool", "RepConv", "Concat", "Shortcut", "ReOrg", "Upsample", "SPPCSPC", "DownC", "Detect"]
-
-
-@dataclass(frozen=True)
-class MaxPool:
-    """nn.MaxPool2d (MP, SP, and inside SPPCSPC and DownC)."""
-
-    name: str
-    kernel: tuple
-    stride: tuple
-    padding: tuple
 
 
 @dataclass(frozen=True)
@@ -66,14 +56,6 @@ class Shortcut(_Named):
 
 class ReOrg(_Named):
     """models.common.ReOrg: YOLOv5's Focus slicing (space to depth)."""
-
-
-@dataclass(frozen=True)
-class Upsample:
-    """nn.Upsample, nearest, by integer factors (height, width)."""
-
-    name: str
-    size: tuple
 
 
 @dataclass(frozen=True)

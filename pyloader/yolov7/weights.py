@@ -31,7 +31,7 @@ from ..errors import FormatError
 from ..torch_reader.checkpoint import load_torch_checkpoint
 from ..torch_reader.modules import (
     NN, YOLO, BatchNorm, ConvBatch, ConvSpec, Ctx, activation_of, batchnorm, bn_arrays, children, conv2d, conv_module,
-    is_a, class_names, maxpool, param, select_model, sequence,
+    is_a, class_names, maxpool, param, select_model, sequence, yaml_header,
 )
 from ..torch_reader.records import MethodRef, Record
 from .blocks import SPPCSPC, Concat, Detect, DownC, MaxPool, Node, ReOrg, RepConv, Shortcut, Upsample
@@ -304,14 +304,7 @@ def plan_from_model(model: Record, path: str) -> YoloV7Plan:
     """The plan of a YOLOv7 `models.yolo.Model` record (pickled, or built from a yaml and a state_dict)."""
     ctx = Ctx(path)
     cfg = model.attr("yaml")
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
-        raise FormatError(f"{path}: the model has no yaml dict with backbone and head rows")
-    gd, gw = cfg.get("depth_multiple", 1.0), cfg.get("width_multiple", 1.0)
-    if not all(isinstance(v, (int, float)) and v > 0 for v in (gd, gw)):
-        raise FormatError(f"{path}: yaml depth_multiple {short_repr(gd)} / width_multiple {short_repr(gw)}")
-    nc = cfg.get("nc")
-    if isinstance(nc, bool) or not isinstance(nc, int) or nc <= 0:
-        raise FormatError(f"{path}: yaml nc {short_repr(nc)}")
+    gd, gw, nc = yaml_header(cfg, path)
     rows = cfg["backbone"] + cfg["head"]
     layers = sequence(ctx, children(model).get("model"), "model", "layers")
     if len(layers) != len(rows):

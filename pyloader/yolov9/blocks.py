@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..torch_reader.modules import ConvSpec
+from ..torch_reader.modules import ADown, AConv, ConvSpec, MaxPool, Upsample
 
 __all__ = ["Node", "Named", "Upsample", "MaxPool", "RepConvN", "Bottleneck", "CSP", "ELAN", "ADown", "AConv", "SPPELAN",
            "CBLinear", "CBFuse", "Branch", "Head"]
@@ -22,24 +22,6 @@ class Named:
 
     name: str
     kind: str
-
-
-@dataclass(frozen=True)
-class Upsample:
-    """nn.Upsample, nearest, by integer factors (height, width)."""
-
-    name: str
-    size: tuple
-
-
-@dataclass(frozen=True)
-class MaxPool:
-    """nn.MaxPool2d (SPPELAN's SP rows: kernel 5, stride 1, padding 2)."""
-
-    name: str
-    kernel: tuple
-    stride: tuple
-    padding: tuple
 
 
 @dataclass(frozen=True)
@@ -89,23 +71,6 @@ class ELAN:
     cv2: tuple
     cv3: tuple
     cv4: ConvSpec
-
-
-@dataclass(frozen=True)
-class ADown:
-    """avg_pool2d(2, 1), then halves a, b: cat(cv1(a) (3x3 stride 2), cv2(max_pool2d(b, 3, 2, 1)))."""
-
-    name: str
-    cv1: ConvSpec
-    cv2: ConvSpec
-
-
-@dataclass(frozen=True)
-class AConv:
-    """avg_pool2d(2, 1), then cv1 (3x3 stride 2)."""
-
-    name: str
-    cv1: ConvSpec
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from ..boundary import short_repr
 from ..errors import FormatError
 from ..torch_reader.modules import (
     NN, YOLO, ConvBatch, ConvSpec, Ctx, activation_of, children, class_names, conv2d, conv_module, is_a, maxpool,
-    param, sequence,
+    param, sequence, yaml_header,
 )
 from ..torch_reader.records import Record
 from .blocks import (ADown, AConv, Bottleneck, Branch, CBFuse, CBLinear, CSP, ELAN, Head, MaxPool, Named, Node, RepConvN,
@@ -312,14 +312,7 @@ def plan_from_model(model: Record, path: str, nms: bool = False) -> YoloV9Plan:
     """The plan of a YOLOv9 `models.yolo.DetectionModel` record; with `nms`, of its last (main) branch alone."""
     ctx = Ctx(path)
     cfg = model.attr("yaml")
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
-        raise FormatError(f"{path}: the model has no yaml dict with backbone and head rows")
-    gd, gw = cfg.get("depth_multiple", 1.0), cfg.get("width_multiple", 1.0)
-    if not all(isinstance(v, (int, float)) and v > 0 for v in (gd, gw)):
-        raise FormatError(f"{path}: yaml depth_multiple {short_repr(gd)} / width_multiple {short_repr(gw)}")
-    nc = cfg.get("nc")
-    if isinstance(nc, bool) or not isinstance(nc, int) or nc <= 0:
-        raise FormatError(f"{path}: yaml nc {short_repr(nc)}")
+    gd, gw, nc = yaml_header(cfg, path)
     rows = _rows(cfg)
     layers = sequence(ctx, children(model).get("model"), "model", "layers")
     if len(layers) != len(rows):
