@@ -20,9 +20,9 @@ import hashlib
 import json
 import os
 
-__all__ = ["KEY", "BUCKET", "model_metadata", "nms_metadata", "anchor_outputs", "anchor_plan_fields", "class_names",
-           "with_source", "source_fields", "read_names_file", "to_json", "config_text", "parse", "NOT_HASHED",
-           "is_digest"]
+__all__ = ["KEY", "BUCKET", "model_metadata", "nms_metadata", "anchor_outputs", "plan_fields", "anchor_plan_fields",
+           "class_names", "with_source", "source_fields", "read_names_file", "to_json", "config_text", "parse",
+           "NOT_HASHED", "is_digest"]
 
 KEY = "pyloader_metadata"
 
@@ -130,19 +130,25 @@ ANCHOR_DECODED = ("[batch, boxes, 5 + classes]: x, y, w, h in input pixels, obje
                   "(YOLOv5 Detect, eval mode)")
 
 
-def anchor_plan_fields(plan, input_size, options, decoded: str = ANCHOR_DECODED) -> dict:
-    """A family's `metadata` for a plan of an anchor-based .pt model (YOLOv5-style Detect: model_class, names, nc,
-    strides, anchors in pixels; RGB input in [0, 1] named `images`); `decoded`: the layout text of its decode=True
-    output."""
+def plan_fields(plan, input_size, outputs: list, anchors=()) -> dict:
+    """The metadata fields of a .pt family's plan (model_class, names, nc, strides; RGB input in [0, 1] named
+    `images`) with its `outputs` entries and `anchors` (per level, in pixels; none for anchor-free heads)."""
     h, w = input_size
     return {
         "architecture": plan.model_class,
         "input": {"name": "images", "shape": [None, h, w, 3], "layout": "NHWC float32 RGB in [0, 1]", "size": [h, w]},
         "class_names": class_names(list(plan.names), plan.nc, plan.path),
         "strides": [[int(s), int(s)] for s in plan.strides],
-        "anchors": [[[float(v) for v in a] for a in lvl] for lvl in plan.anchors],
-        "outputs": anchor_outputs(plan.strides, plan.anchors, plan.nc, input_size, decoded if options.decoded else None),
+        "anchors": [[[float(v) for v in a] for a in lvl] for lvl in anchors],
+        "outputs": outputs,
     }
+
+
+def anchor_plan_fields(plan, input_size, options, decoded: str = ANCHOR_DECODED) -> dict:
+    """A family's `metadata` for a plan of an anchor-based .pt model (YOLOv5-style Detect: plan_fields with its
+    anchors); `decoded`: the layout text of its decode=True output."""
+    outputs = anchor_outputs(plan.strides, plan.anchors, plan.nc, input_size, decoded if options.decoded else None)
+    return plan_fields(plan, input_size, outputs, plan.anchors)
 
 
 def model_metadata(family, plan, input_size, options, source=None, *, digest=True) -> dict:

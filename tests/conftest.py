@@ -16,6 +16,17 @@ SHARED_CFG = ROOT.parent / "shared" / "cfg"
 FULL = os.environ.get("PYLOADER_FULL") == "1"
 
 
+def close(got, want, what: str, rtol: float) -> float:
+    """max |got - want| / max |want| of two arrays of one shape, asserted <= rtol (the message names `what`)."""
+    import numpy as np
+
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    err = float(np.abs(got - want).max()) / float(np.abs(want).max())
+    assert err <= rtol, f"{what}: relative error {err:.3g}"
+    return err
+
+
 def require(module: str):
     """`module` imported: a skip where it is missing, a failure under CI=true (the test extra installs it)."""
     if os.environ.get("CI") == "true":

@@ -33,6 +33,7 @@ import pyloader
 from pyloader.errors import FormatError
 
 sys.path.insert(0, os.path.dirname(__file__))
+from conftest import close  # noqa: E402
 # skips this module without torch / ultralytics (fails in CI), as the other task tests
 from test_ultralytics_tasks import MODEL_CLASS, P5_SIZE, RAW_KEY, RAW_NAME, RTOL, _nchw, _task  # noqa: E402
 from test_ultralytics_tasks import _check_metadata as tasks_check_metadata  # noqa: E402
@@ -111,11 +112,7 @@ def _reference(path, x):
 
 
 def _rel(got, want, what):
-    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    err = float(np.abs(got - want).max()) / float(np.abs(want).max())
-    assert err <= RTOL, f"{what}: relative error {err:.3g}"
-    return err
+    return close(got, want, what, RTOL)
 
 
 def _paired(got, want):

@@ -25,7 +25,7 @@ import pytest
 import pyloader
 from pyloader.errors import FormatError
 
-from conftest import FULL, require
+from conftest import FULL, close, require
 
 torch = require("torch")
 ultralytics = require("ultralytics")
@@ -70,11 +70,7 @@ def test_scope_is_enumerated():
 
 
 def _rel(got, want, what):
-    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    err = float(np.abs(got - want).max()) / float(np.abs(want).max())
-    assert err <= RTOL, f"{what}: relative error {err:.3g}"
-    return err
+    return close(got, want, what, RTOL)
 
 
 def _reference(path, x):

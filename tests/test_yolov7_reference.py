@@ -227,7 +227,7 @@ def test_cli_convert_and_inspect(checkpoints, tmp_path):
     np.save(tmp_path / "x.npy", x)
     code = textwrap.dedent(f"""
         import numpy as np, keras
-        import pyloader.keras_blocks.torch_layers  # registers pyloader's PyTorch-semantics layers
+        import pyloader  # what a user imports: registers pyloader's Keras classes for load_model
         m = keras.saving.load_model({str(out / 'tiny.keras')!r})
         np.save({str(tmp_path / 'y.npy')!r}, keras.ops.convert_to_numpy(m(np.load({str(tmp_path / 'x.npy')!r}))))
     """)

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..metadata import to_json
 
-__all__ = ["NoTemplate", "Template", "Slot", "Finder", "Later", "Made", "OnDisk", "learn", "probe_values", "find_blobs",
+__all__ = ["NoTemplate", "Template", "Slot", "Finder", "Later", "Made", "OnDisk", "hwio_to_ohwi", "learn", "probe_values", "find_blobs",
            "json_blobs", "emit", "in_thread", "crc32c"]
 
 
@@ -90,12 +90,18 @@ class _Held(collections.abc.Mapping):
         return len(self._variables)
 
 
-def _transformed(a: np.ndarray, transform: str, dtype: str) -> np.ndarray:
-    if transform == "ohwi":  # Keras HWIO -> TFLite OHWI: the (H*W*I, O) matrix transposed, cache-blocked
-        from .. import _core
+def hwio_to_ohwi(kernel: np.ndarray) -> np.ndarray:
+    """A Keras HWIO kernel in TFLite's OHWI layout: the (H*W*I, O) matrix transposed by the core (cache-blocked,
+    threaded; the output from its pool of freed arenas)."""
+    from .. import _core
 
-        h, w, i, o = a.shape
-        a = _core.oihw_to_hwio(a.reshape(h * w * i, o, 1, 1)).reshape(o, h, w, i)
+    h, w, i, o = kernel.shape
+    return _core.oihw_to_hwio(np.ascontiguousarray(kernel).reshape(h * w * i, o, 1, 1)).reshape(o, h, w, i)
+
+
+def _transformed(a: np.ndarray, transform: str, dtype: str) -> np.ndarray:
+    if transform == "ohwi":  # Keras HWIO -> TFLite OHWI
+        a = hwio_to_ohwi(a)
     elif transform != "identity":
         raise ValueError(transform)
     a = np.ascontiguousarray(a)

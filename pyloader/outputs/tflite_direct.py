@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .template import hwio_to_ohwi
 from .tflite_schema import FLOAT16, FLOAT32, INT32, OPS, PADDING, serialize
 
 __all__ = ["Uncovered", "Writer", "uncovered", "write_model"]
@@ -202,7 +203,7 @@ class Writer:
             co *= ci
             k = self.const(kernel.reshape(1, kh, kw, co))
         else:
-            k = self.const(_ohwi(kernel), own=True)
+            k = self.const(hwio_to_ohwi(kernel), own=True)
         b = self.const(np.zeros(co, np.float32) if bias is None else np.asarray(bias, np.float32))
         ekh, ekw = (kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1
         if padding == "same":
@@ -229,15 +230,6 @@ class Writer:
 
 # ---------------------------------------------------------------------------------------------------------
 # Keras' built-in layers
-
-
-def _ohwi(kernel: np.ndarray) -> np.ndarray:
-    """A Keras HWIO kernel in TFLite's OHWI layout: the (H*W*I, O) matrix transposed, by pyloader's core
-    (cache-blocked, threaded)."""
-    from .. import _core
-
-    h, w, i, o = kernel.shape
-    return _core.oihw_to_hwio(np.ascontiguousarray(kernel).reshape(h * w * i, o, 1, 1)).reshape(o, h, w, i)
 
 
 def _activation(w: Writer, name: str, x: int) -> int:

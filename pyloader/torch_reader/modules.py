@@ -18,8 +18,8 @@ from ..errors import FormatError
 from ..boundary import short_repr
 from .records import Record, is_broadcast
 
-__all__ = ["BatchNorm", "ConvSpec", "MaxPool", "Upsample", "ADown", "AConv", "Ctx", "conv2d", "conv_module", "batchnorm",
-           "activation_of", "model_record", "model_part", "select_model", "yaml_header", "conv_arrays", "ConvBatch",
+__all__ = ["BatchNorm", "ConvSpec", "MaxPool", "Upsample", "ADown", "AConv", "ELAN", "CBLinear", "CBFuse", "Ctx",
+           "conv2d", "conv_module", "batchnorm", "activation_of", "model_record", "model_part", "select_model", "yaml_header", "conv_arrays", "ConvBatch",
            "bn_arrays"]
 
 
@@ -98,6 +98,37 @@ class AConv:
 
     name: str
     cv1: ConvSpec
+
+
+@dataclass(frozen=True)
+class ELAN:
+    """YOLOv9's RepNCSPELAN4 / ELAN1: cv1's output in halves a, b; c = cv2(b), d = cv3(c); cv4(cat(a, b, c, d)). cv2
+    and cv3 are sequences of records applied in turn (RepNCSPELAN4: a RepNCSP, then a Conv; ELAN1: one Conv)."""
+
+    name: str
+    cv1: ConvSpec
+    cv2: tuple | list
+    cv3: tuple | list
+    cv4: ConvSpec
+
+
+@dataclass(frozen=True)
+class CBLinear:
+    """YOLOv9-E's CBLinear: one Conv2d (with bias, no norm, no activation), its outputs split in `splits` channel
+    groups."""
+
+    name: str
+    conv: ConvSpec
+    splits: tuple | list  # ints
+
+
+@dataclass(frozen=True)
+class CBFuse:
+    """YOLOv9-E's CBFuse: the sum of the last input and, of each other input (a CBLinear's groups), group idx[i]
+    resized (nearest) to the last one's size."""
+
+    name: str
+    idx: tuple | list  # ints, one per CBLinear input
 
 
 class Ctx:

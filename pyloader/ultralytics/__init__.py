@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..family import Family, OutputLayout
 from .weights import plan_arrays
-from ..metadata import class_names
+from ..metadata import plan_fields
 from ..summary import plan_summary
 
 
@@ -156,16 +156,7 @@ def metadata(plan, input_size, options) -> dict:
     if plan.end2end is not None:
         extra = {**extra, "end2end": {"branch": "one2one" if plan.end2end.selected else "one2many",
                              "max_det": plan.end2end.max_det, "agnostic": plan.end2end.agnostic}}
-    return {
-        "task": plan.task,
-        "architecture": plan.model_class,
-        "input": {"name": "images", "shape": [None, h, w, 3], "layout": "NHWC float32 RGB in [0, 1]", "size": [h, w]},
-        "class_names": class_names(list(plan.names), plan.nc, plan.path),
-        "strides": [[int(s), int(s)] for s in plan.strides],
-        "anchors": [],
-        "outputs": outputs,
-        **extra,
-    }
+    return {"task": plan.task, **plan_fields(plan, input_size, outputs), **extra}
 
 
 _NMS_EXTRAS = {"segment": "mask_coefficients", "pose": "keypoints", "obb": "angles"}  # per kept box, after classes

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..torch_reader.modules import ADown, AConv, ConvSpec, MaxPool, Upsample
+from ..torch_reader.modules import ADown, AConv, CBFuse, CBLinear, ConvSpec, ELAN, MaxPool, Upsample
 
 __all__ = ["Node", "Repeats", "Concat", "Upsample", "MaxPool", "Bottleneck", "C3", "Attention", "PSABlock",
            "Chain", "C2f", "C2", "C2PSA", "SPPF", "DetectLevel", "Detect", "Linear", "Classify",
@@ -368,40 +368,10 @@ class RepConv:
 
 
 @dataclass(frozen=True)
-class ELAN:
-    """RepNCSPELAN4 / ELAN1: cv1's output in halves a, b; c = cv2(b), d = cv3(c); cv4(cat(a, b, c, d)). cv2 and cv3
-    are lists of records (RepCSP as a C3 with RepBottlenecks, then a Conv; ELAN1: one Conv each)."""
-
-    name: str
-    cv1: ConvSpec
-    cv2: list
-    cv3: list
-    cv4: ConvSpec
-
-
-@dataclass(frozen=True)
 class Identity:
     """nn.Identity (YOLOv9-E's first row): the input as it is."""
 
     name: str
-
-
-@dataclass(frozen=True)
-class CBLinear:
-    """YOLOv9-E: one Conv2d (with bias, no norm, no activation), its outputs split in `splits` channel groups."""
-
-    name: str
-    conv: ConvSpec
-    splits: list  # ints
-
-
-@dataclass(frozen=True)
-class CBFuse:
-    """YOLOv9-E: the sum of the last input and, of each other input (a CBLinear's groups), group idx[i] resized to the
-    last one's size (nearest)."""
-
-    name: str
-    idx: list  # ints, one per CBLinear input
 
 
 # -- YOLO26's dense heads (read by .dense_heads): no boxes, one map per pixel block

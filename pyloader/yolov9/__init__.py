@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..errors import FormatError
 from ..family import Family, OutputLayout
-from ..metadata import class_names
+from ..metadata import plan_fields
 from ..summary import plan_summary
 from .weights import is_yolov9_model, plan_arrays, plan_from_model
 
@@ -49,15 +49,7 @@ def metadata(plan, input_size, options) -> dict:
                      "layout": f"NHWC; channels 0..{4 * plan.reg_max - 1}: DFL distance bins (l, t, r, b; "
                                f"{plan.reg_max} each), then class logits{branch}", "stride": [int(s), int(s)]}
                     for i, s in enumerate(plan.strides)]
-    return {
-        "task": plan.task,
-        "architecture": plan.model_class,
-        "input": {"name": "images", "shape": [None, h, w, 3], "layout": "NHWC float32 RGB in [0, 1]", "size": [h, w]},
-        "class_names": class_names(list(plan.names), plan.nc, plan.path),
-        "strides": [[int(s), int(s)] for s in plan.strides],
-        "anchors": [],
-        "outputs": outputs,
-    }
+    return {"task": plan.task, **plan_fields(plan, input_size, outputs)}
 
 
 def summary(plan, content) -> tuple:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..torch_reader.modules import ADown, AConv, ConvSpec, MaxPool, Upsample
+from ..torch_reader.modules import ADown, AConv, CBFuse, CBLinear, ConvSpec, ELAN, MaxPool, Upsample
 
 __all__ = ["Node", "Named", "Upsample", "MaxPool", "RepConvN", "Bottleneck", "CSP", "ELAN", "ADown", "AConv", "SPPELAN",
            "CBLinear", "CBFuse", "Branch", "Head"]
@@ -62,18 +62,6 @@ class CSP:
 
 
 @dataclass(frozen=True)
-class ELAN:
-    """RepNCSPELAN4 / ELAN1: cv1's output in halves a, b; c = cv2(b), d = cv3(c); cv4(cat(a, b, c, d)). cv2 and cv3
-    are tuples of records applied in turn (RepNCSPELAN4: a CSP, then a Conv; ELAN1: one Conv)."""
-
-    name: str
-    cv1: ConvSpec
-    cv2: tuple
-    cv3: tuple
-    cv4: ConvSpec
-
-
-@dataclass(frozen=True)
 class SPPELAN:
     """cv5(cat(y0, y1, y2, y3)) of y0 = cv1(x) and each SP max pool on the one before."""
 
@@ -81,24 +69,6 @@ class SPPELAN:
     cv1: ConvSpec
     pools: tuple  # MaxPool
     cv5: ConvSpec
-
-
-@dataclass(frozen=True)
-class CBLinear:
-    """One Conv2d (bias, no norm, no activation), its outputs split in `splits` channel groups."""
-
-    name: str
-    conv: ConvSpec
-    splits: tuple  # ints
-
-
-@dataclass(frozen=True)
-class CBFuse:
-    """The sum of the last input and, of each other input (a CBLinear's groups), group idx[i] resized (nearest) to
-    the last one's size."""
-
-    name: str
-    idx: tuple  # ints, one per CBLinear input
 
 
 @dataclass(frozen=True)
